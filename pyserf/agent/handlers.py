@@ -1,0 +1,216 @@
+"""Event handler scripts: Serf's environment and stdin contract, one ordered queue per script.
+
+Each script sees its events in order, but scripts never wait for each other, so a slow
+user-event handler cannot delay a query handler (unlike serf, which runs all of them serially).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pyserf.serf.core import MemberEvent, QueryReceived, UserEventReceived
+
+if TYPE_CHECKING:
+    from pyserf.agent.runtime import Agent
+
+log = logging.getLogger("pyserf.agent")
+
+OUTPUT_LIMIT = 8 * 1024
+SLOW_WARNING = 1.0
+_TAG_KEY_UNSAFE = re.compile(r"[^A-Z0-9_]")
+
+
+def tag_env_name(key: str) -> str:
+    return "SERF_TAG_" + _TAG_KEY_UNSAFE.sub("_", key.upper())
+
+
+def _env_value(value: str) -> str:
+    # A NUL cannot be passed in an environment variable; nothing else needs escaping because
+    # values are handed to execve directly, never through a shell.
+    return value.replace("\x00", "")
+
+
+def _escape(text: str) -> str:
+    return text.replace("\t", "\\t").replace("\n", "\\n")
+
+
+def event_stdin(event: Any) -> bytes:
+    if isinstance(event, MemberEvent):
+        lines = []
+        for member in event.members:
+            tags = ",".join(f"{k}={v}" for k, v in member.tags.items())
+            lines.append(f"{_escape(member.name)}\t{member.addr}\t"
+                         f"{_escape(member.tags.get('role', ''))}\t{_escape(tags)}\n")
+        return "".join(lines).encode()
+    payload = event.payload or b""
+    if payload and not payload.endswith(b"\n"):
+        payload += b"\n"
+    return payload
+
+
+def event_type_name(event: Any) -> tuple[str, str]:
+    """(event type, name) as handler filters see them."""
+    if isinstance(event, MemberEvent):
+        return event.type, ""
+    if isinstance(event, UserEventReceived):
+        return "user", event.name
+    return "query", event.name
+
+
+@dataclass
+class _Script:
+    spec: str
+    filters: list[Any]
+    command: str
+    queue: asyncio.Queue
+    worker: asyncio.Task | None = None
+
+    def wants(self, event_type: str, name: str) -> bool:
+        return any(f.matches(event_type, name) for f in self.filters)
+
+
+class HandlerManager:
+    def __init__(self, agent: Agent, timeout: float = 0.0) -> None:
+        self.agent = agent
+        self.timeout = timeout
+        self.scripts: list[_Script] = []
+
+    def load(self, specs: list[str]) -> None:
+        """(Re)load handler specs; scripts whose spec is unchanged keep their queue."""
+        old = {s.spec: s for s in self.scripts}
+        scripts = []
+        for spec in specs:
+            if spec in old:
+                scripts.append(old.pop(spec))
+                continue
+            from pyserf.agent.config import parse_event_handler_spec
+
+            filters, command = parse_event_handler_spec(spec)
+            script = _Script(spec, filters, command, asyncio.Queue())
+            script.worker = self.agent.spawn(self._run(script))
+            scripts.append(script)
+        for gone in old.values():
+            gone.queue.put_nowait(None)
+        self.scripts = scripts
+
+    def describe(self) -> dict[str, str]:
+        out = {}
+        for script in self.scripts:
+            for f in script.filters:
+                out[f"{f.event}:{f.name or ''}"] = script.command
+        return out
+
+    def dispatch(self, event: Any) -> None:
+        kind, name = event_type_name(event)
+        for script in self.scripts:
+            if script.wants(kind, name):
+                script.queue.put_nowait(event)
+
+    async def close(self) -> None:
+        for script in self.scripts:
+            if script.worker is not None:
+                script.worker.cancel()
+        self.scripts = []
+
+    async def _run(self, script: _Script) -> None:
+        while True:
+            event = await script.queue.get()
+            if event is None:
+                return
+            try:
+                await self._invoke(script, event)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.error("agent: Error invoking script '%s': %s", script.command, exc)
+
+    def _environment(self, event: Any) -> dict[str, str]:
+        serf = self.agent.serf
+        tags = serf.config.tags
+        env = dict(os.environ)
+        kind, name = event_type_name(event)
+        env["SERF_EVENT"] = kind
+        env["SERF_SELF_NAME"] = _env_value(serf.config.node_name)
+        env["SERF_SELF_ROLE"] = _env_value(tags.get("role", ""))
+        for key, value in tags.items():
+            env[tag_env_name(key)] = _env_value(value)
+        if isinstance(event, UserEventReceived):
+            env["SERF_USER_EVENT"] = _env_value(name)
+            env["SERF_USER_LTIME"] = str(event.ltime)
+        elif isinstance(event, QueryReceived):
+            env["SERF_QUERY_NAME"] = _env_value(name)
+            env["SERF_QUERY_LTIME"] = str(event.ltime)
+        return env
+
+    async def _invoke(self, script: _Script, event: Any) -> None:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        proc = await asyncio.create_subprocess_exec(
+            "/bin/sh", "-c", script.command, stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            env=self._environment(event), start_new_session=True)
+        try:
+            proc.stdin.write(event_stdin(event))
+            await proc.stdin.drain()
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        finally:
+            proc.stdin.close()
+        output = bytearray()
+        truncated = False
+
+        async def collect() -> None:
+            nonlocal truncated
+            while chunk := await proc.stdout.read(65536):
+                output.extend(chunk)
+                if len(output) > OUTPUT_LIMIT:
+                    del output[: len(output) - OUTPUT_LIMIT]
+                    truncated = True
+            await proc.wait()
+
+        collector = asyncio.ensure_future(collect())
+        slow_logged = False
+        while not collector.done():
+            elapsed = loop.time() - started
+            wait = SLOW_WARNING - elapsed if not slow_logged else None
+            if self.timeout > 0:
+                left = self.timeout - elapsed
+                wait = left if wait is None else min(wait, left)
+            await asyncio.wait({collector}, timeout=wait if wait is None or wait > 0 else 0)
+            if collector.done():
+                break
+            elapsed = loop.time() - started
+            if not slow_logged and elapsed >= SLOW_WARNING:
+                log.warning("agent: Script '%s' slow, execution exceeding %s", script.command,
+                            "1s")
+                slow_logged = True
+            if self.timeout > 0 and elapsed >= self.timeout:
+                log.error("agent: Script '%s' timed out after %.1fs, killing it",
+                          script.command, self.timeout)
+                try:
+                    os.killpg(proc.pid, 9)
+                except ProcessLookupError:
+                    pass
+                await collector
+                return
+        if truncated:
+            log.warning("agent: Script '%s' generated %d bytes of output, truncated to %d",
+                        script.command, len(output), OUTPUT_LIMIT)
+        if proc.returncode:
+            log.error("agent: Error invoking script '%s': exit status %d", script.command,
+                      proc.returncode)
+        if output:
+            kind, _ = event_type_name(event)
+            log.debug("agent: Event '%s' script output: %s", kind,
+                      output.decode("utf-8", "replace"))
+        if isinstance(event, QueryReceived) and output and not event.responded:
+            try:
+                self.agent.serf.respond(event, bytes(output), loop.time())
+                self.agent.pump()
+            except Exception as exc:
+                log.warning("agent: Failed to respond to query '%s': %s", event.name, exc)

@@ -1,0 +1,87 @@
+"""Serf-style log lines (``2026/11/21 22:23:16 [INFO] serf: ...``), level filtering, and the
+ring of recent lines that RPC ``monitor`` replays to new subscribers."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections import deque
+from collections.abc import Callable
+
+TRACE = 5
+logging.addLevelName(TRACE, "TRACE")
+
+LEVELS = {"TRACE": TRACE, "DEBUG": logging.DEBUG, "INFO": logging.INFO,
+          "WARN": logging.WARNING, "ERR": logging.ERROR}
+_NAMES = {TRACE: "TRACE", logging.DEBUG: "DEBUG", logging.INFO: "INFO",
+          logging.WARNING: "WARN", logging.ERROR: "ERR", logging.CRITICAL: "ERR"}
+VALID_LEVELS = "[TRACE DEBUG INFO WARN ERR]"
+
+
+def parse_level(name: str) -> int:
+    level = LEVELS.get(name.strip().upper())
+    if level is None:
+        raise ValueError(f"Unknown log level: {name}")
+    return level
+
+
+def format_line(record: logging.LogRecord) -> str:
+    stamp = time.strftime("%Y/%m/%d %H:%M:%S", time.localtime(record.created))
+    return f"{stamp} [{_NAMES.get(record.levelno, 'INFO')}] {record.getMessage()}"
+
+
+class AgentLogHandler(logging.Handler):
+    """Writes filtered lines to the console and fans every line out to monitors."""
+
+    def __init__(self, level: int, stream=None, ring_size: int = 512) -> None:
+        super().__init__(TRACE)
+        self.console_level = level
+        self.stream = stream or sys.stdout
+        self.ring: deque[tuple[int, str]] = deque(maxlen=ring_size)
+        self.subscribers: list[tuple[int, Callable[[str], None]]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = format_line(record)
+        except Exception:  # a bad format string must never take the agent down
+            line = f"[ERR] unformattable log record: {record.msg!r}"
+        self.ring.append((record.levelno, line))
+        if record.levelno >= self.console_level:
+            try:
+                self.stream.write("    " + line + "\n")
+                self.stream.flush()
+            except (OSError, ValueError):
+                pass
+        for level, callback in list(self.subscribers):
+            if record.levelno >= level:
+                callback(line)
+
+    def subscribe(self, level: int, callback: Callable[[str], None]) -> None:
+        for lvl, line in list(self.ring):
+            if lvl >= level:
+                callback(line)
+        self.subscribers.append((level, callback))
+        self.refresh_level()
+
+    def unsubscribe(self, callback: Callable[[str], None]) -> None:
+        self.subscribers = [(lv, cb) for lv, cb in self.subscribers if cb is not callback]
+        self.refresh_level()
+
+    def set_console_level(self, level: int) -> None:
+        self.console_level = level
+        self.refresh_level()
+
+    def refresh_level(self) -> None:
+        """Let the logger drop records nobody wants before they are even formatted."""
+        wanted = min([self.console_level, *(lv for lv, _ in self.subscribers)])
+        logging.getLogger("pyserf").setLevel(wanted)
+
+
+def install(level: int, stream=None) -> AgentLogHandler:
+    handler = AgentLogHandler(level, stream)
+    root = logging.getLogger("pyserf")
+    root.handlers[:] = [handler]
+    root.propagate = False
+    handler.refresh_level()
+    return handler

@@ -1,0 +1,633 @@
+"""The asyncio shell around the sans-I/O serf machine: sockets, timers, signals, handlers, RPC.
+
+Everything here moves bytes and time in and out; no protocol decisions are made here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import os
+import random
+import signal
+import socket
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from pyserf.agent import logs, netutil
+from pyserf.agent.handlers import HandlerManager
+from pyserf.memberlist import codec, security
+from pyserf.memberlist.profiles import PROFILES
+from pyserf.memberlist.state import JoinOutcome, MemberlistConfig, OpenStream, SendPacket
+from pyserf.memberlist.timers import Scheduler
+from pyserf.serf.core import (
+    MemberEvent,
+    QueryReceived,
+    Serf,
+    SerfConfig,
+    SerfError,
+    UserEventReceived,
+)
+
+if TYPE_CHECKING:
+    from pyserf.agent.config import AgentConfig
+
+log = logging.getLogger("pyserf.agent")
+
+MAX_STREAM_BYTES = 64 * 1024 * 1024
+GRACEFUL_TIMEOUT = 3.0
+
+
+class AgentError(Exception):
+    """Start-up failed; the message is printed as ``==> Failed to start the Serf agent: ...``."""
+
+
+def multierror(errors: list[str]) -> str:
+    """Format several errors the way hashicorp/go-multierror does (serf prints this)."""
+    noun = "error" if len(errors) == 1 else "errors"
+    lines = "".join(f"\t* {e}\n" for e in errors)
+    return f"{len(errors)} {noun} occurred:\n{lines}\n"
+
+
+def dial_error(addr: tuple[str, int], exc: BaseException) -> str:
+    host = f"[{addr[0]}]:{addr[1]}" if ":" in addr[0] else f"{addr[0]}:{addr[1]}"
+    if isinstance(exc, ConnectionRefusedError):
+        return f"dial tcp {host}: connect: connection refused"
+    if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
+        return f"dial tcp {host}: i/o timeout"
+    reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return f"dial tcp {host}: {reason.lower()}"
+
+
+async def read_stream_message(reader: asyncio.StreamReader) -> bytes:
+    """Read one memberlist stream message (complete frame, or whatever arrived before EOF)."""
+    buf = b""
+    while True:
+        chunk = await reader.read(65536)
+        if not chunk:
+            return buf
+        buf += chunk
+        if len(buf) > MAX_STREAM_BYTES:
+            raise codec.DecodeError("stream message exceeds 64 MiB")
+        length = codec.stream_frame_length(buf)
+        if length is not None:
+            return buf[:length]
+
+
+class _DialError(Exception):
+    pass
+
+
+class _UDP(asyncio.DatagramProtocol):
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.agent.on_packet(data, (addr[0], addr[1]))
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("memberlist: UDP error: %s", exc)
+
+
+class Agent:
+    def __init__(self, config: AgentConfig, log_handler: logs.AgentLogHandler | None = None
+                 ) -> None:
+        self.config = config
+        self.log_handler = log_handler
+        self.loop = asyncio.get_running_loop()
+        self.scheduler = Scheduler()
+        self.serf: Serf | None = None
+        self.udp: asyncio.DatagramTransport | None = None
+        self.tcp_server: asyncio.Server | None = None
+        self.rpc = None
+        self.handlers = HandlerManager(self)
+        self.event_listeners: list[Callable[[Any], None]] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._tasks: set[asyncio.Task] = set()
+        self.shutdown_event = asyncio.Event()
+        self.bind_addr: tuple[str, int] = ("0.0.0.0", netutil.DEFAULT_PORT)
+        self.advertise: tuple[str, int] = ("0.0.0.0", netutil.DEFAULT_PORT)
+        self.keyring: security.Keyring | None = None
+        self.leaving = False
+
+    # -- set-up --------------------------------------------------------------------------
+
+    def _resolve_addresses(self) -> None:
+        cfg = self.config
+        try:
+            host, port = netutil.split_host_port(cfg.bind or "0.0.0.0", netutil.DEFAULT_PORT)
+        except netutil.AddressError as exc:
+            raise AgentError(f"Invalid bind address: {exc}") from exc
+        if cfg.interface:
+            try:
+                iface_ip = netutil.interface_ipv4(cfg.interface)
+            except netutil.AddressError as exc:
+                raise AgentError(str(exc)) from exc
+            if host in ("", "0.0.0.0"):
+                host = iface_ip
+            elif host != iface_ip:
+                raise AgentError(f"Failed to bind: {host} is not an address of interface "
+                                 f"{cfg.interface} (it has {iface_ip})")
+        host = netutil.parse_ip(host or "0.0.0.0", "bind")
+        self.bind_addr = (host, port)
+        if cfg.advertise:
+            try:
+                adv_host, adv_port = netutil.split_host_port(cfg.advertise, port)
+                adv_host = netutil.parse_ip(adv_host, "advertise")
+            except netutil.AddressError as exc:
+                raise AgentError(f"Invalid advertise address: {exc}") from exc
+        elif host in ("0.0.0.0", "::"):
+            try:
+                adv_host = netutil.default_advertise_ip()
+            except netutil.AddressError as exc:
+                raise AgentError(str(exc)) from exc
+            adv_port = port
+        else:
+            adv_host, adv_port = host, port
+        self.advertise = (adv_host, adv_port)
+
+    def _load_keyring(self) -> None:
+        cfg = self.config
+        keys: list[bytes] = []
+        if cfg.keyring_file:
+            import json
+
+            try:
+                with open(cfg.keyring_file) as fh:
+                    raw = json.load(fh)
+            except (OSError, ValueError) as exc:
+                raise AgentError(f"Failed to read keyring file: {exc}") from exc
+            if not isinstance(raw, list) or not raw:
+                raise AgentError("Keyring file contains no keys")
+            try:
+                keys = [security.parse_key_b64(k) for k in raw]
+            except ValueError as exc:
+                raise AgentError(f"Invalid key in keyring file: {exc}") from exc
+        elif cfg.encrypt_key:
+            try:
+                keys = [security.parse_key_b64(cfg.encrypt_key)]
+            except ValueError as exc:
+                raise AgentError(f"Invalid encryption key: {exc}") from exc
+        if keys:
+            try:
+                self.keyring = security.Keyring(keys)
+            except ValueError as exc:
+                raise AgentError(f"Failed to create memberlist: {exc}") from exc
+
+    def _build_serf(self) -> Serf:
+        cfg = self.config
+        timing = PROFILES[cfg.profile]
+        ml = MemberlistConfig(name=cfg.node_name, advertise_addr=self.advertise[0],
+                              advertise_port=self.advertise[1], bind_port=self.bind_addr[1],
+                              timing=timing, keyring=self.keyring,
+                              enable_compression=cfg.enable_compression)
+        serf_cfg = SerfConfig(
+            node_name=cfg.node_name, tags=dict(cfg.tags), protocol_version=cfg.protocol,
+            broadcast_timeout=cfg.broadcast_timeout, reconnect_interval=cfg.reconnect_interval,
+            reconnect_timeout=cfg.reconnect_timeout, tombstone_timeout=cfg.tombstone_timeout,
+            user_event_size_limit=cfg.user_event_size_limit,
+            query_size_limit=cfg.query_size_limit,
+            query_response_size_limit=cfg.query_response_size_limit,
+            disable_name_resolution=cfg.disable_name_resolution)
+        try:
+            return Serf(serf_cfg, ml, self.scheduler, random.Random())
+        except SerfError as exc:
+            raise AgentError(f"Error creating Serf: {exc}") from exc
+
+    async def start(self) -> None:
+        self._resolve_addresses()
+        self._load_keyring()
+        self.serf = self._build_serf()
+        host, port = self.bind_addr
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        try:
+            self.tcp_server = await asyncio.start_server(self._on_stream, host, port,
+                                                         family=family, reuse_address=True)
+        except OSError as exc:
+            raise AgentError(
+                f"Error creating Serf: Failed to create memberlist: Could not set up network "
+                f"transport: failed to obtain an address: Failed to start TCP listener on "
+                f"\"{host}\" port {port}: listen tcp {host}:{port}: bind: "
+                f"{(exc.strerror or str(exc)).lower()}") from exc
+        if port == 0:
+            port = self.tcp_server.sockets[0].getsockname()[1]
+            self.bind_addr = (host, port)
+            if self.advertise[1] == 0:
+                self.advertise = (self.advertise[0], port)
+                self.serf.memberlist.config.advertise_port = port
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2 * 1024 * 1024)
+            sock.bind((host, port))
+        except OSError as exc:
+            sock.close()
+            self.tcp_server.close()
+            raise AgentError(
+                f"Error creating Serf: Failed to create memberlist: Could not set up network "
+                f"transport: failed to obtain an address: Failed to start UDP listener on "
+                f"\"{host}\" port {port}: listen udp {host}:{port}: bind: "
+                f"{(exc.strerror or str(exc)).lower()}") from exc
+        self.udp, _ = await self.loop.create_datagram_endpoint(lambda: _UDP(self), sock=sock)
+        self.handlers.load(self.config.event_handlers)
+        self.serf.start(self.loop.time())
+        self.pump()
+
+    # -- the pump: drain machine output, arm the timer ----------------------------------------
+
+    def pump(self) -> None:
+        serf = self.serf
+        if serf is None:
+            return
+        for action in serf.take_actions():
+            if isinstance(action, SendPacket):
+                if self.udp is not None:
+                    try:
+                        self.udp.sendto(action.data, action.addr)
+                    except OSError as exc:
+                        log.error("memberlist: Failed to send packet to %s:%d: %s",
+                                  action.addr[0], action.addr[1], exc)
+            elif isinstance(action, OpenStream):
+                self.spawn(self._run_stream(action))
+        events = serf.take_events()
+        if events:
+            for event in events:
+                self._dispatch(event)
+        wake = self.scheduler.next_wake()
+        if wake != self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer_at = wake
+            self._timer = None if wake is None else self.loop.call_at(wake, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        try:
+            self.scheduler.run_due(self.loop.time())
+        except Exception:
+            log.exception("agent: internal error in a timer callback")
+        self.pump()
+
+    def spawn(self, coro) -> asyncio.Task:
+        task = self.loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _dispatch(self, event: Any) -> None:
+        if isinstance(event, (MemberEvent, UserEventReceived, QueryReceived)):
+            self.handlers.dispatch(event)
+        for listener in list(self.event_listeners):
+            try:
+                listener(event)
+            except Exception:
+                log.exception("agent: event listener failed")
+
+    # -- network input --------------------------------------------------------------------
+
+    def on_packet(self, data: bytes, addr: tuple[str, int]) -> None:
+        try:
+            self.serf.memberlist.receive_packet(data, addr, self.loop.time())
+        except Exception:
+            log.exception("memberlist: internal error handling a packet from %s:%d", *addr)
+        self.pump()
+
+    async def _on_stream(self, reader: asyncio.StreamReader,
+                         writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername") or ("?", 0)
+        timeout = self.serf.memberlist.timing.tcp_timeout
+        try:
+            data = await asyncio.wait_for(read_stream_message(reader), timeout)
+            if data:
+                reply = self.serf.memberlist.handle_stream(data, (peer[0], peer[1]),
+                                                           self.loop.time())
+                self.pump()
+                if reply:
+                    writer.write(reply)
+                    await asyncio.wait_for(writer.drain(), timeout)
+        except (TimeoutError, OSError, codec.DecodeError) as exc:
+            log.error("memberlist: failed to receive stream from %s:%s: %s", peer[0], peer[1],
+                      exc or type(exc).__name__)
+        except Exception:
+            log.exception("memberlist: internal error handling a stream")
+        finally:
+            writer.close()
+            self.pump()
+
+    async def _run_stream(self, action: OpenStream) -> None:
+        ml = self.serf.memberlist
+        writer = None
+        try:
+            remaining = max(0.05, action.deadline - self.loop.time())
+            try:
+                reader, writer = await asyncio.wait_for(
+                    asyncio.open_connection(*action.addr), remaining)
+            except (TimeoutError, OSError) as exc:
+                raise _DialError(dial_error(action.addr, exc)) from exc
+            writer.write(action.data)
+            remaining = max(0.05, action.deadline - self.loop.time())
+            await asyncio.wait_for(writer.drain(), remaining)
+            data = await asyncio.wait_for(read_stream_message(reader), remaining)
+            ml.stream_reply(action.stream_id, data, self.loop.time())
+        except _DialError as exc:
+            ml.stream_failed(action.stream_id, str(exc), self.loop.time())
+        except (TimeoutError, OSError, codec.DecodeError) as exc:
+            text = "i/o timeout" if isinstance(exc, asyncio.TimeoutError) else str(exc)
+            ml.stream_failed(action.stream_id, f"read tcp {action.addr[0]}:{action.addr[1]}: "
+                             f"{text}", self.loop.time())
+        except Exception:
+            log.exception("memberlist: internal error in an outgoing stream")
+            ml.stream_failed(action.stream_id, "internal error", self.loop.time())
+        finally:
+            if writer is not None:
+                writer.close()
+            self.pump()
+
+    # -- operations (used by RPC and start-up) ---------------------------------------------
+
+    async def resolve_join_targets(self, addresses: list[str]
+                                   ) -> tuple[list[tuple[str, tuple[str, int]]], list[str]]:
+        targets: list[tuple[str, tuple[str, int]]] = []
+        errors: list[str] = []
+        port = self.bind_addr[1]
+        for text in addresses:
+            name, _, host_port = text.rpartition("/") if "/" in text else ("", "", text)
+            try:
+                host, p = netutil.split_host_port(host_port, port)
+            except netutil.AddressError as exc:
+                errors.append(f"Failed to resolve {text}: {exc}")
+                continue
+            try:
+                targets.append((name, (netutil.parse_ip(host, "join"), p)))
+                continue
+            except netutil.AddressError:
+                pass
+            try:
+                infos = await self.loop.getaddrinfo(host, p, type=socket.SOCK_STREAM)
+            except OSError as exc:
+                errors.append(f"Failed to resolve {text}: lookup {host}: {exc.strerror or exc}")
+                continue
+            seen = set()
+            for info in infos:
+                ip = info[4][0]
+                if ip not in seen:
+                    seen.add(ip)
+                    targets.append((name, (ip, p)))
+        return targets, errors
+
+    async def join(self, addresses: list[str], replay: bool) -> tuple[int, str | None]:
+        """Join via the given addresses; returns (nodes contacted, error text or None)."""
+        targets, errors = await self.resolve_join_targets(addresses)
+        future: asyncio.Future[JoinOutcome] = self.loop.create_future()
+        self.serf.join(targets, not replay, self.loop.time(),
+                       lambda outcome, when: future.done() or future.set_result(outcome))
+        self.pump()
+        outcome = await future
+        if outcome.contacted:
+            log.info("agent: joined: %d nodes", outcome.contacted)
+            return outcome.contacted, None
+        errors.extend(outcome.errors)
+        if not errors:
+            return 0, None
+        return 0, multierror(errors)
+
+    async def _wait(self, start: Callable[[Callable[[str | None, float], None]], None]
+                    ) -> str | None:
+        future: asyncio.Future[str | None] = self.loop.create_future()
+        start(lambda error, when: future.done() or future.set_result(error))
+        self.pump()
+        return await future
+
+    async def leave(self) -> str | None:
+        log.info("agent: requesting graceful leave from Serf")
+        self.leaving = True
+        return await self._wait(lambda done: self.serf.leave(self.loop.time(), done))
+
+    async def force_leave(self, node: str, prune: bool) -> str | None:
+        log.info("agent: Force leaving node: %s", node)
+        return await self._wait(
+            lambda done: self.serf.force_leave(node, prune, self.loop.time(), done))
+
+    async def set_tags(self, tags: dict[str, str]) -> str | None:
+        return await self._wait(lambda done: self.serf.set_tags(tags, self.loop.time(), done))
+
+    def user_event(self, name: str, payload: bytes, coalesce: bool) -> None:
+        self.serf.user_event(name, payload, coalesce)
+        self.pump()
+
+    async def shutdown(self) -> None:
+        if self.serf is not None and self.serf.state.name != "SHUTDOWN":
+            log.info("agent: requesting serf shutdown")
+            self.serf.shutdown()
+        if self._timer is not None:
+            self._timer.cancel()
+        if self.udp is not None:
+            self.udp.close()
+        if self.tcp_server is not None:
+            self.tcp_server.close()
+        if self.rpc is not None:
+            await self.rpc.close()
+        await self.handlers.close()
+        for task in list(self._tasks):
+            task.cancel()
+        log.info("agent: shutdown complete")
+        self.shutdown_event.set()
+
+    def stats(self) -> dict[str, dict[str, str]]:
+        import platform
+
+        return {
+            "agent": {"name": self.config.node_name},
+            "runtime": {"os": sys.platform, "arch": _arch(platform.machine()),
+                        "version": f"python{platform.python_version()}",
+                        "max_procs": str(os.cpu_count() or 1),
+                        "goroutines": str(len(self._tasks) + 1),
+                        "cpu_count": str(os.cpu_count() or 1)},
+            "serf": self.serf.stats(),
+            "tags": dict(self.serf.config.tags),
+            "event_handlers": self.handlers.describe(),
+        }
+
+
+def _arch(machine: str) -> str:
+    return {"x86_64": "amd64", "aarch64": "arm64", "i686": "386"}.get(machine, machine)
+
+
+# ---------------------------------------------------------------------------------------------
+# the agent command
+
+
+def _print(line: str = "") -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def _banner(agent: Agent) -> None:
+    cfg = agent.config
+    rows = [("Node name", cfg.node_name), ("Bind addr", _hostport(agent.bind_addr))]
+    if cfg.advertise:
+        rows.append(("Advertise addr", _hostport(agent.advertise)))
+    rows += [("RPC addr", cfg.rpc_addr), ("Encrypted", str(agent.keyring is not None).lower()),
+             ("Snapshot", str(bool(cfg.snapshot_path)).lower()), ("Profile", cfg.profile)]
+    if cfg.discover:
+        rows.append(("mDNS cluster", cfg.discover))
+    rows.append(("Message Compression Enabled", str(cfg.enable_compression).lower()))
+    _print("==> Serf agent running!")
+    for key, value in rows:
+        _print(f"{key:>31}: '{value}'" if key not in ("Encrypted", "Snapshot",
+                                                        "Message Compression Enabled",
+                                                        "Profile", "mDNS cluster")
+               else f"{key:>31}: {value}")
+    _print()
+    _print("==> Log data will now stream in as it occurs:")
+    _print()
+
+
+def _hostport(addr: tuple[str, int]) -> str:
+    return f"[{addr[0]}]:{addr[1]}" if ":" in addr[0] else f"{addr[0]}:{addr[1]}"
+
+
+async def _serve(config: AgentConfig, sources: Any) -> int:
+    from pyserf.agent.rpc import RPCServer
+
+    level = logs.parse_level(config.log_level)
+    handler = logs.install(level)
+    _print("==> Starting Serf agent...")
+    agent = Agent(config, handler)
+    try:
+        await agent.start()
+    except AgentError as exc:
+        _print(f"==> Failed to start the Serf agent: {exc}")
+        return 1
+    _print("==> Starting Serf agent RPC...")
+    try:
+        host, port = netutil.split_host_port(config.rpc_addr, 7373)
+        agent.rpc = RPCServer(agent, config.rpc_auth)
+        await agent.rpc.start(host, port)
+    except (OSError, netutil.AddressError) as exc:
+        _print(f"==> Error starting RPC listener: {exc}")
+        await agent.shutdown()
+        return 1
+    if config.start_join:
+        _print(f"==> Joining cluster...(replay: {str(config.replay_on_join).lower()})")
+        num, error = await agent.join(list(config.start_join), config.replay_on_join)
+        if error:
+            _print(f"==> {error}")
+            await agent.shutdown()
+            return 1
+        _print(f"    Join completed. Synced with {num} initial agents")
+    _banner(agent)
+    log.info("agent: Serf agent starting")
+    if config.retry_join:
+        agent.spawn(_retry_join(agent, config))
+    return await _wait_for_exit(agent, config, sources)
+
+
+async def _retry_join(agent: Agent, config: AgentConfig) -> None:
+    attempt = 0
+    interval = max(1.0, config.retry_interval)
+    while not agent.shutdown_event.is_set():
+        num, error = await agent.join(list(config.retry_join), config.replay_on_join)
+        if num:
+            log.info("agent: Join completed. Synced with %d initial agents", num)
+            return
+        attempt += 1
+        if config.retry_max_attempts > 0 and attempt > config.retry_max_attempts:
+            log.error("agent: maximum retry join attempts made, exiting")
+            agent.exit_code = 1
+            agent.shutdown_event.set()
+            return
+        log.warning("agent: Join failed: %s, retrying in %s", (error or "").strip(),
+                    _go_duration(interval))
+        await asyncio.sleep(interval)
+
+
+def _go_duration(seconds: float) -> str:
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{int(seconds // 60)}m0s"
+    return f"{seconds:g}s"
+
+
+async def _wait_for_exit(agent: Agent, config: AgentConfig, sources: Any) -> int:
+    loop = asyncio.get_running_loop()
+    signals: asyncio.Queue[int] = asyncio.Queue()
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        loop.add_signal_handler(sig, signals.put_nowait, sig)
+    agent.exit_code = 0
+    while True:
+        sig_task = asyncio.ensure_future(signals.get())
+        stop_task = asyncio.ensure_future(agent.shutdown_event.wait())
+        done, _ = await asyncio.wait({sig_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+        if stop_task in done:
+            sig_task.cancel()
+            return getattr(agent, "exit_code", 0)
+        stop_task.cancel()
+        sig = sig_task.result()
+        if sig == signal.SIGHUP:
+            _print("==> Caught signal: hangup")
+            _print("==> Reloading configuration...")
+            await _reload(agent, sources)
+            continue
+        name = "interrupt" if sig == signal.SIGINT else "terminated"
+        _print(f"==> Caught signal: {name}")
+        graceful = (sig == signal.SIGINT and not config.skip_leave_on_interrupt) or (
+            sig == signal.SIGTERM and config.leave_on_terminate)
+        if not graceful:
+            await agent.shutdown()
+            return 1
+        _print("==> Gracefully shutting down agent...")
+        leave = asyncio.ensure_future(agent.leave())
+        second = asyncio.ensure_future(signals.get())
+        done, _ = await asyncio.wait({leave, second}, timeout=GRACEFUL_TIMEOUT,
+                                     return_when=asyncio.FIRST_COMPLETED)
+        second.cancel()
+        code = 0
+        if leave not in done:
+            leave.cancel()
+            code = 1
+        elif leave.result():
+            log.error("agent: Error leaving: %s", leave.result())
+            code = 1
+        await agent.shutdown()
+        return code
+
+
+async def _reload(agent: Agent, sources: Any) -> None:
+    if sources is None:
+        return
+    try:
+        new = sources.load()
+    except Exception as exc:  # a bad file on reload must not stop a running agent
+        log.error("agent: Failed to reload configs: %s", exc)
+        return
+    try:
+        level = logs.parse_level(new.log_level)
+        if agent.log_handler is not None:
+            agent.log_handler.set_console_level(level)
+    except ValueError as exc:
+        log.error("agent: %s", exc)
+    agent.config.log_level = new.log_level
+    agent.handlers.load(new.event_handlers)
+    agent.config.event_handlers = list(new.event_handlers)
+    if dict(new.tags) != dict(agent.serf.config.tags):
+        try:
+            error = await agent.set_tags(dict(new.tags))
+            if error:
+                log.error("agent: Failed to update tags: %s", error)
+        except SerfError as exc:
+            log.error("agent: Failed to update tags: %s", exc)
+
+
+def run_agent(config: AgentConfig, sources: Any = None) -> int:
+    """Run an agent until it is told to stop; returns the process exit status."""
+    try:
+        return asyncio.run(_serve(config, sources))
+    except KeyboardInterrupt:
+        return 1
+
+
+def key_b64(key: bytes) -> str:
+    return base64.b64encode(key).decode()

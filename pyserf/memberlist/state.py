@@ -1,0 +1,1047 @@
+"""The SWIM + Lifeguard membership machine, wire-compatible with hashicorp/memberlist 0.2.x.
+
+Sans-I/O: it is fed packets, stream payloads and the current time, and queues actions
+(datagrams to send, streams to open) that the caller drains with ``take_actions``. Timers live in
+a shared ``Scheduler``; the caller sleeps until ``scheduler.next_wake()`` and then calls
+``scheduler.run_due(now)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import msgpack
+
+from pyserf.memberlist import codec, security
+from pyserf.memberlist.awareness import Awareness
+from pyserf.memberlist.broadcast import BroadcastQueue
+from pyserf.memberlist.codec import (
+    COMPOUND_HEADER_OVERHEAD,
+    COMPOUND_OVERHEAD,
+    Ack,
+    Alive,
+    Dead,
+    DecodeError,
+    IndirectPing,
+    MsgType,
+    Nack,
+    NodeStateKind,
+    Ping,
+    PushNodeState,
+    PushPull,
+    Suspect,
+)
+from pyserf.memberlist.profiles import LAN, Timing, push_pull_scale, suspicion_timeout
+from pyserf.memberlist.suspicion import Suspicion
+from pyserf.memberlist.timers import Scheduler, Timer
+
+log = logging.getLogger("pyserf.memberlist")
+
+PROTOCOL_MIN = 1
+PROTOCOL_MAX = 5
+PROTOCOL_CUR = 2
+MAX_PUSH_PULL_REQUESTS = 128
+
+Address = tuple[str, int]
+
+
+# ---------------------------------------------------------------------------------------------
+# data
+
+
+@dataclass(slots=True)
+class Node:
+    name: str
+    addr: str
+    port: int
+    meta: bytes = b""
+    incarnation: int = 0
+    state: NodeStateKind = NodeStateKind.DEAD
+    state_change: float = 0.0
+    pmin: int = 0
+    pmax: int = 0
+    pcur: int = 0
+    dmin: int = 0
+    dmax: int = 0
+    dcur: int = 0
+
+    @property
+    def address(self) -> Address:
+        return (self.addr, self.port)
+
+    @property
+    def vsn(self) -> bytes:
+        return bytes((self.pmin, self.pmax, self.pcur, self.dmin, self.dmax, self.dcur))
+
+    def set_vsn(self, vsn: bytes) -> None:
+        if len(vsn) >= 6:
+            self.pmin, self.pmax, self.pcur, self.dmin, self.dmax, self.dcur = vsn[:6]
+
+    def dead_or_left(self) -> bool:
+        return self.state in (NodeStateKind.DEAD, NodeStateKind.LEFT)
+
+
+@dataclass(slots=True)
+class SendPacket:
+    addr: Address
+    data: bytes
+
+
+@dataclass(slots=True)
+class OpenStream:
+    """Connect to ``addr``, write ``data``, read one reply message, then report back."""
+
+    stream_id: int
+    addr: Address
+    data: bytes
+    deadline: float
+
+
+@dataclass
+class MemberlistConfig:
+    name: str
+    advertise_addr: str
+    advertise_port: int
+    bind_port: int = 7946
+    timing: Timing = LAN
+    keyring: security.Keyring | None = None
+    enable_compression: bool = True
+    delegate_versions: tuple[int, int, int] = (2, 5, 5)
+    # pyserf extension: after joins and newly learned nodes, run a few extra push-pulls so a
+    # node that missed an alive by gossip catches up in about a second, not at the next
+    # periodic sync (30 s+).
+    eager_sync: bool = True
+
+
+class Delegate(Protocol):
+    """What the layer above (serf) provides; every call is synchronous and does no I/O."""
+
+    def node_meta(self, limit: int) -> bytes: ...
+    def notify_msg(self, buf: bytes, now: float) -> None: ...
+    def get_broadcasts(self, overhead: int, limit: int) -> list[bytes]: ...
+    def local_state(self, join: bool) -> bytes: ...
+    def merge_remote_state(self, buf: bytes, join: bool, now: float) -> None: ...
+    def notify_join(self, node: Node, now: float) -> None: ...
+    def notify_leave(self, node: Node, now: float) -> None: ...
+    def notify_update(self, node: Node, now: float) -> None: ...
+    def notify_conflict(self, existing: Node, other: Node, now: float) -> None: ...
+    def ack_payload(self) -> bytes | None: ...
+    def notify_ping_complete(self, node: Node, rtt: float, payload: bytes | None) -> None: ...
+
+
+@dataclass(slots=True)
+class _AckHandler:
+    on_ack: Callable[[bytes | None, float], None]
+    on_nack: Callable[[float], None] | None
+    timer: Timer | None = None
+
+
+@dataclass(slots=True)
+class _Probe:
+    target: Node
+    seq: int
+    sent: float
+    deadline: float
+    acked: bool = False
+    nacks: int = 0
+    expected_nacks: int = 0
+    indirect: bool = False
+    tcp_pending: bool = False
+    tcp_ok: bool = False
+    finished: bool = False
+
+
+@dataclass(slots=True)
+class _StreamWait:
+    on_reply: Callable[[int, bytes, float], None]
+    on_error: Callable[[str, float], None]
+
+
+@dataclass
+class JoinOutcome:
+    contacted: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class StreamError(Exception):
+    """A stream could not be read; the message goes back to the peer as an err reply."""
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+class Memberlist:
+    def __init__(self, config: MemberlistConfig, delegate: Delegate, scheduler: Scheduler,
+                 rng: random.Random | None = None) -> None:
+        self.config = config
+        self.timing = config.timing
+        self.delegate = delegate
+        self.scheduler = scheduler
+        self.rng = rng or random.Random()
+        self.nodes: list[Node] = []
+        self.node_map: dict[str, Node] = {}
+        self.awareness = Awareness(self.timing.awareness_max_multiplier)
+        self.broadcasts = BroadcastQueue(self.timing.retransmit_mult, lambda: len(self.nodes))
+        self._suspicions: dict[str, Suspicion] = {}
+        self._ack_handlers: dict[int, _AckHandler] = {}
+        self._streams: dict[int, _StreamWait] = {}
+        self._actions: list[SendPacket | OpenStream] = []
+        self._seq = 0
+        self._stream_seq = 0
+        self._incarnation = 0
+        self._probe_index = 0
+        self._probe: _Probe | None = None
+        self._loops: dict[str, Timer] = {}
+        self.left = False
+        self.shutdown_done = False
+        self._eager_timer: Timer | None = None
+        self._eager_until = 0.0
+        self._pending_push_pulls = 0
+
+    # -- public API ------------------------------------------------------------------------
+
+    @property
+    def local_node(self) -> Node:
+        return self.node_map[self.config.name]
+
+    def start(self, now: float) -> None:
+        """Register ourselves as alive and start the probe, gossip and push-pull loops."""
+        self._incarnation += 1
+        vsn = bytes((PROTOCOL_MIN, PROTOCOL_MAX, PROTOCOL_CUR, *self.config.delegate_versions))
+        alive = Alive(self._incarnation, self.config.name,
+                      codec.ip_to_bytes(self.config.advertise_addr), self.config.advertise_port,
+                      self.delegate.node_meta(codec.META_MAX_SIZE), vsn)
+        self._alive_node(alive, now, bootstrap=True)
+        t = self.timing
+        self._every("probe", t.probe_interval, self._probe_tick, now)
+        self._every("gossip", t.gossip_interval, self._gossip, now)
+        self._schedule_push_pull(now + self.rng.uniform(0, t.push_pull_interval))
+
+    def take_actions(self) -> list[SendPacket | OpenStream]:
+        actions, self._actions = self._actions, []
+        return actions
+
+    def num_nodes(self) -> int:
+        return len(self.nodes)
+
+    def alive_members(self) -> list[Node]:
+        return [n for n in self.nodes if n.state == NodeStateKind.ALIVE]
+
+    def any_alive(self) -> bool:
+        name = self.config.name
+        return any(n.name != name and not n.dead_or_left() for n in self.nodes)
+
+    def join(self, targets: list[tuple[str, Address]], now: float,
+             on_done: Callable[[JoinOutcome, float], None]) -> None:
+        """Push-pull (Join=true) with each ``(name, (ip, port))`` target; report once done."""
+        outcome = JoinOutcome()
+        remaining = len(targets)
+        if remaining == 0:
+            on_done(outcome, now)
+            return
+
+        def one_done(error: str | None, when: float, ip: str) -> None:
+            nonlocal remaining
+            if error is None:
+                outcome.contacted += 1
+            else:
+                outcome.errors.append(f"Failed to join {ip}: {error}")
+                log.debug("memberlist: Failed to join %s: %s", ip, error)
+            remaining -= 1
+            if remaining == 0:
+                if outcome.contacted:
+                    outcome.errors.clear()
+                    self._start_eager_sync(when, follow_up=True)
+                on_done(outcome, when)
+
+        for _name, address in targets:
+            self._push_pull(address, True, now,
+                            lambda err, when, ip=address[0]: one_done(err, when, ip))
+
+    def leave(self, now: float, timeout: float, on_done: Callable[[str | None, float], None]
+              ) -> None:
+        """Broadcast our own graceful death and report when it went out (or timed out)."""
+        if self.left:
+            on_done(None, now)
+            return
+        self.left = True
+        me = self.node_map.get(self.config.name)
+        if me is None:
+            on_done(None, now)
+            return
+        waiter = _Once(on_done)
+        dead = Dead(me.incarnation, me.name, me.name)
+        self._dead_node(dead, now, on_finished=lambda: waiter.fire(None, self.scheduler.now))
+        if self.any_alive():
+            self.scheduler.call_at(now + timeout, lambda t: waiter.fire(
+                "timeout waiting for leave broadcast", t))
+        else:
+            waiter.fire(None, now)
+
+    def update_node(self, now: float, timeout: float,
+                    on_done: Callable[[str | None, float], None]) -> None:
+        """Re-announce ourselves with fresh meta (tags) under a new incarnation."""
+        me = self.local_node
+        self._incarnation = max(self._incarnation, me.incarnation) + 1
+        waiter = _Once(on_done)
+        alive = Alive(self._incarnation, me.name, codec.ip_to_bytes(me.addr), me.port,
+                      self.delegate.node_meta(codec.META_MAX_SIZE), me.vsn)
+        self._alive_node(alive, now, bootstrap=True,
+                         on_finished=lambda: waiter.fire(None, self.scheduler.now))
+        if self.any_alive():
+            self.scheduler.call_at(now + timeout, lambda t: waiter.fire(
+                "timeout waiting for update broadcast", t))
+        else:
+            waiter.fire(None, now)
+
+    def shutdown(self) -> None:
+        self.shutdown_done = True
+        for timer in self._loops.values():
+            timer.cancel()
+        self._loops.clear()
+        for handler in self._ack_handlers.values():
+            if handler.timer:
+                handler.timer.cancel()
+        self._ack_handlers.clear()
+        for suspicion in self._suspicions.values():
+            if suspicion.timer:
+                suspicion.timer.cancel()
+        self._suspicions.clear()
+
+    def send_user_packet(self, addr: Address, serf_msg: bytes, node: Node | None = None) -> None:
+        """Send a serf message directly (query responses, relays) without piggybacking."""
+        self._raw_send(addr, codec.encode_user(serf_msg), node)
+
+    def push_pull_now(self, now: float) -> None:
+        """Run one anti-entropy exchange with a random live node."""
+        self._periodic_push_pull(now, reschedule=False)
+
+    # -- input: packets --------------------------------------------------------------------
+
+    def receive_packet(self, data: bytes, source: Address, now: float) -> None:
+        self.scheduler.now = now
+        if self.shutdown_done or not data:
+            return
+        keyring = self.config.keyring
+        if keyring is not None:
+            try:
+                data = security.decrypt(keyring, data, b"")
+            except ValueError as exc:
+                log.error("memberlist: Decrypt packet failed: %s from=%s:%d", exc, *source)
+                return
+        if data and data[0] == MsgType.HAS_CRC:
+            try:
+                data = codec.strip_crc(data)
+            except DecodeError as exc:
+                log.warning("memberlist: Got invalid checksum for UDP packet: %s", exc)
+                return
+        try:
+            self._handle_command(data, source, now, depth=0)
+        except DecodeError as exc:
+            log.error("memberlist: Failed to decode packet from=%s:%d: %s", *source, exc)
+
+    def _handle_command(self, data: bytes, source: Address, now: float, depth: int) -> None:
+        if not data:
+            raise DecodeError("empty message")
+        if depth > 4:
+            raise DecodeError("messages nested too deeply")
+        kind = data[0]
+        body = data[1:]
+        if kind == MsgType.COMPOUND:
+            parts, truncated = codec.split_compound(body)
+            if truncated:
+                log.warning("memberlist: Compound request had %d truncated messages", truncated)
+            for part in parts:
+                try:
+                    self._handle_command(part, source, now, depth + 1)
+                except DecodeError as exc:
+                    log.error("memberlist: Failed to decode compound part: %s", exc)
+        elif kind == MsgType.COMPRESS:
+            self._handle_command(codec.decompress_body(body), source, now, depth + 1)
+        elif kind == MsgType.PING:
+            self._handle_ping(Ping.decode(codec.unpack_body(body)), source)
+        elif kind == MsgType.INDIRECT_PING:
+            self._handle_indirect_ping(IndirectPing.decode(codec.unpack_body(body)), source, now)
+        elif kind == MsgType.ACK:
+            self._handle_ack(Ack.decode(codec.unpack_body(body)), now)
+        elif kind == MsgType.NACK:
+            self._handle_nack(Nack.decode(codec.unpack_body(body)), now)
+        elif kind == MsgType.SUSPECT:
+            self._suspect_node(Suspect.decode(codec.unpack_body(body)), now)
+        elif kind == MsgType.ALIVE:
+            self._alive_node(Alive.decode(codec.unpack_body(body)), now)
+        elif kind == MsgType.DEAD:
+            self._dead_node(Dead.decode(codec.unpack_body(body)), now)
+        elif kind == MsgType.USER:
+            self.delegate.notify_msg(body, now)
+        else:
+            log.error("memberlist: msg type (%d) not supported from=%s:%d", kind, *source)
+
+    def _reply_address(self, source_addr: bytes, source_port: int, fallback: Address) -> Address:
+        if source_addr and source_port:
+            try:
+                return (codec.ip_from_bytes(source_addr), source_port)
+            except DecodeError:
+                pass
+        return fallback
+
+    def _handle_ping(self, ping: Ping, source: Address) -> None:
+        if ping.node and ping.node != self.config.name:
+            log.warning("memberlist: Got ping for unexpected node '%s' from=%s:%d",
+                        ping.node, *source)
+            return
+        ack = Ack(ping.seq_no, self.delegate.ack_payload())
+        self._send_piggybacked(self._reply_address(ping.source_addr, ping.source_port, source),
+                               ack.encode())
+
+    def _handle_indirect_ping(self, ind: IndirectPing, source: Address, now: float) -> None:
+        reply_to = self._reply_address(ind.source_addr, ind.source_port, source)
+        try:
+            target = (codec.ip_from_bytes(ind.target), ind.port)
+        except DecodeError as exc:
+            log.error("memberlist: Bad indirect ping target: %s", exc)
+            return
+        seq = self._next_seq()
+        me = self.local_node
+        answered = False
+
+        def on_ack(payload: bytes | None, when: float) -> None:
+            nonlocal answered
+            answered = True
+            self._send_piggybacked(reply_to, Ack(ind.seq_no, None).encode())
+
+        self._set_ack_handler(seq, on_ack, None, now + self.timing.probe_timeout)
+        ping = Ping(seq, ind.node, codec.ip_to_bytes(me.addr), me.port, me.name)
+        self._send_piggybacked(target, ping.encode())
+        if ind.nack:
+            def maybe_nack(when: float) -> None:
+                if not answered:
+                    self._send_piggybacked(reply_to, Nack(ind.seq_no).encode())
+            self.scheduler.call_at(now + self.timing.probe_timeout, maybe_nack)
+
+    def _handle_ack(self, ack: Ack, now: float) -> None:
+        handler = self._ack_handlers.pop(ack.seq_no, None)
+        if handler is None:
+            return
+        if handler.timer:
+            handler.timer.cancel()
+        handler.on_ack(ack.payload, now)
+
+    def _handle_nack(self, nack: Nack, now: float) -> None:
+        handler = self._ack_handlers.get(nack.seq_no)
+        if handler is not None and handler.on_nack is not None:
+            handler.on_nack(now)
+
+    def _set_ack_handler(self, seq: int, on_ack: Callable[[bytes | None, float], None],
+                         on_nack: Callable[[float], None] | None, expires: float) -> None:
+        handler = _AckHandler(on_ack, on_nack)
+
+        def expire(when: float) -> None:
+            if self._ack_handlers.get(seq) is handler:
+                del self._ack_handlers[seq]
+
+        handler.timer = self.scheduler.call_at(expires, expire)
+        self._ack_handlers[seq] = handler
+
+    # -- input: streams --------------------------------------------------------------------
+
+    def handle_stream(self, data: bytes, source: Address, now: float) -> bytes | None:
+        """Answer one incoming stream message; returns the reply payload (or None)."""
+        self.scheduler.now = now
+        if self.shutdown_done:
+            return None
+        try:
+            kind, body = self._open_stream_message(data)
+        except (StreamError, DecodeError) as exc:
+            log.error("memberlist: failed to receive: %s from=%s:%d", exc, *source)
+            return self._stream_payload(codec.encode_err(str(exc)))
+        try:
+            if kind == MsgType.PUSH_PULL:
+                if self._pending_push_pulls >= MAX_PUSH_PULL_REQUESTS:
+                    log.error("memberlist: Too many pending push/pull requests")
+                    return None
+                remote = PushPull.decode_stream(body)
+                log.debug("memberlist: Stream connection from=%s:%d", *source)
+                reply = self._stream_payload(self._local_state(remote.join))
+                self._merge_remote(remote, now)
+                return reply
+            if kind == MsgType.PING:
+                ping = Ping.decode(codec.unpack_body(body))
+                if ping.node and ping.node != self.config.name:
+                    log.warning("memberlist: Got ping for unexpected node %s from=%s:%d",
+                                ping.node, *source)
+                    return None
+                return self._stream_payload(Ack(ping.seq_no, None).encode())
+            if kind == MsgType.USER:
+                header_len = _msgpack_len(body)
+                self.delegate.notify_msg(body[header_len:], now)
+                return None
+        except DecodeError as exc:
+            log.error("memberlist: Failed to decode stream from=%s:%d: %s", *source, exc)
+            return None
+        log.error("memberlist: Received invalid msgType (%d) from=%s:%d", kind, *source)
+        return None
+
+    def stream_reply(self, stream_id: int, data: bytes, now: float) -> None:
+        """The reply to a stream we opened."""
+        self.scheduler.now = now
+        wait = self._streams.pop(stream_id, None)
+        if wait is None:
+            return
+        try:
+            kind, body = self._open_stream_message(data)
+        except (StreamError, DecodeError) as exc:
+            wait.on_error(str(exc), now)
+            return
+        wait.on_reply(kind, body, now)
+
+    def stream_failed(self, stream_id: int, error: str, now: float) -> None:
+        self.scheduler.now = now
+        wait = self._streams.pop(stream_id, None)
+        if wait is not None:
+            wait.on_error(error, now)
+
+    def _open_stream_message(self, data: bytes) -> tuple[int, bytes]:
+        if not data:
+            raise StreamError("EOF")
+        keyring = self.config.keyring
+        if data[0] == MsgType.ENCRYPT:
+            if keyring is None:
+                raise StreamError("Remote state is encrypted and encryption is not configured")
+            try:
+                data = security.decrypt(keyring, data[5:], data[:5])
+            except ValueError as exc:
+                raise StreamError(str(exc)) from exc
+        elif keyring is not None:
+            raise StreamError("Encryption is configured but remote state is not encrypted")
+        if not data:
+            raise StreamError("empty stream message")
+        if data[0] == MsgType.COMPRESS:
+            data = codec.decompress_body(data[1:])
+            if not data:
+                raise StreamError("empty compressed stream message")
+        return data[0], data[1:]
+
+    def _stream_payload(self, msg: bytes) -> bytes:
+        if self.config.enable_compression:
+            msg = codec.compress(msg)
+        keyring = self.config.keyring
+        if keyring is not None:
+            length = len(msg) + security.ENCRYPTION_OVERHEAD_V1
+            header = bytes((MsgType.ENCRYPT,)) + length.to_bytes(4, "big")
+            msg = header + security.encrypt(keyring, msg, header)
+        return msg
+
+    def _open_stream(self, addr: Address, msg: bytes, deadline: float,
+                     on_reply: Callable[[int, bytes, float], None],
+                     on_error: Callable[[str, float], None]) -> None:
+        self._stream_seq += 1
+        sid = self._stream_seq
+        self._streams[sid] = _StreamWait(on_reply, on_error)
+        self._actions.append(OpenStream(sid, addr, self._stream_payload(msg), deadline))
+
+    # -- push-pull -------------------------------------------------------------------------
+
+    def _local_state(self, join: bool) -> bytes:
+        nodes = [PushNodeState(n.name, codec.ip_to_bytes(n.addr), n.port, n.meta, n.incarnation,
+                               int(n.state), n.vsn) for n in self.nodes]
+        return PushPull(join, nodes, self.delegate.local_state(join)).encode()
+
+    def _push_pull(self, addr: Address, join: bool, now: float,
+                   on_done: Callable[[str | None, float], None]) -> None:
+        self._pending_push_pulls += 1
+
+        def on_reply(kind: int, body: bytes, when: float) -> None:
+            self._pending_push_pulls -= 1
+            if kind == MsgType.ERR:
+                try:
+                    message = codec.get_str(codec.unpack_body(body), b"Error")
+                except DecodeError:
+                    message = "malformed error reply"
+                on_done(f"remote error: {message}", when)
+                return
+            if kind != MsgType.PUSH_PULL:
+                on_done(f"expected push-pull reply, got message type {kind}", when)
+                return
+            try:
+                remote = PushPull.decode_stream(body)
+            except DecodeError as exc:
+                on_done(str(exc), when)
+                return
+            self._merge_remote(remote, when)
+            on_done(None, when)
+
+        def on_error(error: str, when: float) -> None:
+            self._pending_push_pulls -= 1
+            on_done(error, when)
+
+        self._open_stream(addr, self._local_state(join), now + self.timing.tcp_timeout,
+                          on_reply, on_error)
+
+    def _merge_remote(self, remote: PushPull, now: float) -> None:
+        error = self._verify_protocol(remote.nodes)
+        if error:
+            log.error("memberlist: Failed push/pull merge: %s", error)
+            return
+        self._merge_state(remote.nodes, now)
+        if remote.user_state:
+            self.delegate.merge_remote_state(remote.user_state, remote.join, now)
+
+    def _verify_protocol(self, remote: list[PushNodeState]) -> str | None:
+        """Every alive node's current versions must be understood by every other node."""
+        ranges = []
+        for n in self.nodes:
+            if n.state == NodeStateKind.ALIVE:
+                ranges.append((n.name, n.vsn))
+        for r in remote:
+            if r.state == NodeStateKind.ALIVE and len(r.vsn) >= 6:
+                ranges.append((r.name, r.vsn))
+        if not ranges:
+            return None
+        pmin = max(v[0] for _, v in ranges)
+        pmax = min(v[1] for _, v in ranges)
+        dmin = max(v[3] for _, v in ranges)
+        dmax = min(v[4] for _, v in ranges)
+        for name, v in ranges:
+            if not pmin <= v[2] <= pmax:
+                return f"Node '{name}' protocol version ({v[2]}) is incompatible: [{pmin}, {pmax}]"
+            if not dmin <= v[5] <= dmax:
+                return (f"Node '{name}' delegate protocol version ({v[5]}) is incompatible: "
+                        f"[{dmin}, {dmax}]")
+        return None
+
+    def _merge_state(self, remote: list[PushNodeState], now: float) -> None:
+        name = self.config.name
+        for r in remote:
+            if r.state == NodeStateKind.ALIVE:
+                self._alive_node(Alive(r.incarnation, r.name, r.addr, r.port, r.meta, r.vsn), now)
+            elif r.state == NodeStateKind.LEFT:
+                self._dead_node(Dead(r.incarnation, r.name, r.name), now)
+            elif r.state in (NodeStateKind.DEAD, NodeStateKind.SUSPECT):
+                # A peer's opinion that a node is dead is only a suspicion to us.
+                self._suspect_node(Suspect(r.incarnation, r.name, name), now)
+
+    def _schedule_push_pull(self, when: float) -> None:
+        self._loops["push-pull"] = self.scheduler.call_at(when, self._periodic_push_pull)
+
+    def _periodic_push_pull(self, now: float, reschedule: bool = True) -> None:
+        if reschedule:
+            interval = push_pull_scale(self.timing.push_pull_interval, len(self.nodes))
+            self._schedule_push_pull(now + interval)
+        candidates = [n for n in self.nodes
+                      if n.name != self.config.name and n.state == NodeStateKind.ALIVE]
+        if not candidates:
+            return
+        node = self.rng.choice(candidates)
+
+        def done(error: str | None, when: float) -> None:
+            if error:
+                log.error("memberlist: Push/Pull with %s failed: %s", node.name, error)
+
+        self._push_pull(node.address, False, now, done)
+
+    def _start_eager_sync(self, now: float, follow_up: bool = False) -> None:
+        """Schedule a catch-up push-pull soon; repeat while the membership keeps changing."""
+        if not self.config.eager_sync or self.shutdown_done:
+            return
+        self._eager_until = max(self._eager_until, now + (3.0 if follow_up else 2.0))
+        if self._eager_timer is not None and not self._eager_timer.cancelled:
+            return
+        delay = self.rng.uniform(0.3, 0.8)
+
+        def fire(when: float) -> None:
+            self._eager_timer = None
+            if self.left or self.shutdown_done:
+                return
+            self._periodic_push_pull(when, reschedule=False)
+            if when < self._eager_until:
+                self._eager_timer = self.scheduler.call_at(
+                    when + self.rng.uniform(0.7, 1.2), fire)
+
+        self._eager_timer = self.scheduler.call_at(now + delay, fire)
+
+    # -- probing ---------------------------------------------------------------------------
+
+    def _every(self, name: str, interval: float, fn: Callable[[float], None], now: float) -> None:
+        """Run ``fn`` every ``interval`` seconds after a random stagger."""
+        def tick(when: float) -> None:
+            self._loops[name] = self.scheduler.call_at(when + interval, tick)
+            fn(when)
+
+        self._loops[name] = self.scheduler.call_at(now + self.rng.uniform(0, interval), tick)
+
+    def _probe_tick(self, now: float) -> None:
+        if self._probe is not None and not self._probe.finished:
+            return  # the previous (awareness-scaled) probe is still running
+        checked = 0
+        while True:
+            if checked >= len(self.nodes):
+                return
+            if self._probe_index >= len(self.nodes):
+                self._reset_nodes(now)
+                self._probe_index = 0
+                checked += 1
+                continue
+            node = self.nodes[self._probe_index]
+            self._probe_index += 1
+            if node.name == self.config.name or node.dead_or_left():
+                checked += 1
+                continue
+            self._probe_node(node, now)
+            return
+
+    def _reset_nodes(self, now: float) -> None:
+        """Forget nodes dead for longer than GossipToTheDeadTime, then reshuffle."""
+        limit = self.timing.gossip_to_the_dead_time
+        keep = []
+        for n in self.nodes:
+            if n.dead_or_left() and now - n.state_change > limit and n.name != self.config.name:
+                self.node_map.pop(n.name, None)
+            else:
+                keep.append(n)
+        self.rng.shuffle(keep)
+        self.nodes = keep
+
+    def _probe_node(self, node: Node, now: float) -> None:
+        interval = self.awareness.scale(self.timing.probe_interval)
+        seq = self._next_seq()
+        probe = _Probe(node, seq, now, now + interval)
+        self._probe = probe
+        me = self.local_node
+        ping = Ping(seq, node.name, codec.ip_to_bytes(me.addr), me.port, me.name)
+
+        def on_ack(payload: bytes | None, when: float) -> None:
+            if probe.finished:
+                return
+            probe.acked = True
+            if not probe.indirect:
+                self.delegate.notify_ping_complete(node, when - probe.sent, payload)
+            self._finish_probe(probe, -1 if not probe.indirect else 0, when)
+
+        def on_nack(when: float) -> None:
+            probe.nacks += 1
+
+        self._set_ack_handler(seq, on_ack, on_nack, probe.deadline)
+        if node.state == NodeStateKind.ALIVE:
+            self._send_piggybacked(node.address, ping.encode())
+        else:
+            # Tell a suspect about the accusation so it can refute it.
+            suspect = Suspect(node.incarnation, node.name, self.config.name)
+            self._raw_send(node.address, codec.make_compound([ping.encode(), suspect.encode()]),
+                           node)
+        self.scheduler.call_at(now + self.timing.probe_timeout,
+                               lambda when: self._probe_indirect(probe, ping, when))
+        self.scheduler.call_at(probe.deadline, lambda when: self._probe_deadline(probe, when))
+
+    def _probe_indirect(self, probe: _Probe, ping: Ping, now: float) -> None:
+        if probe.finished:
+            return
+        log.debug("memberlist: Failed ping: %s (timeout reached)", probe.target.name)
+        probe.indirect = True
+        target = probe.target
+        peers = [n for n in self.nodes if n.name not in (self.config.name, target.name)
+                 and n.state == NodeStateKind.ALIVE]
+        peers = self.rng.sample(peers, min(self.timing.indirect_checks, len(peers)))
+        me = self.local_node
+        for peer in peers:
+            nack = peer.pmax >= 4
+            probe.expected_nacks += int(nack)
+            ind = IndirectPing(probe.seq, codec.ip_to_bytes(target.addr), target.port,
+                               target.name, nack, codec.ip_to_bytes(me.addr), me.port, me.name)
+            self._send_piggybacked(peer.address, ind.encode())
+        if not self.timing.disable_tcp_pings and target.pmax >= 3:
+            probe.tcp_pending = True
+
+            def tcp_reply(kind: int, body: bytes, when: float) -> None:
+                probe.tcp_pending = False
+                try:
+                    ok = kind == MsgType.ACK and \
+                        Ack.decode(codec.unpack_body(body)).seq_no == probe.seq
+                except DecodeError:
+                    ok = False
+                if not ok:
+                    log.error("memberlist: Failed fallback ping: unexpected reply")
+                probe.tcp_ok = ok
+                if when >= probe.deadline:
+                    self._probe_deadline(probe, when)
+
+            def tcp_error(error: str, when: float) -> None:
+                probe.tcp_pending = False
+                log.debug("memberlist: Failed fallback ping: %s", error)
+                if when >= probe.deadline:
+                    self._probe_deadline(probe, when)
+
+            self._open_stream(target.address, ping.encode(), probe.deadline, tcp_reply,
+                              tcp_error)
+
+    def _probe_deadline(self, probe: _Probe, now: float) -> None:
+        if probe.finished:
+            return
+        if probe.tcp_ok:
+            log.warning("memberlist: Was able to connect to %s but other probes failed, "
+                        "network may be misconfigured", probe.target.name)
+            self._finish_probe(probe, 0, now)
+            return
+        if probe.tcp_pending and now < probe.deadline + 0.5:
+            return  # the fallback reports shortly (its deadline is ours)
+        delta = 0
+        if probe.expected_nacks > 0:
+            delta = max(0, probe.expected_nacks - probe.nacks)
+        else:
+            delta = 1
+        self._finish_probe(probe, delta, now)
+        target = probe.target
+        log.info("memberlist: Suspect %s has failed, no acks received", target.name)
+        self._suspect_node(Suspect(target.incarnation, target.name, self.config.name), now)
+
+    def _finish_probe(self, probe: _Probe, awareness_delta: int, now: float) -> None:
+        probe.finished = True
+        self.awareness.apply_delta(awareness_delta)
+        self._ack_handlers.pop(probe.seq, None)
+
+    # -- gossip ----------------------------------------------------------------------------
+
+    def _gossip(self, now: float) -> None:
+        name = self.config.name
+        dead_limit = self.timing.gossip_to_the_dead_time
+        candidates = [n for n in self.nodes if n.name != name and (
+            n.state in (NodeStateKind.ALIVE, NodeStateKind.SUSPECT)
+            or (n.state == NodeStateKind.DEAD and now - n.state_change <= dead_limit))]
+        if not candidates:
+            return
+        targets = self.rng.sample(candidates, min(self.timing.gossip_nodes, len(candidates)))
+        avail = self.timing.udp_buffer_size - COMPOUND_HEADER_OVERHEAD
+        if self.config.keyring is not None:
+            avail -= security.ENCRYPTION_OVERHEAD_V1
+        for node in targets:
+            msgs = self._get_broadcasts(COMPOUND_OVERHEAD, avail)
+            if not msgs:
+                return
+            payload = msgs[0] if len(msgs) == 1 else codec.make_compound(msgs)
+            self._raw_send(node.address, payload, node)
+
+    def _get_broadcasts(self, overhead: int, limit: int) -> list[bytes]:
+        msgs = self.broadcasts.get(overhead, limit)
+        used = sum(len(m) + overhead for m in msgs)
+        # Serf messages travel as memberlist user messages: one more byte each.
+        user = self.delegate.get_broadcasts(overhead + 1, limit - used)
+        msgs.extend(codec.encode_user(m) for m in user)
+        return msgs
+
+    def _send_piggybacked(self, addr: Address, msg: bytes) -> None:
+        avail = self.timing.udp_buffer_size - COMPOUND_HEADER_OVERHEAD - len(msg)
+        if self.config.keyring is not None:
+            avail -= security.ENCRYPTION_OVERHEAD_V1
+        extra = self._get_broadcasts(COMPOUND_OVERHEAD, avail)
+        if extra:
+            msg = codec.make_compound([msg, *extra[:254]])
+        self._raw_send(addr, msg, None)
+
+    def _raw_send(self, addr: Address, msg: bytes, node: Node | None) -> None:
+        if self.config.enable_compression:
+            compressed = codec.compress(msg)
+            if len(compressed) < len(msg):
+                msg = compressed
+        if node is not None and node.pmax >= 5:
+            msg = codec.add_crc(msg)
+        if self.config.keyring is not None:
+            msg = security.encrypt(self.config.keyring, msg, b"")
+        self._actions.append(SendPacket(addr, msg))
+
+    # -- state transitions -----------------------------------------------------------------
+
+    def _next_seq(self) -> int:
+        self._seq = (self._seq + 1) & 0xFFFFFFFF
+        return self._seq
+
+    def _broadcast(self, node_name: str, msg: bytes,
+                   on_finished: Callable[[], None] | None = None) -> None:
+        self.broadcasts.queue(msg, key=node_name, on_finished=on_finished)
+
+    def _refute(self, me: Node, accused: int, now: float) -> None:
+        inc = self._incarnation + 1
+        if accused >= inc:
+            inc = accused + 1
+        self._incarnation = inc
+        me.incarnation = inc
+        self.awareness.apply_delta(1)
+        alive = Alive(inc, me.name, codec.ip_to_bytes(me.addr), me.port, me.meta, me.vsn)
+        self._broadcast(me.name, alive.encode())
+
+    def _alive_node(self, a: Alive, now: float, bootstrap: bool = False,
+                    on_finished: Callable[[], None] | None = None) -> None:
+        local_name = self.config.name
+        if self.left and a.node == local_name:
+            return
+        if len(a.vsn) >= 3:
+            pmin, pmax = a.vsn[0], a.vsn[1]
+            if pmin == 0 or pmax == 0 or pmin > pmax:
+                log.warning("memberlist: Ignoring an alive message for '%s' because protocol "
+                            "version(s) are wrong", a.node)
+                return
+        try:
+            addr = codec.ip_from_bytes(a.addr)
+        except DecodeError as exc:
+            log.warning("memberlist: Ignoring an alive message for '%s': %s", a.node, exc)
+            return
+        state = self.node_map.get(a.node)
+        updates_node = False
+        learned_new = False
+        if state is None:
+            state = Node(a.node, addr, a.port, a.meta, state=NodeStateKind.DEAD)
+            state.set_vsn(a.vsn)
+            self.node_map[a.node] = state
+            # Insert at a random position so probe order differs between nodes.
+            offset = self.rng.randint(0, len(self.nodes)) if self.nodes else 0
+            self.nodes.append(state)
+            self.nodes[offset], self.nodes[-1] = self.nodes[-1], self.nodes[offset]
+            learned_new = a.node != local_name
+        elif state.addr != addr or state.port != a.port:
+            reclaim = (self.timing.dead_node_reclaim_time > 0 and
+                       now - state.state_change > self.timing.dead_node_reclaim_time)
+            if state.state == NodeStateKind.LEFT or (
+                    state.state == NodeStateKind.DEAD and reclaim):
+                log.info("memberlist: Updating address for left or failed node %s from %s:%d "
+                         "to %s:%d", state.name, state.addr, state.port, addr, a.port)
+                updates_node = True
+            else:
+                log.error("memberlist: Conflicting address for %s. Mine: %s:%d Theirs: %s:%d "
+                          "Old state: %s", state.name, state.addr, state.port, addr, a.port,
+                          state.state.name.lower())
+                other = Node(a.node, addr, a.port, a.meta)
+                other.set_vsn(a.vsn)
+                self.delegate.notify_conflict(state, other, now)
+                return
+        is_local = state.name == local_name
+        if a.incarnation <= state.incarnation and not is_local and not updates_node:
+            return
+        if a.incarnation < state.incarnation and is_local:
+            return
+        suspicion = self._suspicions.pop(a.node, None)
+        if suspicion is not None and suspicion.timer:
+            suspicion.timer.cancel()
+        old_state, old_meta = state.state, state.meta
+        if not bootstrap and is_local:
+            if (a.incarnation == state.incarnation and a.meta == state.meta
+                    and a.vsn == state.vsn):
+                return
+            self._refute(state, a.incarnation, now)
+            log.warning("memberlist: Refuting an alive message for '%s'", a.node)
+        else:
+            self._broadcast(a.node, a.encode(), on_finished)
+            state.set_vsn(a.vsn)
+            state.incarnation = a.incarnation
+            state.meta = a.meta
+            state.addr = addr
+            state.port = a.port
+            if state.state != NodeStateKind.ALIVE:
+                state.state = NodeStateKind.ALIVE
+                state.state_change = now
+        if old_state in (NodeStateKind.DEAD, NodeStateKind.LEFT):
+            self.delegate.notify_join(state, now)
+            if learned_new or not is_local:
+                self._start_eager_sync(now)
+        elif old_meta != state.meta:
+            self.delegate.notify_update(state, now)
+
+    def _suspect_node(self, s: Suspect, now: float) -> None:
+        state = self.node_map.get(s.node)
+        if state is None or s.incarnation < state.incarnation:
+            return
+        suspicion = self._suspicions.get(s.node)
+        if suspicion is not None:
+            if suspicion.confirm(s.from_):
+                self._broadcast(s.node, s.encode())
+                self._arm_suspicion(s.node, suspicion)
+            return
+        if state.state != NodeStateKind.ALIVE:
+            return
+        if state.name == self.config.name:
+            self._refute(state, s.incarnation, now)
+            log.warning("memberlist: Refuting a suspect message (from: %s)", s.from_)
+            return
+        self._broadcast(s.node, s.encode())
+        state.incarnation = s.incarnation
+        state.state = NodeStateKind.SUSPECT
+        state.state_change = now
+        change_time = now
+        t = self.timing
+        n = len(self.nodes)
+        k = t.suspicion_mult - 2
+        if n - 2 < k:
+            k = 0
+        min_timeout = suspicion_timeout(t.suspicion_mult, n, t.probe_interval)
+        suspicion = Suspicion(s.from_, k, min_timeout, t.suspicion_max_timeout_mult * min_timeout,
+                              now)
+        self._suspicions[s.node] = suspicion
+
+        def expire(when: float) -> None:
+            if self._suspicions.get(s.node) is not suspicion:
+                return
+            del self._suspicions[s.node]
+            node = self.node_map.get(s.node)
+            if node and node.state == NodeStateKind.SUSPECT and node.state_change == change_time:
+                log.info("memberlist: Marking %s as failed, suspect timeout reached (%d peer "
+                         "confirmations)", node.name, suspicion.count)
+                self._dead_node(Dead(node.incarnation, node.name, self.config.name), when)
+
+        suspicion.timer = self.scheduler.call_at(suspicion.deadline, expire)
+
+    def _arm_suspicion(self, name: str, suspicion: Suspicion) -> None:
+        """Move the suspicion timer to its (earlier) new deadline after a confirmation."""
+        old = suspicion.timer
+        if old is not None:
+            old.cancel()
+            suspicion.timer = self.scheduler.call_at(suspicion.deadline, old.callback)
+
+    def _dead_node(self, d: Dead, now: float,
+                   on_finished: Callable[[], None] | None = None) -> None:
+        state = self.node_map.get(d.node)
+        if state is None or d.incarnation < state.incarnation:
+            return
+        suspicion = self._suspicions.pop(d.node, None)
+        if suspicion is not None and suspicion.timer:
+            suspicion.timer.cancel()
+        if state.dead_or_left():
+            return
+        if state.name == self.config.name:
+            if not self.left:
+                self._refute(state, d.incarnation, now)
+                log.warning("memberlist: Refuting a dead message (from: %s)", d.from_)
+                return
+            self._broadcast(d.node, d.encode(), on_finished)
+        else:
+            self._broadcast(d.node, d.encode())
+        state.incarnation = d.incarnation
+        state.state = NodeStateKind.LEFT if d.node == d.from_ else NodeStateKind.DEAD
+        state.state_change = now
+        self.delegate.notify_leave(state, now)
+
+
+class _Once:
+    """Calls ``fn`` the first time ``fire`` is called; later calls are ignored."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable[[str | None, float], None]) -> None:
+        self.fn: Callable[[str | None, float], None] | None = fn
+
+    def fire(self, error: str | None, now: float) -> None:
+        if self.fn is not None:
+            fn, self.fn = self.fn, None
+            fn(error, now)
+
+
+def _msgpack_len(data: bytes) -> int:
+    """Length of the first msgpack object in ``data`` (a reliable user message header)."""
+    unpacker = msgpack.Unpacker(raw=True)
+    unpacker.feed(data)
+    try:
+        unpacker.skip()
+    except (msgpack.OutOfData, ValueError) as exc:
+        raise DecodeError(f"malformed user message header: {exc}") from exc
+    return unpacker.tell()

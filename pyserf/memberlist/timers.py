@@ -1,0 +1,59 @@
+"""A deterministic timer wheel for the sans-I/O machines.
+
+The machines never sleep: they schedule callbacks at absolute times, and the caller (the
+asyncio shell or the simulator) asks for ``next_wake()`` and calls ``run_due(now)``.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Callable
+
+
+class Timer:
+    __slots__ = ("when", "callback", "cancelled")
+
+    def __init__(self, when: float, callback: Callable[[float], None]) -> None:
+        self.when = when
+        self.callback = callback
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class Scheduler:
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, Timer]] = []
+        self._counter = itertools.count()
+        # The time of the latest input or timer run, for callbacks that fire without one.
+        self.now = 0.0
+
+    def call_at(self, when: float, callback: Callable[[float], None]) -> Timer:
+        timer = Timer(when, callback)
+        heapq.heappush(self._heap, (when, next(self._counter), timer))
+        return timer
+
+    def next_wake(self) -> float | None:
+        heap = self._heap
+        while heap and heap[0][2].cancelled:
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
+
+    def run_due(self, now: float) -> int:
+        """Run every timer due at ``now`` (including ones scheduled by callbacks)."""
+        ran = 0
+        self.now = now
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            _, _, timer = heapq.heappop(heap)
+            if timer.cancelled:
+                continue
+            timer.cancelled = True
+            timer.callback(now)
+            ran += 1
+        return ran
+
+    def clear(self) -> None:
+        self._heap.clear()

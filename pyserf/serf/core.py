@@ -1,0 +1,868 @@
+"""The serf layer: member statuses, Lamport-clocked intents, user events and queries.
+
+Sans-I/O like the memberlist machine below it: it is the memberlist delegate, shares the same
+scheduler, and reports what happened as events in ``take_events()``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+from pyserf import SERF_PROTOCOL_MAX, SERF_PROTOCOL_MIN
+from pyserf.memberlist import codec
+from pyserf.memberlist.broadcast import BroadcastQueue
+from pyserf.memberlist.codec import DecodeError
+from pyserf.memberlist.state import Address, JoinOutcome, Memberlist, MemberlistConfig, Node
+from pyserf.memberlist.timers import Scheduler
+from pyserf.serf import messages as m
+from pyserf.serf.clock import LamportClock
+from pyserf.serf.messages import SerfMsg
+
+log = logging.getLogger("pyserf.serf")
+
+USER_EVENT_SIZE_HARD_LIMIT = 9216
+QUERY_TIMEOUT_MULT = 16
+
+
+class MemberStatus(IntEnum):
+    NONE = 0
+    ALIVE = 1
+    LEAVING = 2
+    LEFT = 3
+    FAILED = 4
+
+    def label(self) -> str:
+        return self.name.lower()
+
+
+class SerfState(IntEnum):
+    ALIVE = 0
+    LEAVING = 1
+    LEFT = 2
+    SHUTDOWN = 3
+
+
+@dataclass(slots=True)
+class Member:
+    name: str
+    addr: str
+    port: int
+    tags: dict[str, str]
+    status: MemberStatus
+    protocol_min: int = 1
+    protocol_max: int = 5
+    protocol_cur: int = 2
+    delegate_min: int = 2
+    delegate_max: int = 5
+    delegate_cur: int = 5
+
+    def copy(self) -> Member:
+        return Member(self.name, self.addr, self.port, dict(self.tags), self.status,
+                      self.protocol_min, self.protocol_max, self.protocol_cur,
+                      self.delegate_min, self.delegate_max, self.delegate_cur)
+
+
+@dataclass(slots=True)
+class _MemberState:
+    member: Member
+    status_ltime: int = 0
+    leave_time: float = 0.0
+
+
+# ---- events reported upwards ------------------------------------------------------------------
+
+MEMBER_EVENT_LOG = {"member-join": "EventMemberJoin", "member-leave": "EventMemberLeave",
+                    "member-failed": "EventMemberFailed", "member-update": "EventMemberUpdate",
+                    "member-reap": "EventMemberReap"}
+
+
+@dataclass(slots=True)
+class MemberEvent:
+    type: str  # member-join, member-leave, member-failed, member-update, member-reap
+    members: list[Member]
+
+
+@dataclass(slots=True)
+class UserEventReceived:
+    ltime: int
+    name: str
+    payload: bytes
+    coalesce: bool
+
+
+@dataclass(slots=True)
+class QueryReceived:
+    ltime: int
+    name: str
+    payload: bytes
+    id: int
+    source_addr: Address
+    source_node: str
+    deadline: float
+    relay_factor: int
+    responded: bool = False
+
+
+@dataclass(slots=True)
+class QueryCollector:
+    """Gathers acks and responses for a query we originated."""
+
+    ltime: int
+    id: int
+    deadline: float
+    request_ack: bool
+    on_ack: Callable[[str, float], None]
+    on_response: Callable[[str, bytes, float], None]
+    on_done: Callable[[float], None]
+    acks: set[str] = field(default_factory=set)
+    responses: set[str] = field(default_factory=set)
+    closed: bool = False
+
+
+@dataclass
+class SerfConfig:
+    node_name: str
+    tags: dict[str, str] = field(default_factory=dict)
+    protocol_version: int = SERF_PROTOCOL_MAX
+    broadcast_timeout: float = 5.0
+    leave_propagate_delay: float = 1.0
+    reap_interval: float = 15.0
+    reconnect_interval: float = 30.0
+    reconnect_timeout: float = 24 * 3600.0
+    tombstone_timeout: float = 24 * 3600.0
+    recent_intent_timeout: float = 300.0
+    queue_check_interval: float = 30.0
+    max_queue_depth: int = 4096
+    event_buffer: int = 512
+    query_buffer: int = 512
+    user_event_size_limit: int = 512
+    query_size_limit: int = 1024
+    query_response_size_limit: int = 1024
+    disable_name_resolution: bool = False
+
+
+class SerfError(Exception):
+    """An operation was refused; the message is what serf says in the same situation."""
+
+
+class Serf:
+    def __init__(self, config: SerfConfig, ml_config: MemberlistConfig, scheduler: Scheduler,
+                 rng: random.Random | None = None) -> None:
+        if not SERF_PROTOCOL_MIN <= config.protocol_version <= SERF_PROTOCOL_MAX:
+            raise SerfError(
+                f"Protocol version '{config.protocol_version}' too "
+                f"{'low' if config.protocol_version < SERF_PROTOCOL_MIN else 'high'}. Must be in "
+                f"range: [{SERF_PROTOCOL_MIN}, {SERF_PROTOCOL_MAX}]")
+        if config.user_event_size_limit > USER_EVENT_SIZE_HARD_LIMIT:
+            raise SerfError(f"user event size limit exceeds limit of {USER_EVENT_SIZE_HARD_LIMIT}"
+                            " bytes")
+        self.config = config
+        if len(m.encode_tags(config.tags, config.protocol_version)) > codec.META_MAX_SIZE:
+            raise SerfError(
+                f"Encoded length of tags exceeds limit of {codec.META_MAX_SIZE} bytes")
+        self.scheduler = scheduler
+        self.rng = rng or random.Random()
+        ml_config.delegate_versions = (SERF_PROTOCOL_MIN, SERF_PROTOCOL_MAX,
+                                       config.protocol_version)
+        self.memberlist = Memberlist(ml_config, self, scheduler, self.rng)
+        self.members: dict[str, _MemberState] = {}
+        self.failed_members: list[_MemberState] = []
+        self.left_members: list[_MemberState] = []
+        self.recent_intents: dict[str, tuple[int, int, float]] = {}  # name -> (type, ltime, t)
+        self.clock = LamportClock()
+        self.event_clock = LamportClock()
+        self.query_clock = LamportClock()
+        self.event_min_time = 0
+        self.query_min_time = 0
+        self.event_buffer: list[tuple[int, list[tuple[str, bytes]]] | None] = \
+            [None] * config.event_buffer
+        self.query_buffer: list[tuple[int, list[int]] | None] = [None] * config.query_buffer
+        num = lambda: len(self.members)  # noqa: E731
+        mult = ml_config.timing.retransmit_mult
+        self.intent_broadcasts = BroadcastQueue(mult, num)
+        self.event_broadcasts = BroadcastQueue(mult, num)
+        self.query_broadcasts = BroadcastQueue(mult, num)
+        self.state = SerfState.ALIVE
+        self._events: list[MemberEvent | UserEventReceived | QueryReceived] = []
+        self._queries: dict[int, QueryCollector] = {}  # by LTime
+        self._join_ignore = 0
+        self._loops: list = []
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self, now: float) -> None:
+        self.clock.increment()
+        self.event_clock.increment()
+        self.query_clock.increment()
+        self.memberlist.start(now)
+        c = self.config
+        self._every(c.reap_interval, self._reap, now)
+        self._every(c.reconnect_interval, self._reconnect, now)
+        self._every(c.queue_check_interval, self._check_queues, now)
+
+    def _every(self, interval: float, fn: Callable[[float], None], now: float) -> None:
+        def tick(when: float) -> None:
+            if self.state == SerfState.SHUTDOWN:
+                return
+            self._loops[idx] = self.scheduler.call_at(when + interval, tick)
+            fn(when)
+
+        idx = len(self._loops)
+        self._loops.append(self.scheduler.call_at(now + interval, tick))
+
+    def take_events(self) -> list[MemberEvent | UserEventReceived | QueryReceived]:
+        events, self._events = self._events, []
+        return events
+
+    def take_actions(self) -> list:
+        return self.memberlist.take_actions()
+
+    def shutdown(self) -> None:
+        if self.state != SerfState.LEFT:
+            log.warning("serf: Shutdown without a Leave")
+        self.state = SerfState.SHUTDOWN
+        for timer in self._loops:
+            timer.cancel()
+        self.memberlist.shutdown()
+
+    # -- queries about state ---------------------------------------------------------------
+
+    def local_member(self) -> Member:
+        return self.members[self.config.node_name].member.copy()
+
+    def member_list(self) -> list[Member]:
+        return [ms.member.copy() for ms in self.members.values()]
+
+    def num_nodes(self) -> int:
+        return len(self.members)
+
+    def encryption_enabled(self) -> bool:
+        return self.memberlist.config.keyring is not None
+
+    def stats(self) -> dict[str, str]:
+        return {
+            "members": str(len(self.members)),
+            "failed": str(len(self.failed_members)),
+            "left": str(len(self.left_members)),
+            "health_score": str(self.memberlist.awareness.score),
+            "member_time": str(self.clock.time),
+            "event_time": str(self.event_clock.time),
+            "query_time": str(self.query_clock.time),
+            "intent_queue": str(len(self.intent_broadcasts)),
+            "event_queue": str(len(self.event_broadcasts)),
+            "query_queue": str(len(self.query_broadcasts)),
+            "encrypted": str(self.encryption_enabled()).lower(),
+            "coordinate_resets": "0",
+        }
+
+    def default_query_timeout(self) -> float:
+        n = len(self.memberlist.alive_members())
+        scale = max(1, math.ceil(math.log10(n + 1)))
+        return self.memberlist.timing.gossip_interval * QUERY_TIMEOUT_MULT * scale
+
+    # -- operations ------------------------------------------------------------------------
+
+    def join(self, targets: list[tuple[str, Address]], ignore_old: bool, now: float,
+             on_done: Callable[[JoinOutcome, float], None]) -> None:
+        if self.state != SerfState.ALIVE:
+            outcome = JoinOutcome(errors=["Serf can't Join after Leave or Shutdown"])
+            on_done(outcome, now)
+            return
+        if ignore_old:
+            self._join_ignore += 1
+
+        def done(outcome: JoinOutcome, when: float) -> None:
+            if ignore_old:
+                self._join_ignore -= 1
+            if outcome.contacted:
+                self._broadcast_join(self.clock.time)
+            on_done(outcome, when)
+
+        self.memberlist.join(targets, now, done)
+
+    def leave(self, now: float, on_done: Callable[[str | None, float], None]) -> None:
+        """Graceful leave: intent, then memberlist leave, then a short propagation delay."""
+        if self.state == SerfState.LEFT:
+            on_done(None, now)
+            return
+        if self.state == SerfState.LEAVING:
+            on_done("Leave already in progress", now)
+            return
+        if self.state == SerfState.SHUTDOWN:
+            on_done("Leave called after Shutdown", now)
+            return
+        self.state = SerfState.LEAVING
+        msg = m.Leave(self.clock.time, self.config.node_name)
+        self.clock.increment()
+        self._handle_leave_intent(msg, now)
+        timeout = self.config.broadcast_timeout
+
+        def after_memberlist(error: str | None, when: float) -> None:
+            if error:
+                on_done(error, when)
+                return
+
+            def finished(t: float) -> None:
+                if self.state != SerfState.SHUTDOWN:
+                    self.state = SerfState.LEFT
+                on_done(None, t)
+
+            self.scheduler.call_at(when + self.config.leave_propagate_delay, finished)
+
+        def after_intent(error: str | None, when: float) -> None:
+            if error:
+                on_done(error, when)
+                return
+            self.memberlist.leave(when, timeout, after_memberlist)
+
+        if self._has_alive_members():
+            self._broadcast_and_wait(self.intent_broadcasts, msg.encode(), now, timeout,
+                                     "timeout while waiting for graceful leave", after_intent)
+        else:
+            after_intent(None, now)
+
+    def force_leave(self, node: str, prune: bool, now: float,
+                    on_done: Callable[[str | None, float], None]) -> None:
+        msg = m.Leave(self.clock.time, node, prune)
+        self.clock.increment()
+        self._handle_leave_intent(msg, now)
+        if not self._has_alive_members():
+            on_done(None, now)
+            return
+        self._broadcast_and_wait(self.intent_broadcasts, msg.encode(), now,
+                                 self.config.broadcast_timeout,
+                                 "timed out broadcasting node removal", on_done)
+
+    def set_tags(self, tags: dict[str, str], now: float,
+                 on_done: Callable[[str | None, float], None]) -> None:
+        if len(m.encode_tags(tags, self.config.protocol_version)) > codec.META_MAX_SIZE:
+            raise SerfError(
+                f"Encoded length of tags exceeds limit of {codec.META_MAX_SIZE} bytes")
+        self.config.tags = dict(tags)
+        self.memberlist.update_node(now, self.config.broadcast_timeout, on_done)
+
+    def user_event(self, name: str, payload: bytes, coalesce: bool) -> None:
+        limit = self.config.user_event_size_limit
+        size = len(name.encode()) + len(payload)
+        if size > limit:
+            raise SerfError(f"user event exceeds configured limit of {limit} bytes before "
+                            "encoding")
+        if size > USER_EVENT_SIZE_HARD_LIMIT:
+            raise SerfError(f"user event exceeds sane limit of {USER_EVENT_SIZE_HARD_LIMIT} "
+                            "bytes before encoding")
+        msg = m.UserEvent(self.event_clock.time, name, payload, coalesce)
+        raw = msg.encode()
+        if len(raw) > limit:
+            raise SerfError(f"encoded user event exceeds configured limit of {limit} bytes "
+                            "after encoding")
+        self.event_clock.increment()
+        self._handle_user_event(msg)
+        self.event_broadcasts.queue(raw)
+
+    def query(self, name: str, payload: bytes, now: float, *, filter_nodes: list[str] = (),
+              filter_tags: dict[str, str] | None = None, request_ack: bool = False,
+              relay_factor: int = 0, timeout: float = 0.0,
+              on_ack: Callable[[str, float], None],
+              on_response: Callable[[str, bytes, float], None],
+              on_done: Callable[[float], None]) -> QueryCollector:
+        if self.config.protocol_version < 4:
+            raise SerfError("Feature not supported")
+        if timeout <= 0:
+            timeout = self.default_query_timeout()
+        filters: list[bytes] = []
+        if filter_nodes:
+            filters.append(bytes((m.FILTER_NODE,)) + codec.pack(list(filter_nodes)))
+        for tag, expr in (filter_tags or {}).items():
+            filters.append(bytes((m.FILTER_TAG,)) + codec.pack({"Expr": expr, "Tag": tag}))
+        me = self.memberlist.local_node
+        q = m.Query(self.query_clock.time, self.rng.getrandbits(31), codec.ip_to_bytes(me.addr),
+                    me.port, me.name, filters, m.QUERY_FLAG_ACK if request_ack else 0,
+                    relay_factor, int(timeout * 1e9), name, payload)
+        raw = q.encode()
+        if len(raw) > self.config.query_size_limit:
+            raise SerfError(f"query exceeds limit of {self.config.query_size_limit} bytes")
+        collector = QueryCollector(q.ltime, q.id, now + timeout, request_ack, on_ack,
+                                   on_response, on_done)
+        self._queries[q.ltime] = collector
+
+        def close(when: float) -> None:
+            if not collector.closed:
+                collector.closed = True
+                self._queries.pop(q.ltime, None)
+                collector.on_done(when)
+
+        self.scheduler.call_at(collector.deadline, close)
+        self._handle_query(q, now)
+        self.query_broadcasts.queue(raw)
+        return collector
+
+    def respond(self, query: QueryReceived, payload: bytes, now: float) -> None:
+        if query.responded:
+            raise SerfError("response already sent")
+        if now > query.deadline:
+            raise SerfError("response is past the deadline")
+        resp = m.QueryResponse(query.ltime, query.id, self.config.node_name, 0, payload)
+        raw = resp.encode()
+        if len(raw) > self.config.query_response_size_limit:
+            raise SerfError(f"response exceeds limit of {self.config.query_response_size_limit}"
+                            " bytes")
+        self.memberlist.send_user_packet(query.source_addr, raw)
+        self._relay_response(query.relay_factor, query.source_addr, query.source_node, raw)
+        query.responded = True
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _broadcast_and_wait(self, queue: BroadcastQueue, raw: bytes, now: float, timeout: float,
+                            timeout_error: str,
+                            on_done: Callable[[str | None, float], None]) -> None:
+        fired = False
+
+        def finish(error: str | None, when: float) -> None:
+            nonlocal fired
+            if not fired:
+                fired = True
+                on_done(error, when)
+
+        queue.queue(raw, on_finished=lambda: finish(None, self.scheduler.now))
+        self.scheduler.call_at(now + timeout, lambda t: finish(timeout_error, t))
+
+    def _has_alive_members(self) -> bool:
+        name = self.config.node_name
+        return any(ms.member.status == MemberStatus.ALIVE and n != name
+                   for n, ms in self.members.items())
+
+    def _broadcast_join(self, ltime: int) -> None:
+        msg = m.Join(ltime, self.config.node_name)
+        self.clock.witness(ltime)
+        self._handle_join_intent(msg, self.scheduler.now)
+        self.intent_broadcasts.queue(msg.encode())
+
+    def _emit_member_event(self, kind: str, member: Member, suffix: str = "") -> None:
+        label = MEMBER_EVENT_LOG[kind]
+        if kind in ("member-update",):
+            log.info("serf: %s: %s", label, member.name)
+        else:
+            log.info("serf: %s%s: %s %s", label, suffix, member.name, member.addr)
+        self._events.append(MemberEvent(kind, [member.copy()]))
+
+    def _upsert_intent(self, node: str, kind: int, ltime: int, now: float) -> bool:
+        existing = self.recent_intents.get(node)
+        if existing is None or ltime > existing[1]:
+            self.recent_intents[node] = (kind, ltime, now)
+            return True
+        return False
+
+    def _recent_intent(self, node: str, kind: int) -> int | None:
+        existing = self.recent_intents.get(node)
+        if existing is not None and existing[0] == kind:
+            return existing[1]
+        return None
+
+    # -- memberlist delegate ----------------------------------------------------------------
+
+    def node_meta(self, limit: int) -> bytes:
+        meta = m.encode_tags(self.config.tags, self.config.protocol_version)
+        if len(meta) > limit:
+            raise SerfError(f"Node tags '{self.config.tags}' exceeds length limit of {limit}")
+        return meta
+
+    def get_broadcasts(self, overhead: int, limit: int) -> list[bytes]:
+        msgs = self.intent_broadcasts.get(overhead, limit)
+        used = sum(len(x) + overhead for x in msgs)
+        msgs.extend(q := self.query_broadcasts.get(overhead, limit - used))
+        used += sum(len(x) + overhead for x in q)
+        msgs.extend(self.event_broadcasts.get(overhead, limit - used))
+        return msgs
+
+    def local_state(self, join: bool) -> bytes:
+        state = m.PushPullState(
+            ltime=self.clock.time,
+            status_ltimes={n: ms.status_ltime for n, ms in self.members.items()},
+            left_members=[ms.member.name for ms in self.left_members],
+            event_ltime=self.event_clock.time,
+            events=list(self.event_buffer),
+            query_ltime=self.query_clock.time)
+        return state.encode()
+
+    def merge_remote_state(self, buf: bytes, join: bool, now: float) -> None:
+        if not buf or buf[0] != SerfMsg.PUSH_PULL:
+            log.error("serf: Remote state has bad type prefix: %s", buf[:1].hex())
+            return
+        try:
+            pp = m.PushPullState.decode(m.decode_body(buf[1:]))
+        except DecodeError as exc:
+            log.error("serf: Failed to decode remote state: %s", exc)
+            return
+        if pp.ltime > 0:
+            self.clock.witness(pp.ltime - 1)
+        if pp.event_ltime > 0:
+            self.event_clock.witness(pp.event_ltime - 1)
+        if pp.query_ltime > 0:
+            self.query_clock.witness(pp.query_ltime - 1)
+        left = set(pp.left_members)
+        for name in pp.left_members:
+            self._handle_leave_intent(m.Leave(pp.status_ltimes.get(name, 0) + 1, name), now)
+        for name, ltime in pp.status_ltimes.items():
+            if name not in left:
+                self._handle_join_intent(m.Join(ltime, name), now)
+        if join and self._join_ignore > 0 and pp.event_ltime > self.event_min_time:
+            self.event_min_time = pp.event_ltime
+        for slot in pp.events:
+            if slot is None:
+                continue
+            ltime, items = slot
+            for name, payload in items:
+                self._handle_user_event(m.UserEvent(ltime, name, payload, False))
+
+    def notify_msg(self, buf: bytes, now: float) -> None:
+        if not buf:
+            return
+        kind = buf[0]
+        try:
+            if kind == SerfMsg.LEAVE:
+                msg = m.Leave.decode(m.decode_body(buf[1:]))
+                log.debug("serf: messageLeaveType: %s", msg.node)
+                if self._handle_leave_intent(msg, now):
+                    self.intent_broadcasts.queue(bytes(buf))
+            elif kind == SerfMsg.JOIN:
+                join = m.Join.decode(m.decode_body(buf[1:]))
+                log.debug("serf: messageJoinType: %s", join.node)
+                if self._handle_join_intent(join, now):
+                    self.intent_broadcasts.queue(bytes(buf))
+            elif kind == SerfMsg.USER_EVENT:
+                event = m.UserEvent.decode(m.decode_body(buf[1:]))
+                log.debug("serf: messageUserEventType: %s", event.name)
+                if self._handle_user_event(event):
+                    self.event_broadcasts.queue(bytes(buf))
+            elif kind == SerfMsg.QUERY:
+                query = m.Query.decode(m.decode_body(buf[1:]))
+                log.debug("serf: messageQueryType: %s", query.name)
+                if self._handle_query(query, now):
+                    self.query_broadcasts.queue(bytes(buf))
+            elif kind == SerfMsg.QUERY_RESPONSE:
+                self._handle_query_response(m.QueryResponse.decode(m.decode_body(buf[1:])))
+            elif kind == SerfMsg.RELAY:
+                relay = m.Relay.decode(buf[1:])
+                dest = (codec.ip_from_bytes(relay.dest_ip), relay.dest_port)
+                log.debug("serf: Relaying response to addr: %s:%d", *dest)
+                self.memberlist.send_user_packet(dest, relay.inner)
+            else:
+                log.warning("serf: Received message of unknown type: %d", kind)
+        except DecodeError as exc:
+            log.error("serf: Error decoding message of type %d: %s", kind, exc)
+
+    def notify_join(self, node: Node, now: float) -> None:
+        tags = m.decode_tags(node.meta)
+        ms = self.members.get(node.name)
+        if ms is None:
+            ms = _MemberState(Member(node.name, node.addr, node.port, tags, MemberStatus.ALIVE))
+            join_ltime = self._recent_intent(node.name, SerfMsg.JOIN)
+            if join_ltime is not None:
+                ms.status_ltime = join_ltime
+            leave_ltime = self._recent_intent(node.name, SerfMsg.LEAVE)
+            if leave_ltime is not None:
+                ms.member.status = MemberStatus.LEAVING
+                ms.status_ltime = leave_ltime
+            self.members[node.name] = ms
+            old_status = MemberStatus.NONE
+        else:
+            old_status = ms.member.status
+            ms.member.status = MemberStatus.ALIVE
+            ms.leave_time = 0.0
+            ms.member.addr, ms.member.port, ms.member.tags = node.addr, node.port, tags
+        self._copy_versions(ms.member, node)
+        if old_status in (MemberStatus.FAILED, MemberStatus.LEFT):
+            self.failed_members = [x for x in self.failed_members if x.member.name != node.name]
+            self.left_members = [x for x in self.left_members if x.member.name != node.name]
+        self._emit_member_event("member-join", ms.member)
+
+    def notify_leave(self, node: Node, now: float) -> None:
+        ms = self.members.get(node.name)
+        if ms is None:
+            return
+        if ms.member.status == MemberStatus.LEAVING:
+            ms.member.status = MemberStatus.LEFT
+            ms.leave_time = now
+            self.left_members.append(ms)
+            self._emit_member_event("member-leave", ms.member)
+        elif ms.member.status == MemberStatus.ALIVE:
+            ms.member.status = MemberStatus.FAILED
+            ms.leave_time = now
+            self.failed_members.append(ms)
+            self._emit_member_event("member-failed", ms.member)
+        else:
+            log.warning("serf: Bad state when leave: %d", ms.member.status)
+
+    def notify_update(self, node: Node, now: float) -> None:
+        ms = self.members.get(node.name)
+        if ms is None:
+            return
+        ms.member.addr, ms.member.port = node.addr, node.port
+        ms.member.tags = m.decode_tags(node.meta)
+        self._copy_versions(ms.member, node)
+        self._emit_member_event("member-update", ms.member)
+
+    def notify_conflict(self, existing: Node, other: Node, now: float) -> None:
+        if existing.name != self.config.node_name:
+            log.warning("serf: Name conflict for '%s' both %s:%d and %s:%d are claiming",
+                        existing.name, existing.addr, existing.port, other.addr, other.port)
+            return
+        log.error("serf: Node name conflicts with another node at %s:%d. Names must be "
+                  "unique! (Resolution enabled: %s)", other.addr, other.port,
+                  str(not self.config.disable_name_resolution).lower())
+
+    def ack_payload(self) -> bytes | None:
+        return None
+
+    def notify_ping_complete(self, node: Node, rtt: float, payload: bytes | None) -> None:
+        return None
+
+    @staticmethod
+    def _copy_versions(member: Member, node: Node) -> None:
+        member.protocol_min, member.protocol_max, member.protocol_cur = \
+            node.pmin, node.pmax, node.pcur
+        member.delegate_min, member.delegate_max, member.delegate_cur = \
+            node.dmin, node.dmax, node.dcur
+
+    # -- intents ---------------------------------------------------------------------------
+
+    def _handle_leave_intent(self, msg: m.Leave, now: float) -> bool:
+        self.clock.witness(msg.ltime)
+        ms = self.members.get(msg.node)
+        if ms is None:
+            return self._upsert_intent(msg.node, SerfMsg.LEAVE, msg.ltime, now)
+        if msg.ltime <= ms.status_ltime:
+            return False
+        if msg.node == self.config.node_name and self.state == SerfState.ALIVE:
+            log.debug("serf: Refuting an older leave intent")
+            self._broadcast_join(self.clock.time)
+            return False
+        ms.status_ltime = msg.ltime
+        status = ms.member.status
+        if status == MemberStatus.ALIVE:
+            ms.member.status = MemberStatus.LEAVING
+            if msg.prune:
+                self._prune(ms, now)
+            return True
+        if status == MemberStatus.FAILED:
+            ms.member.status = MemberStatus.LEFT
+            self.failed_members = [x for x in self.failed_members if x is not ms]
+            self.left_members.append(ms)
+            self._emit_member_event("member-leave", ms.member, " (forced)")
+            if msg.prune:
+                self._prune(ms, now)
+            return True
+        if status in (MemberStatus.LEAVING, MemberStatus.LEFT):
+            if msg.prune:
+                self._prune(ms, now)
+            return True
+        return False
+
+    def _prune(self, ms: _MemberState, now: float) -> None:
+        def erase(when: float) -> None:
+            if self.members.get(ms.member.name) is not ms:
+                return
+            log.info("serf: EventMemberReap (forced): %s %s", ms.member.name, ms.member.addr)
+            self.left_members = [x for x in self.left_members if x is not ms]
+            self._erase(ms)
+
+        if ms.member.status == MemberStatus.LEAVING:
+            # Let the graceful leave finish before the member disappears.
+            delay = self.config.broadcast_timeout + self.config.leave_propagate_delay
+            self.scheduler.call_at(now + delay, erase)
+        else:
+            erase(now)
+
+    def _erase(self, ms: _MemberState) -> None:
+        self.members.pop(ms.member.name, None)
+        self._events.append(MemberEvent("member-reap", [ms.member.copy()]))
+
+    def _handle_join_intent(self, msg: m.Join, now: float) -> bool:
+        self.clock.witness(msg.ltime)
+        ms = self.members.get(msg.node)
+        if ms is None:
+            return self._upsert_intent(msg.node, SerfMsg.JOIN, msg.ltime, now)
+        if msg.ltime <= ms.status_ltime:
+            return False
+        ms.status_ltime = msg.ltime
+        if ms.member.status == MemberStatus.LEAVING:
+            ms.member.status = MemberStatus.ALIVE
+        return True
+
+    # -- user events -----------------------------------------------------------------------
+
+    def _handle_user_event(self, msg: m.UserEvent) -> bool:
+        self.event_clock.witness(msg.ltime)
+        if msg.ltime < self.event_min_time:
+            return False
+        size = len(self.event_buffer)
+        current = self.event_clock.time
+        if current > size and msg.ltime < current - size:
+            log.warning("serf: received old event %s from time %d (current: %d)",
+                        msg.name, msg.ltime, current)
+            return False
+        idx = msg.ltime % size
+        seen = self.event_buffer[idx]
+        item = (msg.name, msg.payload)
+        if seen is not None and seen[0] == msg.ltime:
+            if item in seen[1]:
+                return False
+            seen[1].append(item)
+        else:
+            self.event_buffer[idx] = (msg.ltime, [item])
+        self._events.append(UserEventReceived(msg.ltime, msg.name, msg.payload, msg.cc))
+        return True
+
+    # -- queries ---------------------------------------------------------------------------
+
+    def _handle_query(self, q: m.Query, now: float) -> bool:
+        self.query_clock.witness(q.ltime)
+        if q.ltime < self.query_min_time:
+            return False
+        size = len(self.query_buffer)
+        current = self.query_clock.time
+        if current > size and q.ltime < current - size:
+            log.warning("serf: received old query %s from time %d (current: %d)",
+                        q.name, q.ltime, current)
+            return False
+        idx = q.ltime % size
+        seen = self.query_buffer[idx]
+        if seen is not None and seen[0] == q.ltime:
+            if q.id in seen[1]:
+                return False
+            seen[1].append(q.id)
+        else:
+            self.query_buffer[idx] = (q.ltime, [q.id])
+        rebroadcast = not q.flags & m.QUERY_FLAG_NO_BROADCAST
+        if not self._should_process(q.filters):
+            return rebroadcast
+        try:
+            source = (codec.ip_from_bytes(q.addr), q.port)
+        except DecodeError:
+            return rebroadcast
+        if q.flags & m.QUERY_FLAG_ACK:
+            ack = m.QueryResponse(q.ltime, q.id, self.config.node_name, m.QUERY_FLAG_ACK, None)
+            raw = ack.encode()
+            self.memberlist.send_user_packet(source, raw)
+            self._relay_response(q.relay_factor, source, q.source_node, raw)
+        self._events.append(QueryReceived(q.ltime, q.name, q.payload, q.id, source,
+                                          q.source_node, now + q.timeout_ns / 1e9,
+                                          q.relay_factor))
+        return rebroadcast
+
+    def _should_process(self, filters: list[bytes]) -> bool:
+        for raw in filters:
+            if not raw:
+                return False
+            try:
+                body = codec.unpack_any(raw[1:])
+            except DecodeError:
+                return False
+            if raw[0] == m.FILTER_NODE:
+                names = [x.decode("utf-8", "replace") if isinstance(x, bytes) else x
+                         for x in (body or [])]
+                if self.config.node_name not in names:
+                    return False
+            elif raw[0] == m.FILTER_TAG:
+                if not isinstance(body, dict):
+                    return False
+                tag = codec.get_str(body, b"Tag")
+                expr = codec.get_str(body, b"Expr")
+                try:
+                    if re.search(expr, self.config.tags.get(tag, "")) is None:
+                        return False
+                except re.error:
+                    return False
+            else:
+                return False
+        return True
+
+    def _relay_response(self, relay_factor: int, dest: Address, dest_name: str,
+                        raw: bytes) -> None:
+        if relay_factor == 0:
+            return
+        members = [ms.member for ms in self.members.values()]
+        if len(members) < relay_factor + 1:
+            return
+        relay = m.Relay(codec.ip_to_bytes(dest[0]), dest[1], dest_name, raw).encode()
+        if len(relay) > self.config.query_response_size_limit:
+            log.error("serf: relayed response exceeds limit of %d bytes",
+                      self.config.query_response_size_limit)
+            return
+        nodes = {n.name: n for n in self.memberlist.nodes}
+        candidates = [x for x in members if x.status == MemberStatus.ALIVE
+                      and x.name != self.config.node_name and x.protocol_max >= 5]
+        for member in self.rng.sample(candidates, min(relay_factor, len(candidates))):
+            self.memberlist.send_user_packet((member.addr, member.port), relay,
+                                             nodes.get(member.name))
+
+    def _handle_query_response(self, resp: m.QueryResponse) -> None:
+        collector = self._queries.get(resp.ltime)
+        if collector is None:
+            log.warning("serf: reply for non-running query (LTime: %d, ID: %d) From: %s",
+                        resp.ltime, resp.id, resp.from_)
+            return
+        if collector.id != resp.id:
+            log.warning("serf: query reply ID mismatch (Local: %d, Response: %d)",
+                        collector.id, resp.id)
+            return
+        if collector.closed:
+            return
+        now = self.scheduler.now
+        if resp.flags & m.QUERY_FLAG_ACK:
+            if resp.from_ not in collector.acks:
+                collector.acks.add(resp.from_)
+                collector.on_ack(resp.from_, now)
+        elif resp.from_ not in collector.responses:
+            collector.responses.add(resp.from_)
+            collector.on_response(resp.from_, resp.payload or b"", now)
+
+    # -- periodic --------------------------------------------------------------------------
+
+    def _reap(self, now: float) -> None:
+        def reap(old: list[_MemberState], timeout: float) -> list[_MemberState]:
+            keep = []
+            for ms in old:
+                if now - ms.leave_time <= timeout:
+                    keep.append(ms)
+                    continue
+                log.info("serf: EventMemberReap: %s", ms.member.name)
+                self._erase(ms)
+            return keep
+
+        self.failed_members = reap(self.failed_members, self.config.reconnect_timeout)
+        self.left_members = reap(self.left_members, self.config.tombstone_timeout)
+        expiry = self.config.recent_intent_timeout
+        for name in [n for n, (_, _, t) in self.recent_intents.items() if now - t > expiry]:
+            del self.recent_intents[name]
+
+    def _reconnect(self, now: float) -> None:
+        failed = len(self.failed_members)
+        if failed == 0:
+            return
+        alive = max(1, len(self.members) - failed - len(self.left_members))
+        if self.rng.random() > failed / alive:
+            log.debug("serf: forgoing reconnect for random throttling")
+            return
+        ms = self.rng.choice(self.failed_members)
+        member = ms.member
+        log.info("serf: attempting reconnect to %s %s:%d", member.name, member.addr, member.port)
+        self.memberlist.join([(member.name, (member.addr, member.port))], now,
+                             lambda outcome, when: None)
+
+    def _check_queues(self, now: float) -> None:
+        for name, queue in (("Intent", self.intent_broadcasts), ("Event", self.event_broadcasts),
+                            ("Query", self.query_broadcasts)):
+            depth = len(queue)
+            if depth >= 128:
+                log.warning("serf: %s queue depth: %d", name, depth)
+            if depth > self.config.max_queue_depth:
+                log.warning("serf: %s queue depth (%d) exceeds limit (%d), dropping messages!",
+                            name, depth, self.config.max_queue_depth)
+                queue.prune(self.config.max_queue_depth)

@@ -1,0 +1,151 @@
+"""The sans-I/O machines driven by a virtual clock over an in-memory lossy network."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from pyserf.memberlist.profiles import LAN, suspicion_timeout
+from pyserf.sim.network import SimNetwork
+
+
+def build(n: int, seed: int = 7, loss: float = 0.0, **kwargs) -> SimNetwork:
+    net = SimNetwork(seed=seed, loss=loss, **kwargs)
+    nodes = [net.add_node(f"n{i}", f"10.0.{i // 250}.{i % 250 + 1}") for i in range(n)]
+    for node in nodes[1:]:
+        net.join(node, nodes[0])
+        net.run_until(net.now + 0.05)
+    return net
+
+
+def converged(net: SimNetwork, expected: dict[str, str]) -> bool:
+    return all(view == expected for view in net.views().values())
+
+
+def test_three_nodes_converge_and_agree_on_tags():
+    net = SimNetwork(seed=3)
+    a = net.add_node("a", "10.0.0.1", tags={"role": "web"})
+    b = net.add_node("b", "10.0.0.2", tags={"role": "db"})
+    c = net.add_node("c", "10.0.0.3")
+    result = net.join(b, a)
+    net.join(c, b)
+    net.run_until(2.0)
+    assert result and result[0].contacted == 1
+    assert converged(net, {"a": "alive", "b": "alive", "c": "alive"})
+    members = {m.name: m for m in c.serf.member_list()}
+    assert members["a"].tags == {"role": "web"}
+    assert members["b"].tags == {"role": "db"}
+
+
+def test_join_to_nobody_reports_the_error():
+    net = SimNetwork(seed=4)
+    a = net.add_node("a", "10.0.0.1")
+    out = []
+    a.serf.join([("", ("10.0.0.99", 7946))], False, net.now, lambda o, t: out.append(o))
+    net._pump(a)
+    net.run_until(1.0)
+    assert out[0].contacted == 0
+    assert "Failed to join 10.0.0.99: connect: connection refused" in out[0].errors[0]
+
+
+def test_fifty_nodes_with_ten_percent_loss_converge():
+    net = build(50, seed=11, loss=0.10)
+    net.run_until(net.now + 15.0)
+    expected = {f"n{i}": "alive" for i in range(50)}
+    views = net.views()
+    assert len(views) == 50
+    wrong = {name: {k: v for k, v in view.items() if expected.get(k) != v}
+             for name, view in views.items() if view != expected}
+    assert not wrong, wrong
+    assert net.packets_dropped > 0
+
+
+def test_silent_node_declared_dead_within_lifeguard_bound():
+    n = 10
+    net = build(n, seed=5)
+    net.run_until(net.now + 5.0)
+    victim = net.by_name["n3"]
+    crash_at = net.now
+    net.crash(victim)
+    # Bound: one full probe round to reach it (n probe intervals at worst, awareness 1x),
+    # then the maximum suspicion timeout, then gossip spread.
+    min_timeout = suspicion_timeout(LAN.suspicion_mult, n, LAN.probe_interval)
+    bound = n * LAN.probe_interval + LAN.suspicion_max_timeout_mult * min_timeout + 2.0
+    deadline = crash_at + bound
+    first_all_failed = None
+    while net.now < deadline:
+        net.run_until(net.now + 0.1)
+        if all(view.get("n3") == "failed" for view in net.views().values()):
+            first_all_failed = net.now
+            break
+    assert first_all_failed is not None, net.views()
+    # With several accusers confirming, Lifeguard shrinks the timeout well below the max.
+    assert first_all_failed - crash_at < n * LAN.probe_interval + min_timeout * 3
+
+
+def test_graceful_leave_is_seen_as_left():
+    net = build(5, seed=9)
+    net.run_until(net.now + 3.0)
+    leaver = net.by_name["n2"]
+    done = []
+    leaver.serf.leave(net.now, lambda err, t: done.append((err, t)))
+    net._pump(leaver)
+    net.run_until(net.now + 5.0)
+    assert done and done[0][0] is None
+    for name, view in net.views().items():
+        if name != "n2":
+            assert view["n2"] == "left", (name, view)
+
+
+def test_tag_update_propagates_as_member_update():
+    net = build(4, seed=12)
+    net.run_until(net.now + 3.0)
+    node = net.by_name["n1"]
+    done = []
+    node.serf.set_tags({"role": "lb", "v": "2"}, net.now, lambda e, t: done.append(e))
+    net._pump(node)
+    net.run_until(net.now + 3.0)
+    assert done == [None]
+    for other in net.nodes.values():
+        member = {m.name: m for m in other.serf.member_list()}["n1"]
+        assert member.tags == {"role": "lb", "v": "2"}
+    updates = [e for e in net.by_name["n0"].events
+               if getattr(e, "type", "") == "member-update"]
+    assert updates and updates[-1].members[0].name == "n1"
+
+
+def test_user_event_reaches_everyone_once():
+    net = build(8, seed=13)
+    net.run_until(net.now + 3.0)
+    net.by_name["n4"].serf.user_event("deploy", b'{"v":2}', False)
+    net._pump(net.by_name["n4"])
+    net.run_until(net.now + 3.0)
+    for node in net.nodes.values():
+        got = [e for e in node.events if getattr(e, "name", None) == "deploy"]
+        assert len(got) == 1, node.name
+        assert got[0].payload == b'{"v":2}'
+
+
+@pytest.mark.parametrize("n", [20, 50])
+def test_join_tail_everyone_sees_everyone_within_two_seconds(n):
+    """pyserf's eager sync closes the gossip gap serf leaves until the next push-pull."""
+    net = SimNetwork(seed=n, loss=0.02)
+    nodes = [net.add_node(f"n{i}", f"10.1.0.{i + 1}") for i in range(n)]
+    start = net.now
+    for node in nodes[1:]:
+        net.join(node, nodes[0])
+    expected = {f"n{i}": "alive" for i in range(n)}
+    while net.now < start + 2.0:
+        net.run_until(net.now + 0.1)
+        if converged(net, expected):
+            break
+    assert converged(net, expected), {k: len(v) for k, v in net.views().items()}
+
+
+def test_retransmit_limit_grows_with_log_of_cluster():
+    from pyserf.memberlist.profiles import retransmit_limit
+
+    assert retransmit_limit(4, 2) == 4
+    assert retransmit_limit(4, 50) == 8
+    assert retransmit_limit(4, 1000) == 4 * math.ceil(math.log10(1001))
