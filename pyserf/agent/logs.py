@@ -40,6 +40,8 @@ class AgentLogHandler(logging.Handler):
         self.stream = stream or sys.stdout
         self.ring: deque[tuple[int, str]] = deque(maxlen=ring_size)
         self.subscribers: list[tuple[int, Callable[[str], None]]] = []
+        # Like serf's log gate: hold console lines until the start-up banner is printed.
+        self._gated: list[str] | None = []
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -48,14 +50,26 @@ class AgentLogHandler(logging.Handler):
             line = f"[ERR] unformattable log record: {record.msg!r}"
         self.ring.append((record.levelno, line))
         if record.levelno >= self.console_level:
-            try:
-                self.stream.write("    " + line + "\n")
-                self.stream.flush()
-            except (OSError, ValueError):
-                pass
+            if self._gated is not None:
+                self._gated.append(line)
+            else:
+                self._write(line)
         for level, callback in list(self.subscribers):
             if record.levelno >= level:
                 callback(line)
+
+    def _write(self, line: str) -> None:
+        try:
+            self.stream.write("    " + line + "\n")
+            self.stream.flush()
+        except (OSError, ValueError):
+            pass
+
+    def open_gate(self) -> None:
+        """Flush the lines held back during start-up and write directly from now on."""
+        held, self._gated = self._gated or [], None
+        for line in held:
+            self._write(line)
 
     def subscribe(self, level: int, callback: Callable[[str], None]) -> None:
         for lvl, line in list(self.ring):

@@ -274,11 +274,10 @@ class _Client:
         handler.subscribe(level, on_line)
 
     async def cmd_stream(self, seq: int, body: dict) -> None:
-        from pyserf.agent.config import ConfigError, parse_event_filters
+        from pyserf.agent.config import parse_event_filter
 
-        try:
-            filters = parse_event_filters(str(body.get("Type") or "*"))
-        except (ConfigError, ValueError):
+        filters = parse_event_filter(str(body.get("Type") or "*"))
+        if not all(f.valid() for f in filters):
             self.send(seq, "Invalid event filter")
             return
         if seq in self.streams:

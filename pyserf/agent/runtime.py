@@ -198,6 +198,7 @@ class Agent:
             raise AgentError(f"Error creating Serf: {exc}") from exc
 
     async def start(self) -> None:
+        log.info("agent: Serf agent starting")
         self._resolve_addresses()
         self._load_keyring()
         self.serf = self._build_serf()
@@ -211,7 +212,7 @@ class Agent:
                 f"Error creating Serf: Failed to create memberlist: Could not set up network "
                 f"transport: failed to obtain an address: Failed to start TCP listener on "
                 f"\"{host}\" port {port}: listen tcp {host}:{port}: bind: "
-                f"{(exc.strerror or str(exc)).lower()}") from exc
+                f"{_os_reason(exc)}") from exc
         if port == 0:
             port = self.tcp_server.sockets[0].getsockname()[1]
             self.bind_addr = (host, port)
@@ -229,7 +230,7 @@ class Agent:
                 f"Error creating Serf: Failed to create memberlist: Could not set up network "
                 f"transport: failed to obtain an address: Failed to start UDP listener on "
                 f"\"{host}\" port {port}: listen udp {host}:{port}: bind: "
-                f"{(exc.strerror or str(exc)).lower()}") from exc
+                f"{_os_reason(exc)}") from exc
         self.udp, _ = await self.loop.create_datagram_endpoint(lambda: _UDP(self), sock=sock)
         self.handlers.load(self.config.event_handlers)
         self.serf.start(self.loop.time())
@@ -452,6 +453,13 @@ class Agent:
         }
 
 
+def _os_reason(exc: OSError) -> str:
+    """Go-style lower-case reason ("address already in use") for a socket error."""
+    if exc.errno:
+        return os.strerror(exc.errno).lower()
+    return str(exc).lower()
+
+
 def _arch(machine: str) -> str:
     return {"x86_64": "amd64", "aarch64": "arm64", "i686": "386"}.get(machine, machine)
 
@@ -500,6 +508,7 @@ async def _serve(config: AgentConfig, sources: Any) -> int:
     try:
         await agent.start()
     except AgentError as exc:
+        handler.open_gate()
         _print(f"==> Failed to start the Serf agent: {exc}")
         return 1
     _print("==> Starting Serf agent RPC...")
@@ -508,6 +517,7 @@ async def _serve(config: AgentConfig, sources: Any) -> int:
         agent.rpc = RPCServer(agent, config.rpc_auth)
         await agent.rpc.start(host, port)
     except (OSError, netutil.AddressError) as exc:
+        handler.open_gate()
         _print(f"==> Error starting RPC listener: {exc}")
         await agent.shutdown()
         return 1
@@ -515,12 +525,13 @@ async def _serve(config: AgentConfig, sources: Any) -> int:
         _print(f"==> Joining cluster...(replay: {str(config.replay_on_join).lower()})")
         num, error = await agent.join(list(config.start_join), config.replay_on_join)
         if error:
-            _print(f"==> {error}")
+            handler.open_gate()
+            _print(f"==> {error.rstrip()}")
             await agent.shutdown()
             return 1
         _print(f"    Join completed. Synced with {num} initial agents")
     _banner(agent)
-    log.info("agent: Serf agent starting")
+    handler.open_gate()
     if config.retry_join:
         agent.spawn(_retry_join(agent, config))
     return await _wait_for_exit(agent, config, sources)

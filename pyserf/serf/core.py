@@ -481,10 +481,23 @@ class Serf:
         return msgs
 
     def local_state(self, join: bool) -> bytes:
+        # A member that is leaving is reported among the left members with its leave time
+        # minus one: receivers turn that back into the very same leave intent. Reported as a
+        # plain status time (as serf does) it would act as a join intent at the leave's own
+        # time and make the real leave intent look stale, so a graceful leave racing a
+        # push-pull would end up as "failed".
+        status_ltimes = {}
+        left = [ms.member.name for ms in self.left_members]
+        for name, ms in self.members.items():
+            if ms.member.status == MemberStatus.LEAVING and ms.status_ltime > 0:
+                status_ltimes[name] = ms.status_ltime - 1
+                left.append(name)
+            else:
+                status_ltimes[name] = ms.status_ltime
         state = m.PushPullState(
             ltime=self.clock.time,
-            status_ltimes={n: ms.status_ltime for n, ms in self.members.items()},
-            left_members=[ms.member.name for ms in self.left_members],
+            status_ltimes=status_ltimes,
+            left_members=left,
             event_ltime=self.event_clock.time,
             events=list(self.event_buffer),
             query_ltime=self.query_clock.time)

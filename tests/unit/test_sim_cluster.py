@@ -149,3 +149,18 @@ def test_retransmit_limit_grows_with_log_of_cluster():
     assert retransmit_limit(4, 2) == 4
     assert retransmit_limit(4, 50) == 8
     assert retransmit_limit(4, 1000) == 4 * math.ceil(math.log10(1001))
+
+
+def test_leave_racing_a_push_pull_is_still_a_leave():
+    """A push-pull during a graceful leave must not make the leave intent look stale."""
+    net = SimNetwork(seed=21)
+    foo = net.add_node("foo", "10.0.0.1")
+    bar = net.add_node("bar", "10.0.0.2")
+    net.join(foo, bar)
+    net.run_until(2.0)
+    bar.serf.leave(net.now, lambda err, t: None)
+    net._pump(bar)
+    foo.serf.memberlist.push_pull_now(net.now)  # anti-entropy right in the leave window
+    net._pump(foo)
+    net.run_until(net.now + 5.0)
+    assert net.views()["foo"]["bar"] == "left"

@@ -1,0 +1,7 @@
+"""``python -m pyserf`` runs the CLI."""
+
+import sys
+
+from pyserf.cli import main
+
+sys.exit(main())

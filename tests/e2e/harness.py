@@ -1,0 +1,151 @@
+"""Start real pyserf and serf agent processes on loopback addresses and observe them.
+
+Every agent gets its own 127.x.y.z address; its RPC listens on the same address, port 7373,
+so no port bookkeeping is needed. Only processes started here are ever signalled.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SERF = shutil.which("serf")
+PYSERF = [sys.executable, "-m", "pyserf"]
+REPO = Path(__file__).resolve().parents[2]
+# Agents run from temporary directories; make sure they import this checkout.
+CHILD_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(
+    p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p), "PYTHONUNBUFFERED": "1"}
+_subnet = itertools.count(10)
+
+
+def next_subnet() -> str:
+    """A fresh 127.<a>.<b> prefix per cluster so tests never hear each other."""
+    n = next(_subnet) + (os.getpid() % 50) * 200
+    return f"127.{100 + n // 250}.{n % 250}"
+
+
+@dataclass
+class Agent:
+    kind: str  # "pyserf" or "serf"
+    name: str
+    ip: str
+    proc: subprocess.Popen
+    log_path: Path
+    extra: list[str] = field(default_factory=list)
+    port: int = 7946
+    rpc_port: int = 7373
+
+    @property
+    def rpc(self) -> str:
+        return f"{self.ip}:{self.rpc_port}"
+
+    @property
+    def bind(self) -> str:
+        return f"{self.ip}:{self.port}"
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+
+def run_cli(cli: str, *args: str, rpc: str | None = None, timeout: float = 20.0,
+            env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run ``serf``/``pyserf`` CLI subcommand args (the first arg is the subcommand)."""
+    base = [SERF] if cli == "serf" else list(PYSERF)
+    argv = [*base, args[0]]
+    if rpc:
+        argv.append(f"-rpc-addr={rpc}")
+    argv.extend(args[1:])
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                          env={**CHILD_ENV, **(env or {})})
+
+
+def members(cli: str, rpc: str) -> dict[str, tuple[str, str, dict[str, str]]]:
+    """name -> (addr, status, tags) as the given CLI reports it (via -format json)."""
+    out = run_cli(cli, "members", "-format=json", rpc=rpc)
+    if out.returncode != 0:
+        return {}
+    data = json.loads(out.stdout)
+    return {m["name"]: (m["addr"], m["status"], m.get("tags") or {})
+            for m in data.get("members") or []}
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.2,
+               what: str = "condition") -> float:
+    """Poll until true; returns seconds waited, raises AssertionError on timeout."""
+    start = time.monotonic()
+    deadline = start + timeout
+    while True:
+        if predicate():
+            return time.monotonic() - start
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+class Cluster:
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.prefix = next_subnet()
+        self.agents: list[Agent] = []
+        self._host = 1
+
+    def _ip(self) -> str:
+        ip = f"{self.prefix}.{self._host}"
+        self._host += 1
+        return ip
+
+    def start(self, kind: str, name: str, *args: str, ip: str | None = None, port: int = 7946,
+              rpc_port: int = 7373, wait: bool = True, cwd: Path | None = None) -> Agent:
+        ip = ip or self._ip()
+        log_path = self.tmp / f"{name}.log"
+        base = [SERF] if kind == "serf" else list(PYSERF)
+        argv = [*base, "agent", f"-node={name}", f"-bind={ip}:{port}",
+                f"-rpc-addr={ip}:{rpc_port}", *args]
+        env = CHILD_ENV
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, env=env, cwd=cwd or self.tmp)
+        agent = Agent(kind, name, ip, proc, log_path, list(args), port, rpc_port)
+        self.agents.append(agent)
+        if wait:
+            wait_until(lambda: "agent running" in agent.log() or not agent.alive(), 15,
+                       what=f"{name} to start")
+            assert agent.alive(), f"{name} exited:\n{agent.log()}"
+        return agent
+
+    def send(self, agent: Agent, sig: int) -> None:
+        if agent.alive():
+            agent.proc.send_signal(sig)
+
+    def stop(self, agent: Agent, sig: int = signal.SIGINT, timeout: float = 10.0) -> int:
+        self.send(agent, sig)
+        try:
+            return agent.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            agent.proc.kill()
+            return agent.proc.wait(5)
+
+    def close(self) -> None:
+        for agent in self.agents:
+            if agent.alive():
+                agent.proc.kill()
+        for agent in self.agents:
+            try:
+                agent.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                pass

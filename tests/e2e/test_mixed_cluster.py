@@ -1,0 +1,103 @@
+"""A cluster of real pyserf agents and real serf agents, observed through both CLIs."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+
+import pytest
+
+from tests.e2e.harness import Cluster, members, run_cli, wait_until
+
+pytestmark = pytest.mark.e2e
+
+
+def key() -> str:
+    return subprocess.run(["serf", "keygen"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def views_agree(cluster: Cluster, expected: dict[str, tuple[str, dict[str, str]]]) -> bool:
+    """Every live agent, asked through both CLIs, reports exactly ``expected``."""
+    for agent in cluster.agents:
+        if not agent.alive():
+            continue
+        for cli in ("pyserf", "serf"):
+            view = members(cli, agent.rpc)
+            got = {name: (status, tags) for name, (_addr, status, tags) in view.items()}
+            if got != expected:
+                return False
+    return True
+
+
+@pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "encrypted"])
+def test_three_pyserf_two_serf(cluster, need_serf, encrypted):
+    extra = [f"-encrypt={key()}"] if encrypted else []
+    s1 = cluster.start("serf", "s1", "-tag", "role=real", "-tag", "dc=east", *extra)
+    p1 = cluster.start("pyserf", "p1", "-tag", "role=py", *extra)
+    p2 = cluster.start("pyserf", "p2", "-tag", "role=py", "-tag", "web-port=8080", *extra)
+    s2 = cluster.start("serf", "s2", *extra)
+    p3 = cluster.start("pyserf", "p3", f"-join={s2.ip}", *extra)
+
+    assert run_cli("pyserf", "join", s1.ip, rpc=p1.rpc).returncode == 0
+    assert run_cli("serf", "join", p1.ip, rpc=p2.rpc).returncode == 0
+    out = run_cli("pyserf", "join", p2.ip, rpc=s2.rpc)
+    assert out.returncode == 0, out.stderr
+    assert "Successfully joined cluster by contacting 1 nodes." in out.stdout
+
+    expected = {
+        "s1": ("alive", {"role": "real", "dc": "east"}),
+        "p1": ("alive", {"role": "py"}),
+        "p2": ("alive", {"role": "py", "web-port": "8080"}),
+        "s2": ("alive", {}),
+        "p3": ("alive", {}),
+    }
+    wait_until(lambda: views_agree(cluster, expected), 20, what="5 alive everywhere")
+    # Addresses are the advertised ones, whoever reports them.
+    view = members("serf", s1.rpc)
+    assert view["p2"][0] == f"{p2.ip}:7946"
+
+    # kill -9 of a pyserf agent: the serf agents see it failed.
+    p3.proc.kill()
+    p3.proc.wait(5)
+    wait_until(lambda: all(members("serf", a.rpc).get("p3", ("", ""))[1] == "failed"
+                           for a in (s1, s2)), 30, what="serf agents to mark p3 failed")
+
+    # Ctrl-C of a serf agent: the pyserf agents see it left.
+    assert cluster.stop(s2, signal.SIGINT) == 0
+    wait_until(lambda: all(members("pyserf", a.rpc).get("s2", ("", ""))[1] == "left"
+                           for a in (p1, p2)), 20, what="pyserf agents to mark s2 left")
+
+    # A pyserf agent's tag change is seen by serf.
+    out = run_cli("serf", "tags", "-set", "v=2", "-delete", "role", rpc=p1.rpc)
+    assert out.returncode == 0 and "Successfully updated agent tags" in out.stdout
+    wait_until(lambda: members("serf", s1.rpc)["p1"][2] == {"v": "2"}, 10,
+               what="serf to see p1's new tags")
+
+    # Ctrl-C of a pyserf agent: a graceful leave, exit status 0, serf sees it left.
+    assert cluster.stop(p2, signal.SIGINT) == 0
+    wait_until(lambda: members("serf", s1.rpc)["p2"][1] == "left", 10,
+               what="serf to see p2 left")
+
+
+def test_wrong_key_is_refused_both_ways(cluster, need_serf):
+    s1 = cluster.start("serf", "s1", f"-encrypt={key()}")
+    p1 = cluster.start("pyserf", "p1", f"-encrypt={key()}")
+    plain = cluster.start("pyserf", "p2")
+
+    out = run_cli("pyserf", "join", s1.ip, rpc=p1.rpc)
+    assert out.returncode == 1
+    assert "No installed keys could decrypt the message" in out.stderr + out.stdout
+
+    out = run_cli("serf", "join", p1.ip, rpc=s1.rpc)
+    assert out.returncode == 1
+    assert "No installed keys could decrypt the message" in out.stderr + out.stdout
+
+    out = run_cli("serf", "join", p1.ip, rpc=plain.rpc)
+    assert out.returncode == 1
+    assert "Remote state is encrypted and encryption is not configured" in \
+        out.stderr + out.stdout
+
+    # Nobody learned about anybody.
+    for agent in (s1, p1, plain):
+        assert list(members("serf", agent.rpc)) == [agent.name]

@@ -1,0 +1,505 @@
+"""CLI behaviour that needs no agent: Go flag parsing, formatting, dispatch, errors, exit codes.
+
+Expected outputs were captured from the real serf 0.9.4 binary (errors go to stdout, flag
+errors and -h help to stderr, unknown commands exit 127).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pyserf import __version__
+from pyserf.agent.config import AgentConfig, ConfigSources
+from pyserf.cli import (
+    COMMANDS,
+    FlagError,
+    FlagSet,
+    _go_sharp_v,
+    columnize,
+    go_json,
+    go_parse_int,
+    main,
+    member_lines,
+    members_json,
+    stats_text,
+    top_help,
+)
+from pyserf.client.rpc_client import Member
+
+DEAD_RPC = "127.0.0.1:1"  # nothing listens on port 1: connection refused at once
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("SERF_RPC_ADDR", "PYSERF_RPC_ADDR", "SERF_RPC_AUTH", "PYSERF_RPC_AUTH"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def new_flagset() -> tuple[FlagSet, list[str]]:
+    calls: list[str] = []
+    fs = FlagSet("t", lambda: calls.append("usage"))
+    fs.string("name", "def")
+    fs.bool("detailed")
+    fs.bool("coalesce", True)
+    fs.int("count", 0)
+    fs.duration("timeout", 0.0)
+    fs.strings("tag")
+    return fs, calls
+
+
+# ---- Go flag semantics ----------------------------------------------------------------------
+
+
+def test_flag_forms() -> None:
+    fs, _ = new_flagset()
+    rest = fs.parse(["-name=a", "--count", "7", "-detailed", "-coalesce=false",
+                     "-tag", "a=1", "--tag=b=2", "-timeout=1.5s", "pos", "-x"])
+    assert fs["name"] == "a" and fs["count"] == 7 and fs["detailed"] is True
+    assert fs["coalesce"] is False and fs["tag"] == ["a=1", "b=2"]
+    assert fs["timeout"] == 1.5
+    assert rest == ["pos", "-x"]  # flags must precede positional args
+    assert fs.given == {"name", "count", "detailed", "coalesce", "tag", "timeout"}
+
+
+@pytest.mark.parametrize("value", ["1", "t", "T", "TRUE", "true", "True"])
+def test_bool_true_spellings(value: str) -> None:
+    fs, _ = new_flagset()
+    fs.parse([f"-detailed={value}"])
+    assert fs["detailed"] is True
+
+
+def test_bool_flag_does_not_take_next_arg() -> None:
+    fs, _ = new_flagset()
+    assert fs.parse(["-detailed", "false"]) == ["false"]
+    assert fs["detailed"] is True
+
+
+def test_double_dash_and_single_dash() -> None:
+    fs, _ = new_flagset()
+    assert fs.parse(["--", "-name=x"]) == ["-name=x"]
+    assert fs["name"] == "def"
+    fs, _ = new_flagset()
+    assert fs.parse(["-", "x"]) == ["-", "x"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-x"], "flag provided but not defined: -x"),
+        (["--nope=1"], "flag provided but not defined: -nope"),
+        (["-detailed=maybe"], 'invalid boolean value "maybe" for -detailed: parse error'),
+        (["-name"], "flag needs an argument: -name"),
+        (["---x"], "bad flag syntax: ---x"),
+        (["-=x"], "bad flag syntax: -=x"),
+        (["-count=abc"], 'invalid value "abc" for flag -count: parse error'),
+        (["-count=99999999999999999999"],
+         'invalid value "99999999999999999999" for flag -count: value out of range'),
+        (["-timeout=xx"], 'invalid value "xx" for flag -timeout: parse error'),
+    ],
+)
+def test_flag_errors(capsys: pytest.CaptureFixture[str], args: list[str], message: str) -> None:
+    fs, calls = new_flagset()
+    with pytest.raises(FlagError):
+        fs.parse(args)
+    assert capsys.readouterr().err == message + "\n"
+    assert calls == ["usage"]
+
+
+def test_help_flag_inside_flagset_prints_usage_only(capsys: pytest.CaptureFixture[str]) -> None:
+    fs, calls = new_flagset()
+    with pytest.raises(FlagError):
+        fs.parse(["-help=1"])
+    assert capsys.readouterr().err == "" and calls == ["usage"]
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("10", 10), ("-3", -3), ("+4", 4), ("0x1f", 31), ("0o17", 15), ("017", 15),
+     ("0b101", 5), ("1_000", 1000), ("0", 0)],
+)
+def test_go_parse_int(text: str, value: int) -> None:
+    assert go_parse_int(text) == value
+
+
+@pytest.mark.parametrize("text", ["", "abc", "1.5", "08", "1__0", "_1", "0x"])
+def test_go_parse_int_rejects(text: str) -> None:
+    with pytest.raises(ValueError):
+        go_parse_int(text)
+
+
+# ---- formatting -----------------------------------------------------------------------------
+
+
+def test_columnize_pads_all_but_last_column() -> None:
+    lines = ["e1|127.0.0.20:7946|alive|long=abcdef,role=x", "e2|127.0.0.21:7946|alive|",
+             "e333|127.0.0.22:7946|alive"]
+    assert columnize(lines) == (
+        "e1    127.0.0.20:7946  alive  long=abcdef,role=x\n"
+        "e2    127.0.0.21:7946  alive  \n"
+        "e333  127.0.0.22:7946  alive"
+    )
+
+
+def test_columnize_matches_serf_for_pipes_and_unicode() -> None:
+    # Observed with real serf: tag values containing '|' split into extra columns, widths
+    # count characters, not bytes, and cells are trimmed.
+    lines = ["t1|127.0.0.61:7946|alive|w=  sp  ,x=\u00e9|z,role=web,dc=east"
+             "|Protocol Version: 5|Available Protocol Range: [2, 5]",
+             "t2|127.0.0.62:7946|alive|role=db|Protocol Version: 5"
+             "|Available Protocol Range: [2, 5]"]
+    assert columnize(lines).split("\n") == [
+        "t1  127.0.0.61:7946  alive  w=  sp  ,x=\u00e9  z,role=web,dc=east   Protocol Version: 5"
+        "               Available Protocol Range: [2, 5]",
+        "t2  127.0.0.62:7946  alive  role=db       Protocol Version: 5  Available Protocol "
+        "Range: [2, 5]",
+    ]
+
+
+def test_columnize_empty() -> None:
+    assert columnize([]) == ""
+
+
+def members_fixture() -> list[Member]:
+    return [
+        Member("a", "127.0.0.10", 7946, {"role": "web", "dc": "east"}, "alive",
+               1, 5, 2, 2, 5, 5),
+        Member("bb", "::1", 7946, {}, "failed", 1, 5, 2, 2, 5, 4),
+    ]
+
+
+def test_member_table() -> None:
+    text = columnize(member_lines(members_fixture(), False)).strip()
+    assert text == ("a   127.0.0.10:7946  alive   role=web,dc=east\n"
+                    "bb  [::1]:7946       failed")
+    detailed = columnize(member_lines(members_fixture(), True)).strip()
+    assert detailed.split("\n")[1] == (
+        "bb  [::1]:7946       failed                    Protocol Version: 4  "
+        "Available Protocol Range: [2, 5]"
+    )
+
+
+def test_members_json_layout() -> None:
+    text = members_json(members_fixture()[:1])
+    assert text == """{
+  "members": [
+    {
+      "name": "a",
+      "addr": "127.0.0.10:7946",
+      "port": 7946,
+      "tags": {
+        "dc": "east",
+        "role": "web"
+      },
+      "status": "alive",
+      "protocol": {
+        "max": 5,
+        "min": 2,
+        "version": 5
+      }
+    }
+  ]
+}"""
+    assert members_json([]) == '{\n  "members": null\n}'
+
+
+def test_go_json_escapes_like_go() -> None:
+    assert go_json({"a": "<b>&\u2028\x01\b\n\"\\", "e": {}, "l": [], "n": None}) == (
+        '{\n  "a": "\\u003cb\\u003e\\u0026\\u2028\\u0001\\u0008\\n\\"\\\\",\n'
+        '  "e": {},\n  "l": [],\n  "n": null\n}'
+    )
+    assert json.loads(go_json({"x": [1, True, "\u00e9"]})) == {"x": [1, True, "\u00e9"]}
+
+
+def test_stats_text() -> None:
+    stats = {"tags": {"role": "web", "dc": "east"}, "agent": {"name": "a"}, "event_handlers": {}}
+    assert stats_text(stats) == "agent:\n\tname = a\nevent_handlers:\ntags:\n\tdc = east\n" \
+                                "\trole = web"
+
+
+def test_go_sharp_v_matches_serf_monitor() -> None:
+    assert _go_sharp_v("query") == '"query"'
+    assert _go_sharp_v(None) == "<nil>"
+    assert _go_sharp_v(b"pay") == "[]byte{0x70, 0x61, 0x79}"
+    assert _go_sharp_v(4) == "4" and _go_sharp_v(7946) == "0x1f0a" and _go_sharp_v(-1) == "-1"
+    members = [{"Addr": b"\x7f\x00\x00\x3d", "Name": "t1", "Port": 7946, "Tags": {"a": "b"}}]
+    assert _go_sharp_v(members) == (
+        '[]interface {}{map[interface {}]interface {}{"Addr":[]uint8{0x7f, 0x0, 0x0, 0x3d}, '
+        '"Name":"t1", "Port":0x1f0a, "Tags":map[interface {}]interface {}{"a":"b"}}}'
+    )
+
+
+# ---- dispatch -----------------------------------------------------------------------------
+
+
+def test_no_command_prints_usage_and_exits_127(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys)
+    assert code == 127 and out == ""
+    assert err == top_help() + "\n"
+    assert err.startswith("Usage: pyserf [--version] [--help] <command> [<args>]\n\n"
+                          "Available commands are:\n    agent           Runs a Serf agent\n")
+    assert run(capsys, "bogus")[0] == 127
+
+
+@pytest.mark.parametrize("flag", ["-h", "--help", "-help"])
+def test_top_level_help(capsys: pytest.CaptureFixture[str], flag: str) -> None:
+    code, out, err = run(capsys, flag)
+    assert code == 0 and out == "" and "Available commands are:" in err
+
+
+def test_every_command_listed() -> None:
+    assert set(COMMANDS) == {
+        "agent", "event", "force-leave", "info", "join", "keygen", "keys", "leave", "members",
+        "monitor", "query", "reachability", "rtt", "tags", "version",
+    }
+
+
+def test_subcommand_help_goes_to_stderr(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "members", "x", "-h")
+    assert code == 0 and out == ""
+    assert err.startswith("Usage: pyserf members [options]")
+    code, out, err = run(capsys, "version", "-h")
+    assert (code, out, err) == (0, "", "\n")
+
+
+def test_flags_before_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "-x", "members")
+    assert code == 1 and out == ""
+    assert err.startswith("Invalid flags before the subcommand. If these flags are for\n"
+                          "the subcommand, please put them after the subcommand.\n\n"
+                          "Usage: pyserf members")
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    expected = f"pyserf {__version__}\nAgent Protocol: 5 (Understands back to: 2)\n"
+    assert run(capsys, "version") == (0, expected, "")
+    assert run(capsys, "-v") == (0, expected, "")
+    assert run(capsys, "members", "--version") == (0, expected, "")
+
+
+def test_keygen(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "keygen")
+    import base64
+
+    assert code == 0 and len(base64.b64decode(out.strip())) == 32
+
+
+def test_unknown_flag_in_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "members", "-x")
+    assert code == 1
+    assert err == "flag provided but not defined: -x\n"
+    assert out.startswith("Usage: pyserf members [options]")
+
+
+def test_connection_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    # flags must precede positional arguments (Go flag rules)
+    for name, *rest in (["members"], ["info"], ["leave"], ["join", "x"], ["event", "e"],
+                        ["force-leave", "n"], ["tags", "-set", "a=b"], ["query", "q"],
+                        ["rtt", "a"], ["monitor"], ["reachability"], ["keys", "-list"]):
+        code, out, err = run(capsys, name, f"-rpc-addr={DEAD_RPC}", *rest)
+        cmd = [name, *rest]
+        assert code == 1 and err == "", cmd
+        assert out == (
+            f"Error connecting to Serf agent: dial tcp {DEAD_RPC}: connect: connection refused\n"
+        ), cmd
+
+
+def test_rpc_addr_from_environment(capsys: pytest.CaptureFixture[str],
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYSERF_RPC_ADDR", "127.0.0.1:2")
+    assert "127.0.0.1:2" in run(capsys, "members")[1]
+    monkeypatch.setenv("SERF_RPC_ADDR", "127.0.0.1:3")
+    assert "127.0.0.1:3" in run(capsys, "members")[1]
+
+
+@pytest.mark.parametrize(
+    ("argv", "first_line"),
+    [
+        (["join"], "At least one address to join must be specified."),
+        (["force-leave"], "A node name must be specified to force leave."),
+        (["force-leave", "a", "b"], "A node name must be specified to force leave."),
+        (["event"], "An event name must be specified."),
+        (["event", "a", "b", "c"],
+         "Too many command line arguments. Only a name and payload must be specified."),
+        (["query"], "A query name must be specified."),
+        (["query", "a", "b", "c"],
+         "Too many command line arguments. Only a name and payload must be specified."),
+    ],
+)
+def test_argument_errors(capsys: pytest.CaptureFixture[str], argv: list[str],
+                         first_line: str) -> None:
+    code, out, err = run(capsys, *argv)
+    assert code == 1 and err == ""
+    lines = out.split("\n")
+    assert lines[0] == first_line and lines[1] == ""
+    assert lines[2].startswith(f"Usage: pyserf {argv[0]}")
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["members", "-tag", "x"], "Error: Invalid tag: 'x'\n"),
+        (["query", "-tag", "x", "q"], "Error: Invalid tag: 'x'\n"),
+        (["query", "-relay-factor=300", "q"], "Relay factor must be between 0 and 255\n"),
+        (["keys", "-list", "-install=abc"],
+         "Only one of -install, -use, -remove, or -list allowed\n"),
+        (["keys", "-use=a", "-remove=b"],
+         "Only one of -install, -use, -remove, or -list allowed\n"),
+    ],
+)
+def test_local_validation_errors(capsys: pytest.CaptureFixture[str], argv: list[str],
+                                 expected: str) -> None:
+    assert run(capsys, *argv) == (1, expected, "")
+
+
+def test_commands_without_action_print_help(capsys: pytest.CaptureFixture[str]) -> None:
+    for name in ("tags", "keys"):
+        code, out, err = run(capsys, name)
+        assert code == 1 and err == "" and out.startswith(f"Usage: pyserf {name}")
+
+
+def test_members_role_deprecation_before_connecting(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "members", "-role=web", f"-rpc-addr={DEAD_RPC}")
+    assert code == 1
+    assert out.startswith("Deprecation warning: 'Role' has been replaced with 'Tags'\n"
+                          "Error connecting to Serf agent:")
+
+
+# ---- agent command ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fake_runtime(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """Stand-in for pyserf.agent.runtime so the agent command can be tested without sockets."""
+    seen: dict[str, Any] = {}
+    module = types.ModuleType("pyserf.agent.runtime")
+
+    def run_agent(config: AgentConfig, sources: ConfigSources) -> int:
+        seen["config"] = config
+        seen["sources"] = sources
+        return 0
+
+    module.run_agent = run_agent  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "pyserf.agent.runtime", module)
+    import pyserf.agent
+
+    monkeypatch.setattr(pyserf.agent, "runtime", module, raising=False)
+    return seen
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["-tag", "noequals"], "==> Error: Invalid tag: 'noequals' (flag -tag)\n"),
+        (["-retry-interval=xx"],
+         '==> Error: time: invalid duration "xx" (flag -retry-interval)\n'),
+        (["-broadcast-timeout=1"],
+         '==> Error: time: missing unit in duration "1" (flag -broadcast-timeout)\n'),
+        (["-config-file=/nonexistent.json"],
+         "==> Error reading '/nonexistent.json': open /nonexistent.json: "
+         "no such file or directory\n"),
+        (["-log-level=foo"],
+         "==> Invalid log level: FOO. Valid log levels are: [TRACE DEBUG INFO WARN ERR] "
+         "(flag -log-level)\n"),
+        (["-protocol=9"],
+         "==> Protocol version '9' too high. Must be in range: [2, 5] (flag -protocol)\n"),
+        (["-profile=foo"], "==> Unknown profile: foo (flag -profile)\n"),
+        (["-event-handler=foo:bar=/bin/true"],
+         "==> Invalid event script: Event 'foo:bar' invoking '/bin/true' "
+         "(flag -event-handler)\n"),
+        (["-encrypt=abc"],
+         "==> Invalid encryption key: illegal base64 data at input byte 0 (flag -encrypt)\n"),
+    ],
+)
+def test_agent_config_errors(capsys: pytest.CaptureFixture[str], fake_runtime: dict,
+                             argv: list[str], expected: str) -> None:
+    assert run(capsys, "agent", *argv) == (1, expected, "")
+    assert "config" not in fake_runtime
+
+
+def test_agent_unknown_flag(capsys: pytest.CaptureFixture[str], fake_runtime: dict) -> None:
+    code, out, err = run(capsys, "agent", "-x")
+    assert code == 1 and err == "flag provided but not defined: -x\n"
+    assert out.startswith("==> Usage: pyserf agent [options]\n")
+
+
+def test_agent_file_error_names_file(capsys: pytest.CaptureFixture[str], fake_runtime: dict,
+                                     tmp_path: Path) -> None:
+    bad = tmp_path / "unknown.json"
+    bad.write_text('{"nodename": "x"}')
+    code, out, _ = run(capsys, "agent", f"-config-file={bad}")
+    assert code == 1
+    assert out == (f"==> Error decoding '{bad}': 1 error(s) decoding:\n\n"
+                   "* '' has invalid keys: nodename\n")
+
+
+def test_agent_merges_files_then_flags(capsys: pytest.CaptureFixture[str], fake_runtime: dict,
+                                       tmp_path: Path) -> None:
+    conf_dir = tmp_path / "d"
+    conf_dir.mkdir()
+    (conf_dir / "a.json").write_text(json.dumps(
+        {"node_name": "file", "tags": {"t": "a", "x": "1"}, "replay_on_join": True,
+         "event_handlers": ["member-join=j.sh"]}
+    ))
+    first = tmp_path / "first.json"
+    first.write_text(json.dumps({"log_level": "warn", "tags": {"k": "v"}}))
+    argv = ["agent", f"-config-file={first}", "-node=cli", "-tag", "t=cli",
+            f"-config-dir={conf_dir}", "-replay=false", "-event-handler", "user:d=u.sh",
+            "-join", "127.0.0.1", "-join", "127.0.0.2:7000", "-retry-join", "r",
+            "-retry-interval=2s", "-retry-max=3", "-protocol=4", "-profile=local",
+            "-bind=127.0.0.1:8000", "-rpc-addr=127.0.0.1:9000", "-disable-compression",
+            "-broadcast-timeout=3s", "-rejoin", "-snapshot=/tmp/snap", "-syslog"]
+    code, out, _ = run(capsys, *argv)
+    assert code == 0, out
+    cfg: AgentConfig = fake_runtime["config"]
+    assert cfg.node_name == "cli"
+    assert cfg.tags == {"k": "v", "t": "cli", "x": "1"}
+    assert cfg.log_level == "WARN"
+    assert cfg.replay_on_join is False  # explicit -replay=false wins over the file
+    assert cfg.event_handlers == ["member-join=j.sh", "user:d=u.sh"]
+    assert cfg.start_join == ["127.0.0.1", "127.0.0.2:7000"] and cfg.retry_join == ["r"]
+    assert (cfg.retry_interval, cfg.retry_max_attempts, cfg.protocol) == (2.0, 3, 4)
+    assert (cfg.profile, cfg.bind, cfg.rpc_addr) == ("local", "127.0.0.1:8000", "127.0.0.1:9000")
+    assert cfg.enable_compression is False and cfg.broadcast_timeout == 3.0
+    assert cfg.rejoin_after_leave and cfg.snapshot_path == "/tmp/snap" and cfg.enable_syslog
+    sources: ConfigSources = fake_runtime["sources"]
+    assert sources.paths == [str(first), str(conf_dir)]
+    # SIGHUP re-reads the files and re-applies the original flags
+    (conf_dir / "a.json").write_text(json.dumps({"tags": {"x": "2"}}))
+    again = sources.load()
+    assert again.tags == {"k": "v", "t": "cli", "x": "2"} and again.node_name == "cli"
+
+
+def test_agent_defaults_and_warnings(capsys: pytest.CaptureFixture[str],
+                                     fake_runtime: dict) -> None:
+    code, out, _ = run(capsys, "agent", "-role=web", "-retry-interval=1ms")
+    assert code == 0
+    assert out == ("==> Deprecation warning: 'Role' has been replaced with 'Tags'\n"
+                   "==> Warning: 'RetryInterval' is too low. Setting to 1s\n")
+    cfg: AgentConfig = fake_runtime["config"]
+    assert cfg.tags == {"role": "web"} and cfg.protocol == 5 and cfg.enable_compression
+    assert cfg.bind == "0.0.0.0:7946" and cfg.node_name
+
+
+def test_agent_config_check(capsys: pytest.CaptureFixture[str], fake_runtime: dict,
+                            tmp_path: Path) -> None:
+    assert run(capsys, "agent", "-config-check") == (0, "==> Configuration is valid\n", "")
+    conf = tmp_path / "c.json"
+    conf.write_text('{"log_level": "loud", "profile": "moon"}')
+    code, out, _ = run(capsys, "agent", "-config-check", f"-config-file={conf}")
+    assert code == 1
+    assert out == ("==> Invalid log level: LOUD. Valid log levels are: "
+                   "[TRACE DEBUG INFO WARN ERR] (key 'log_level')\n"
+                   "==> Unknown profile: moon (key 'profile')\n")
+    assert "config" not in fake_runtime

@@ -1,0 +1,520 @@
+"""Agent configuration: Go-compatible parsing, serf's file decoding errors, merge and validation.
+
+Expected error strings were captured from the real serf 0.9.4 binary.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import pytest
+
+from pyserf.agent.config import (
+    AgentConfig,
+    ConfigError,
+    ConfigSources,
+    EventFilter,
+    decode_config,
+    finalize,
+    format_duration,
+    go_b64decode,
+    go_quote,
+    load_dir,
+    load_file,
+    load_paths,
+    merge,
+    parse_duration,
+    parse_duration_ns,
+    parse_event_filter,
+    parse_event_handler_spec,
+    parse_event_scripts,
+    unmarshal_tags,
+    validate,
+)
+
+
+def write(path: Path, content: str | bytes) -> str:
+    if isinstance(content, str):
+        content = content.encode()
+    path.write_bytes(content)
+    return str(path)
+
+
+# ---- durations ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "ns"),
+    [
+        ("1h2m3.5s", 3_723_500_000_000),
+        ("300ms", 300_000_000),
+        ("1us", 1_000),
+        ("1\u00b5s", 1_000),
+        ("1\u03bcs", 1_000),
+        ("-1s", -1_000_000_000),
+        ("+2m", 120_000_000_000),
+        ("0", 0),
+        ("-0", 0),
+        (".5s", 500_000_000),
+        ("1.s", 1_000_000_000),
+        ("1.5h", 5_400_000_000_000),
+        ("10ns", 10),
+        ("9223372036854775807ns", 9223372036854775807),
+    ],
+)
+def test_parse_duration_valid(text: str, ns: int) -> None:
+    assert parse_duration_ns(text) == ns
+    assert parse_duration(text) == pytest.approx(ns / 1e9)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("abc", 'time: invalid duration "abc"'),
+        ("", 'time: invalid duration ""'),
+        ("-", 'time: invalid duration "-"'),
+        (".s", 'time: invalid duration ".s"'),
+        ("1", 'time: missing unit in duration "1"'),
+        ("1.5.5s", 'time: missing unit in duration "1.5.5s"'),
+        ("1x", 'time: unknown unit "x" in duration "1x"'),
+        ("1\u00e9", 'time: unknown unit "\\xc3\\xa9" in duration "1\\xc3\\xa9"'),
+        ('"s', 'time: invalid duration "\\"s"'),
+        ("9223372036854775808ns", 'time: invalid duration "9223372036854775808ns"'),
+        ("2562048h", 'time: invalid duration "2562048h"'),
+    ],
+)
+def test_parse_duration_errors_match_go(text: str, message: str) -> None:
+    with pytest.raises(ValueError) as info:
+        parse_duration(text)
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(0, "0s"), (1, "1s"), (1.5, "1.5s"), (90, "1m30s"), (86400, "24h0m0s"),
+     (0.0015, "1.5ms"), (1.5e-6, "1.5\u00b5s"), (1e-9, "1ns"), (-2.0, "-2s")],
+)
+def test_format_duration_like_go(seconds: float, text: str) -> None:
+    assert format_duration(seconds) == text
+
+
+def test_go_quote() -> None:
+    assert go_quote('a"b\\c\n') == '"a\\"b\\\\c\\n"'
+    assert go_quote("\x01\u00e9") == '"\\x01\u00e9"'
+
+
+# ---- base64 -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "offset"),
+    [("abc", 0), ("ab=d", 2), ("a===", 1), ("!bcd", 0), ("abcdabc", 4), ("abcdab", 4),
+     ("abcda", 4), ("YWJjZA==x", 8), ("YWJjZA=", 7), ("YWJj ZA==", 4)],
+)
+def test_go_b64decode_error_offsets(text: str, offset: int) -> None:
+    # offsets observed with `serf agent -encrypt=<text>`
+    with pytest.raises(ValueError) as info:
+        go_b64decode(text)
+    assert str(info.value) == f"illegal base64 data at input byte {offset}"
+
+
+def test_go_b64decode_valid() -> None:
+    assert go_b64decode("YWJjZA==") == b"abcd"
+    assert go_b64decode("abc=") == b"i\xb7"
+    assert go_b64decode("YWJj\nZA==") == b"abcd"
+    assert go_b64decode("") == b""
+    assert len(go_b64decode("Uh5k127JCY/U/2Px4bXF/HpDv2w2HjgRuoZDcD9v6Fk=")) == 32
+
+
+# ---- tags ---------------------------------------------------------------------------------
+
+
+def test_unmarshal_tags() -> None:
+    assert unmarshal_tags(["a=1", "b=x=y", "c="]) == {"a": "1", "b": "x=y", "c": ""}
+    for bad in ("noequals", "=v"):
+        with pytest.raises(ConfigError) as info:
+            unmarshal_tags([bad])
+        assert info.value.message == f"Invalid tag: '{bad}'"
+
+
+# ---- file decoding --------------------------------------------------------------------------
+
+
+def test_load_file_all_keys(tmp_path: Path) -> None:
+    data = {
+        "node_name": "n1", "role": "web", "tags": {"dc": "east"}, "bind": "127.0.0.1:8000",
+        "advertise": "1.2.3.4", "interface": "lo", "discover": "c", "encrypt_key": "k",
+        "log_level": "debug", "rpc_addr": "127.0.0.1:1", "rpc_auth": "tok",
+        "event_handlers": ["a.sh"], "start_join": ["x"], "replay_on_join": True,
+        "retry_join": ["y"], "retry_interval": "10s", "retry_max_attempts": 3,
+        "rejoin_after_leave": True, "snapshot_path": "/s", "protocol": 4, "profile": "wan",
+        "leave_on_terminate": True, "skip_leave_on_interrupt": True,
+        "reconnect_interval": "1m", "reconnect_timeout": "2h", "tombstone_timeout": "3h",
+        "broadcast_timeout": "7s", "disable_name_resolution": True, "enable_syslog": True,
+        "syslog_facility": "LOCAL1", "statsite_addr": "s:1", "statsd_addr": "d:2",
+        "query_response_size_limit": 2000, "query_size_limit": 3000,
+        "user_event_size_limit": 600, "enable_compression": False,
+        "disable_coordinates": True, "keyring_file": "/kr", "tags_file": "/tf",
+    }
+    cfg, keys = load_file(write(tmp_path / "all.json", json.dumps(data)))
+    assert keys == set(data)
+    assert cfg.node_name == "n1" and cfg.tags == {"dc": "east"}
+    assert cfg.retry_interval == 10.0 and cfg.reconnect_interval == 60.0
+    assert cfg.reconnect_timeout == 7200.0 and cfg.tombstone_timeout == 10800.0
+    assert cfg.broadcast_timeout == 7.0 and cfg.protocol == 4
+    assert cfg.enable_compression is False and cfg.disable_coordinates is True
+    assert cfg.query_size_limit == 3000 and cfg.user_event_size_limit == 600
+
+
+def test_defaults() -> None:
+    cfg = AgentConfig()
+    assert cfg.bind == "0.0.0.0:7946" and cfg.rpc_addr == "127.0.0.1:7373"
+    assert cfg.log_level == "INFO" and cfg.protocol == 5 and cfg.profile == "lan"
+    assert cfg.retry_interval == 30 and cfg.reconnect_interval == 30
+    assert cfg.reconnect_timeout == 86400 and cfg.tombstone_timeout == 86400
+    assert cfg.broadcast_timeout == 5 and cfg.syslog_facility == "LOCAL0"
+    assert (cfg.query_response_size_limit, cfg.query_size_limit) == (1024, 1024)
+    assert cfg.user_event_size_limit == 512 and cfg.enable_compression is True
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('{"tags": {"a": 1}}',
+         "1 error(s) decoding:\n\n* 'tags[a]' expected type 'string', got unconvertible "
+         "type 'float64', value: '1'"),
+        ('{"nodename": "x", "Zed": 1}',
+         "1 error(s) decoding:\n\n* '' has invalid keys: Zed, nodename"),
+        ('{"retry_interval": "abc"}', 'time: invalid duration "abc"'),
+        ('{"reconnect_interval": "1x", "retry_interval": "abc"}',
+         'time: unknown unit "x" in duration "1x"'),
+        ("[1,2]", "'' expected a map, got 'slice'"),
+        ('"str"', "'' expected a map, got 'string'"),
+        ("", "EOF"),
+        ("  \n ", "EOF"),
+        ('{"node_name": "x"', "unexpected EOF"),
+    ],
+)
+def test_decode_errors_match_serf(tmp_path: Path, content: str, message: str) -> None:
+    path = write(tmp_path / "x.json", content)
+    with pytest.raises(ConfigError) as info:
+        load_file(path)
+    assert info.value.message == f"Error decoding '{path}': {message}"
+    assert info.value.path == path
+
+
+def test_multiple_decode_errors_are_counted_and_sorted(tmp_path: Path) -> None:
+    content = ('{"tags": [1], "start_join": "x", "event_handlers": [1, true], "protocol": "5", '
+               '"replay_on_join": "yes", "node_name": {"a": [1, 2.5]}, "bind": 1e6}')
+    path = write(tmp_path / "multi.json", content)
+    with pytest.raises(ConfigError) as info:
+        load_file(path)
+    assert info.value.message == (
+        f"Error decoding '{path}': 8 error(s) decoding:\n\n"
+        "* 'bind' expected type 'string', got unconvertible type 'float64', value: '1e+06'\n"
+        "* 'event_handlers[0]' expected type 'string', got unconvertible type 'float64', "
+        "value: '1'\n"
+        "* 'event_handlers[1]' expected type 'string', got unconvertible type 'bool', "
+        "value: 'true'\n"
+        "* 'node_name' expected type 'string', got unconvertible type "
+        "'map[string]interface {}', value: 'map[a:[1 2.5]]'\n"
+        "* 'protocol' expected type 'int', got unconvertible type 'string', value: '5'\n"
+        "* 'replay_on_join' expected type 'bool', got unconvertible type 'string', "
+        "value: 'yes'\n"
+        "* 'start_join': source data must be an array or slice, got string\n"
+        "* 'tags' expected a map, got 'slice'"
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('{"node_name": nul}', "invalid character '}' in literal null (expecting 'l')"),
+        ('{"node_name": nxll}', "invalid character 'x' in literal null (expecting 'u')"),
+        ('{"a" 1}', "invalid character '1' after object key"),
+        ('{"a": "\\q"}', "invalid character 'q' in string escape code"),
+        ('{"a": 01}', "invalid character '1' after object key:value pair"),
+        ('{"a": -x}', "invalid character 'x' in numeric literal"),
+        ('{"a": 1.}', "invalid character '}' after decimal point in numeric literal"),
+        ('{"a": 1e}', "invalid character '}' in exponent of numeric literal"),
+        ('{"a": "\\u12g4"}', "invalid character 'g' in \\u hexadecimal character escape"),
+        ('{"a": "x\ty"}', "invalid character '\\t' in string literal"),
+        ("{'a': 1}", "invalid character '\\'' looking for beginning of object key string"),
+        ('{"a": 1,}', "invalid character '}' looking for beginning of object key string"),
+        ('{"a": tru}', "invalid character '}' in literal true (expecting 'e')"),
+        ("\ufeff{}", "invalid character '\u00ef' looking for beginning of value"),
+        ('{"a": [1 2]}', "invalid character '2' after array element"),
+    ],
+)
+def test_json_syntax_errors_match_go(tmp_path: Path, content: str, message: str) -> None:
+    path = write(tmp_path / "bad.json", content)
+    with pytest.raises(ConfigError) as info:
+        load_file(path)
+    text = info.value.message
+    assert text.startswith(f"Error decoding '{path}': {message} (line 1, column ")
+
+
+def test_json_syntax_error_names_line_and_column(tmp_path: Path) -> None:
+    path = write(tmp_path / "bad.json", '{\n  "node_name": "x",\n  "tags": {"a": ]\n}')
+    with pytest.raises(ConfigError) as info:
+        load_file(path)
+    assert info.value.message.endswith(
+        "invalid character ']' looking for beginning of value (line 3, column 17)"
+    )
+
+
+def test_duration_errors_name_the_key(tmp_path: Path) -> None:
+    path = write(tmp_path / "d.json", '{"broadcast_timeout": "5"}')
+    with pytest.raises(ConfigError) as info:
+        load_file(path)
+    assert info.value.key == "broadcast_timeout"
+    assert str(info.value) == (
+        f"Error decoding '{path}': time: missing unit in duration \"5\" "
+        "(key 'broadcast_timeout')"
+    )
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_file("/nonexistent.json")
+    assert str(info.value) == (
+        "Error reading '/nonexistent.json': open /nonexistent.json: no such file or directory"
+    )
+
+
+def test_trailing_data_ignored_and_null_accepted(tmp_path: Path) -> None:
+    cfg, keys = load_file(write(tmp_path / "t.json", '{"profile": "wan"} garbage'))
+    assert cfg.profile == "wan" and keys == {"profile"}
+    cfg, keys = load_file(write(tmp_path / "n.json", "null"))
+    assert keys == set()
+
+
+def test_keys_match_case_insensitively_and_nulls_are_unset(tmp_path: Path) -> None:
+    cfg, keys = load_file(write(tmp_path / "f.json", '{"Node_Name": "x", "PROFILE": "wan"}'))
+    assert (cfg.node_name, cfg.profile) == ("x", "wan")
+    assert keys == {"node_name", "profile"}
+    cfg, keys = load_file(write(
+        tmp_path / "n.json", '{"tags": {"a": null}, "event_handlers": null, "protocol": 4.9}'
+    ))
+    assert cfg.tags == {"a": ""} and keys == {"tags", "protocol"} and cfg.protocol == 4
+
+
+def test_decode_config_directly() -> None:
+    cfg, keys = decode_config({"log_level": "warn", "leave_on_terminate": False})
+    assert cfg.log_level == "warn" and keys == {"log_level", "leave_on_terminate"}
+
+
+# ---- directories and merge -------------------------------------------------------------------
+
+
+def test_serf_observed_merge_scenario(tmp_path: Path) -> None:
+    """Reproduces the merge observed with the real binary (reference doc section 3)."""
+    good = write(tmp_path / "good.json", json.dumps(
+        {"tags": {"k1": "v1"}, "event_handlers": ["user:x=a.sh"], "enable_compression": False}
+    ))
+    conf_dir = tmp_path / "dir"
+    conf_dir.mkdir()
+    write(conf_dir / "a.json", json.dumps({
+        "node_name": "a-node", "tags": {"t": "a", "x": "1"},
+        "event_handlers": ["member-join=j.sh"], "log_level": "warn",
+    }))
+    write(conf_dir / "b.json", json.dumps(
+        {"tags": {"t": "b"}, "event_handlers": ["member-leave=l.sh"]}
+    ))
+    write(conf_dir / "c.txt", "not json")
+    (conf_dir / "sub").mkdir()
+    write(conf_dir / "sub" / "z.json", '{"node_name": "nested"}')
+
+    flags = AgentConfig(node_name="cli-node", tags={"t": "cli"})
+    sources = ConfigSources(paths=[good, str(conf_dir)], flags=flags,
+                            flag_keys=frozenset({"node_name", "tags"}))
+    cfg = sources.load()
+    assert cfg.node_name == "cli-node"
+    assert cfg.tags == {"k1": "v1", "t": "cli", "x": "1"}
+    assert cfg.event_handlers == ["user:x=a.sh", "member-join=j.sh", "member-leave=l.sh"]
+    assert cfg.log_level == "WARN"
+    # pyserf fix: the explicit `false` in good.json is honoured (serf forced it back on)
+    assert cfg.enable_compression is False
+    assert sources.keys >= {"enable_compression", "node_name", "tags", "event_handlers"}
+
+
+def test_load_dir_sorted_json_only(tmp_path: Path) -> None:
+    write(tmp_path / "b.json", '{"node_name": "b", "start_join": ["2"]}')
+    write(tmp_path / "a.json", '{"node_name": "a", "start_join": ["1"]}')
+    write(tmp_path / "c.json.bak", '{"node_name": "c"}')
+    cfg, keys = load_dir(str(tmp_path))
+    assert cfg.node_name == "b" and cfg.start_join == ["1", "2"]
+    assert keys == {"node_name", "start_join"}
+
+
+def test_load_dir_error_names_file(tmp_path: Path) -> None:
+    write(tmp_path / "a.json", '{"bogus": 1}')
+    with pytest.raises(ConfigError) as info:
+        load_paths([str(tmp_path) + "/"])
+    assert f"Error decoding '{tmp_path}/a.json'" in str(info.value)
+
+
+def test_merge_rules() -> None:
+    base = AgentConfig(node_name="a", protocol=4, tags={"x": "1", "y": "1"},
+                       start_join=["j1"], retry_max_attempts=3, replay_on_join=True)
+    over = AgentConfig(node_name="", protocol=-1, tags={"y": "2", "z": "3"},
+                       start_join=["j2"], retry_max_attempts=0, replay_on_join=False,
+                       log_level="DEBUG")
+    keys = {"node_name", "protocol", "tags", "start_join", "retry_max_attempts",
+            "replay_on_join", "log_level"}
+    out = merge(base, over, keys)
+    assert out.node_name == "a"  # empty strings never replace
+    assert out.protocol == 4  # protocol only if > 0
+    assert out.tags == {"x": "1", "y": "2", "z": "3"}
+    assert out.start_join == ["j1", "j2"]
+    assert out.retry_max_attempts == 3  # zero ints never replace
+    assert out.replay_on_join is False  # explicit booleans do (pyserf fix)
+    assert out.log_level == "DEBUG"
+    # inputs untouched
+    assert base.tags == {"x": "1", "y": "1"} and base.start_join == ["j1"]
+
+
+def test_merge_ignores_unlisted_keys_and_implicit_mode() -> None:
+    base = AgentConfig(replay_on_join=True, node_name="a")
+    assert merge(base, AgentConfig(node_name="b"), set()).node_name == "a"
+    # without key tracking: values differing from defaults count, booleans only turn on
+    out = merge(base, AgentConfig(node_name="b", protocol=3))
+    assert out.node_name == "b" and out.protocol == 3 and out.replay_on_join is True
+
+
+def test_boolean_in_later_file_turns_option_off(tmp_path: Path) -> None:
+    first = write(tmp_path / "1.json", '{"leave_on_terminate": true, "replay_on_join": true}')
+    second = write(tmp_path / "2.json", '{"leave_on_terminate": false}')
+    cfg = ConfigSources(paths=[first, second]).load()
+    assert cfg.leave_on_terminate is False and cfg.replay_on_join is True
+
+
+def test_sources_reload_rereads_files(tmp_path: Path) -> None:
+    path = tmp_path / "c.json"
+    write(path, '{"log_level": "debug", "tags": {"a": "1"}}')
+    sources = ConfigSources(paths=[str(path)], flags=AgentConfig(node_name="n"),
+                            flag_keys=frozenset({"node_name"}))
+    assert sources.load().log_level == "DEBUG"
+    write(path, '{"log_level": "warn", "tags": {"a": "2"}}')
+    cfg = sources.load()
+    assert (cfg.log_level, cfg.tags, cfg.node_name) == ("WARN", {"a": "2"}, "n")
+    write(path, '{"log_level": "nope"}')
+    with pytest.raises(ConfigError) as info:
+        sources.load()
+    assert info.value.key == "log_level"
+
+
+# ---- finalize / validate ---------------------------------------------------------------------
+
+
+def test_finalize_fixups() -> None:
+    cfg, warnings = finalize(AgentConfig(role="web", retry_interval=0.01, broadcast_timeout=0.5,
+                                         rejoin_after_leave=True, log_level="debug"))
+    assert cfg.node_name == socket.gethostname()
+    assert cfg.tags == {"role": "web"}
+    assert cfg.retry_interval == 1.0 and cfg.broadcast_timeout == 1.0
+    assert cfg.log_level == "DEBUG"
+    assert warnings == [
+        "Deprecation warning: 'Role' has been replaced with 'Tags'",
+        "Warning: 'RetryInterval' is too low. Setting to 1s",
+        "Warning: 'BroadcastTimeout' is too low. Setting to 1s",
+        "Warning: 'RejoinAfterLeave' enabled without snapshot file",
+    ]
+
+
+def test_validate_accepts_defaults() -> None:
+    assert validate(AgentConfig()) == []
+    good_key = "Uh5k127JCY/U/2Px4bXF/HpDv2w2HjgRuoZDcD9v6Fk="
+    assert validate(AgentConfig(encrypt_key=good_key, protocol=2, profile="local")) == []
+
+
+@pytest.mark.parametrize(
+    ("changes", "message", "key"),
+    [
+        ({"log_level": "foo"},
+         "Invalid log level: FOO. Valid log levels are: [TRACE DEBUG INFO WARN ERR]",
+         "log_level"),
+        ({"protocol": 9}, "Protocol version '9' too high. Must be in range: [2, 5]", "protocol"),
+        ({"protocol": 1}, "Protocol version '1' too low. Must be in range: [2, 5]", "protocol"),
+        ({"profile": "foo"}, "Unknown profile: foo", "profile"),
+        ({"user_event_size_limit": 9217},
+         "user event size limit exceeds limit of 9216 bytes", "user_event_size_limit"),
+        ({"event_handlers": ["foo:bar=/bin/true"]},
+         "Invalid event script: Event 'foo:bar' invoking '/bin/true'", "event_handlers"),
+        ({"encrypt_key": "abc"},
+         "Invalid encryption key: illegal base64 data at input byte 0", "encrypt_key"),
+        ({"encrypt_key": "YWJjZA=="},
+         "Invalid encryption key: key size must be 16, 24 or 32 bytes", "encrypt_key"),
+        ({"keyring_file": "/k", "encrypt_key": "Uh5k127JCY/U/2Px4bXF/HpDv2w2HjgRuoZDcD9v6Fk="},
+         "Encryption key not allowed while using a keyring", "keyring_file"),
+        ({"tags_file": "/t", "tags": {"a": "b"}},
+         "Tags config not allowed while using tag files", "tags_file"),
+        ({"interface": "nosuchiface0"},
+         "Invalid network interface: route ip+net: no such network interface", "interface"),
+    ],
+)
+def test_validate_messages(changes: dict, message: str, key: str) -> None:
+    problems = validate(AgentConfig(**changes))
+    assert len(problems) == 1
+    assert problems[0].message == message
+    assert problems[0].key == key
+    assert key in str(problems[0])
+
+
+def test_user_event_limit_boundary() -> None:
+    assert validate(AgentConfig(user_event_size_limit=9216)) == []
+
+
+def test_config_error_names_flag_when_set_by_flag() -> None:
+    sources = ConfigSources(flags=AgentConfig(log_level="foo"), flag_keys=frozenset({"log_level"}))
+    with pytest.raises(ConfigError) as info:
+        sources.load()
+    assert str(info.value) == (
+        "Invalid log level: FOO. Valid log levels are: [TRACE DEBUG INFO WARN ERR] "
+        "(flag -log-level)"
+    )
+
+
+# ---- event handler specs -------------------------------------------------------------------
+
+
+def test_event_handler_spec_parsing() -> None:
+    filters, command = parse_event_handler_spec("member-join,user:deploy=run.sh a=b")
+    assert filters == [EventFilter("member-join"), EventFilter("user", "deploy")]
+    assert command == "run.sh a=b"  # only the first '=' splits
+    filters, command = parse_event_handler_spec("handler.sh")
+    assert filters == [EventFilter("*")] and command == "handler.sh"
+    assert parse_event_handler_spec("=x.sh") == ([EventFilter("*")], "x.sh")
+
+
+def test_event_filter_validity_and_matching() -> None:
+    for spec in ("member-join", "member-leave", "member-failed", "member-update",
+                 "member-reap", "user", "user:x", "query", "query:q", "*", "user:"):
+        assert all(f.valid() for f in parse_event_filter(spec)), spec
+    assert not any(f.valid() for f in parse_event_filter("foo:bar"))
+    assert not parse_event_filter("member-join,bogus")[1].valid()
+
+    star = EventFilter("*")
+    assert star.matches("member-join") and star.matches("user", "x")
+    user_x = EventFilter("user", "x")
+    assert user_x.matches("user", "x") and not user_x.matches("user", "y")
+    assert not user_x.matches("query", "x")
+    assert EventFilter("user").matches("user", "anything")
+    assert EventFilter("query", "q").matches("query", "q")
+    assert EventFilter("member-join").matches("member-join")
+    assert not EventFilter("member-join").matches("member-leave")
+    assert EventFilter("user", "x").key == "user:x" and EventFilter("*").key == "*:"
+
+
+def test_event_scripts_expand_per_filter() -> None:
+    scripts = parse_event_scripts("member-join,member-leave=a.sh")
+    assert [str(s) for s in scripts] == [
+        "Event 'member-join' invoking 'a.sh'",
+        "Event 'member-leave' invoking 'a.sh'",
+    ]
+    cfg = AgentConfig(event_handlers=["x.sh", "user:d=y.sh"])
+    assert [(s.filter.key, s.command) for s in cfg.event_scripts()] == [
+        ("*:", "x.sh"), ("user:d", "y.sh")
+    ]
