@@ -123,6 +123,7 @@ class Delegate(Protocol):
     def node_meta(self, limit: int) -> bytes: ...
     def notify_msg(self, buf: bytes, now: float) -> None: ...
     def get_broadcasts(self, overhead: int, limit: int) -> list[bytes]: ...
+    def drop_broadcasts(self) -> None: ...
     def local_state(self, join: bool) -> bytes: ...
     def merge_remote_state(self, buf: bytes, join: bool, now: float) -> None: ...
     def notify_join(self, node: Node, now: float) -> None: ...
@@ -197,6 +198,8 @@ class Memberlist:
         self._probe: _Probe | None = None
         self._loops: dict[str, Timer] = {}
         self.left = False
+        # Set while leaving: queued broadcasts may be dropped once nobody is left to hear them.
+        self.draining = False
         self.shutdown_done = False
         self._eager_timer: Timer | None = None
         self._eager_until = 0.0
@@ -812,6 +815,11 @@ class Memberlist:
             n.state in (NodeStateKind.ALIVE, NodeStateKind.SUSPECT)
             or (n.state == NodeStateKind.DEAD and now - n.state_change <= dead_limit))]
         if not candidates:
+            if self.draining:
+                # Everyone else is gone: what we wanted to say on the way out has no audience,
+                # so finish it instead of making the leave wait for its timeout.
+                self.broadcasts.reset()
+                self.delegate.drop_broadcasts()
             return
         targets = self.rng.sample(candidates, min(self.timing.gossip_nodes, len(candidates)))
         avail = self.timing.udp_buffer_size - COMPOUND_HEADER_OVERHEAD

@@ -298,6 +298,7 @@ class Serf:
             on_done("Leave called after Shutdown", now)
             return
         self.state = SerfState.LEAVING
+        self.memberlist.draining = True
         msg = m.Leave(self.clock.time, self.config.node_name)
         self.clock.increment()
         self._handle_leave_intent(msg, now)
@@ -479,6 +480,10 @@ class Serf:
         used += sum(len(x) + overhead for x in q)
         msgs.extend(self.event_broadcasts.get(overhead, limit - used))
         return msgs
+
+    def drop_broadcasts(self) -> None:
+        for queue in (self.intent_broadcasts, self.query_broadcasts, self.event_broadcasts):
+            queue.reset()
 
     def local_state(self, join: bool) -> bytes:
         # A member that is leaving is reported among the left members with its leave time

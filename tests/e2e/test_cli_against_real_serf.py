@@ -335,6 +335,9 @@ def test_query_variants(capsys, serf_pair) -> None:
 def test_rtt_keys_reachability(capsys, serf_pair) -> None:
     a, _ = serf_pair
     pattern = re.compile(r"^Estimated e2e-b <-> e2e-a rtt: \d+\.\d{3} ms\n$")
+    # Coordinates exist only after the first probe between the pair has completed.
+    wait_for(lambda: serf_cli("rtt", f"-rpc-addr={a.rpc}", "e2e-b")[0] == 0, 15,
+             "a coordinate for e2e-b")
     s_code, s_out, _ = serf_cli("rtt", f"-rpc-addr={a.rpc}", "e2e-b")
     p_code, p_out, _ = py_cli(capsys, "rtt", f"-rpc-addr={a.rpc}", "e2e-b")
     assert s_code == p_code == 0 and pattern.match(s_out) and pattern.match(p_out)

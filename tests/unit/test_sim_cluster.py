@@ -164,3 +164,21 @@ def test_leave_racing_a_push_pull_is_still_a_leave():
     net._pump(foo)
     net.run_until(net.now + 5.0)
     assert net.views()["foo"]["bar"] == "left"
+
+
+def test_simultaneous_leave_of_the_last_two_nodes_completes():
+    net = SimNetwork(seed=22)
+    a = net.add_node("a", "10.0.0.1")
+    b = net.add_node("b", "10.0.0.2")
+    net.join(a, b)
+    net.run_until(2.0)
+    results = []
+    for node in (a, b):
+        node.serf.leave(net.now, lambda err, t, n=node.name: results.append((n, err, t)))
+        net._pump(node)
+    start = net.now
+    net.run_until(net.now + 8.0)
+    assert sorted(r[0] for r in results) == ["a", "b"]
+    assert all(err is None for _, err, _ in results), results
+    # Well inside the 3 s graceful-shutdown limit the agent applies.
+    assert max(t for _, _, t in results) - start < 3.0
