@@ -21,6 +21,7 @@ from decimal import Decimal
 from typing import Any
 
 from pyserf import SERF_PROTOCOL_MAX, SERF_PROTOCOL_MIN
+from pyserf.memberlist import security
 
 __all__ = [
     "AgentConfig",
@@ -34,7 +35,6 @@ __all__ = [
     "decode_config",
     "finalize",
     "format_duration",
-    "go_b64decode",
     "go_quote",
     "load_dir",
     "load_file",
@@ -402,69 +402,6 @@ def format_duration_ns(ns: int) -> str:
             if hours > 0:
                 text = f"{hours}h{text}"
     return "-" + text if neg else text
-
-
-_B64_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-_B64_INDEX = {ch: i for i, ch in enumerate(_B64_ALPHABET)}
-
-
-def go_b64decode(text: str) -> bytes:
-    """Decode standard padded base64 like Go's ``base64.StdEncoding.DecodeString``.
-
-    Errors name the offending byte offset exactly as Go does
-    (``illegal base64 data at input byte 4``), which serf prints for bad keys.
-    """
-    src = text.encode("utf-8", "surrogateescape")
-    n = len(src)
-    out = bytearray()
-    si = 0
-
-    def corrupt(pos: int) -> ValueError:
-        return ValueError(f"illegal base64 data at input byte {pos}")
-
-    while si < n:
-        vals: list[int] = []
-        dlen = 4
-        j = 0
-        while j < 4:
-            if si == n:
-                if j == 0:
-                    return bytes(out)
-                raise corrupt(si - j)
-            ch = src[si]
-            si += 1
-            val = _B64_INDEX.get(chr(ch)) if ch < 0x80 else None
-            if val is not None:
-                vals.append(val)
-                j += 1
-                continue
-            if ch in (0x0A, 0x0D):
-                continue
-            if ch != 0x3D:  # '='
-                raise corrupt(si - 1)
-            if j in (0, 1):
-                raise corrupt(si - 1)
-            if j == 2:
-                while si < n and src[si] in (0x0A, 0x0D):
-                    si += 1
-                if si == n:
-                    raise corrupt(n)
-                if src[si] != 0x3D:
-                    raise corrupt(si - 1)
-                si += 1
-            while si < n and src[si] in (0x0A, 0x0D):
-                si += 1
-            if si < n:
-                raise corrupt(si)
-            dlen = j
-            break
-        vals += [0] * (4 - len(vals))
-        word = (vals[0] << 18) | (vals[1] << 12) | (vals[2] << 6) | vals[3]
-        chunk = bytes(((word >> 16) & 0xFF, (word >> 8) & 0xFF, word & 0xFF))
-        out += chunk[: dlen - 1]
-        if dlen < 4:
-            break
-    return bytes(out)
 
 
 def unmarshal_tags(pairs: Iterable[str]) -> dict[str, str]:
@@ -1078,17 +1015,9 @@ def validate(cfg: AgentConfig) -> list[ConfigError]:
         )
     if cfg.encrypt_key:
         try:
-            key = go_b64decode(cfg.encrypt_key)
+            security.parse_key_b64(cfg.encrypt_key)
         except ValueError as exc:
             problems.append(ConfigError(f"Invalid encryption key: {exc}", key="encrypt_key"))
-        else:
-            if len(key) not in (16, 24, 32):
-                problems.append(
-                    ConfigError(
-                        "Invalid encryption key: key size must be 16, 24 or 32 bytes",
-                        key="encrypt_key",
-                    )
-                )
     if cfg.profile not in PROFILES:
         problems.append(ConfigError(f"Unknown profile: {cfg.profile}", key="profile"))
     if cfg.tags_file and cfg.tags:

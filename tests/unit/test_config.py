@@ -19,7 +19,6 @@ from pyserf.agent.config import (
     decode_config,
     finalize,
     format_duration,
-    go_b64decode,
     go_quote,
     load_dir,
     load_file,
@@ -113,19 +112,19 @@ def test_go_quote() -> None:
     [("abc", 0), ("ab=d", 2), ("a===", 1), ("!bcd", 0), ("abcdabc", 4), ("abcdab", 4),
      ("abcda", 4), ("YWJjZA==x", 8), ("YWJjZA=", 7), ("YWJj ZA==", 4)],
 )
-def test_go_b64decode_error_offsets(text: str, offset: int) -> None:
+def test_encrypt_key_base64_error_offsets(text: str, offset: int) -> None:
     # offsets observed with `serf agent -encrypt=<text>`
-    with pytest.raises(ValueError) as info:
-        go_b64decode(text)
-    assert str(info.value) == f"illegal base64 data at input byte {offset}"
+    problems = validate(AgentConfig(node_name="n", encrypt_key=text))
+    assert [p.message for p in problems] == [
+        f"Invalid encryption key: illegal base64 data at input byte {offset}"]
 
 
-def test_go_b64decode_valid() -> None:
-    assert go_b64decode("YWJjZA==") == b"abcd"
-    assert go_b64decode("abc=") == b"i\xb7"
-    assert go_b64decode("YWJj\nZA==") == b"abcd"
-    assert go_b64decode("") == b""
-    assert len(go_b64decode("Uh5k127JCY/U/2Px4bXF/HpDv2w2HjgRuoZDcD9v6Fk=")) == 32
+def test_encrypt_key_valid_and_wrong_size() -> None:
+    assert validate(AgentConfig(node_name="n",
+                                encrypt_key="Uh5k127JCY/U/2Px4bXF/HpDv2w2HjgRuoZDcD9v6Fk=")) == []
+    problems = validate(AgentConfig(node_name="n", encrypt_key="YWJjZA=="))
+    assert [p.message for p in problems] == [
+        "Invalid encryption key: key size must be 16, 24 or 32 bytes"]
 
 
 # ---- tags ---------------------------------------------------------------------------------
