@@ -112,6 +112,8 @@ class Agent:
         self.advertise: tuple[str, int] = ("0.0.0.0", netutil.DEFAULT_PORT)
         self.keyring: security.Keyring | None = None
         self.leaving = False
+        # Process exit status once shutdown_event is set (RPC leave, retry-join giving up).
+        self.exit_code = 0
 
     # -- set-up --------------------------------------------------------------------------
 
@@ -567,14 +569,13 @@ async def _wait_for_exit(agent: Agent, config: AgentConfig, sources: Any) -> int
     signals: asyncio.Queue[int] = asyncio.Queue()
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, signals.put_nowait, sig)
-    agent.exit_code = 0
     while True:
         sig_task = asyncio.ensure_future(signals.get())
         stop_task = asyncio.ensure_future(agent.shutdown_event.wait())
         done, _ = await asyncio.wait({sig_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
         if stop_task in done:
             sig_task.cancel()
-            return getattr(agent, "exit_code", 0)
+            return agent.exit_code
         stop_task.cancel()
         sig = sig_task.result()
         if sig == signal.SIGHUP:

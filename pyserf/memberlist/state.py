@@ -279,6 +279,7 @@ class Memberlist:
         waiter = _Once(on_done)
         dead = Dead(me.incarnation, me.name, me.name)
         self._dead_node(dead, now, on_finished=lambda: waiter.fire(None, self.scheduler.now))
+        self.send_to_live_nodes(dead.encode())
         if self.any_alive():
             self.scheduler.call_at(now + timeout, lambda t: waiter.fire(
                 "timeout waiting for leave broadcast", t))
@@ -318,6 +319,17 @@ class Memberlist:
     def send_user_packet(self, addr: Address, serf_msg: bytes, node: Node | None = None) -> None:
         """Send a serf message directly (query responses, relays) without piggybacking."""
         self._raw_send(addr, codec.encode_user(serf_msg), node)
+
+    def send_to_live_nodes(self, msg: bytes) -> None:
+        """Send one message straight to every live peer, on top of gossiping it.
+
+        Used for goodbyes: a leave reaches everyone in one round trip instead of spreading
+        over several gossip rounds. Gossip still carries it to anyone a datagram missed.
+        """
+        name = self.config.name
+        for node in self.nodes:
+            if node.name != name and node.state == NodeStateKind.ALIVE:
+                self._raw_send(node.address, msg, node)
 
     def push_pull_now(self, now: float) -> None:
         """Run one anti-entropy exchange with a random live node."""

@@ -323,8 +323,12 @@ class Serf:
             self.memberlist.leave(when, timeout, after_memberlist)
 
         if self._has_alive_members():
-            self._broadcast_and_wait(self.intent_broadcasts, msg.encode(), now, timeout,
+            raw = msg.encode()
+            self._broadcast_and_wait(self.intent_broadcasts, raw, now, timeout,
                                      "timeout while waiting for graceful leave", after_intent)
+            # The memberlist goodbye follows only once the intent has finished gossiping, so
+            # sending the intent directly too keeps the order and saves the epidemic's hops.
+            self.memberlist.send_to_live_nodes(codec.encode_user(raw))
         else:
             after_intent(None, now)
 

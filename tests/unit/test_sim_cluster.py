@@ -182,3 +182,57 @@ def test_simultaneous_leave_of_the_last_two_nodes_completes():
     assert all(err is None for _, err, _ in results), results
     # Well inside the 3 s graceful-shutdown limit the agent applies.
     assert max(t for _, _, t in results) - start < 3.0
+
+
+def test_failed_member_is_reconnected_when_it_comes_back():
+    net = SimNetwork(seed=23)
+    nodes = [net.add_node(f"n{i}", f"10.0.0.{i + 1}", reconnect_interval=2.0) for i in range(3)]
+    for node in nodes[1:]:
+        net.join(node, nodes[0])
+    net.run_until(3.0)
+    net.crash(nodes[2])
+    net.run_until(net.now + 15.0)
+    assert net.views()["n0"]["n2"] == "failed"
+    # Same name and address, no -join: the survivors' reconnect loop must find it.
+    net.add_node("n2", "10.0.0.3", reconnect_interval=2.0)
+    net.run_until(net.now + 20.0)
+    assert all(view == {"n0": "alive", "n1": "alive", "n2": "alive"}
+               for view in net.views().values()), net.views()
+
+
+def test_failed_and_left_members_are_reaped_after_their_timeouts():
+    net = SimNetwork(seed=24)
+    overrides = {"reconnect_timeout": 20.0, "tombstone_timeout": 20.0, "reap_interval": 1.0}
+    nodes = [net.add_node(f"n{i}", f"10.0.0.{i + 1}", **overrides) for i in range(4)]
+    for node in nodes[1:]:
+        net.join(node, nodes[0])
+    net.run_until(3.0)
+    net.crash(nodes[3])
+    nodes[2].serf.leave(net.now, lambda err, t: None)
+    net._pump(nodes[2])
+    # Only one peer can confirm the suspicion of n3, so Lifeguard waits well past its minimum.
+    net.run_until(net.now + 16.0)
+    assert net.views()["n0"]["n3"] == "failed"
+    assert net.views()["n0"]["n2"] == "left"
+    net.run_until(net.now + 25.0)
+    assert set(net.views()["n0"]) == {"n0", "n1"}
+    reaped = {e.members[0].name for e in nodes[0].events
+              if getattr(e, "type", "") == "member-reap"}
+    assert reaped == {"n2", "n3"}
+
+
+def test_graceful_leave_reaches_everyone_directly():
+    """The goodbye goes straight to every live peer, so 50 nodes see it within a second."""
+    net = build(50, seed=25)
+    net.run_until(net.now + 5.0)
+    leaver = net.by_name["n7"]
+    start = net.now
+    leaver.serf.leave(net.now, lambda err, t: None)
+    net._pump(leaver)
+    while net.now < start + 1.0:
+        net.run_until(net.now + 0.05)
+    views = {name: view["n7"] for name, view in net.views().items() if name != "n7"}
+    assert set(views.values()) == {"left"}, views
+    failed_events = [e for n in net.nodes.values() for e in n.events
+                     if getattr(e, "type", "") == "member-failed"]
+    assert failed_events == []

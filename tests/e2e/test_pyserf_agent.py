@@ -1,0 +1,119 @@
+"""A pyserf agent driven by the real serf CLI, plus agent lifecycle: signals, reload, auth."""
+
+from __future__ import annotations
+
+import json
+import signal
+
+import pytest
+
+from tests.e2e.harness import members, run_cli, wait_until
+
+pytestmark = pytest.mark.e2e
+
+
+def test_real_serf_cli_drives_a_pyserf_agent(cluster, need_serf):
+    p1 = cluster.start("pyserf", "p1", "-tag", "role=web", "-event-handler=user:deploy=true")
+    p2 = cluster.start("pyserf", "p2")
+
+    out = run_cli("serf", "join", p2.ip, rpc=p1.rpc)
+    assert out.returncode == 0
+    assert "Successfully joined cluster by contacting 1 nodes." in out.stdout
+    out = run_cli("serf", "join", "127.0.0.1:1", rpc=p1.rpc)
+    assert out.returncode == 1
+    assert ("Failed to join 127.0.0.1: dial tcp 127.0.0.1:1: connect: connection refused"
+            in out.stdout)
+
+    wait_until(lambda: len(members("serf", p1.rpc)) == 2, 10, what="two members")
+    text = run_cli("serf", "members", "-status=alive", "-tag", "role=web", rpc=p1.rpc).stdout
+    assert text.split() == ["p1", f"{p1.ip}:7946", "alive", "role=web"]
+    detailed = run_cli("serf", "members", "-detailed", "-name=p2", rpc=p1.rpc).stdout
+    assert "Protocol Version: 5  Available Protocol Range: [2, 5]" in detailed
+
+    info = run_cli("serf", "info", "-format=json", rpc=p1.rpc)
+    assert info.returncode == 0
+    data = json.loads(info.stdout)
+    assert data["agent"] == {"name": "p1"}
+    assert data["serf"]["members"] == "2" and data["serf"]["encrypted"] == "false"
+    assert data["tags"] == {"role": "web"}
+    assert data["event_handlers"] == {"user:deploy": "true"}
+
+    out = run_cli("serf", "event", "deploy", "v2", rpc=p1.rpc)
+    assert out.returncode == 0
+    assert out.stdout.strip() == "Event 'deploy' dispatched! Coalescing enabled: true"
+    out = run_cli("serf", "event", "big", "x" * 600, rpc=p1.rpc)
+    assert out.returncode == 1
+    assert ("user event exceeds configured limit of 512 bytes before encoding"
+            in out.stdout + out.stderr)
+
+    out = run_cli("serf", "leave", rpc=p2.rpc)
+    assert out.returncode == 0 and "Graceful leave complete" in out.stdout
+    assert p2.proc.wait(10) == 0
+    wait_until(lambda: members("serf", p1.rpc)["p2"][1] == "left", 10, what="p2 left")
+
+
+def test_force_leave_and_prune(cluster):
+    p1 = cluster.start("pyserf", "p1")
+    p2 = cluster.start("pyserf", "p2", f"-join={p1.ip}")
+    wait_until(lambda: members("pyserf", p1.rpc).get("p2", ("", ""))[1] == "alive", 10,
+               what="p2 alive")
+    p2.proc.kill()
+    wait_until(lambda: members("pyserf", p1.rpc)["p2"][1] == "failed", 30, what="p2 failed")
+    out = run_cli("pyserf", "force-leave", "p2", rpc=p1.rpc)
+    assert (out.returncode, out.stdout) == (0, "")
+    wait_until(lambda: members("pyserf", p1.rpc)["p2"][1] == "left", 10, what="p2 left")
+    out = run_cli("pyserf", "force-leave", "-prune", "p2", rpc=p1.rpc)
+    assert out.returncode == 0
+    wait_until(lambda: "p2" not in members("pyserf", p1.rpc), 10, what="p2 pruned")
+    # Unknown names are not an error, as in serf.
+    assert run_cli("pyserf", "force-leave", "nosuch", rpc=p1.rpc).returncode == 0
+
+
+def test_sighup_reloads_tags_and_peers_see_the_update(cluster, tmp_path, need_serf):
+    config = tmp_path / "p1.json"
+    config.write_text(json.dumps({"tags": {"role": "web"}}))
+    s1 = cluster.start("serf", "s1")
+    p1 = cluster.start("pyserf", "p1", f"-config-file={config}", f"-join={s1.ip}")
+    wait_until(lambda: members("serf", s1.rpc).get("p1", ("", "", {}))[2] == {"role": "web"},
+               10, what="serf sees p1's tags")
+    config.write_text(json.dumps({"tags": {"role": "db", "dc": "east"}}))
+    p1.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: members("serf", s1.rpc)["p1"][2] == {"role": "db", "dc": "east"}, 10,
+               what="serf sees the reloaded tags")
+    assert "Reloading configuration..." in p1.log()
+    assert p1.alive()
+
+
+def test_sigterm_exits_without_leaving(cluster):
+    p1 = cluster.start("pyserf", "p1")
+    p2 = cluster.start("pyserf", "p2", f"-join={p1.ip}")
+    wait_until(lambda: len(members("pyserf", p1.rpc)) == 2, 10, what="joined")
+    assert cluster.stop(p2, signal.SIGTERM) == 1
+    assert "Caught signal: terminated" in p2.log()
+    wait_until(lambda: members("pyserf", p1.rpc)["p2"][1] == "failed", 30, what="p2 failed")
+
+
+def test_rpc_auth(cluster, tmp_path, need_serf):
+    config = tmp_path / "auth.json"
+    config.write_text(json.dumps({"rpc_auth": "s3cret"}))
+    p1 = cluster.start("pyserf", "p1", f"-config-file={config}")
+    out = run_cli("serf", "members", rpc=p1.rpc)
+    assert out.returncode == 1 and "Authentication required" in out.stdout
+    out = run_cli("serf", "members", "-rpc-auth=wrong", rpc=p1.rpc)
+    assert out.returncode == 1 and "Invalid authentication token" in out.stdout
+    out = run_cli("serf", "members", "-rpc-auth=s3cret", rpc=p1.rpc)
+    assert out.returncode == 0 and out.stdout.startswith("p1 ")
+    out = run_cli("pyserf", "members", rpc=p1.rpc, env={"SERF_RPC_AUTH": "s3cret"})
+    assert out.returncode == 0 and out.stdout.startswith("p1 ")
+
+
+def test_bad_config_exits_1_naming_the_key(cluster, tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"tags": {"a": 1}}))
+    agent = cluster.start("pyserf", "p1", f"-config-file={bad}", wait=False)
+    assert agent.proc.wait(15) == 1
+    assert "'tags[a]' expected type 'string'" in agent.log()
+    unknown = tmp_path / "unknown.json"
+    unknown.write_text(json.dumps({"nodename": "x"}))
+    out = run_cli("pyserf", "agent", f"-config-file={unknown}", "-config-check")
+    assert out.returncode == 1 and "invalid keys: nodename" in out.stdout
