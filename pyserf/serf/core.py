@@ -20,6 +20,7 @@ from pyserf.memberlist.broadcast import BroadcastQueue
 from pyserf.memberlist.codec import DecodeError
 from pyserf.memberlist.state import Address, JoinOutcome, Memberlist, MemberlistConfig, Node
 from pyserf.memberlist.timers import Scheduler
+from pyserf.serf import internal_queries
 from pyserf.serf import messages as m
 from pyserf.serf.clock import LamportClock
 from pyserf.serf.messages import SerfMsg
@@ -192,6 +193,7 @@ class Serf:
         self._events: list[MemberEvent | UserEventReceived | QueryReceived] = []
         self._queries: dict[int, QueryCollector] = {}  # by LTime
         self._join_ignore = 0
+        self.on_keyring_changed: Callable[[], None] | None = None
         self._loops: list = []
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -485,6 +487,11 @@ class Serf:
         msgs.extend(self.event_broadcasts.get(overhead, limit - used))
         return msgs
 
+    def keyring_changed(self) -> None:
+        """Hook for the agent to persist the keyring file after a key query changed it."""
+        if self.on_keyring_changed is not None:
+            self.on_keyring_changed()
+
     def drop_broadcasts(self) -> None:
         for queue in (self.intent_broadcasts, self.query_broadcasts, self.event_broadcasts):
             queue.reset()
@@ -773,9 +780,12 @@ class Serf:
             raw = ack.encode()
             self.memberlist.send_user_packet(source, raw)
             self._relay_response(q.relay_factor, source, q.source_node, raw)
-        self._events.append(QueryReceived(q.ltime, q.name, q.payload, q.id, source,
-                                          q.source_node, now + q.timeout_ns / 1e9,
-                                          q.relay_factor))
+        received = QueryReceived(q.ltime, q.name, q.payload, q.id, source, q.source_node,
+                                 now + q.timeout_ns / 1e9, q.relay_factor)
+        if internal_queries.is_internal(q.name):
+            internal_queries.handle(self, received, now)
+        else:
+            self._events.append(received)
         return rebroadcast
 
     def _should_process(self, filters: list[bytes]) -> bool:

@@ -101,3 +101,30 @@ def test_wrong_key_is_refused_both_ways(cluster, need_serf):
     # Nobody learned about anybody.
     for agent in (s1, p1, plain):
         assert list(members("serf", agent.rpc)) == [agent.name]
+
+
+def test_serf_keys_rotates_pyserf_nodes_too(cluster, need_serf):
+    old, new = key(), key()
+    s1 = cluster.start("serf", "s1", f"-encrypt={old}")
+    cluster.start("pyserf", "p1", f"-encrypt={old}", f"-join={s1.ip}")
+    p2 = cluster.start("pyserf", "p2", f"-encrypt={old}", f"-join={s1.ip}")
+    wait_until(lambda: len(members("serf", s1.rpc)) == 3, 10, what="three members")
+
+    out = run_cli("serf", "keys", "-list", rpc=s1.rpc)
+    assert out.returncode == 0 and f"{old}  [3/3]" in out.stdout
+    for action, value, done in (("-install", new, "Successfully installed key!"),
+                                ("-use", new, "Successfully changed primary key!"),
+                                ("-remove", old, "Successfully removed key!")):
+        out = run_cli("serf", "keys", f"{action}={value}", rpc=s1.rpc)
+        assert out.returncode == 0 and done in out.stdout, out.stdout
+    out = run_cli("serf", "keys", "-list", rpc=s1.rpc)
+    assert f"{new}  [3/3]" in out.stdout and old not in out.stdout
+    # Removing the primary is refused by every node, pyserf ones included.
+    out = run_cli("serf", "keys", f"-remove={new}", rpc=s1.rpc)
+    assert out.returncode == 1
+    assert out.stdout.count("Removing the primary key is not allowed") == 3
+    # Gossip still flows on the new key: a tag change on p2 reaches serf.
+    assert run_cli("pyserf", "tags", "-set", "rotated=yes", rpc=p2.rpc).returncode == 0
+    wait_until(lambda: members("serf", s1.rpc)["p2"][2] == {"rotated": "yes"}, 10,
+               what="tags gossiped with the new key")
+    assert all(status == "alive" for _, status, _ in members("serf", s1.rpc).values())

@@ -1,0 +1,111 @@
+"""Serf's internal queries (names starting ``_serf_``), answered by the agent itself.
+
+They never reach event handlers or RPC streams: ``_serf_ping`` exists only for its acks
+(``serf reachability``), ``_serf_conflict`` lets a node learn how others see a contested name,
+and the key queries drive ``serf keys`` across the cluster.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from typing import TYPE_CHECKING
+
+from pyserf.memberlist import codec
+from pyserf.memberlist.codec import DecodeError
+from pyserf.serf import messages as m
+
+if TYPE_CHECKING:
+    from pyserf.serf.core import QueryReceived, Serf
+
+log = logging.getLogger("pyserf.serf")
+
+PREFIX = "_serf_"
+PING = PREFIX + "ping"
+CONFLICT = PREFIX + "conflict"
+INSTALL_KEY = PREFIX + "install-key"
+USE_KEY = PREFIX + "use-key"
+REMOVE_KEY = PREFIX + "remove-key"
+LIST_KEYS = PREFIX + "list-keys"
+
+
+def is_internal(name: str) -> bool:
+    return name.startswith(PREFIX)
+
+
+def handle(serf: Serf, query: QueryReceived, now: float) -> None:
+    if query.name == PING:
+        return
+    if query.name == CONFLICT:
+        _conflict(serf, query, now)
+    elif query.name in (INSTALL_KEY, USE_KEY, REMOVE_KEY, LIST_KEYS):
+        _key_query(serf, query, now)
+    else:
+        log.warning("serf: Unhandled internal query '%s'", query.name)
+
+
+def _respond(serf: Serf, query: QueryReceived, payload: bytes, now: float) -> None:
+    try:
+        serf.respond(query, payload, now)
+    except Exception as exc:  # noqa: BLE001 - a failed answer is logged, never fatal
+        log.error("serf: Failed to respond to %s query: %s", query.name, exc)
+
+
+def _conflict(serf: Serf, query: QueryReceived, now: float) -> None:
+    node = query.payload.decode("utf-8", "replace")
+    if node == serf.config.node_name:
+        return
+    log.debug("serf: Got conflict resolution query for '%s'", node)
+    state = serf.members.get(node)
+    body = None
+    if state is not None:
+        member = state.member
+        body = {"Addr": codec.ip_to_bytes(member.addr), "DelegateCur": member.delegate_cur,
+                "DelegateMax": member.delegate_max, "DelegateMin": member.delegate_min,
+                "Name": member.name, "Port": member.port, "ProtocolCur": member.protocol_cur,
+                "ProtocolMax": member.protocol_max, "ProtocolMin": member.protocol_min,
+                "Status": int(member.status), "Tags": dict(member.tags)}
+    _respond(serf, query, m.encode(m.SerfMsg.CONFLICT_RESPONSE, body), now)
+
+
+def _key_query(serf: Serf, query: QueryReceived, now: float) -> None:
+    keyring = serf.memberlist.config.keyring
+    response = {"Keys": None, "Message": "", "PrimaryKey": "", "Result": False}
+    if keyring is None:
+        response["Message"] = ("Keyring is empty (encryption not enabled)"
+                               if query.name == LIST_KEYS
+                               else "No keyring to modify (encryption not enabled)")
+        log.error("serf: %s", response["Message"])
+    elif query.name == LIST_KEYS:
+        log.info("serf: Received list-keys query")
+        keys = [base64.b64encode(k).decode() for k in keyring.keys]
+        response.update(Keys=keys, PrimaryKey=base64.b64encode(keyring.primary).decode(),
+                        Result=True)
+        raw = m.encode(m.SerfMsg.KEY_RESPONSE, response)
+        limit = serf.config.query_response_size_limit
+        while len(raw) > limit and len(response["Keys"]) > 1:
+            shown = len(response["Keys"]) - 1
+            response["Keys"] = keys[:shown]
+            response["Message"] = (f"truncated key list response, showing first {shown} of "
+                                   f"{len(keys)} keys")
+            raw = m.encode(m.SerfMsg.KEY_RESPONSE, response)
+    else:
+        try:
+            body = codec.unpack_body(query.payload[1:]) if query.payload[:1] == bytes(
+                (m.SerfMsg.KEY_REQUEST,)) else None
+            if body is None:
+                raise DecodeError("not a key request")
+            key = codec.get_bytes(body, b"Key")
+            action = {INSTALL_KEY: keyring.add_key, USE_KEY: keyring.use_key,
+                      REMOVE_KEY: keyring.remove_key}[query.name]
+            log.info("serf: Received %s query", query.name[len(PREFIX):])
+            action(key)
+            response["Result"] = True
+            serf.keyring_changed()
+        except (DecodeError, ValueError) as exc:
+            response["Message"] = str(exc)
+            log.error("serf: Failed to %s: %s", query.name[len(PREFIX):].replace("-", " "),
+                      exc)
+    _respond(serf, query, m.encode(m.SerfMsg.KEY_RESPONSE, response), now)
+
+
