@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 
 from pyserf.agent import logs
-from pyserf.memberlist import codec
+from pyserf.memberlist import codec, security
+from pyserf.serf import internal_queries
 from pyserf.serf.core import (
     Member,
     MemberEvent,
@@ -338,6 +339,32 @@ class _Client:
             return
         self.query_ids.pop(int(body.get("ID") or 0), None)
         self.send(seq)
+
+    async def cmd_install_key(self, seq: int, body: dict) -> None:
+        await self._key_command(seq, internal_queries.INSTALL_KEY, body)
+
+    async def cmd_use_key(self, seq: int, body: dict) -> None:
+        await self._key_command(seq, internal_queries.USE_KEY, body)
+
+    async def cmd_remove_key(self, seq: int, body: dict) -> None:
+        await self._key_command(seq, internal_queries.REMOVE_KEY, body)
+
+    async def cmd_list_keys(self, seq: int, body: dict) -> None:
+        await self._key_command(seq, internal_queries.LIST_KEYS, {"Key": ""})
+
+    async def _key_command(self, seq: int, name: str, body: dict) -> None:
+        text = str(body.get("Key") or "")
+        try:
+            key = security.parse_key_b64(text) if name != internal_queries.LIST_KEYS else b""
+        except ValueError as exc:
+            reply = {"Keys": None, "Messages": {}, "NumErr": 0, "NumNodes": 0, "NumResp": 0}
+            self.send(seq, str(exc), reply, has_body=True)
+            return
+        op = await self.agent.key_operation(name, key)
+        reply = {"Keys": op.keys if name == internal_queries.LIST_KEYS else None,
+                 "Messages": op.messages, "NumErr": op.num_err, "NumNodes": op.num_nodes,
+                 "NumResp": op.num_resp}
+        self.send(seq, op.error(), reply, has_body=True)
 
     async def cmd_stop(self, seq: int, body: dict) -> None:
         stop = self.streams.pop(int(body.get("Stop") or 0), None)

@@ -22,6 +22,7 @@ from pyserf.memberlist import codec, security
 from pyserf.memberlist.profiles import PROFILES
 from pyserf.memberlist.state import JoinOutcome, MemberlistConfig, OpenStream, SendPacket
 from pyserf.memberlist.timers import Scheduler
+from pyserf.serf import internal_queries
 from pyserf.serf.core import (
     MemberEvent,
     QueryReceived,
@@ -204,6 +205,7 @@ class Agent:
         self._resolve_addresses()
         self._load_keyring()
         self.serf = self._build_serf()
+        self.serf.on_keyring_changed = self.save_keyring
         host, port = self.bind_addr
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         try:
@@ -416,6 +418,44 @@ class Agent:
 
     async def set_tags(self, tags: dict[str, str]) -> str | None:
         return await self._wait(lambda done: self.serf.set_tags(tags, self.loop.time(), done))
+
+    async def key_operation(self, name: str, key: bytes) -> internal_queries.KeyOperation:
+        """Run a cluster-wide key query and gather every node's answer (``serf keys``)."""
+        op = internal_queries.KeyOperation(self.serf.memberlist.num_alive())
+        future: asyncio.Future[None] = self.loop.create_future()
+
+        def finish(when: float) -> None:
+            if not future.done():
+                future.set_result(None)
+
+        def on_response(node: str, payload: bytes, when: float) -> None:
+            if op.add(node, payload):
+                collector.closed = True
+                finish(when)
+
+        collector = self.serf.query(name, internal_queries.key_request(key), self.loop.time(),
+                                    on_ack=lambda node, when: None, on_response=on_response,
+                                    on_done=finish)
+        self.pump()
+        await future
+        return op
+
+    def save_keyring(self) -> None:
+        """Rewrite the keyring file (0600) after a key query changed the keyring."""
+        path = self.config.keyring_file
+        if not path or self.keyring is None:
+            return
+        import json
+
+        keys = [base64.b64encode(k).decode() for k in self.keyring.keys]
+        tmp = f"{path}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                json.dump(keys, fh, indent=2)
+            os.replace(tmp, path)
+        except OSError as exc:
+            log.error("agent: Failed to write keyring file %s: %s", path, exc)
 
     def user_event(self, name: str, payload: bytes, coalesce: bool) -> None:
         self.serf.user_event(name, payload, coalesce)

@@ -231,6 +231,10 @@ class Memberlist:
     def num_nodes(self) -> int:
         return len(self.nodes)
 
+    def num_alive(self) -> int:
+        """Nodes not known to be dead or gone, ourselves included (memberlist NumMembers)."""
+        return sum(1 for n in self.nodes if not n.dead_or_left())
+
     def alive_members(self) -> list[Node]:
         return [n for n in self.nodes if n.state == NodeStateKind.ALIVE]
 

@@ -109,3 +109,50 @@ def _key_query(serf: Serf, query: QueryReceived, now: float) -> None:
     _respond(serf, query, m.encode(m.SerfMsg.KEY_RESPONSE, response), now)
 
 
+
+
+class KeyOperation:
+    """Collects the answers to one cluster-wide key query (what ``serf keys`` reports)."""
+
+    def __init__(self, num_nodes: int) -> None:
+        self.num_nodes = num_nodes
+        self.num_resp = 0
+        self.num_err = 0
+        self.messages: dict[str, str] = {}
+        self.keys: dict[str, int] = {}
+
+    def add(self, node: str, payload: bytes) -> bool:
+        """Record one node's answer; True once every node has answered."""
+        self.num_resp += 1
+        if not payload or payload[0] != m.SerfMsg.KEY_RESPONSE:
+            self.messages[node] = f"Invalid key query response type: {payload!r}"
+            self.num_err += 1
+            return self.num_resp >= self.num_nodes
+        try:
+            body = codec.unpack_body(payload[1:])
+            result = codec.get_bool(body, b"Result")
+            message = codec.get_str(body, b"Message")
+            keys = body.get(b"Keys") or []
+        except DecodeError as exc:
+            self.messages[node] = f"Failed to decode key query response: {exc}"
+            self.num_err += 1
+            return self.num_resp >= self.num_nodes
+        if not result:
+            self.num_err += 1
+        if message:
+            self.messages[node] = message
+        for k in keys if isinstance(keys, list) else []:
+            text = k.decode() if isinstance(k, bytes) else str(k)
+            self.keys[text] = self.keys.get(text, 0) + 1
+        return self.num_resp >= self.num_nodes
+
+    def error(self) -> str:
+        if self.num_err:
+            return f"{self.num_err}/{self.num_nodes} nodes reported failure"
+        if self.num_resp != self.num_nodes:
+            return f"{self.num_resp}/{self.num_nodes} nodes reported success"
+        return ""
+
+
+def key_request(key: bytes) -> bytes:
+    return m.encode(m.SerfMsg.KEY_REQUEST, {"Key": key or None})

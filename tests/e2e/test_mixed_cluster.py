@@ -128,3 +128,26 @@ def test_serf_keys_rotates_pyserf_nodes_too(cluster, need_serf):
     wait_until(lambda: members("serf", s1.rpc)["p2"][2] == {"rotated": "yes"}, 10,
                what="tags gossiped with the new key")
     assert all(status == "alive" for _, status, _ in members("serf", s1.rpc).values())
+
+
+def test_pyserf_keys_rotates_serf_nodes_and_persists_the_keyring(cluster, need_serf, tmp_path):
+    import json
+
+    old, new = key(), key()
+    keyring = tmp_path / "keyring.json"
+    keyring.write_text(json.dumps([old]))
+    p1 = cluster.start("pyserf", "p1", f"-keyring-file={keyring}")
+    s1 = cluster.start("serf", "s1", f"-encrypt={old}", f"-join={p1.ip}")
+    wait_until(lambda: len(members("pyserf", p1.rpc)) == 2, 10, what="two members")
+    for action, value, done in (("-install", new, "Successfully installed key!"),
+                                ("-use", new, "Successfully changed primary key!"),
+                                ("-remove", old, "Successfully removed key!")):
+        out = run_cli("pyserf", "keys", f"{action}={value}", rpc=p1.rpc)
+        assert out.returncode == 0 and done in out.stdout, out.stdout
+    out = run_cli("serf", "keys", "-list", rpc=p1.rpc)  # the real CLI against pyserf's RPC
+    assert out.returncode == 0 and f"{new}  [2/2]" in out.stdout, out.stdout
+    assert json.loads(keyring.read_text()) == [new]
+    assert oct(keyring.stat().st_mode & 0o777) == "0o600"
+    out = run_cli("pyserf", "keys", "-install=notbase64!", rpc=p1.rpc)
+    assert out.returncode == 1 and "illegal base64 data" in out.stdout
+    assert members("serf", s1.rpc)["p1"][1] == "alive"
