@@ -23,6 +23,7 @@ from pyserf.memberlist.profiles import PROFILES
 from pyserf.memberlist.state import JoinOutcome, MemberlistConfig, OpenStream, SendPacket
 from pyserf.memberlist.timers import Scheduler
 from pyserf.serf import internal_queries
+from pyserf.serf.coalesce import EventPipeline
 from pyserf.serf.core import (
     MemberEvent,
     QueryReceived,
@@ -104,6 +105,7 @@ class Agent:
         self.tcp_server: asyncio.Server | None = None
         self.rpc = None
         self.handlers = HandlerManager(self)
+        self.pipeline = EventPipeline(self.scheduler, self._dispatch)
         self.event_listeners: list[Callable[[Any], None]] = []
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
@@ -258,8 +260,9 @@ class Agent:
                 self.spawn(self._run_stream(action))
         events = serf.take_events()
         if events:
+            now = self.loop.time()
             for event in events:
-                self._dispatch(event)
+                self.pipeline.feed(event, now)
         wake = self.scheduler.next_wake()
         if wake != self._timer_at:
             if self._timer is not None:
@@ -283,6 +286,13 @@ class Agent:
         return task
 
     def _dispatch(self, event: Any) -> None:
+        """Deliver a (coalesced) event to handler scripts and RPC stream listeners."""
+        if isinstance(event, MemberEvent):
+            log.info("agent: Received event: %s", event.type)
+        elif isinstance(event, UserEventReceived):
+            log.info("agent: Received event: user-event: %s", event.name)
+        elif isinstance(event, QueryReceived):
+            log.info("agent: Received event: query: %s", event.name)
         if isinstance(event, (MemberEvent, UserEventReceived, QueryReceived)):
             self.handlers.dispatch(event)
         for listener in list(self.event_listeners):
