@@ -873,6 +873,10 @@ Options:
   -relay-factor             Relay each response through this many extra nodes
                             for redundancy.
 
+  -wait-full                Wait out the whole timeout. By default a pyserf agent
+                            finishes as soon as every live member the filters
+                            select has answered.
+
 {RPC_HELP}
 """,
 )
@@ -886,6 +890,7 @@ def cmd_query(args: list[str]) -> int:
     fs.bool("no-ack")
     fs.string("format", "text")
     fs.int("relay-factor", 0)
+    fs.bool("wait-full")
     try:
         rest = fs.parse(args)
     except FlagError:
@@ -925,6 +930,7 @@ def cmd_query(args: list[str]) -> int:
                 request_ack=not no_ack,
                 relay_factor=relay,
                 timeout=fs["timeout"],
+                wait_full=fs["wait-full"],
             )
         except RPCError as exc:
             out(f"Error sending query: {exc}")

@@ -639,6 +639,7 @@ class RPCClient:
         request_ack: bool = False,
         relay_factor: int = 0,
         timeout: float = 0.0,
+        wait_full: bool = False,
     ) -> QueryStream:
         """Start a query; iterate the result for ``{Type, From, Payload}`` ack/response records.
 
@@ -654,6 +655,9 @@ class RPCClient:
             "Name": name,
             "Payload": None if payload is None else bytes(payload),
         }
+        if wait_full:
+            # pyserf agents otherwise finish once every selected live member has answered.
+            body["WaitFull"] = True
         return self._open_stream("query", body, QueryStream)
 
     def stop(self, seq: int) -> None:

@@ -409,6 +409,24 @@ class Serf:
         self.query_broadcasts.queue(raw)
         return collector
 
+    def expected_responders(self, filter_nodes: list[str] = (),
+                            filter_tags: dict[str, str] | None = None) -> set[str]:
+        """Live members a query with these filters reaches: who can possibly answer it."""
+        names = set()
+        for name, ms in self.members.items():
+            if ms.member.status != MemberStatus.ALIVE:
+                continue
+            if filter_nodes and name not in filter_nodes:
+                continue
+            try:
+                if any(re.search(expr, ms.member.tags.get(tag, "")) is None
+                       for tag, expr in (filter_tags or {}).items()):
+                    continue
+            except re.error:
+                return set()
+            names.add(name)
+        return names
+
     def respond(self, query: QueryReceived, payload: bytes, now: float) -> None:
         if query.responded:
             raise SerfError("response already sent")

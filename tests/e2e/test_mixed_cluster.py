@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
+import time
 
 import pytest
 
@@ -151,3 +153,30 @@ def test_pyserf_keys_rotates_serf_nodes_and_persists_the_keyring(cluster, need_s
     out = run_cli("pyserf", "keys", "-install=notbase64!", rpc=p1.rpc)
     assert out.returncode == 1 and "illegal base64 data" in out.stdout
     assert members("serf", s1.rpc)["p1"][1] == "alive"
+
+
+def test_query_returns_once_everyone_answered(cluster, need_serf):
+    handler = "-event-handler=query:hello=echo hi-from-$SERF_SELF_NAME"
+    p1 = cluster.start("pyserf", "p1", handler)
+    cluster.start("serf", "s1", handler, f"-join={p1.ip}")
+    cluster.start("pyserf", "p2", handler, f"-join={p1.ip}")
+    wait_until(lambda: len(members("pyserf", p1.rpc)) == 3, 10, what="three members")
+    for cli in ("pyserf", "serf"):  # the real serf CLI gets the early return too
+        start = time.monotonic()
+        out = run_cli(cli, "query", "-timeout=8s", "hello", "x", rpc=p1.rpc)
+        elapsed = time.monotonic() - start
+        assert out.returncode == 0, out.stdout
+        assert "Total Acks: 3" in out.stdout and "Total Responses: 3" in out.stdout
+        for name in ("p1", "p2", "s1"):
+            assert f"Response from '{name}': hi-from-{name}" in out.stdout
+        assert elapsed < 6.0, (cli, elapsed)
+    start = time.monotonic()
+    out = run_cli("pyserf", "query", "-timeout=3s", "-wait-full", "hello", rpc=p1.rpc)
+    assert time.monotonic() - start >= 3.0
+    assert "Total Responses: 3" in out.stdout
+    # Filters narrow who must answer: one node, answered by it alone.
+    start = time.monotonic()
+    out = run_cli("pyserf", "query", "-timeout=8s", "-node=s1", "-format=json", "hello",
+                  rpc=p1.rpc)
+    assert json.loads(out.stdout)["Responses"] == {"s1": "hi-from-s1\n"}
+    assert time.monotonic() - start < 6.0
