@@ -30,6 +30,7 @@ from pyserf.serf.core import (
     Serf,
     SerfConfig,
     SerfError,
+    ShutdownRequested,
     UserEventReceived,
 )
 
@@ -287,6 +288,11 @@ class Agent:
 
     def _dispatch(self, event: Any) -> None:
         """Deliver a (coalesced) event to handler scripts and RPC stream listeners."""
+        if isinstance(event, ShutdownRequested):
+            log.error("agent: shutting down: %s", event.reason)
+            self.exit_code = 1
+            self.spawn(self.shutdown())
+            return
         if isinstance(event, MemberEvent):
             log.info("agent: Received event: %s", event.type)
         elif isinstance(event, UserEventReceived):

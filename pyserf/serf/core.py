@@ -111,6 +111,13 @@ class QueryReceived:
 
 
 @dataclass(slots=True)
+class ShutdownRequested:
+    """The serf layer decided this agent must stop (it lost a name conflict)."""
+
+    reason: str
+
+
+@dataclass(slots=True)
 class QueryCollector:
     """Gathers acks and responses for a query we originated."""
 
@@ -190,10 +197,12 @@ class Serf:
         self.event_broadcasts = BroadcastQueue(mult, num)
         self.query_broadcasts = BroadcastQueue(mult, num)
         self.state = SerfState.ALIVE
-        self._events: list[MemberEvent | UserEventReceived | QueryReceived] = []
+        self._events: list[MemberEvent | UserEventReceived | QueryReceived
+                           | ShutdownRequested] = []
         self._queries: dict[int, QueryCollector] = {}  # by LTime
         self._join_ignore = 0
         self.on_keyring_changed: Callable[[], None] | None = None
+        self._resolving_conflict = False
         self._loops: list = []
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -663,6 +672,50 @@ class Serf:
         log.error("serf: Node name conflicts with another node at %s:%d. Names must be "
                   "unique! (Resolution enabled: %s)", other.addr, other.port,
                   str(not self.config.disable_name_resolution).lower())
+        if not self.config.disable_name_resolution and not self._resolving_conflict:
+            self._resolve_name_conflict(now)
+
+    def _resolve_name_conflict(self, now: float) -> None:
+        """Ask the cluster who it thinks owns our name; shut down if we are the minority."""
+        me = self.memberlist.local_node
+        tally = {"responses": 0, "matching": 0}
+
+        def on_response(node: str, payload: bytes, when: float) -> None:
+            if not payload or payload[0] != SerfMsg.CONFLICT_RESPONSE:
+                log.error("serf: Invalid conflict query response type: %r", payload[:1])
+                return
+            try:
+                body = codec.unpack_any(payload[1:])
+                if not isinstance(body, dict):
+                    return  # the responder does not know the name
+                addr = codec.ip_from_bytes(codec.get_bytes(body, b"Addr"))
+                port = codec.get_int(body, b"Port")
+            except DecodeError as exc:
+                log.error("serf: Failed to decode conflict query response: %s", exc)
+                return
+            tally["responses"] += 1
+            if addr == me.addr and port == me.port:
+                tally["matching"] += 1
+
+        def on_done(when: float) -> None:
+            self._resolving_conflict = False
+            matching, responses = tally["matching"], tally["responses"]
+            if matching >= responses // 2 + 1:
+                log.info("serf: majority in name conflict resolution [%d / %d]", matching,
+                         responses)
+                return
+            log.warning("serf: minority in name conflict resolution, quiting [%d / %d]",
+                        matching, responses)
+            self._events.append(ShutdownRequested("minority in name conflict resolution"))
+
+        self._resolving_conflict = True
+        try:
+            self.query(internal_queries.CONFLICT, self.config.node_name.encode(), now,
+                       on_ack=lambda node, when: None, on_response=on_response,
+                       on_done=on_done)
+        except SerfError as exc:
+            self._resolving_conflict = False
+            log.error("serf: Failed to start name resolution query: %s", exc)
 
     def ack_payload(self) -> bytes | None:
         return None

@@ -236,3 +236,21 @@ def test_graceful_leave_reaches_everyone_directly():
     failed_events = [e for n in net.nodes.values() for e in n.events
                      if getattr(e, "type", "") == "member-failed"]
     assert failed_events == []
+
+
+def test_name_conflict_newcomer_loses_the_vote():
+    from pyserf.serf.core import ShutdownRequested
+
+    net = SimNetwork(seed=26)
+    a = net.add_node("a", "10.0.0.1")
+    b = net.add_node("b", "10.0.0.2")
+    c = net.add_node("c", "10.0.0.3")
+    net.join(b, a)
+    net.join(c, a)
+    net.run_until(3.0)
+    impostor = net.add_node("b", "10.0.0.9")
+    net.join(impostor, a)
+    net.run_until(net.now + 8.0)
+    assert any(isinstance(e, ShutdownRequested) for e in impostor.events)
+    assert not any(isinstance(e, ShutdownRequested) for e in b.events)
+    assert {m.name: m.addr for m in c.serf.member_list()}["b"] == "10.0.0.2"
