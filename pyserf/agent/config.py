@@ -140,6 +140,8 @@ class AgentConfig:
     user_event_size_limit: int = 512
     enable_compression: bool = True
     disable_coordinates: bool = False
+    # pyserf extension: kill an event handler still running after this long (0 = never).
+    handler_timeout: float = 0.0
 
     def event_scripts(self) -> list[EventScript]:
         """All handler specs expanded to one script per filter (serf's EventScripts)."""
@@ -194,6 +196,7 @@ _KINDS: dict[str, str] = {
     "statsite_addr": "str",
     "statsd_addr": "str",
     "broadcast_timeout": "dur",
+    "handler_timeout": "dur",
 }
 CONFIG_KEYS: tuple[str, ...] = tuple(_KINDS)
 # serf parses the duration strings in this order after decoding, reporting the first failure.
@@ -203,6 +206,7 @@ _DURATION_ORDER = (
     "tombstone_timeout",
     "retry_interval",
     "broadcast_timeout",
+    "handler_timeout",
 )
 assert set(CONFIG_KEYS) == {f.name for f in dataclasses.fields(AgentConfig)}
 

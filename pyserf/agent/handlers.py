@@ -64,11 +64,16 @@ def event_type_name(event: Any) -> tuple[str, str]:
 
 @dataclass
 class _Script:
+    """One configured handler. Queries get their own queue so that they never wait behind
+    this script's member or user events (serf's issue #369: a slow user-event handler made
+    queries time out)."""
+
     spec: str
     filters: list[Any]
     command: str
     queue: asyncio.Queue
-    worker: asyncio.Task | None = None
+    query_queue: asyncio.Queue
+    workers: tuple[asyncio.Task, ...] = ()
 
     def wants(self, event_type: str, name: str) -> bool:
         return any(f.matches(event_type, name) for f in self.filters)
@@ -91,11 +96,13 @@ class HandlerManager:
             from pyserf.agent.config import parse_event_handler_spec
 
             filters, command = parse_event_handler_spec(spec)
-            script = _Script(spec, filters, command, asyncio.Queue())
-            script.worker = self.agent.spawn(self._run(script))
+            script = _Script(spec, filters, command, asyncio.Queue(), asyncio.Queue())
+            script.workers = (self.agent.spawn(self._run(script, script.queue)),
+                              self.agent.spawn(self._run(script, script.query_queue)))
             scripts.append(script)
         for gone in old.values():
             gone.queue.put_nowait(None)
+            gone.query_queue.put_nowait(None)
         self.scripts = scripts
 
     def describe(self) -> dict[str, str]:
@@ -109,17 +116,18 @@ class HandlerManager:
         kind, name = event_type_name(event)
         for script in self.scripts:
             if script.wants(kind, name):
-                script.queue.put_nowait(event)
+                queue = script.query_queue if kind == "query" else script.queue
+                queue.put_nowait(event)
 
     async def close(self) -> None:
         for script in self.scripts:
-            if script.worker is not None:
-                script.worker.cancel()
+            for worker in script.workers:
+                worker.cancel()
         self.scripts = []
 
-    async def _run(self, script: _Script) -> None:
+    async def _run(self, script: _Script, queue: asyncio.Queue) -> None:
         while True:
-            event = await script.queue.get()
+            event = await queue.get()
             if event is None:
                 return
             try:

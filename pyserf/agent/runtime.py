@@ -105,7 +105,7 @@ class Agent:
         self.udp: asyncio.DatagramTransport | None = None
         self.tcp_server: asyncio.Server | None = None
         self.rpc = None
-        self.handlers = HandlerManager(self)
+        self.handlers = HandlerManager(self, config.handler_timeout)
         self.pipeline = EventPipeline(self.scheduler, self._dispatch)
         self.event_listeners: list[Callable[[Any], None]] = []
         self._timer: asyncio.TimerHandle | None = None
@@ -679,6 +679,7 @@ async def _reload(agent: Agent, sources: Any) -> None:
         log.error("agent: %s", exc)
     agent.config.log_level = new.log_level
     agent.handlers.load(new.event_handlers)
+    agent.handlers.timeout = new.handler_timeout
     agent.config.event_handlers = list(new.event_handlers)
     if dict(new.tags) != dict(agent.serf.config.tags):
         try:

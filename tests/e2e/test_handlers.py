@@ -1,0 +1,89 @@
+"""Event handler scripts: serf's environment/stdin contract, ordering and isolation."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.harness import members, run_cli, wait_until
+
+pytestmark = pytest.mark.e2e
+
+RECORDER = """#!/bin/sh
+# Append one JSON-ish record per invocation: env of interest + stdin.
+out="$1"
+stdin=$(cat | base64 -w0)
+printf '%s|%s|%s|%s|%s|%s|%s|%s|%s\\n' "$SERF_EVENT" "$SERF_SELF_NAME" "$SERF_SELF_ROLE" \\
+  "$SERF_TAG_MUNIN_GROUP" "$SERF_USER_EVENT" "$SERF_USER_LTIME" "$SERF_QUERY_NAME" \\
+  "$stdin" "$(env | grep -c '^SERF_TAG_')" >> "$out"
+"""
+
+
+def records(path: Path) -> list[list[str]]:
+    try:
+        return [line.split("|") for line in path.read_text().splitlines()]
+    except OSError:
+        return []
+
+
+def test_environment_and_stdin_contract(cluster, tmp_path):
+    import base64
+
+    script = tmp_path / "record.sh"
+    script.write_text(RECORDER)
+    script.chmod(0o755)
+    out = tmp_path / "events.txt"
+    p1 = cluster.start("pyserf", "p1", "-tag", "munin-group=manage", "-tag", "role=test",
+                       "-tag", "evil;key=$(touch /tmp/pwned)", f"-event-handler={script} {out}")
+    p2 = cluster.start("pyserf", "p2", "-tag", "role=db", f"-join={p1.ip}")
+    wait_until(lambda: any(r[0] == "member-join" and "p2" in base64.b64decode(r[7]).decode()
+                           for r in records(out)), 15, what="member-join handled")
+    join = next(r for r in records(out)
+                if r[0] == "member-join" and "p2" in base64.b64decode(r[7]).decode())
+    assert join[1:4] == ["p1", "test", "manage"]
+    assert f"p2\t{p2.ip}\tdb\trole=db\n" in base64.b64decode(join[7]).decode()
+    assert join[8] == "3"  # one SERF_TAG_ variable per tag, the hostile key included
+
+    assert run_cli("pyserf", "event", "-coalesce=false", "deploy", '{"v":2}',
+                   rpc=p2.rpc).returncode == 0
+    wait_until(lambda: any(r[0] == "user" for r in records(out)), 10, what="user event")
+    user = next(r for r in records(out) if r[0] == "user")
+    assert user[4] == "deploy" and int(user[5]) >= 1
+    assert base64.b64decode(user[7]) == b'{"v":2}\n'
+    assert not Path("/tmp/pwned").exists()
+
+
+def test_slow_user_event_handler_does_not_delay_queries(cluster, tmp_path):
+    handler = tmp_path / "slow.sh"
+    handler.write_text('#!/bin/sh\ncat >/dev/null\n'
+                       'if [ "$SERF_EVENT" = user ]; then sleep 2; fi\n'
+                       'if [ "$SERF_EVENT" = query ]; then echo "pong-$SERF_SELF_NAME"; fi\n')
+    handler.chmod(0o755)
+    p1 = cluster.start("pyserf", "p1", f"-event-handler={handler}")
+    cluster.start("pyserf", "p2", f"-event-handler={handler}", f"-join={p1.ip}")
+    cluster.start("pyserf", "p3", f"-event-handler={handler}", f"-join={p1.ip}")
+    wait_until(lambda: len(members("pyserf", p1.rpc)) == 3, 10, what="three members")
+    for i in range(2):
+        run_cli("pyserf", "event", "-coalesce=false", f"slow{i}", rpc=p1.rpc)
+    time.sleep(0.3)
+    out = run_cli("pyserf", "query", "-format=json", "-wait-full", "ping", rpc=p1.rpc)
+    responses = json.loads(out.stdout)["Responses"]
+    assert responses == {f"p{i}": f"pong-p{i}\n" for i in (1, 2, 3)}
+
+
+def test_hung_handler_is_killed_after_the_timeout(cluster, tmp_path):
+    config = tmp_path / "timeout.json"
+    config.write_text(json.dumps({"handler_timeout": "1s"}))
+    marker = tmp_path / "after"
+    p1 = cluster.start("pyserf", "p1", f"-config-file={config}",
+                       f"-event-handler=user:hang=sleep 30; touch {marker}")
+    assert run_cli("pyserf", "event", "hang", rpc=p1.rpc).returncode == 0
+    wait_until(lambda: "timed out after 1.0s, killing it" in p1.log(), 10,
+               what="the handler to be killed")
+    time.sleep(0.5)
+    assert not marker.exists()
+    # The agent carries on: the next event runs the handler again.
+    assert run_cli("pyserf", "members", rpc=p1.rpc).returncode == 0
