@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import time
 from pathlib import Path
 
@@ -87,3 +88,32 @@ def test_hung_handler_is_killed_after_the_timeout(cluster, tmp_path):
     assert not marker.exists()
     # The agent carries on: the next event runs the handler again.
     assert run_cli("pyserf", "members", rpc=p1.rpc).returncode == 0
+
+
+def test_replay_only_when_asked_and_sighup_reloads_handlers(cluster, tmp_path):
+    seen_plain, seen_replay = tmp_path / "plain.txt", tmp_path / "replay.txt"
+    p1 = cluster.start("pyserf", "p1")
+    assert run_cli("pyserf", "event", "-coalesce=false", "old-news", "x",
+                   rpc=p1.rpc).returncode == 0
+    plain = cluster.start("pyserf", "plain", f"-event-handler=user=echo $SERF_USER_EVENT >> "
+                          f"{seen_plain}", f"-join={p1.ip}")
+    cluster.start("pyserf", "replayer", f"-event-handler=user=echo $SERF_USER_EVENT >> "
+                  f"{seen_replay}", f"-join={p1.ip}", "-replay")
+    wait_until(lambda: seen_replay.exists() and "old-news" in seen_replay.read_text(), 10,
+               what="the replaying node to see the old event")
+    time.sleep(1.5)
+    assert not seen_plain.exists()
+
+    # SIGHUP re-reads the config files: a new handler is used and shown by info.
+    config = tmp_path / "handlers.json"
+    marker = tmp_path / "reloaded.txt"
+    config.write_text(json.dumps({"event_handlers": []}))
+    cluster.stop(plain)
+    hup = cluster.start("pyserf", "hup", f"-config-file={config}", f"-join={p1.ip}")
+    config.write_text(json.dumps({"event_handlers": [f"user:fresh=touch {marker}"]}))
+    hup.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: "Reloading configuration..." in hup.log(), 10, what="reload")
+    info = json.loads(run_cli("pyserf", "info", "-format=json", rpc=hup.rpc).stdout)
+    assert info["event_handlers"] == {"user:fresh": f"touch {marker}"}
+    assert run_cli("pyserf", "event", "-coalesce=false", "fresh", rpc=p1.rpc).returncode == 0
+    wait_until(marker.exists, 10, what="the reloaded handler to run")
