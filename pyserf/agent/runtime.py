@@ -207,6 +207,7 @@ class Agent:
         log.info("agent: Serf agent starting")
         self._resolve_addresses()
         self._load_keyring()
+        self._load_tags_file()
         self.serf = self._build_serf()
         self.serf.on_keyring_changed = self.save_keyring
         host, port = self.bind_addr
@@ -433,7 +434,42 @@ class Agent:
             lambda done: self.serf.force_leave(node, prune, self.loop.time(), done))
 
     async def set_tags(self, tags: dict[str, str]) -> str | None:
-        return await self._wait(lambda done: self.serf.set_tags(tags, self.loop.time(), done))
+        error = await self._wait(lambda done: self.serf.set_tags(tags, self.loop.time(), done))
+        self._save_tags()
+        return error
+
+    def _load_tags_file(self) -> None:
+        path = self.config.tags_file
+        if not path or not os.path.exists(path):
+            return
+        import json
+
+        try:
+            with open(path) as fh:
+                tags = json.load(fh)
+        except (OSError, ValueError) as exc:
+            raise AgentError(f"Failed to load tags file {path!r}: {exc}") from exc
+        if not isinstance(tags, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in tags.items()):
+            raise AgentError(f"Tags file {path!r} must hold a JSON object of strings")
+        self.config.tags = tags
+        log.info("agent: Restored %d tag(s) from %s", len(tags), path)
+
+    def _save_tags(self) -> None:
+        """Persist the current tags (0600) when a tags file is configured."""
+        path = self.config.tags_file
+        if not path:
+            return
+        import json
+
+        tmp = f"{path}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                json.dump(self.serf.config.tags, fh, indent=2)
+            os.replace(tmp, path)
+        except OSError as exc:
+            log.error("agent: Failed to write tags file %s: %s", path, exc)
 
     async def key_operation(self, name: str, key: bytes) -> internal_queries.KeyOperation:
         """Run a cluster-wide key query and gather every node's answer (``serf keys``)."""

@@ -117,3 +117,18 @@ def test_bad_config_exits_1_naming_the_key(cluster, tmp_path):
     unknown.write_text(json.dumps({"nodename": "x"}))
     out = run_cli("pyserf", "agent", f"-config-file={unknown}", "-config-check")
     assert out.returncode == 1 and "invalid keys: nodename" in out.stdout
+
+
+def test_tags_file_is_restored_and_rewritten(cluster, tmp_path):
+    tags_file = tmp_path / "tags.json"
+    tags_file.write_text(json.dumps({"role": "web"}))
+    p1 = cluster.start("pyserf", "p1", f"-tags-file={tags_file}")
+    assert "Restored 1 tag(s) from" in p1.log()
+    assert members("pyserf", p1.rpc)["p1"][2] == {"role": "web"}
+    assert run_cli("pyserf", "tags", "-set", "v=2", rpc=p1.rpc).returncode == 0
+    assert json.loads(tags_file.read_text()) == {"role": "web", "v": "2"}
+    assert oct(tags_file.stat().st_mode & 0o777) == "0o600"
+    # Tags in the config next to a tags file are refused, naming the key.
+    clash = cluster.start("pyserf", "p2", f"-tags-file={tags_file}", "-tag", "a=b", wait=False)
+    assert clash.proc.wait(15) == 1
+    assert "Tags config not allowed while using tag files" in clash.log()
