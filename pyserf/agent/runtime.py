@@ -22,7 +22,7 @@ from pyserf.memberlist import codec, security
 from pyserf.memberlist.profiles import PROFILES
 from pyserf.memberlist.state import JoinOutcome, MemberlistConfig, OpenStream, SendPacket
 from pyserf.memberlist.timers import Scheduler
-from pyserf.serf import internal_queries
+from pyserf.serf import internal_queries, snapshot
 from pyserf.serf.coalesce import EventPipeline
 from pyserf.serf.core import (
     MemberEvent,
@@ -83,6 +83,59 @@ class _DialError(Exception):
     pass
 
 
+class SnapshotFile:
+    """Appends snapshot lines straight to the file (no user-space buffering, so a kill -9
+    loses nothing already recorded) and compacts it when it grows too large."""
+
+    def __init__(self, path: str, rejoin_after_leave: bool) -> None:
+        self.path = path
+        try:
+            with open(path, encoding="utf-8", errors="replace") as fh:
+                lines = fh.readlines()
+        except FileNotFoundError:
+            lines = []
+        except OSError as exc:
+            raise AgentError(f"Failed to open snapshot: {exc}") from exc
+        self.state = snapshot.replay(lines, rejoin_after_leave)
+        self.recorder = snapshot.Snapshotter(self.state)
+        try:
+            self.fh = open(path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
+        except OSError as exc:
+            raise AgentError(f"Failed to open snapshot: {exc}") from exc
+        self.size = self.fh.tell()
+
+    def write(self, lines: list[str]) -> None:
+        if not lines:
+            return
+        try:
+            for line in lines:
+                self.fh.write(line)
+                self.size += len(line)
+            if self.size > self.recorder.compact_threshold():
+                self._compact()
+        except OSError as exc:
+            log.error("serf: Failed to write to snapshot: %s", exc)
+
+    def _compact(self) -> None:
+        tmp = self.path + ".compact"
+        lines = self.recorder.compacted()
+        with open(tmp, "w", encoding="utf-8") as out:
+            out.writelines(lines)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, self.path)
+        self.fh.close()
+        self.fh = open(self.path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
+        self.size = self.fh.tell()
+        log.info("serf: Snapshot compacted to %d bytes", self.size)
+
+    def close(self) -> None:
+        try:
+            self.fh.close()
+        except OSError:
+            pass
+
+
 class _UDP(asyncio.DatagramProtocol):
     def __init__(self, agent: Agent) -> None:
         self.agent = agent
@@ -118,6 +171,7 @@ class Agent:
         self.leaving = False
         # Process exit status once shutdown_event is set (RPC leave, retry-join giving up).
         self.exit_code = 0
+        self.snapshot: SnapshotFile | None = None
 
     # -- set-up --------------------------------------------------------------------------
 
@@ -241,7 +295,13 @@ class Agent:
                 f"{_os_reason(exc)}") from exc
         self.udp, _ = await self.loop.create_datagram_endpoint(lambda: _UDP(self), sock=sock)
         self.handlers.load(self.config.event_handlers)
+        if self.config.snapshot_path:
+            self.snapshot = SnapshotFile(self.config.snapshot_path,
+                                         self.config.rejoin_after_leave)
         self.serf.start(self.loop.time())
+        if self.snapshot is not None:
+            state = self.snapshot.state
+            self.serf.restore_clocks(state.clock, state.event_clock, state.query_clock)
         self.pump()
 
     # -- the pump: drain machine output, arm the timer ----------------------------------------
@@ -264,7 +324,11 @@ class Agent:
         if events:
             now = self.loop.time()
             for event in events:
+                if self.snapshot is not None:
+                    self.snapshot.write(self.snapshot.recorder.on_event(event))
                 self.pipeline.feed(event, now)
+        if self.snapshot is not None:
+            self.snapshot.write(self.snapshot.recorder.on_clock(serf.clock.time))
         wake = self.scheduler.next_wake()
         if wake != self._timer_at:
             if self._timer is not None:
@@ -423,9 +487,27 @@ class Agent:
         self.pump()
         return await future
 
+    async def rejoin_previous(self) -> None:
+        """After a restart, try the members the snapshot remembers, one at a time."""
+        if self.snapshot is None:
+            return
+        previous = [(n, a) for n, a in self.snapshot.state.alive.items()
+                    if n != self.config.node_name]
+        random.shuffle(previous)
+        for name, addr in previous:
+            log.info("agent: Attempting re-join to previously known node: %s: %s", name, addr)
+            num, _ = await self.join([f"{name}/{addr}"], replay=False)
+            if num:
+                log.info("agent: Re-joined to previously known node: %s: %s", name, addr)
+                return
+        if previous:
+            log.warning("agent: Failed to re-join any previously known node")
+
     async def leave(self) -> str | None:
         log.info("agent: requesting graceful leave from Serf")
         self.leaving = True
+        if self.snapshot is not None:
+            self.snapshot.write(["leave\n"])
         return await self._wait(lambda done: self.serf.leave(self.loop.time(), done))
 
     async def force_leave(self, node: str, prune: bool) -> str | None:
@@ -526,6 +608,8 @@ class Agent:
         if self.rpc is not None:
             await self.rpc.close()
         await self.handlers.close()
+        if self.snapshot is not None:
+            self.snapshot.close()
         for task in list(self._tasks):
             task.cancel()
         log.info("agent: shutdown complete")
@@ -628,6 +712,7 @@ async def _serve(config: AgentConfig, sources: Any) -> int:
     handler.open_gate()
     if config.retry_join:
         agent.spawn(_retry_join(agent, config))
+    agent.spawn(agent.rejoin_previous())
     return await _wait_for_exit(agent, config, sources)
 
 

@@ -217,6 +217,14 @@ class Serf:
         self._every(c.reconnect_interval, self._reconnect, now)
         self._every(c.queue_check_interval, self._check_queues, now)
 
+    def restore_clocks(self, clock: int, event_clock: int, query_clock: int) -> None:
+        """Continue from a snapshot: never re-deliver events or queries seen before."""
+        self.clock.witness(clock)
+        self.event_clock.witness(event_clock)
+        self.query_clock.witness(query_clock)
+        self.event_min_time = max(self.event_min_time, event_clock + 1)
+        self.query_min_time = max(self.query_min_time, query_clock + 1)
+
     def _every(self, interval: float, fn: Callable[[float], None], now: float) -> None:
         def tick(when: float) -> None:
             if self.state == SerfState.SHUTDOWN:
