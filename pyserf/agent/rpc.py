@@ -246,8 +246,12 @@ class _Client:
         self.send(seq, body=self.agent.stats(), has_body=True)
 
     async def cmd_get_coordinate(self, seq: int, body: dict) -> None:
-        coord = {"Adjustment": 0.0, "Error": 0.0, "Height": 0.0, "Vec": None}
-        self.send(seq, body={"Coord": coord, "Ok": False}, has_body=True)
+        coord = self.agent.serf.coordinate_cache.get(str(body.get("Node") or ""))
+        if coord is None:
+            empty = {"Adjustment": 0.0, "Error": 0.0, "Height": 0.0, "Vec": None}
+            self.send(seq, body={"Coord": empty, "Ok": False}, has_body=True)
+            return
+        self.send(seq, body={"Coord": coord.to_wire(), "Ok": True}, has_body=True)
 
     async def cmd_monitor(self, seq: int, body: dict) -> None:
         try:

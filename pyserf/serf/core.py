@@ -14,13 +14,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
 
+import msgpack
+
 from pyserf import SERF_PROTOCOL_MAX, SERF_PROTOCOL_MIN
 from pyserf.memberlist import codec
 from pyserf.memberlist.broadcast import BroadcastQueue
 from pyserf.memberlist.codec import DecodeError
 from pyserf.memberlist.state import Address, JoinOutcome, Memberlist, MemberlistConfig, Node
 from pyserf.memberlist.timers import Scheduler
-from pyserf.serf import internal_queries
+from pyserf.serf import coordinate, internal_queries
 from pyserf.serf import messages as m
 from pyserf.serf.clock import LamportClock
 from pyserf.serf.messages import SerfMsg
@@ -202,6 +204,9 @@ class Serf:
         self._queries: dict[int, QueryCollector] = {}  # by LTime
         self._join_ignore = 0
         self.on_keyring_changed: Callable[[], None] | None = None
+        self.coordinates = coordinate.VivaldiClient(self.rng)
+        self.coordinate_cache: dict[str, coordinate.Coordinate] = {
+            config.node_name: self.coordinates.coord.copy()}
         self._resolving_conflict = False
         self._loops: list = []
 
@@ -277,7 +282,7 @@ class Serf:
             "event_queue": str(len(self.event_broadcasts)),
             "query_queue": str(len(self.query_broadcasts)),
             "encrypted": str(self.encryption_enabled()).lower(),
-            "coordinate_resets": "0",
+            "coordinate_resets": str(self.coordinates.resets),
         }
 
     def default_query_timeout(self) -> float:
@@ -726,10 +731,20 @@ class Serf:
             log.error("serf: Failed to start name resolution query: %s", exc)
 
     def ack_payload(self) -> bytes | None:
-        return None
+        return coordinate.encode_ack_payload(self.coordinates.coord)
 
     def notify_ping_complete(self, node: Node, rtt: float, payload: bytes | None) -> None:
-        return None
+        """A direct ping finished: move our coordinate and remember the peer's."""
+        if not payload:
+            return
+        try:
+            theirs = coordinate.decode_ack_payload(payload)
+            self.coordinates.update(node.name, theirs, rtt)
+        except (ValueError, TypeError, msgpack.UnpackException) as exc:
+            log.error("serf: Rejected coordinate from %s: %s", node.name, exc)
+            return
+        self.coordinate_cache[node.name] = theirs
+        self.coordinate_cache[self.config.node_name] = self.coordinates.coord.copy()
 
     @staticmethod
     def _copy_versions(member: Member, node: Node) -> None:
@@ -789,6 +804,8 @@ class Serf:
 
     def _erase(self, ms: _MemberState) -> None:
         self.members.pop(ms.member.name, None)
+        self.coordinates.forget(ms.member.name)
+        self.coordinate_cache.pop(ms.member.name, None)
         self._events.append(MemberEvent("member-reap", [ms.member.copy()]))
 
     def _handle_join_intent(self, msg: m.Join, now: float) -> bool:

@@ -180,3 +180,27 @@ def test_query_returns_once_everyone_answered(cluster, need_serf):
                   rpc=p1.rpc)
     assert json.loads(out.stdout)["Responses"] == {"s1": "hi-from-s1\n"}
     assert time.monotonic() - start < 6.0
+
+
+def test_rtt_between_pyserf_and_serf(cluster, need_serf):
+    import re
+
+    s1 = cluster.start("serf", "s1")
+    p1 = cluster.start("pyserf", "p1", f"-join={s1.ip}")
+    pattern = re.compile(r"^Estimated (\S+) <-> (\S+) rtt: (\d+\.\d{3}) ms$")
+
+    def estimate(cli: str, rpc: str, *nodes: str) -> float | None:
+        out = run_cli(cli, "rtt", *nodes, rpc=rpc)
+        match = pattern.match(out.stdout.strip())
+        return float(match.group(3)) if out.returncode == 0 and match else None
+
+    # Coordinates need a few probe rounds; both directions and both CLIs must agree it is a
+    # loopback-sized number (well under 50 ms).
+    wait_until(lambda: estimate("serf", s1.rpc, "p1") is not None
+               and estimate("serf", p1.rpc, "s1") is not None, 20, what="coordinates")
+    for cli, rpc, node in (("serf", s1.rpc, "p1"), ("serf", p1.rpc, "s1"),
+                           ("pyserf", p1.rpc, "s1"), ("pyserf", s1.rpc, "p1")):
+        value = estimate(cli, rpc, node)
+        assert value is not None and 0.0 < value < 50.0, (cli, node, value)
+    out = run_cli("serf", "rtt", "nosuch", rpc=p1.rpc)
+    assert out.returncode == 1 and 'Could not find a coordinate for node "nosuch"' in out.stdout

@@ -1,0 +1,161 @@
+"""Vivaldi network coordinates, as serf carries them in ping acks (``serf rtt``).
+
+Each node keeps a coordinate (an 8-dimensional position plus a height and an adjustment); a
+measured round trip to a peer pulls or pushes it like a spring, so the distance between two
+coordinates estimates their RTT without measuring it.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import deque
+from dataclasses import dataclass, field
+
+import msgpack
+
+DIMENSIONALITY = 8
+ERROR_MAX = 1.5
+CE = 0.25
+CC = 0.25
+ADJUSTMENT_WINDOW = 20
+HEIGHT_MIN = 10.0e-6
+LATENCY_FILTER = 3
+GRAVITY_RHO = 150.0
+ZERO_THRESHOLD = 1.0e-6
+PAYLOAD_VERSION = 1
+MAX_RTT = 10.0
+
+
+@dataclass
+class Coordinate:
+    vec: list[float] = field(default_factory=lambda: [0.0] * DIMENSIONALITY)
+    error: float = ERROR_MAX
+    adjustment: float = 0.0
+    height: float = HEIGHT_MIN
+
+    def copy(self) -> Coordinate:
+        return Coordinate(list(self.vec), self.error, self.adjustment, self.height)
+
+    def valid(self) -> bool:
+        values = [*self.vec, self.error, self.adjustment, self.height]
+        return len(self.vec) == DIMENSIONALITY and all(math.isfinite(v) for v in values)
+
+    def raw_distance(self, other: Coordinate) -> float:
+        return _magnitude(_diff(self.vec, other.vec)) + self.height + other.height
+
+    def distance(self, other: Coordinate) -> float:
+        """Estimated RTT in seconds."""
+        dist = self.raw_distance(other)
+        adjusted = dist + self.adjustment + other.adjustment
+        return adjusted if adjusted > 0.0 else dist
+
+    def to_wire(self) -> dict:
+        return {"Adjustment": self.adjustment, "Error": self.error, "Height": self.height,
+                "Vec": list(self.vec)}
+
+    @classmethod
+    def from_wire(cls, body: dict) -> Coordinate:
+        def num(key: bytes | str) -> float:
+            value = body.get(key.encode() if isinstance(key, str) else key)
+            if value is None:
+                value = body.get(key.decode() if isinstance(key, bytes) else key, 0.0)
+            if not isinstance(value, (int, float)):
+                raise ValueError(f"coordinate field {key!r} is not a number")
+            return float(value)
+
+        vec = body.get(b"Vec", body.get("Vec"))
+        if not isinstance(vec, list) or not all(isinstance(v, (int, float)) for v in vec):
+            raise ValueError("coordinate Vec is not a list of numbers")
+        return cls([float(v) for v in vec], num("Error"), num("Adjustment"), num("Height"))
+
+
+def encode_ack_payload(coord: Coordinate) -> bytes:
+    return bytes((PAYLOAD_VERSION,)) + msgpack.packb(coord.to_wire(), use_bin_type=False)
+
+
+def decode_ack_payload(payload: bytes) -> Coordinate:
+    if payload[0] != PAYLOAD_VERSION:
+        raise ValueError(f"Unsupported ping payload version {payload[0]}")
+    body = msgpack.unpackb(payload[1:], raw=True, strict_map_key=False)
+    if not isinstance(body, dict):
+        raise ValueError("coordinate payload is not a map")
+    return Coordinate.from_wire(body)
+
+
+def _diff(a: list[float], b: list[float]) -> list[float]:
+    return [x - y for x, y in zip(a, b, strict=True)]
+
+
+def _magnitude(v: list[float]) -> float:
+    return math.sqrt(sum(x * x for x in v))
+
+
+class VivaldiClient:
+    def __init__(self, rng: random.Random | None = None) -> None:
+        self.coord = Coordinate()
+        self.origin = Coordinate()
+        self.rng = rng or random.Random()
+        self.adjustment_samples = [0.0] * ADJUSTMENT_WINDOW
+        self.adjustment_index = 0
+        self.latency: dict[str, deque[float]] = {}
+        self.resets = 0
+
+    def forget(self, node: str) -> None:
+        self.latency.pop(node, None)
+
+    def update(self, node: str, other: Coordinate, rtt: float) -> Coordinate:
+        """Fold in one RTT measurement to ``node`` (seconds); returns our new coordinate."""
+        if not other.valid():
+            raise ValueError("invalid coordinate from peer")
+        if not 0 <= rtt <= MAX_RTT:
+            raise ValueError(f"round trip time not in valid range, duration {rtt}s is not "
+                             f"a positive value less than {MAX_RTT:g}s")
+        samples = self.latency.setdefault(node, deque(maxlen=LATENCY_FILTER))
+        samples.append(rtt)
+        rtt = sorted(samples)[len(samples) // 2]
+        self._vivaldi(other, rtt)
+        self._adjustment(other, rtt)
+        self._gravity()
+        if not self.coord.valid():
+            self.resets += 1
+            self.coord = Coordinate()
+        return self.coord.copy()
+
+    def _apply_force(self, force: float, other: Coordinate) -> None:
+        unit, mag = self._unit_vector_at(self.coord.vec, other.vec)
+        self.coord.vec = [v + u * force for v, u in zip(self.coord.vec, unit, strict=True)]
+        if mag > ZERO_THRESHOLD:
+            height = (self.coord.height + other.height) * force / mag + self.coord.height
+            self.coord.height = max(height, HEIGHT_MIN)
+
+    def _unit_vector_at(self, a: list[float], b: list[float]) -> tuple[list[float], float]:
+        d = _diff(a, b)
+        mag = _magnitude(d)
+        if mag > ZERO_THRESHOLD:
+            return [x / mag for x in d], mag
+        # Two nodes at the same spot: push in a random direction to separate them.
+        d = [self.rng.random() - 0.5 for _ in a]
+        mag = _magnitude(d)
+        if mag > ZERO_THRESHOLD:
+            return [x / mag for x in d], 0.0
+        return [0.0] * len(a), 0.0
+
+    def _vivaldi(self, other: Coordinate, rtt: float) -> None:
+        dist = self.coord.distance(other)
+        rtt = max(rtt, ZERO_THRESHOLD)
+        wrongness = abs(dist - rtt) / rtt
+        total_error = max(self.coord.error + other.error, ZERO_THRESHOLD)
+        weight = self.coord.error / total_error
+        self.coord.error = min(ERROR_MAX,
+                               CE * weight * wrongness + self.coord.error * (1.0 - CE * weight))
+        self._apply_force(CC * weight * (rtt - dist), other)
+
+    def _adjustment(self, other: Coordinate, rtt: float) -> None:
+        self.adjustment_samples[self.adjustment_index] = rtt - self.coord.raw_distance(other)
+        self.adjustment_index = (self.adjustment_index + 1) % ADJUSTMENT_WINDOW
+        self.coord.adjustment = sum(self.adjustment_samples) / (2.0 * ADJUSTMENT_WINDOW)
+
+    def _gravity(self) -> None:
+        dist = self.origin.distance(self.coord)
+        self._apply_force(-1.0 * (dist / GRAVITY_RHO) ** 2, self.origin)
