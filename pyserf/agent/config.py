@@ -1005,7 +1005,8 @@ def validate(cfg: AgentConfig) -> list[ConfigError]:
     if cfg.interface and not _interface_exists(cfg.interface):
         problems.append(
             ConfigError(
-                "Invalid network interface: route ip+net: no such network interface",
+                f"Invalid network interface: route ip+net: no such network interface "
+                f"{cfg.interface!r}",
                 key="interface",
             )
         )

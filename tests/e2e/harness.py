@@ -128,6 +128,21 @@ class Cluster:
             assert agent.alive(), f"{name} exited:\n{agent.log()}"
         return agent
 
+    def start_in_netns(self, netns: str, name: str, *args: str, wait: bool = True) -> Agent:
+        """Start a pyserf agent inside a network namespace (flags decide bind and RPC)."""
+        log_path = self.tmp / f"{name}.log"
+        argv = ["ip", "netns", "exec", netns, *PYSERF, "agent", f"-node={name}", *args]
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, env=CHILD_ENV, cwd=self.tmp)
+        agent = Agent("pyserf", name, "", proc, log_path, list(args))
+        self.agents.append(agent)
+        if wait:
+            wait_until(lambda: "agent running" in agent.log() or not agent.alive(), 15,
+                       what=f"{name} to start")
+            assert agent.alive(), f"{name} exited:\n{agent.log()}"
+        return agent
+
     def send(self, agent: Agent, sig: int) -> None:
         if agent.alive():
             agent.proc.send_signal(sig)

@@ -451,7 +451,8 @@ def test_validate_accepts_defaults() -> None:
         ({"tags_file": "/t", "tags": {"a": "b"}},
          "Tags config not allowed while using tag files", "tags_file"),
         ({"interface": "nosuchiface0"},
-         "Invalid network interface: route ip+net: no such network interface", "interface"),
+         "Invalid network interface: route ip+net: no such network interface 'nosuchiface0'",
+         "interface"),
     ],
 )
 def test_validate_messages(changes: dict, message: str, key: str) -> None:
