@@ -40,6 +40,7 @@ class AgentLogHandler(logging.Handler):
         self.stream = stream or sys.stdout
         self.ring: deque[tuple[int, str]] = deque(maxlen=ring_size)
         self.subscribers: list[tuple[int, Callable[[str], None]]] = []
+        self.syslog: logging.Handler | None = None
         # Like serf's log gate: hold console lines until the start-up banner is printed.
         self._gated: list[str] | None = []
 
@@ -79,7 +80,7 @@ class AgentLogHandler(logging.Handler):
         self.refresh_level()
 
     def unsubscribe(self, callback: Callable[[str], None]) -> None:
-        self.subscribers = [(lv, cb) for lv, cb in self.subscribers if cb is not callback]
+        self.subscribers = [(lv, cb) for lv, cb in self.subscribers if cb != callback]
         self.refresh_level()
 
     def set_console_level(self, level: int) -> None:
@@ -89,6 +90,8 @@ class AgentLogHandler(logging.Handler):
     def refresh_level(self) -> None:
         """Let the logger drop records nobody wants before they are even formatted."""
         wanted = min([self.console_level, *(lv for lv, _ in self.subscribers)])
+        if self.syslog is not None:
+            self.syslog.setLevel(self.console_level)
         logging.getLogger("pyserf").setLevel(wanted)
 
 
@@ -98,4 +101,22 @@ def install(level: int, stream=None) -> AgentLogHandler:
     root.handlers[:] = [handler]
     root.propagate = False
     handler.refresh_level()
+    return handler
+
+
+def syslog_handler(facility: str, level: int, address: str = "/dev/log") -> logging.Handler:
+    """Forward agent log lines to the local syslog (tag ``pyserf``), at their own severity."""
+    from logging.handlers import SysLogHandler
+
+    code = SysLogHandler.facility_names.get(facility.lower())
+    if code is None:
+        raise ValueError(f"Syslog setup failed: invalid syslog facility {facility!r} "
+                         f"(syslog_facility: use e.g. LOCAL0-LOCAL7, DAEMON, USER)")
+    try:
+        handler = SysLogHandler(address=address, facility=code)
+    except OSError as exc:
+        raise ValueError(f"Syslog setup failed: {exc} (enable_syslog needs {address})") from exc
+    handler.ident = "pyserf: "
+    handler.setLevel(level)
+    handler.setFormatter(logging.Formatter("[%(levelname)s] %(message)s"))
     return handler

@@ -681,6 +681,13 @@ async def _serve(config: AgentConfig, sources: Any) -> int:
 
     level = logs.parse_level(config.log_level)
     handler = logs.install(level)
+    if config.enable_syslog:
+        try:
+            handler.syslog = logs.syslog_handler(config.syslog_facility, level)
+        except ValueError as exc:
+            _print(f"==> {exc}")
+            return 1
+        logging.getLogger("pyserf").addHandler(handler.syslog)
     _print("==> Starting Serf agent...")
     agent = Agent(config, handler)
     try:

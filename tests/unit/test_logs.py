@@ -1,0 +1,53 @@
+"""Serf-format log lines, monitor fan-out and syslog forwarding."""
+
+from __future__ import annotations
+
+import logging
+import socket
+
+import pytest
+
+from pyserf.agent import logs
+
+
+def test_lines_levels_gate_and_monitor_replay(capsys):
+    handler = logs.install(logging.INFO)
+    log = logging.getLogger("pyserf.test")
+    log.info("serf: EventMemberJoin: a 10.0.0.1")
+    log.debug("hidden at INFO")
+    assert capsys.readouterr().out == ""  # held until the banner
+    handler.open_gate()
+    line = capsys.readouterr().out
+    assert line.startswith("    ")
+    assert line.rstrip().endswith("[INFO] serf: EventMemberJoin: a 10.0.0.1")
+    got: list[str] = []
+    handler.subscribe(logs.TRACE, got.append)
+    log.debug("now wanted by the monitor")
+    assert got[0].endswith("[INFO] serf: EventMemberJoin: a 10.0.0.1")
+    assert got[-1].endswith("[DEBUG] now wanted by the monitor")
+    assert "now wanted" not in capsys.readouterr().out  # console stays at INFO
+    handler.unsubscribe(got.append)
+    assert logging.getLogger("pyserf").level == logging.INFO
+    with pytest.raises(ValueError, match="Unknown log level: LOUD"):
+        logs.parse_level("LOUD")
+
+
+def test_syslog_gets_lines_with_facility_and_severity(tmp_path):
+    path = str(tmp_path / "log.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    server.bind(path)
+    server.settimeout(2)
+    try:
+        handler = logs.syslog_handler("LOCAL3", logging.INFO, address=path)
+        record = logging.LogRecord("pyserf", logging.WARNING, __file__, 1,
+                                   "serf: something odd", None, None)
+        handler.emit(record)
+        data = server.recv(4096).decode()
+        priority = int(data[1:data.index(">")])
+        assert priority == 19 * 8 + 4  # local3, warning
+        assert "pyserf: [WARNING] serf: something odd" in data
+        handler.close()
+    finally:
+        server.close()
+    with pytest.raises(ValueError, match="syslog_facility"):
+        logs.syslog_handler("LOCAL99", logging.INFO, address=path)
