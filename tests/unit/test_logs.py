@@ -10,7 +10,16 @@ import pytest
 from pyserf.agent import logs
 
 
-def test_lines_levels_gate_and_monitor_replay(capsys):
+@pytest.fixture
+def restore_pyserf_logger():
+    """logs.install takes over the "pyserf" logger; give it back to pytest afterwards."""
+    root = logging.getLogger("pyserf")
+    saved = (root.handlers[:], root.level, root.propagate)
+    yield
+    root.handlers[:], root.level, root.propagate = saved
+
+
+def test_lines_levels_gate_and_monitor_replay(capsys, restore_pyserf_logger):
     handler = logs.install(logging.INFO)
     log = logging.getLogger("pyserf.test")
     log.info("serf: EventMemberJoin: a 10.0.0.1")
