@@ -1358,6 +1358,11 @@ def cmd_agent(args: list[str]) -> int:
         _agent_out(str(problems[0]))
         return 1
 
+    # A reload requested while we are still starting must not kill us (systemd would not
+    # restart an agent that died of SIGHUP); the event loop takes the signal over shortly.
+    import signal
+
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     # The agent never speaks TLS. Keeping the ssl module out of the process (asyncio treats it
     # as optional) saves about 4.5 MiB of OpenSSL per agent.
     if "asyncio" not in sys.modules:
