@@ -596,6 +596,9 @@ class Agent:
         self.pump()
 
     async def shutdown(self) -> None:
+        discovery = getattr(self, "discovery", None)  # set by _serve when discover is set
+        if discovery is not None:
+            await discovery.stop()
         if self.serf is not None and self.serf.state.name != "SHUTDOWN":
             log.info("agent: requesting serf shutdown")
             self.serf.shutdown()
@@ -679,6 +682,12 @@ def _hostport(addr: tuple[str, int]) -> str:
 async def _serve(config: AgentConfig, sources: Any) -> int:
     from pyserf.agent.rpc import RPCServer
 
+    # Take signals from the very start: a reload (SIGHUP) that arrives while we are still
+    # starting must not kill the agent, and a Ctrl-C then still means a graceful leave.
+    signals: asyncio.Queue[int] = asyncio.Queue()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        loop.add_signal_handler(sig, signals.put_nowait, sig)
     level = logs.parse_level(config.log_level)
     handler = logs.install(level)
     if config.enable_syslog:
@@ -706,6 +715,18 @@ async def _serve(config: AgentConfig, sources: Any) -> int:
         _print(f"==> Error starting RPC listener: {exc}")
         await agent.shutdown()
         return 1
+    if config.discover:
+        from pyserf.agent.discovery import Discovery, DiscoveryError
+
+        agent.discovery = Discovery(agent, config.discover, config.interface,
+                                    config.replay_on_join)
+        try:
+            await agent.discovery.start()
+        except DiscoveryError as exc:
+            handler.open_gate()
+            _print(f"==> Error starting mDNS listener: {exc}")
+            await agent.shutdown()
+            return 1
     if config.start_join:
         _print(f"==> Joining cluster...(replay: {str(config.replay_on_join).lower()})")
         num, error = await agent.join(list(config.start_join), config.replay_on_join)
@@ -720,7 +741,7 @@ async def _serve(config: AgentConfig, sources: Any) -> int:
     if config.retry_join:
         agent.spawn(_retry_join(agent, config))
     agent.spawn(agent.rejoin_previous())
-    return await _wait_for_exit(agent, config, sources)
+    return await _wait_for_exit(agent, config, sources, signals)
 
 
 async def _retry_join(agent: Agent, config: AgentConfig) -> None:
@@ -748,11 +769,8 @@ def _go_duration(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
-async def _wait_for_exit(agent: Agent, config: AgentConfig, sources: Any) -> int:
-    loop = asyncio.get_running_loop()
-    signals: asyncio.Queue[int] = asyncio.Queue()
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        loop.add_signal_handler(sig, signals.put_nowait, sig)
+async def _wait_for_exit(agent: Agent, config: AgentConfig, sources: Any,
+                         signals: asyncio.Queue[int]) -> int:
     while True:
         sig_task = asyncio.ensure_future(signals.get())
         stop_task = asyncio.ensure_future(agent.shutdown_event.wait())
