@@ -132,3 +132,33 @@ def test_tags_file_is_restored_and_rewritten(cluster, tmp_path):
     clash = cluster.start("pyserf", "p2", f"-tags-file={tags_file}", "-tag", "a=b", wait=False)
     assert clash.proc.wait(15) == 1
     assert "Tags config not allowed while using tag files" in clash.log()
+
+
+def test_retry_join_gives_up_after_max_attempts(cluster):
+    agent = cluster.start("pyserf", "lonely", "-retry-join=127.0.0.1:1", "-retry-interval=1s",
+                          "-retry-max=2", wait=False)
+    assert agent.proc.wait(20) == 1
+    assert "maximum retry join attempts made, exiting" in agent.log()
+    assert agent.log().count("Join failed") == 2
+
+
+def test_retry_join_succeeds_once_the_peer_appears(cluster):
+    ip = cluster._ip()
+    waiting = cluster.start("pyserf", "waiting", f"-retry-join={ip}", "-retry-interval=1s")
+    cluster.start("pyserf", "late", ip=ip)
+    wait_until(lambda: "late" in members("pyserf", waiting.rpc), 15, what="retry join")
+
+
+def test_leave_on_terminate_and_skip_leave_on_interrupt(cluster, tmp_path):
+    p1 = cluster.start("pyserf", "p1")
+    term_cfg = tmp_path / "term.json"
+    term_cfg.write_text(json.dumps({"leave_on_terminate": True}))
+    int_cfg = tmp_path / "int.json"
+    int_cfg.write_text(json.dumps({"skip_leave_on_interrupt": True}))
+    p2 = cluster.start("pyserf", "p2", f"-config-file={term_cfg}", f"-join={p1.ip}")
+    p3 = cluster.start("pyserf", "p3", f"-config-file={int_cfg}", f"-join={p1.ip}")
+    wait_until(lambda: len(members("pyserf", p1.rpc)) == 3, 10, what="three members")
+    assert cluster.stop(p2, signal.SIGTERM) == 0  # graceful despite SIGTERM
+    assert cluster.stop(p3, signal.SIGINT) == 1  # no leave despite Ctrl-C
+    wait_until(lambda: members("pyserf", p1.rpc)["p2"][1] == "left", 10, what="p2 left")
+    wait_until(lambda: members("pyserf", p1.rpc)["p3"][1] == "failed", 30, what="p3 failed")
