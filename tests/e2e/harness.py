@@ -38,7 +38,7 @@ class Agent:
     kind: str  # "pyserf" or "serf"
     name: str
     ip: str
-    proc: subprocess.Popen
+    proc: subprocess.Popen | None
     log_path: Path
     extra: list[str] = field(default_factory=list)
     port: int = 7946
@@ -112,35 +112,28 @@ class Cluster:
     def start(self, kind: str, name: str, *args: str, ip: str | None = None, port: int = 7946,
               rpc_port: int = 7373, wait: bool = True, cwd: Path | None = None) -> Agent:
         ip = ip or self._ip()
-        log_path = self.tmp / f"{name}.log"
         base = [SERF] if kind == "serf" else list(PYSERF)
         argv = [*base, "agent", f"-node={name}", f"-bind={ip}:{port}",
                 f"-rpc-addr={ip}:{rpc_port}", *args]
-        env = CHILD_ENV
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, env=env, cwd=cwd or self.tmp)
-        agent = Agent(kind, name, ip, proc, log_path, list(args), port, rpc_port)
-        self.agents.append(agent)
-        if wait:
-            wait_until(lambda: "agent running" in agent.log() or not agent.alive(), 15,
-                       what=f"{name} to start")
-            assert agent.alive(), f"{name} exited:\n{agent.log()}"
-        return agent
+        return self._launch(Agent(kind, name, ip, None, self.tmp / f"{name}.log", list(args),
+                                  port, rpc_port), argv, wait, cwd)
 
     def start_in_netns(self, netns: str, name: str, *args: str, wait: bool = True) -> Agent:
         """Start a pyserf agent inside a network namespace (flags decide bind and RPC)."""
-        log_path = self.tmp / f"{name}.log"
         argv = ["ip", "netns", "exec", netns, *PYSERF, "agent", f"-node={name}", *args]
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, env=CHILD_ENV, cwd=self.tmp)
-        agent = Agent("pyserf", name, "", proc, log_path, list(args))
+        return self._launch(Agent("pyserf", name, "", None, self.tmp / f"{name}.log",
+                                  list(args)), argv, wait, None)
+
+    def _launch(self, agent: Agent, argv: list[str], wait: bool, cwd: Path | None) -> Agent:
+        with open(agent.log_path, "wb") as log:
+            agent.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                                          stdin=subprocess.DEVNULL, env=CHILD_ENV,
+                                          cwd=cwd or self.tmp)
         self.agents.append(agent)
         if wait:
             wait_until(lambda: "agent running" in agent.log() or not agent.alive(), 15,
-                       what=f"{name} to start")
-            assert agent.alive(), f"{name} exited:\n{agent.log()}"
+                       what=f"{agent.name} to start")
+            assert agent.alive(), f"{agent.name} exited:\n{agent.log()}"
         return agent
 
     def send(self, agent: Agent, sig: int) -> None:
