@@ -162,3 +162,26 @@ def test_leave_on_terminate_and_skip_leave_on_interrupt(cluster, tmp_path):
     assert cluster.stop(p3, signal.SIGINT) == 1  # no leave despite Ctrl-C
     wait_until(lambda: members("pyserf", p1.rpc)["p2"][1] == "left", 10, what="p2 left")
     wait_until(lambda: members("pyserf", p1.rpc)["p3"][1] == "failed", 30, what="p3 failed")
+
+
+@pytest.mark.parametrize(("content", "flag", "message"), [
+    ({"reconnect_interval": "abc"}, None, 'time: invalid duration "abc"'),
+    ({"tags": {"a": 1}}, None, "'tags[a]' expected type 'string'"),
+    ({"nodename": "x"}, None, "invalid keys: nodename"),
+    (None, "-encrypt=AAAAAAAAAAAAAAAAAAAAAAAAAAA=", "key size must be 16, 24 or 32 bytes"),
+    (None, "-protocol=9", "Protocol version '9' too high. Must be in range: [2, 5]"),
+], ids=["duration", "tag-type", "unknown-key", "key-size", "protocol"])
+def test_config_errors_match_serf(tmp_path, content, flag, message, need_serf):
+    """pyserf and serf refuse the same bad settings with the same words, and exit 1."""
+    args = []
+    if content is not None:
+        path = tmp_path / "bad.json"
+        path.write_text(json.dumps(content))
+        args.append(f"-config-file={path}")
+    if flag:
+        args.append(flag)
+    for cli in ("serf", "pyserf"):
+        out = run_cli(cli, "agent", "-node=x", "-bind=127.0.0.1:0", "-rpc-addr=127.0.0.1:0",
+                      *args, timeout=20)
+        assert out.returncode == 1, (cli, out.stdout)
+        assert message in out.stdout + out.stderr, (cli, out.stdout + out.stderr)

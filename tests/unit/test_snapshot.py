@@ -55,3 +55,26 @@ def test_recorder_lines_round_trip_through_replay():
     state = replay(lines)
     assert state.alive == {"a": "10.0.0.1:7946"} and state.event_clock == 7
     assert replay(rec.compacted()).alive == state.alive
+
+
+def test_snapshot_file_appends_unbuffered_and_compacts(tmp_path, monkeypatch):
+    from pyserf.agent.runtime import SnapshotFile
+    from pyserf.serf import snapshot
+
+    monkeypatch.setattr(snapshot, "MIN_COMPACT_SIZE", 2000)
+    path = tmp_path / "snap"
+    snap = SnapshotFile(str(path), rejoin_after_leave=False)
+    rec = snap.recorder
+    member = Member("keeper", "10.0.0.1", 7946, {}, MemberStatus.ALIVE)
+    snap.write(rec.on_event(MemberEvent("member-join", [member])))
+    assert path.read_text() == "alive: keeper 10.0.0.1:7946\n"  # on disk at once
+    for i in range(200):  # churn: flapping members grow the file past the threshold
+        flapper = Member(f"f{i}", "10.0.0.2", 7946, {}, MemberStatus.ALIVE)
+        snap.write(rec.on_event(MemberEvent("member-join", [flapper])))
+        snap.write(rec.on_event(MemberEvent("member-failed", [flapper])))
+        snap.write(rec.on_clock(i + 2))
+    size = path.stat().st_size
+    assert size < 2000 + 200  # compacted at least once, so bounded
+    state = replay(path.read_text().splitlines())
+    assert state.alive == {"keeper": "10.0.0.1:7946"} and state.clock == 200
+    snap.close()
