@@ -1,8 +1,10 @@
 """Side-by-side cluster benchmark: pyserf agents vs the real serf binary on loopback.
 
 For each cluster size it starts N agents of one kind, joins them all to the first, and measures:
-join convergence (every agent lists N alive), kill -9 -> every survivor lists it failed,
-SIGINT -> every survivor lists it left, and idle RSS / CPU per agent. Then it prints
+join convergence (every agent lists N alive), a user event -> the last agent's handler ran,
+a query -> every agent's response arrived (and when the query call returned: serf always waits
+out the timeout, pyserf returns once everyone answered), kill -9 -> every survivor lists it
+failed, SIGINT -> every survivor lists it left, and idle RSS / CPU per agent. Then it prints
 pyserf/serf ratios. Usage::
 
     python benchmarks/cluster_bench.py [--sizes 20,50] [--rounds 1] [--kinds serf,pyserf]
@@ -56,12 +58,49 @@ class Result:
     leave_times: list[float] = field(default_factory=list)
     rss_mib: list[float] = field(default_factory=list)
     cpu_pct: list[float] = field(default_factory=list)
+    event_times: list[float] = field(default_factory=list)  # event sent -> last handler ran
+    query_times: list[float] = field(default_factory=list)  # query sent -> all responses
+    query_returns: list[float] = field(default_factory=list)  # query sent -> done record
 
 
-def agent_argv(kind: str, name: str, ip: str) -> list[str]:
+def agent_argv(kind: str, name: str, ip: str, workdir: Path) -> list[str]:
     base = [shutil.which("serf") or "serf"] if kind == "serf" else [sys.executable, "-m",
                                                                      "pyserf"]
-    return [*base, "agent", f"-node={name}", f"-bind={ip}:7946", f"-rpc-addr={ip}:7373"]
+    # The user-event handler stamps the time it ran; the query handler answers at once.
+    stamp = f"user:bench=date +%s.%N > {workdir}/$SERF_SELF_NAME.ran"
+    return [*base, "agent", f"-node={name}", f"-bind={ip}:7946", f"-rpc-addr={ip}:7373",
+            f"-event-handler={stamp}", "-event-handler=query:benchq=echo ok"]
+
+
+def measure_event(procs: list[Proc], workdir: Path, timeout: float = 30.0) -> float:
+    """Send a non-coalesced user event; seconds until the last agent's handler ran."""
+    sent = time.time()
+    procs[-1].client.user_event("bench", b"go", coalesce=False)
+    deadline = time.monotonic() + timeout
+    stamps: dict[str, float] = {}
+    while len(stamps) < len(procs) and time.monotonic() < deadline:
+        for proc in procs:
+            if proc.name not in stamps:
+                try:
+                    stamps[proc.name] = float((workdir / f"{proc.name}.ran").read_text())
+                except (OSError, ValueError):
+                    pass
+        time.sleep(0.02)
+    return max(stamps.values()) - sent if len(stamps) == len(procs) else float("inf")
+
+
+def measure_query(procs: list[Proc]) -> tuple[float, float]:
+    """(seconds until every agent's response arrived, seconds until the query returned)."""
+    sent = time.monotonic()
+    stream = procs[0].client.query("benchq", b"", request_ack=True)
+    responders: set[str] = set()
+    all_in = float("inf")
+    for record in stream:
+        if record["Type"] == "response":
+            responders.add(record["From"])
+            if len(responders) == len(procs):
+                all_in = time.monotonic() - sent
+    return all_in, time.monotonic() - sent
 
 
 def connect(proc: Proc, deadline: float) -> RPCClient:
@@ -122,7 +161,7 @@ def run_cluster(kind: str, size: int, prefix: str, workdir: Path, result: Result
         for i in range(size):
             name, ip = f"{kind[0]}{i}", f"{prefix}.{i + 1}"
             log = open(workdir / f"{name}.log", "wb")  # noqa: SIM115 (kept open for the child)
-            popen = subprocess.Popen(agent_argv(kind, name, ip), stdout=log,
+            popen = subprocess.Popen(agent_argv(kind, name, ip, workdir), stdout=log,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
             procs.append(Proc(name, ip, popen))
         deadline = time.monotonic() + 60
@@ -142,7 +181,15 @@ def run_cluster(kind: str, size: int, prefix: str, workdir: Path, result: Result
               f"(median agent {statistics.median(times.values()) if times else 0:.2f}s)",
               flush=True)
 
-        time.sleep(3.0)  # let the join gossip drain before measuring idle cost
+        time.sleep(3.0)  # let the join gossip drain before measuring
+        result.event_times.append(measure_event(procs, workdir))
+        all_in, returned = measure_query(procs)
+        result.query_times.append(all_in)
+        result.query_returns.append(returned)
+        print(f"  {kind:6} N={size}: event handled everywhere in "
+              f"{result.event_times[-1]:.2f}s, query answered by all in {all_in:.2f}s, "
+              f"returned after {returned:.2f}s", flush=True)
+        time.sleep(2.0)
         pids = [p.popen.pid for p in procs]
         before = usage(pids)
         time.sleep(idle_window)
@@ -221,12 +268,14 @@ def main() -> int:
                                 args.join_timeout)
     print()
     header = (f"{'N':>4} {'kind':7} {'join s':>8} {'tail>2s':>8} {'failed s':>9} "
-              f"{'left s':>7} {'RSS MiB':>8} {'CPU %':>6}")
+              f"{'left s':>7} {'event s':>8} {'query s':>8} {'q-ret s':>8} {'RSS MiB':>8} "
+              f"{'CPU %':>6}")
     print(header)
     for (kind, size), r in sorted(results.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         print(f"{size:>4} {kind:7} {fmt(r.join_times):>8} "
               f"{r.join_tail_clusters:>3}/{len(r.join_times):<4} {fmt(r.fail_times):>9} "
-              f"{fmt(r.leave_times):>7} {fmt(r.rss_mib):>8} {fmt(r.cpu_pct):>6}")
+              f"{fmt(r.leave_times):>7} {fmt(r.event_times):>8} {fmt(r.query_times):>8} "
+              f"{fmt(r.query_returns):>8} {fmt(r.rss_mib):>8} {fmt(r.cpu_pct):>6}")
     if "serf" in kinds and "pyserf" in kinds:
         print("\npyserf/serf ratios (targets: times <= 1.0, CPU <= 1.5; RSS target <= 30 MiB)")
         for size in sorted({s for _, s in results}):
@@ -234,6 +283,9 @@ def main() -> int:
             print(f"  N={size}: join {ratio(p.join_times, s.join_times)}  "
                   f"failed {ratio(p.fail_times, s.fail_times)}  "
                   f"left {ratio(p.leave_times, s.leave_times)}  "
+                  f"event {ratio(p.event_times, s.event_times)}  "
+                  f"query {ratio(p.query_times, s.query_times)}  "
+                  f"query-return {ratio(p.query_returns, s.query_returns)}  "
                   f"idle CPU {ratio(p.cpu_pct, s.cpu_pct)}  "
                   f"RSS {fmt(p.rss_mib)} MiB vs {fmt(s.rss_mib)} MiB")
     return 0

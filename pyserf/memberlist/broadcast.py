@@ -30,9 +30,11 @@ class Broadcast:
 
 
 class BroadcastQueue:
-    def __init__(self, retransmit_mult: int, num_nodes: Callable[[], int]) -> None:
+    def __init__(self, retransmit_mult: int, num_nodes: Callable[[], int],
+                 on_queued: Callable[[], None] | None = None) -> None:
         self.retransmit_mult = retransmit_mult
         self.num_nodes = num_nodes
+        self.on_queued = on_queued
         self._items: list[Broadcast] = []
         self._by_key: dict[str, Broadcast] = {}
         self._seq = itertools.count()
@@ -51,6 +53,8 @@ class BroadcastQueue:
         self._items.append(item)
         if key is not None:
             self._by_key[key] = item
+        if self.on_queued is not None:
+            self.on_queued()
 
     def get(self, overhead: int, limit: int) -> list[bytes]:
         """Take messages fitting in ``limit`` bytes (each costing ``overhead`` extra)."""

@@ -45,6 +45,7 @@ PROTOCOL_MIN = 1
 PROTOCOL_MAX = 5
 PROTOCOL_CUR = 2
 MAX_PUSH_PULL_REQUESTS = 128
+EXPEDITE_MIN_GAP = 0.05
 
 Address = tuple[str, int]
 
@@ -111,6 +112,8 @@ class MemberlistConfig:
     keyring: security.Keyring | None = None
     enable_compression: bool = True
     delegate_versions: tuple[int, int, int] = (2, 5, 5)
+    # pyserf extension: gossip new messages at once instead of at the next tick.
+    expedite_gossip: bool = True
     # pyserf extension: after joins and newly learned nodes, run a few extra push-pulls so a
     # node that missed an alive by gossip catches up in about a second, not at the next
     # periodic sync (30 s+).
@@ -186,7 +189,10 @@ class Memberlist:
         self.nodes: list[Node] = []
         self.node_map: dict[str, Node] = {}
         self.awareness = Awareness(self.timing.awareness_max_multiplier)
-        self.broadcasts = BroadcastQueue(self.timing.retransmit_mult, lambda: len(self.nodes))
+        self.broadcasts = BroadcastQueue(self.timing.retransmit_mult, lambda: len(self.nodes),
+                                         self.gossip_soon)
+        self._expedited: Timer | None = None
+        self._last_gossip = -1.0
         self._suspicions: dict[str, Suspicion] = {}
         self._ack_handlers: dict[int, _AckHandler] = {}
         self._streams: dict[int, _StreamWait] = {}
@@ -334,6 +340,26 @@ class Memberlist:
         for node in self.nodes:
             if node.name != name and node.state == NodeStateKind.ALIVE:
                 self._raw_send(node.address, msg, node)
+
+    def gossip_soon(self) -> None:
+        """Something new was queued: gossip it now rather than at the next tick.
+
+        Every hop of an epidemic otherwise waits half a gossip interval on average. One
+        expedited round per burst; retransmit limits still cap how often each message goes.
+        """
+        if (self._expedited is not None or self.shutdown_done
+                or not self.config.expedite_gossip):
+            return
+        # Batch bursts: at most one extra round per gap after the previous round.
+        when = max(self.scheduler.now, self._last_gossip + EXPEDITE_MIN_GAP)
+        tick = self._loops.get("gossip")
+        if tick is not None and tick.when - when < EXPEDITE_MIN_GAP:
+            return  # the regular round is about to run anyway
+        self._expedited = self.scheduler.call_at(when, self._expedited_gossip)
+
+    def _expedited_gossip(self, now: float) -> None:
+        self._expedited = None
+        self._gossip(now)
 
     def push_pull_now(self, now: float) -> None:
         """Run one anti-entropy exchange with a random live node."""
@@ -825,6 +851,7 @@ class Memberlist:
     # -- gossip ----------------------------------------------------------------------------
 
     def _gossip(self, now: float) -> None:
+        self._last_gossip = now
         name = self.config.name
         dead_limit = self.timing.gossip_to_the_dead_time
         candidates = [n for n in self.nodes if n.name != name and (

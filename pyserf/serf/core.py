@@ -195,9 +195,10 @@ class Serf:
         self.query_buffer: list[tuple[int, list[int]] | None] = [None] * config.query_buffer
         num = lambda: len(self.members)  # noqa: E731
         mult = ml_config.timing.retransmit_mult
-        self.intent_broadcasts = BroadcastQueue(mult, num)
-        self.event_broadcasts = BroadcastQueue(mult, num)
-        self.query_broadcasts = BroadcastQueue(mult, num)
+        soon = self.memberlist.gossip_soon
+        self.intent_broadcasts = BroadcastQueue(mult, num, soon)
+        self.event_broadcasts = BroadcastQueue(mult, num, soon)
+        self.query_broadcasts = BroadcastQueue(mult, num, soon)
         self.state = SerfState.ALIVE
         self._events: list[MemberEvent | UserEventReceived | QueryReceived
                            | ShutdownRequested] = []

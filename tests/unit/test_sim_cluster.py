@@ -254,3 +254,21 @@ def test_name_conflict_newcomer_loses_the_vote():
     assert any(isinstance(e, ShutdownRequested) for e in impostor.events)
     assert not any(isinstance(e, ShutdownRequested) for e in b.events)
     assert {m.name: m.addr for m in c.serf.member_list()}["b"] == "10.0.0.2"
+
+
+def test_new_messages_are_gossiped_without_waiting_for_the_tick():
+    """Expedited gossip: a user event reaches 50 nodes in well under two gossip ticks per hop."""
+    net = build(50, seed=3)
+    net.run_until(net.now + 5.0)
+    origin = net.by_name["n7"]
+    start = net.now
+    origin.serf.user_event("ev", b"x", False)
+    net._pump(origin)
+
+    def everyone_has_it() -> bool:
+        return all(any(getattr(e, "name", None) == "ev" for e in n.events)
+                   for n in net.nodes.values())
+
+    while net.now < start + 0.35 and not everyone_has_it():
+        net.run_until(net.now + 0.01)
+    assert everyone_has_it()
