@@ -66,3 +66,15 @@ def test_reachability_both_ways(five):
         assert out.returncode == 0, (cli, agent.name, out.stdout)
         assert "Total members: 5, live members: 5" in out.stdout
         assert "Successfully contacted all live nodes" in out.stdout
+
+
+def test_query_filters_and_relays_across_kinds(five):
+    p1 = five[0]
+    out = run_cli("pyserf", "query", "-format=json", "-relay-factor=2", "who", rpc=p1.rpc)
+    data = json.loads(out.stdout)
+    assert data["Responses"] == {a.name: f"i-am-{a.name}\n" for a in five}  # relays deduped
+    out = run_cli("serf", "query", "-format=json", "-node=s2", "-node=p3", "who", rpc=p1.rpc)
+    assert json.loads(out.stdout)["Responses"] == {"s2": "i-am-s2\n", "p3": "i-am-p3\n"}
+    out = run_cli("pyserf", "query", "-no-ack", "-node=s1", "who", rpc=five[3].rpc)
+    assert out.stdout.splitlines() == ["Query 'who' dispatched", "Response from 's1': i-am-s1",
+                                       "Total Responses: 1"]
