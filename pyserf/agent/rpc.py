@@ -386,40 +386,18 @@ class _Client:
         nodes = [str(x) for x in body.get("FilterNodes") or []]
         timeout_ns = int(body.get("Timeout") or 0)
         request_ack = bool(body.get("RequestAck"))
-        # Beyond serf (its issue #509): finish as soon as every live member the filters
-        # select has answered, unless the client asks to wait out the whole timeout.
-        # ("WaitFull" is a pyserf field; serf agents ignore unknown fields.)
-        expected = set() if body.get("WaitFull") else \
-            self.agent.serf.expected_responders(nodes, tags)
-        # _serf_ping is answered by acks alone (serf reachability).
-        needs_response = name != internal_queries.PING
-        acked: set[str] = set()
-        answered: set[str] = set()
-        state = {"done": False}
-
-        def maybe_finish(when: float) -> None:
-            if not expected or (needs_response and not expected <= answered):
-                return
-            if request_ack and not expected <= acked:
-                return
-            collector.closed = True
-            on_done(when)
+        # ("WaitFull" is a pyserf field asking for serf's wait-out-the-timeout behaviour;
+        # serf agents ignore unknown fields.)
+        finish_early = not body.get("WaitFull")
 
         def on_ack(node: str, when: float) -> None:
-            acked.add(node)
             self.send(seq, body={"Type": "ack", "From": node, "Payload": None}, has_body=True)
-            maybe_finish(when)
 
         def on_response(node: str, data: bytes, when: float) -> None:
-            answered.add(node)
             self.send(seq, body={"Type": "response", "From": node, "Payload": data},
                       has_body=True)
-            maybe_finish(when)
 
         def on_done(when: float) -> None:
-            if state["done"]:
-                return
-            state["done"] = True
             self.streams.pop(seq, None)
             self.send(seq, body={"Type": "done", "From": "", "Payload": None}, has_body=True)
 
@@ -428,7 +406,8 @@ class _Client:
                 name, bytes(payload), self.agent.loop.time(),
                 filter_nodes=nodes, filter_tags=tags, request_ack=request_ack,
                 relay_factor=int(body.get("RelayFactor") or 0), timeout=timeout_ns / 1e9,
-                on_ack=on_ack, on_response=on_response, on_done=on_done)
+                finish_early=finish_early, on_ack=on_ack, on_response=on_response,
+                on_done=on_done)
         except SerfError as exc:
             self.send(seq, str(exc))
             return

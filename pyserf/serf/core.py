@@ -133,6 +133,17 @@ class QueryCollector:
     acks: set[str] = field(default_factory=set)
     responses: set[str] = field(default_factory=set)
     closed: bool = False
+    # When set, the query finishes as soon as all of these have answered (and acked, if acks
+    # were requested) instead of at the deadline.
+    expected: set[str] | None = None
+    needs_response: bool = True
+
+    def complete(self) -> bool:
+        if not self.expected:
+            return False
+        if self.needs_response and not self.expected <= self.responses:
+            return False
+        return not self.request_ack or self.expected <= self.acks
 
 
 @dataclass
@@ -397,7 +408,7 @@ class Serf:
 
     def query(self, name: str, payload: bytes, now: float, *, filter_nodes: list[str] = (),
               filter_tags: dict[str, str] | None = None, request_ack: bool = False,
-              relay_factor: int = 0, timeout: float = 0.0,
+              relay_factor: int = 0, timeout: float = 0.0, finish_early: bool = False,
               on_ack: Callable[[str, float], None],
               on_response: Callable[[str, bytes, float], None],
               on_done: Callable[[float], None]) -> QueryCollector:
@@ -419,15 +430,13 @@ class Serf:
             raise SerfError(f"query exceeds limit of {self.config.query_size_limit} bytes")
         collector = QueryCollector(q.ltime, q.id, now + timeout, request_ack, on_ack,
                                    on_response, on_done)
+        if finish_early:
+            # Beyond serf (its issue #509): stop waiting once every live member the filters
+            # select has answered. _serf_ping is answered by acks alone.
+            collector.expected = self.expected_responders(list(filter_nodes), filter_tags)
+            collector.needs_response = name != internal_queries.PING
         self._queries[q.ltime] = collector
-
-        def close(when: float) -> None:
-            if not collector.closed:
-                collector.closed = True
-                self._queries.pop(q.ltime, None)
-                collector.on_done(when)
-
-        self.scheduler.call_at(collector.deadline, close)
+        self.scheduler.call_at(collector.deadline, lambda when: self._close_query(collector, when))
         self._handle_query(q, now)
         self.query_broadcasts.queue(raw)
         return collector
@@ -951,6 +960,16 @@ class Serf:
         elif resp.from_ not in collector.responses:
             collector.responses.add(resp.from_)
             collector.on_response(resp.from_, resp.payload or b"", now)
+        if collector.complete():
+            self._close_query(collector, now)
+
+    def _close_query(self, collector: QueryCollector, now: float) -> None:
+        if collector.closed:
+            return
+        collector.closed = True
+        if self._queries.get(collector.ltime) is collector:
+            del self._queries[collector.ltime]
+        collector.on_done(now)
 
     # -- periodic --------------------------------------------------------------------------
 
