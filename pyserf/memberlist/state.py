@@ -127,6 +127,7 @@ class Delegate(Protocol):
     def notify_msg(self, buf: bytes, now: float) -> None: ...
     def get_broadcasts(self, overhead: int, limit: int) -> list[bytes]: ...
     def drop_broadcasts(self) -> None: ...
+    def has_broadcasts(self) -> bool: ...
     def local_state(self, join: bool) -> bytes: ...
     def merge_remote_state(self, buf: bytes, join: bool, now: float) -> None: ...
     def notify_join(self, node: Node, now: float) -> None: ...
@@ -157,6 +158,7 @@ class _Probe:
     tcp_pending: bool = False
     tcp_ok: bool = False
     finished: bool = False
+    timers: tuple[Timer, ...] = ()
 
 
 @dataclass(slots=True)
@@ -227,7 +229,8 @@ class Memberlist:
         self._alive_node(alive, now, bootstrap=True)
         t = self.timing
         self._every("probe", t.probe_interval, self._probe_tick, now)
-        self._every("gossip", t.gossip_interval, self._gossip, now)
+        self._loops["gossip"] = self.scheduler.call_at(
+            now + self.rng.uniform(0, t.gossip_interval), self._gossip_tick)
         self._schedule_push_pull(now + self.rng.uniform(0, t.push_pull_interval))
 
     def take_actions(self) -> list[SendPacket | OpenStream]:
@@ -347,15 +350,30 @@ class Memberlist:
         Every hop of an epidemic otherwise waits half a gossip interval on average. One
         expedited round per burst; retransmit limits still cap how often each message goes.
         """
-        if (self._expedited is not None or self.shutdown_done
-                or not self.config.expedite_gossip):
-            return
+        if self.shutdown_done or not self._loops:
+            return  # not started (or stopped): start() schedules the first round
         # Batch bursts: at most one extra round per gap after the previous round.
         when = max(self.scheduler.now, self._last_gossip + EXPEDITE_MIN_GAP)
         tick = self._loops.get("gossip")
+        if tick is None:
+            # The gossip loop sleeps while there is nothing to say; wake it.
+            self._loops["gossip"] = self.scheduler.call_at(when, self._gossip_tick)
+            return
+        if self._expedited is not None or not self.config.expedite_gossip:
+            return
         if tick is not None and tick.when - when < EXPEDITE_MIN_GAP:
             return  # the regular round is about to run anyway
         self._expedited = self.scheduler.call_at(when, self._expedited_gossip)
+
+    def _gossip_tick(self, now: float) -> None:
+        """Regular gossip round; the loop stops while no broadcast is queued anywhere, which
+        saves five wake-ups a second per idle agent (gossip_soon restarts it)."""
+        self._gossip(now)
+        if len(self.broadcasts) or self.delegate.has_broadcasts():
+            self._loops["gossip"] = self.scheduler.call_at(now + self.timing.gossip_interval,
+                                                           self._gossip_tick)
+        else:
+            self._loops.pop("gossip", None)
 
     def _expedited_gossip(self, now: float) -> None:
         self._expedited = None
@@ -778,9 +796,11 @@ class Memberlist:
             suspect = Suspect(node.incarnation, node.name, self.config.name)
             self._raw_send(node.address, codec.make_compound([ping.encode(), suspect.encode()]),
                            node)
-        self.scheduler.call_at(now + self.timing.probe_timeout,
-                               lambda when: self._probe_indirect(probe, ping, when))
-        self.scheduler.call_at(probe.deadline, lambda when: self._probe_deadline(probe, when))
+        probe.timers = (
+            self.scheduler.call_at(now + self.timing.probe_timeout,
+                                   lambda when: self._probe_indirect(probe, ping, when)),
+            self.scheduler.call_at(probe.deadline,
+                                   lambda when: self._probe_deadline(probe, when)))
 
     def _probe_indirect(self, probe: _Probe, ping: Ping, now: float) -> None:
         if probe.finished:
@@ -845,6 +865,8 @@ class Memberlist:
 
     def _finish_probe(self, probe: _Probe, awareness_delta: int, now: float) -> None:
         probe.finished = True
+        for timer in probe.timers:
+            timer.cancel()  # an answered probe needs no more wake-ups
         self.awareness.apply_delta(awareness_delta)
         self._ack_handlers.pop(probe.seq, None)
 

@@ -542,6 +542,10 @@ class Serf:
         if self.on_keyring_changed is not None:
             self.on_keyring_changed()
 
+    def has_broadcasts(self) -> bool:
+        return bool(len(self.intent_broadcasts) or len(self.event_broadcasts)
+                    or len(self.query_broadcasts))
+
     def drop_broadcasts(self) -> None:
         for queue in (self.intent_broadcasts, self.query_broadcasts, self.event_broadcasts):
             queue.reset()
