@@ -18,11 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 from pyserf.agent import logs, netutil
 from pyserf.agent.handlers import HandlerManager
+from pyserf.agent.snapshot_file import SnapshotError, SnapshotFile
 from pyserf.memberlist import codec, security
 from pyserf.memberlist.profiles import PROFILES
 from pyserf.memberlist.state import JoinOutcome, MemberlistConfig, OpenStream, SendPacket
 from pyserf.memberlist.timers import Scheduler
-from pyserf.serf import internal_queries, snapshot
+from pyserf.serf import internal_queries
 from pyserf.serf.coalesce import EventPipeline
 from pyserf.serf.core import (
     MemberEvent,
@@ -81,59 +82,6 @@ async def read_stream_message(reader: asyncio.StreamReader) -> bytes:
 
 class _DialError(Exception):
     pass
-
-
-class SnapshotFile:
-    """Appends snapshot lines straight to the file (no user-space buffering, so a kill -9
-    loses nothing already recorded) and compacts it when it grows too large."""
-
-    def __init__(self, path: str, rejoin_after_leave: bool) -> None:
-        self.path = path
-        try:
-            with open(path, encoding="utf-8", errors="replace") as fh:
-                lines = fh.readlines()
-        except FileNotFoundError:
-            lines = []
-        except OSError as exc:
-            raise AgentError(f"Failed to open snapshot: {exc}") from exc
-        self.state = snapshot.replay(lines, rejoin_after_leave)
-        self.recorder = snapshot.Snapshotter(self.state)
-        try:
-            self.fh = open(path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
-        except OSError as exc:
-            raise AgentError(f"Failed to open snapshot: {exc}") from exc
-        self.size = self.fh.tell()
-
-    def write(self, lines: list[str]) -> None:
-        if not lines:
-            return
-        try:
-            for line in lines:
-                self.fh.write(line)
-                self.size += len(line)
-            if self.size > self.recorder.compact_threshold():
-                self._compact()
-        except OSError as exc:
-            log.error("serf: Failed to write to snapshot: %s", exc)
-
-    def _compact(self) -> None:
-        tmp = self.path + ".compact"
-        lines = self.recorder.compacted()
-        with open(tmp, "w", encoding="utf-8") as out:
-            out.writelines(lines)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, self.path)
-        self.fh.close()
-        self.fh = open(self.path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
-        self.size = self.fh.tell()
-        log.info("serf: Snapshot compacted to %d bytes", self.size)
-
-    def close(self) -> None:
-        try:
-            self.fh.close()
-        except OSError:
-            pass
 
 
 class _UDP(asyncio.DatagramProtocol):
@@ -296,8 +244,11 @@ class Agent:
         self.udp, _ = await self.loop.create_datagram_endpoint(lambda: _UDP(self), sock=sock)
         self.handlers.load(self.config.event_handlers)
         if self.config.snapshot_path:
-            self.snapshot = SnapshotFile(self.config.snapshot_path,
-                                         self.config.rejoin_after_leave)
+            try:
+                self.snapshot = SnapshotFile(self.config.snapshot_path,
+                                             self.config.rejoin_after_leave)
+            except SnapshotError as exc:
+                raise AgentError(str(exc)) from exc
         self.serf.start(self.loop.time())
         if self.snapshot is not None:
             state = self.snapshot.state

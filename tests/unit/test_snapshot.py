@@ -58,7 +58,7 @@ def test_recorder_lines_round_trip_through_replay():
 
 
 def test_snapshot_file_appends_unbuffered_and_compacts(tmp_path, monkeypatch):
-    from pyserf.agent.runtime import SnapshotFile
+    from pyserf.agent.snapshot_file import SnapshotFile
     from pyserf.serf import snapshot
 
     monkeypatch.setattr(snapshot, "MIN_COMPACT_SIZE", 2000)
