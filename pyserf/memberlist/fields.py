@@ -1,0 +1,186 @@
+"""The typed decode boundary: read msgpack map fields with Go's widths and bounded sizes.
+
+Every message from a peer is decoded once into a typed record through these readers before any
+state machine sees it. A value that does not fit the Go field it mirrors (a port above 65535, a
+negative incarnation, a map where a list belongs, a 1 MB node name) raises ``DecodeError``; the
+caller drops the message, counts it and moves on. Go's decoder refuses the same values, so a
+message pyserf drops is one serf could not have used either.
+
+Bodies come from ``msgpack.unpackb(raw=True)``: keys are bytes, and Go's "raw" strings arrive as
+bytes too (old-spec msgpack does not tell strings from byte slices).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+U8_MAX = 0xFF
+U16_MAX = 0xFFFF
+U32_MAX = 0xFFFF_FFFF
+U64_MAX = 0xFFFF_FFFF_FFFF_FFFF
+I64_MIN = -(1 << 63)
+I64_MAX = (1 << 63) - 1
+
+# Go's strings are unbounded; these bounds are ours. A datagram holds at most 64 KiB anyway, but a
+# push-pull stream can carry 20 MiB, and names end up in logs, snapshots and handler environments.
+MAX_NAME_BYTES = 512  # serf validates <= 128 when validate_node_names is set; we allow more
+MAX_TEXT_BYTES = 64 * 1024
+MAX_LIST_ITEMS = 4096
+
+
+class DecodeError(ValueError):
+    """A message that does not follow the wire format; it is dropped, counted and logged."""
+
+
+def _field(key: bytes) -> str:
+    return key.decode("ascii", "replace")
+
+
+def uint(body: dict, key: bytes, max_value: int) -> int:
+    """An unsigned integer field no larger than ``max_value`` (missing or nil reads as 0)."""
+    value = body.get(key)
+    if value is None:
+        return 0
+    if isinstance(value, bool):
+        return int(value)
+    if not isinstance(value, int):
+        raise DecodeError(f"field {_field(key)} must be an integer, got {type(value).__name__}")
+    if value < 0 or value > max_value:
+        raise DecodeError(f"field {_field(key)} value {value} does not fit 0..{max_value}")
+    return value
+
+
+def int64(body: dict, key: bytes) -> int:
+    """A signed 64-bit integer field (Go's int64 / time.Duration)."""
+    value = body.get(key)
+    if value is None:
+        return 0
+    if isinstance(value, bool):
+        return int(value)
+    if not isinstance(value, int):
+        raise DecodeError(f"field {_field(key)} must be an integer, got {type(value).__name__}")
+    if not I64_MIN <= value <= I64_MAX:
+        raise DecodeError(f"field {_field(key)} value {value} does not fit an int64")
+    return value
+
+
+def flag(body: dict, key: bytes) -> bool:
+    value = body.get(key)
+    if value is None:
+        return False
+    if isinstance(value, (bool, int)):
+        return bool(value)
+    raise DecodeError(f"field {_field(key)} must be a bool, got {type(value).__name__}")
+
+
+def blob(body: dict, key: bytes, max_len: int = MAX_TEXT_BYTES) -> bytes:
+    """A byte-slice field; Go also accepts an array of small integers for ``[]uint8``."""
+    value = body.get(key)
+    if value is None:
+        return b""
+    if isinstance(value, str):
+        value = value.encode()
+    if isinstance(value, (list, tuple)):
+        if len(value) > max_len:
+            raise DecodeError(f"field {_field(key)} is longer than {max_len} bytes")
+        if not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= U8_MAX
+                   for v in value):
+            raise DecodeError(f"field {_field(key)} must be bytes")
+        return bytes(value)
+    if not isinstance(value, bytes):
+        raise DecodeError(f"field {_field(key)} must be bytes, got {type(value).__name__}")
+    if len(value) > max_len:
+        raise DecodeError(f"field {_field(key)} is longer than {max_len} bytes")
+    return value
+
+
+def text(body: dict, key: bytes, max_len: int = MAX_TEXT_BYTES) -> str:
+    """A string field, at most ``max_len`` bytes; invalid UTF-8 is replaced, not refused
+    (Go strings may hold any bytes)."""
+    value = body.get(key)
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        raw = value.encode("utf-8", "surrogatepass")
+    elif isinstance(value, bytes):
+        raw = value
+    else:
+        raise DecodeError(f"field {_field(key)} must be a string, got {type(value).__name__}")
+    if len(raw) > max_len:
+        raise DecodeError(f"field {_field(key)} is longer than {max_len} bytes")
+    return raw.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def name_error(name: str) -> str | None:
+    """Why ``name`` cannot be a node name, or None. Control characters are refused so that a
+    name can never split a log line, a snapshot line or a handler's stdin record."""
+    if len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+        return f"node name is longer than {MAX_NAME_BYTES} bytes"
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
+        return f"node name {name!r} contains control characters"
+    return None
+
+
+def node_name(body: dict, key: bytes, required: bool = True) -> str:
+    """A node name field: bounded, no control characters, present when ``required``."""
+    name = text(body, key, MAX_NAME_BYTES)
+    if not name:
+        if required:
+            raise DecodeError(f"field {_field(key)} must name a node")
+        return name
+    error = name_error(name)
+    if error:
+        raise DecodeError(error)
+    return name
+
+
+def ip_bytes(body: dict, key: bytes, required: bool = True) -> bytes:
+    """An IP address as Go's ``net.IP``: 4 or 16 bytes (empty allowed when not required)."""
+    raw = blob(body, key, 16)
+    if not raw and not required:
+        return raw
+    if len(raw) not in (4, 16):
+        raise DecodeError(f"field {_field(key)} must be a 4 or 16 byte IP, got {len(raw)} bytes")
+    return raw
+
+
+def ip_text(raw: bytes) -> str:
+    """A 4- or 16-byte address as text; an IPv4-mapped IPv6 address is shown as IPv4."""
+    if len(raw) == 4:
+        return str(ipaddress.IPv4Address(raw))
+    if len(raw) == 16:
+        addr = ipaddress.IPv6Address(raw)
+        return str(addr.ipv4_mapped) if addr.ipv4_mapped else str(addr)
+    raise DecodeError(f"address must be 4 or 16 bytes, got {len(raw)}")
+
+
+def seq(body: dict, key: bytes, max_items: int = MAX_LIST_ITEMS) -> list[Any]:
+    """A list field of at most ``max_items`` entries (missing or nil reads as empty)."""
+    value = body.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise DecodeError(f"field {_field(key)} must be a list, got {type(value).__name__}")
+    if len(value) > max_items:
+        raise DecodeError(f"field {_field(key)} has more than {max_items} entries")
+    return value
+
+
+def mapping(body: dict, key: bytes, max_items: int = MAX_LIST_ITEMS) -> dict:
+    """A map field of at most ``max_items`` entries (missing or nil reads as empty)."""
+    value = body.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise DecodeError(f"field {_field(key)} must be a map, got {type(value).__name__}")
+    if len(value) > max_items:
+        raise DecodeError(f"field {_field(key)} has more than {max_items} entries")
+    return value
+
+
+def item_text(value: Any, what: str, max_len: int = MAX_TEXT_BYTES) -> str:
+    """A bare msgpack value (a list item or a map key) that must be a string."""
+    if not isinstance(value, (bytes, str)):
+        raise DecodeError(f"{what} must be a string, got {type(value).__name__}")
+    return text({b"v": value}, b"v", max_len)
