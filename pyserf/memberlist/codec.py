@@ -17,6 +17,7 @@ from typing import Any
 import msgpack
 
 from pyserf.memberlist import lzw
+from pyserf.memberlist.fields import DecodeError
 
 
 class MsgType(IntEnum):
@@ -49,10 +50,6 @@ MAX_DECOMPRESSED = 32 * 1024 * 1024
 COMPOUND_HEADER_OVERHEAD = 2
 COMPOUND_OVERHEAD = 2  # per part: a u16 length
 META_MAX_SIZE = 512
-
-
-class DecodeError(ValueError):
-    """A message that does not follow the wire format; it is logged and dropped."""
 
 
 # ---------------------------------------------------------------------------------------------
