@@ -43,6 +43,10 @@ class AgentLogHandler(logging.Handler):
         self.syslog: logging.Handler | None = None
         # Like serf's log gate: hold console lines until the start-up banner is printed.
         self._gated: list[str] | None = []
+        # Set while lines are handed to monitors: a line logged by a monitor callback (say,
+        # "Dropping logs to ...") goes to the ring and console but is not fanned out again,
+        # so a subscriber can never recurse into itself.
+        self._fanning_out = False
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -55,9 +59,15 @@ class AgentLogHandler(logging.Handler):
                 self._gated.append(line)
             else:
                 self._write(line)
-        for level, callback in list(self.subscribers):
-            if record.levelno >= level:
-                callback(line)
+        if self._fanning_out:
+            return
+        self._fanning_out = True
+        try:
+            for level, callback in list(self.subscribers):
+                if record.levelno >= level:
+                    callback(line)
+        finally:
+            self._fanning_out = False
 
     def _write(self, line: str) -> None:
         try:
@@ -93,6 +103,29 @@ class AgentLogHandler(logging.Handler):
         if self.syslog is not None:
             self.syslog.setLevel(self.console_level)
         logging.getLogger("pyserf").setLevel(wanted)
+
+
+class Throttle:
+    """Lets a repeated warning through at most once per ``interval`` seconds and counts the
+    occurrences it held back, so a flood (dropped lines, refused clients) costs a few lines."""
+
+    def __init__(self, interval: float = 1.0, clock: Callable[[], float] = time.monotonic
+                 ) -> None:
+        self.interval = interval
+        self.clock = clock
+        self.suppressed = 0
+        self._last: float | None = None
+
+    def allow(self) -> int | None:
+        """None to stay quiet; otherwise the number of occurrences suppressed since the
+        last warning that got through."""
+        now = self.clock()
+        if self._last is not None and now - self._last < self.interval:
+            self.suppressed += 1
+            return None
+        self._last = now
+        held, self.suppressed = self.suppressed, 0
+        return held
 
 
 def install(level: int, stream=None) -> AgentLogHandler:

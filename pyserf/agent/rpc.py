@@ -3,19 +3,41 @@
 Framing: a stream of msgpack objects in the "new" spec (str8 strings, bin for byte slices).
 Each request is a header ``{Command, Seq}`` optionally followed by a body; each reply is a
 header ``{Error, Seq}`` optionally followed by a body. Streams push further header+record pairs.
+
+Every client is treated as hostile until it has completed the handshake (and auth): it may
+buffer only :data:`~pyserf.agent.rpc_limits.PRE_AUTH_BUFFER` bytes and must finish within
+:data:`~pyserf.agent.rpc_limits.HANDSHAKE_TIMEOUT`. Requests are decoded into serf's field
+types by :mod:`pyserf.agent.rpc_limits`; like serf, a request that does not decode drops the
+client. Pushed records (monitor, stream, query) go through a bounded per-subscription buffer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import re
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import msgpack
+import re2
 
 from pyserf.agent import logs
+from pyserf.agent.rpc_limits import (
+    BODIES,
+    FRAME_TIMEOUT,
+    HANDSHAKE_TIMEOUT,
+    MAX_CLIENT_STREAMS,
+    MAX_PENDING_CLIENTS,
+    MAX_REQUEST_BUFFER,
+    MAX_RPC_CLIENTS,
+    PRE_AUTH_BUFFER,
+    SUBSCRIBER_BUFFER,
+    RequestError,
+    decode_body,
+    decode_header,
+    new_unpacker,
+)
 from pyserf.memberlist import codec, security
 from pyserf.serf import internal_queries
 from pyserf.serf.core import (
@@ -32,12 +54,13 @@ if TYPE_CHECKING:
 log = logging.getLogger("pyserf.agent")
 
 IPC_VERSION = 1
-STREAM_BUFFER = 512
+STREAM_BUFFER = SUBSCRIBER_BUFFER
+# Queries registered for `respond` per client; serf forgets each at its deadline, and so
+# do we, but a flood of short-lived queries must not grow the table in between.
+MAX_PENDING_QUERIES = 4096
 
-# Commands followed by a request body.
-_WITH_BODY = {"handshake", "auth", "members-filtered", "join", "force-leave", "event", "tags",
-              "stream", "monitor", "stop", "query", "respond", "install-key", "use-key",
-              "remove-key", "get-coordinate"}
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # the error goes to our log, not RE2's stderr
 
 
 class _CloseConnection(Exception):
@@ -52,11 +75,27 @@ def member_record(member: Member) -> dict[str, Any]:
             "DelegateMax": member.delegate_max, "DelegateCur": member.delegate_cur}
 
 
-def _anchored(expr: str) -> re.Pattern[str]:
+def anchored(expr: str) -> Any:
+    """Compile a members-filtered pattern as serf does (``^expr$``) but with RE2, which runs
+    in linear time like Go's regexp; serf drops the client on a bad pattern."""
     try:
-        return re.compile(f"^(?:{expr})$")
-    except re.error as exc:
-        raise _CloseConnection(f"invalid regex {expr!r}: {exc}") from exc
+        return re2.compile(f"^{expr}$", options=_RE2_OPTIONS)
+    except re2.error as exc:
+        reason = exc.args[0] if exc.args else exc
+        if isinstance(reason, bytes):
+            reason = reason.decode("utf-8", "replace")
+        raise _CloseConnection(f"Failed to compile regex: error parsing regexp: {reason}"
+                               ) from None
+
+
+def _warn(throttle: logs.Throttle, level: int, msg: str, *args: Any) -> None:
+    """Log an ``agent.ipc`` line unless ``throttle`` holds it back (floods of hostile
+    clients or of dropped records cost a line a second)."""
+    held = throttle.allow()
+    if held is None:
+        return
+    suffix = f" ({held} more since the last such line)" if held else ""
+    log.log(level, "agent.ipc: " + msg + suffix, *args)
 
 
 class RPCServer:
@@ -64,7 +103,12 @@ class RPCServer:
         self.agent = agent
         self.auth_key = auth_key
         self.server: asyncio.Server | None = None
-        self.clients: set[_Client] = set()
+        # Insertion-ordered, so the oldest client still owing its handshake is found first.
+        self.clients: dict[_Client, None] = {}
+        self.pre_auth_buffer = max(PRE_AUTH_BUFFER, len(auth_key.encode()) + 256)
+        self.refused = logs.Throttle()
+        self.evicted = logs.Throttle()
+        self.failed = logs.Throttle()
 
     async def start(self, host: str, port: int) -> None:
         self.server = await asyncio.start_server(self._accept, host, port, reuse_address=True)
@@ -75,24 +119,103 @@ class RPCServer:
         for client in list(self.clients):
             client.close()
 
+    def _make_room(self, name: str) -> bool:
+        """Apply the connection caps before serving a new client; False to refuse it."""
+        pending = [c for c in self.clients if not c.ready]
+        if len(pending) >= MAX_PENDING_CLIENTS or len(self.clients) >= MAX_RPC_CLIENTS:
+            if pending:
+                _warn(self.evicted, logging.WARNING,
+                      "Closing %s: too many clients without a handshake (limit %d)",
+                      pending[0], MAX_PENDING_CLIENTS)
+                pending[0].close()
+                return True
+            _warn(self.refused, logging.WARNING,
+                  "Rejecting client %s: %d clients connected (limit %d)",
+                  name, len(self.clients), MAX_RPC_CLIENTS)
+            return False
+        return True
+
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        client = _Client(self, reader, writer)
-        self.clients.add(client)
+        peer = writer.get_extra_info("peername")
+        name = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        if not self._make_room(name):
+            writer.close()
+            return
+        client = _Client(self, reader, writer, name)
+        self.clients[client] = None
         try:
             await client.serve()
+        except Exception:  # a bug in one command must never take the server down
+            log.exception("agent.ipc: Failed to evaluate request from %s", client)
         finally:
-            self.clients.discard(client)
+            self.clients.pop(client, None)
             client.close()
+
+
+class _Feed:
+    """One subscription's outgoing records: a buffer of :data:`SUBSCRIBER_BUFFER` drained
+    by its own task, as serf gives every monitor and event stream a channel of 512 and a
+    goroutine. When the client reads too slowly the buffer fills and new records are dropped
+    with serf's warning, at most once a second."""
+
+    def __init__(self, client: _Client, seq: int, what: str) -> None:
+        self.client = client
+        self.seq = seq
+        self.what = what
+        self.items: deque[Any] = deque()
+        self.wakeup = asyncio.Event()
+        self.closed = False
+        self.finishing = False
+        self.throttle = logs.Throttle()
+        self.task = asyncio.get_running_loop().create_task(self._run())
+
+    def push(self, record: Any) -> None:
+        if self.closed or self.finishing:
+            return
+        if len(self.items) >= SUBSCRIBER_BUFFER:
+            _warn(self.throttle, logging.WARNING, "Dropping %s to %s", self.what, self.client)
+            return
+        self.items.append(record)
+        self.wakeup.set()
+
+    def finish(self) -> None:
+        """Send what is queued, then end (a query that is done)."""
+        self.finishing = True
+        self.wakeup.set()
+
+    def stop(self) -> None:
+        self.closed = True
+        self.items.clear()
+        self.task.cancel()
+
+    async def _run(self) -> None:
+        try:
+            while not self.closed:
+                await self.wakeup.wait()
+                self.wakeup.clear()
+                while self.items and not self.closed:
+                    self.client.send(self.seq, body=self.items.popleft(), has_body=True)
+                    await self.client.writer.drain()
+                if self.finishing:
+                    return
+        except (ConnectionError, RuntimeError) as exc:
+            if not self.client.closed:
+                log.error("agent.ipc: Failed to stream %s to %s: %s", self.what, self.client,
+                          exc)
+                self.client.close()
 
 
 class _Client:
     def __init__(self, server: RPCServer, reader: asyncio.StreamReader,
-                 writer: asyncio.StreamWriter) -> None:
+                 writer: asyncio.StreamWriter, name: str) -> None:
         self.server = server
         self.agent = server.agent
         self.reader = reader
         self.writer = writer
-        self.unpacker = msgpack.Unpacker(raw=False, max_buffer_size=16 * 1024 * 1024)
+        self.name = name
+        self.unpacker, self._reset_count = new_unpacker()
+        self.fed = 0  # bytes fed to the unpacker
+        self.boundary = 0  # unpacker offset where the request being read began
         self.version = 0
         self.authenticated = not server.auth_key
         self.streams: dict[int, Callable[[], None]] = {}
@@ -100,19 +223,56 @@ class _Client:
         self.query_ids: dict[int, QueryReceived] = {}
         self.next_query_id = 0
         self.closed = False
+        self._handshake_timer = asyncio.get_running_loop().call_later(
+            HANDSHAKE_TIMEOUT, self._handshake_expired)
+
+    def __str__(self) -> str:
+        return f"ipc.client: {self.name}"
+
+    @property
+    def ready(self) -> bool:
+        """Handshake done and, when rpc_auth is set, authenticated."""
+        return bool(self.version) and self.authenticated
+
+    def _handshake_expired(self) -> None:
+        if not self.ready and not self.closed:
+            what = "handshake" if not self.version else "auth"
+            log.warning("agent.ipc: Closing %s: no %s within %gs", self, what,
+                        HANDSHAKE_TIMEOUT)
+            self.close()
+
+    def _check_ready(self) -> None:
+        if self.ready:
+            self._handshake_timer.cancel()
 
     # -- framing ---------------------------------------------------------------------------
 
-    async def _next(self) -> Any:
+    async def _next(self, in_request: bool = False) -> Any:
+        """The next msgpack object. Before handshake/auth a request may hold only a few
+        KiB; once a request has begun it must arrive within FRAME_TIMEOUT."""
         while True:
             try:
-                return next(self.unpacker)
+                obj = next(self.unpacker)
             except StopIteration:
                 pass
-            data = await self.reader.read(65536)
+            else:
+                self.boundary = self.unpacker.tell()
+                self._reset_count()
+                return obj
+            pending = self.fed - self.boundary
+            limit = MAX_REQUEST_BUFFER if self.ready else self.server.pre_auth_buffer
+            if pending >= limit:
+                raise RequestError(f"request exceeds {limit} bytes")
+            timeout = FRAME_TIMEOUT if (pending or in_request) else None
+            try:
+                data = await asyncio.wait_for(self.reader.read(min(65536, limit - pending)),
+                                              timeout)
+            except TimeoutError:
+                raise RequestError(f"request incomplete after {FRAME_TIMEOUT:g}s") from None
             if not data:
                 raise EOFError
             self.unpacker.feed(data)
+            self.fed += len(data)
 
     def send(self, seq: int, error: str = "", body: Any = None, has_body: bool = False) -> None:
         if self.closed:
@@ -126,27 +286,32 @@ class _Client:
         if self.closed:
             return
         self.closed = True
+        self.server.clients.pop(self, None)
+        self._handshake_timer.cancel()
         for stop in list(self.streams.values()):
             stop()
         self.streams.clear()
+        self.query_ids.clear()
         self.writer.close()
 
     async def serve(self) -> None:
         try:
             while not self.closed:
-                header = await self._next()
-                if not isinstance(header, dict):
+                try:
+                    command, seq = decode_header(await self._next())
+                except RequestError as exc:
+                    _warn(self.server.failed, logging.ERROR,
+                          "failed to decode request header: %s", exc)
                     return
-                command = header.get("Command")
-                seq = header.get("Seq")
-                if not isinstance(command, str) or not isinstance(seq, int):
-                    return
-                body = await self._next() if command in _WITH_BODY else None
-                if command in _WITH_BODY and not isinstance(body, dict):
-                    return
+                body = None
+                if command in BODIES and (self.ready or command in ("handshake", "auth")):
+                    body = decode_body(command, await self._next(in_request=True))
                 await self._handle(command, seq, body or {})
                 await self.writer.drain()
-        except (EOFError, ConnectionError, _CloseConnection, ValueError, msgpack.UnpackException):
+        except (RequestError, _CloseConnection) as exc:
+            if str(exc):
+                _warn(self.server.failed, logging.ERROR, "Failed to evaluate request: %s", exc)
+        except (EOFError, ConnectionError, ValueError, msgpack.UnpackException):
             return
 
     # -- dispatch --------------------------------------------------------------------------
@@ -156,26 +321,40 @@ class _Client:
             self.send(seq, "Handshake required")
             raise _CloseConnection
         if not self.authenticated and command not in ("handshake", "auth"):
+            log.warning("agent.ipc: Client sending commands before auth")
             self.send(seq, "Authentication required")
+            # Serf leaves the body of such a request to be read as the next header; it is
+            # read here instead so the framing stays in step.
+            if command in BODIES:
+                await self._next(in_request=True)
             return
         handler = getattr(self, "cmd_" + command.replace("-", "_"), None)
         if handler is None:
             self.send(seq, "Unsupported command")
-            raise _CloseConnection
+            raise _CloseConnection(f"command '{command[:64]}' not recognized")
         await handler(seq, body)
 
+    def _add_stream(self, seq: int, stop: Callable[[], None]) -> bool:
+        if len(self.streams) >= MAX_CLIENT_STREAMS:
+            self.send(seq, f"Too many open streams (limit {MAX_CLIENT_STREAMS})")
+            return False
+        self.streams[seq] = stop
+        return True
+
     async def cmd_handshake(self, seq: int, body: dict) -> None:
-        if self.version:
-            self.send(seq, "Handshake already performed")
-        elif body.get("Version") != IPC_VERSION:
+        if body["Version"] != IPC_VERSION:
             self.send(seq, "Unsupported IPC version")
+        elif self.version:
+            self.send(seq, "Handshake already performed")
         else:
             self.version = IPC_VERSION
+            self._check_ready()
             self.send(seq)
 
     async def cmd_auth(self, seq: int, body: dict) -> None:
-        if body.get("AuthKey") == self.server.auth_key:
+        if body["AuthKey"] == self.server.auth_key:
             self.authenticated = True
+            self._check_ready()
             self.send(seq)
         else:
             self.send(seq, "Invalid authentication token")
@@ -185,26 +364,22 @@ class _Client:
         self.send(seq, body={"Members": members}, has_body=True)
 
     async def cmd_members_filtered(self, seq: int, body: dict) -> None:
-        tags = body.get("Tags") or {}
-        if not isinstance(tags, dict):
-            raise _CloseConnection("Tags must be a map")
-        tag_res = {str(k): _anchored(str(v)) for k, v in tags.items()}
-        status_re = _anchored(str(body.get("Status") or "")) if body.get("Status") else None
-        name_re = _anchored(str(body.get("Name") or "")) if body.get("Name") else None
+        tag_res = {k: anchored(v) for k, v in body["Tags"].items()}
+        status_re = anchored(body["Status"])
+        name_re = anchored(body["Name"])
         out = []
         for member in self.agent.serf.member_list():
-            if name_re and not name_re.match(member.name):
-                continue
-            if status_re and not status_re.match(member.status.label()):
-                continue
             if any(not rx.match(member.tags.get(k, "")) for k, rx in tag_res.items()):
+                continue
+            if body["Status"] and not status_re.match(member.status.label()):
+                continue
+            if body["Name"] and not name_re.match(member.name):
                 continue
             out.append(member_record(member))
         self.send(seq, body={"Members": out}, has_body=True)
 
     async def cmd_join(self, seq: int, body: dict) -> None:
-        existing = [str(x) for x in (body.get("Existing") or [])]
-        num, error = await self.agent.join(existing, bool(body.get("Replay")))
+        num, error = await self.agent.join(body["Existing"], body["Replay"])
         self.send(seq, error or "", {"Num": num}, has_body=True)
 
     async def cmd_leave(self, seq: int, body: dict) -> None:
@@ -215,16 +390,12 @@ class _Client:
         self.agent.spawn(self.agent.shutdown())
 
     async def cmd_force_leave(self, seq: int, body: dict) -> None:
-        error = await self.agent.force_leave(str(body.get("Node") or ""), bool(body.get("Prune")))
+        error = await self.agent.force_leave(body["Node"], body["Prune"])
         self.send(seq, error or "")
 
     async def cmd_event(self, seq: int, body: dict) -> None:
-        payload = body.get("Payload") or b""
-        if isinstance(payload, str):
-            payload = payload.encode()
         try:
-            self.agent.user_event(str(body.get("Name") or ""), bytes(payload),
-                                  bool(body.get("Coalesce")))
+            self.agent.user_event(body["Name"], body["Payload"], body["Coalesce"])
         except SerfError as exc:
             self.send(seq, str(exc))
             return
@@ -232,10 +403,9 @@ class _Client:
 
     async def cmd_tags(self, seq: int, body: dict) -> None:
         tags = dict(self.agent.serf.config.tags)
-        for key, value in (body.get("Tags") or {}).items():
-            tags[str(key)] = str(value)
-        for key in body.get("DeleteTags") or []:
-            tags.pop(str(key), None)
+        tags.update(body["Tags"])
+        for key in body["DeleteTags"]:
+            tags.pop(key, None)
         try:
             error = await self.agent.set_tags(tags)
         except SerfError as exc:
@@ -246,7 +416,7 @@ class _Client:
         self.send(seq, body=self.agent.stats(), has_body=True)
 
     async def cmd_get_coordinate(self, seq: int, body: dict) -> None:
-        coord = self.agent.serf.coordinate_cache.get(str(body.get("Node") or ""))
+        coord = self.agent.serf.coordinate_cache.get(body["Node"])
         if coord is None:
             empty = {"Adjustment": 0.0, "Error": 0.0, "Height": 0.0, "Vec": None}
             self.send(seq, body={"Coord": empty, "Ok": False}, has_body=True)
@@ -255,57 +425,60 @@ class _Client:
 
     async def cmd_monitor(self, seq: int, body: dict) -> None:
         try:
-            level = logs.parse_level(str(body.get("LogLevel") or "INFO"))
+            level = logs.parse_level(body["LogLevel"] or "INFO")
         except ValueError:
-            self.send(seq, f"Unknown log level: {body.get('LogLevel')}")
+            self.send(seq, f"Unknown log level: {body['LogLevel'].upper()[:64]}")
             return
         if self.monitor_seq is not None:
             self.send(seq, "Monitor already exists")
             return
         handler = self.agent.log_handler
-        self.send(seq)
         if handler is None:
+            self.send(seq)
             return
-        self.monitor_seq = seq
+        feed = _Feed(self, seq, "logs")
 
         def on_line(line: str) -> None:
-            self.send(seq, body={"Log": line}, has_body=True)
+            feed.push({"Log": line})
 
         def stop() -> None:
             handler.unsubscribe(on_line)
+            feed.stop()
             self.monitor_seq = None
 
-        self.streams[seq] = stop
+        if not self._add_stream(seq, stop):
+            feed.stop()
+            return
+        self.send(seq)
+        self.monitor_seq = seq
         handler.subscribe(level, on_line)
 
     async def cmd_stream(self, seq: int, body: dict) -> None:
         from pyserf.agent.config import parse_event_filter
 
-        filters = parse_event_filter(str(body.get("Type") or "*"))
+        filters = parse_event_filter(body["Type"] or "*")
         if not all(f.valid() for f in filters):
             self.send(seq, "Invalid event filter")
             return
         if seq in self.streams:
             self.send(seq, "Stream with given sequence exists")
             return
-        self.send(seq)
-        pending = 0
+        feed = _Feed(self, seq, "event")
 
         def on_event(event: Any) -> None:
-            nonlocal pending
             record = self._event_record(event, filters)
-            if record is None:
-                return
-            if self.writer.transport.get_write_buffer_size() > 4 * 1024 * 1024:
-                log.warning("agent.ipc: Dropping event to %s", "slow client")
-                return
-            self.send(seq, body=record, has_body=True)
+            if record is not None:
+                feed.push(record)
 
         def stop() -> None:
             if on_event in self.agent.event_listeners:
                 self.agent.event_listeners.remove(on_event)
+            feed.stop()
 
-        self.streams[seq] = stop
+        if not self._add_stream(seq, stop):
+            feed.stop()
+            return
+        self.send(seq)
         self.agent.event_listeners.append(on_event)
 
     def _event_record(self, event: Any, filters: list[Any]) -> dict | None:
@@ -324,40 +497,47 @@ class _Client:
         if isinstance(event, UserEventReceived):
             return {"Event": "user", "LTime": event.ltime, "Name": event.name,
                     "Payload": event.payload, "Coalesce": event.coalesce}
-        self.next_query_id += 1
-        self.query_ids[self.next_query_id] = event
-        return {"Event": "query", "ID": self.next_query_id, "LTime": event.ltime,
+        return {"Event": "query", "ID": self._register_query(event), "LTime": event.ltime,
                 "Name": event.name, "Payload": event.payload}
 
+    def _register_query(self, event: QueryReceived) -> int:
+        """Remember a streamed query for `respond` until its deadline, as serf does."""
+        now = self.agent.loop.time()
+        for qid in [q for q, ev in self.query_ids.items() if ev.deadline < now]:
+            del self.query_ids[qid]
+        while len(self.query_ids) >= MAX_PENDING_QUERIES:
+            del self.query_ids[next(iter(self.query_ids))]
+        self.next_query_id += 1
+        self.query_ids[self.next_query_id] = event
+        return self.next_query_id
+
     async def cmd_respond(self, seq: int, body: dict) -> None:
-        query = self.query_ids.get(int(body.get("ID") or 0))
+        query = self.query_ids.get(body["ID"])
         if query is None:
             self.send(seq, "No pending queries matching ID")
             return
-        payload = body.get("Payload") or b""
         try:
-            self.agent.serf.respond(query, bytes(payload), self.agent.loop.time())
+            self.agent.serf.respond(query, body["Payload"], self.agent.loop.time())
             self.agent.pump()
         except SerfError as exc:
             self.send(seq, str(exc))
             return
-        self.query_ids.pop(int(body.get("ID") or 0), None)
+        self.query_ids.pop(body["ID"], None)
         self.send(seq)
 
     async def cmd_install_key(self, seq: int, body: dict) -> None:
-        await self._key_command(seq, internal_queries.INSTALL_KEY, body)
+        await self._key_command(seq, internal_queries.INSTALL_KEY, body["Key"])
 
     async def cmd_use_key(self, seq: int, body: dict) -> None:
-        await self._key_command(seq, internal_queries.USE_KEY, body)
+        await self._key_command(seq, internal_queries.USE_KEY, body["Key"])
 
     async def cmd_remove_key(self, seq: int, body: dict) -> None:
-        await self._key_command(seq, internal_queries.REMOVE_KEY, body)
+        await self._key_command(seq, internal_queries.REMOVE_KEY, body["Key"])
 
     async def cmd_list_keys(self, seq: int, body: dict) -> None:
-        await self._key_command(seq, internal_queries.LIST_KEYS, {"Key": ""})
+        await self._key_command(seq, internal_queries.LIST_KEYS, "")
 
-    async def _key_command(self, seq: int, name: str, body: dict) -> None:
-        text = str(body.get("Key") or "")
+    async def _key_command(self, seq: int, name: str, text: str) -> None:
         try:
             key = security.parse_key_b64(text) if name != internal_queries.LIST_KEYS else b""
         except ValueError as exc:
@@ -371,50 +551,53 @@ class _Client:
         self.send(seq, op.error(), reply, has_body=True)
 
     async def cmd_stop(self, seq: int, body: dict) -> None:
-        stop = self.streams.pop(int(body.get("Stop") or 0), None)
+        stop = self.streams.pop(body["Stop"], None)
         if stop is not None:
             stop()
         self.send(seq)
 
     async def cmd_query(self, seq: int, body: dict) -> None:
-        name = str(body.get("Name") or "")
-        payload = body.get("Payload") or b""
+        name, payload = body["Name"], body["Payload"]
         if name.startswith("_serf_") and not (name == "_serf_ping" and not payload):
             self.send(seq, "Queries cannot contain the '_serf_' prefix")
             return
-        tags = {str(k): str(v) for k, v in (body.get("FilterTags") or {}).items()}
-        nodes = [str(x) for x in body.get("FilterNodes") or []]
-        timeout_ns = int(body.get("Timeout") or 0)
-        request_ack = bool(body.get("RequestAck"))
+        if seq in self.streams:
+            self.send(seq, "Stream with given sequence exists")
+            return
         # ("WaitFull" is a pyserf field asking for serf's wait-out-the-timeout behaviour;
         # serf agents ignore unknown fields.)
-        finish_early = not body.get("WaitFull")
+        finish_early = not body["WaitFull"]
+        feed = _Feed(self, seq, "query response")
 
         def on_ack(node: str, when: float) -> None:
-            self.send(seq, body={"Type": "ack", "From": node, "Payload": None}, has_body=True)
+            feed.push({"Type": "ack", "From": node, "Payload": None})
 
         def on_response(node: str, data: bytes, when: float) -> None:
-            self.send(seq, body={"Type": "response", "From": node, "Payload": data},
-                      has_body=True)
+            feed.push({"Type": "response", "From": node, "Payload": data})
 
         def on_done(when: float) -> None:
             self.streams.pop(seq, None)
-            self.send(seq, body={"Type": "done", "From": "", "Payload": None}, has_body=True)
+            feed.push({"Type": "done", "From": "", "Payload": None})
+            feed.finish()
 
         try:
             collector = self.agent.serf.query(
-                name, bytes(payload), self.agent.loop.time(),
-                filter_nodes=nodes, filter_tags=tags, request_ack=request_ack,
-                relay_factor=int(body.get("RelayFactor") or 0), timeout=timeout_ns / 1e9,
-                finish_early=finish_early, on_ack=on_ack, on_response=on_response,
-                on_done=on_done)
+                name, payload, self.agent.loop.time(),
+                filter_nodes=body["FilterNodes"], filter_tags=body["FilterTags"],
+                request_ack=body["RequestAck"], relay_factor=body["RelayFactor"],
+                timeout=body["Timeout"] / 1e9, finish_early=finish_early, on_ack=on_ack,
+                on_response=on_response, on_done=on_done)
         except SerfError as exc:
+            feed.stop()
             self.send(seq, str(exc))
             return
-        self.send(seq)
 
         def stop() -> None:
             collector.closed = True
+            feed.stop()
 
-        self.streams[seq] = stop
+        if not feed.finishing and not self._add_stream(seq, stop):
+            stop()
+            return
+        self.send(seq)
         self.agent.pump()
