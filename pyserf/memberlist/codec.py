@@ -16,7 +16,7 @@ from typing import Any
 
 import msgpack
 
-from pyserf.memberlist import lzw
+from pyserf.memberlist import fields, lzw
 from pyserf.memberlist.fields import DecodeError
 
 
@@ -45,63 +45,45 @@ class NodeStateKind(IntEnum):
 
 
 LZW_ALGO = 0
-# Largest decompressed payload we accept; guards against compression bombs.
-MAX_DECOMPRESSED = 32 * 1024 * 1024
 COMPOUND_HEADER_OVERHEAD = 2
 COMPOUND_OVERHEAD = 2  # per part: a u16 length
-META_MAX_SIZE = 512
+META_MAX_SIZE = 512  # memberlist's MetaMaxSize
+# memberlist's limits on what a peer may make us hold (net.go): push-pull state bytes and nodes,
+# and the largest decompressed stream (user state plus an equal node budget).
+MAX_PUSH_STATE_BYTES = 20 * 1024 * 1024
+MAX_PUSH_STATE_NODES = 1024 * 1024
+MAX_DECOMPRESSED = 2 * MAX_PUSH_STATE_BYTES
+# Vsn is six version bytes; memberlist reads the first six and ignores any more.
+MAX_VSN_BYTES = 16
+MAX_ACK_PAYLOAD = 64 * 1024  # a datagram cannot hold more
+MAX_ERROR_TEXT = 4096
+# Per-object bounds inside a stream message: a node state or header is a small map (names, a
+# 512-byte meta, six version bytes); a compress body holds one big byte string, read by length.
+MAX_STREAM_STR = 64 * 1024
+MAX_STREAM_ITEMS = 1024
+# A whole stream message we are willing to buffer: the push-pull state limit plus room for the
+# encryption, compression and msgpack framing around it.
+MAX_STREAM_BYTES = MAX_PUSH_STATE_BYTES + 64 * 1024
 
 
 # ---------------------------------------------------------------------------------------------
-# field access helpers for raw-decoded maps
-
-
-def _get(body: dict, key: bytes, default: Any) -> Any:
-    return body.get(key, default)
+# field access helpers for raw-decoded maps (kept for callers outside the boundary module)
 
 
 def get_str(body: dict, key: bytes) -> str:
-    value = body.get(key)
-    if value is None:
-        return ""
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    if isinstance(value, str):
-        return value
-    raise DecodeError(f"field {key.decode()} must be a string, got {type(value).__name__}")
+    return fields.text(body, key)
 
 
 def get_bytes(body: dict, key: bytes) -> bytes:
-    value = body.get(key)
-    if value is None:
-        return b""
-    if isinstance(value, bytes):
-        return value
-    if isinstance(value, str):
-        return value.encode()
-    if isinstance(value, (list, tuple)) and all(isinstance(v, int) for v in value):
-        return bytes(value)  # Go also accepts an int array for []uint8
-    raise DecodeError(f"field {key.decode()} must be bytes, got {type(value).__name__}")
+    return fields.blob(body, key, MAX_PUSH_STATE_BYTES)
 
 
 def get_int(body: dict, key: bytes) -> int:
-    value = body.get(key, 0)
-    if value is None:
-        return 0
-    if isinstance(value, bool):
-        return int(value)
-    if isinstance(value, int):
-        return value
-    raise DecodeError(f"field {key.decode()} must be an integer, got {type(value).__name__}")
+    return fields.int64(body, key)
 
 
 def get_bool(body: dict, key: bytes) -> bool:
-    value = body.get(key, False)
-    if value is None:
-        return False
-    if isinstance(value, (bool, int)):
-        return bool(value)
-    raise DecodeError(f"field {key.decode()} must be a bool, got {type(value).__name__}")
+    return fields.flag(body, key)
 
 
 def unpack_body(data: bytes) -> dict:
@@ -139,12 +121,7 @@ def ip_to_bytes(ip: str) -> bytes:
 
 def ip_from_bytes(raw: bytes) -> str:
     """Accept 4-byte and 16-byte forms; an IPv4-mapped IPv6 address is shown as IPv4."""
-    if len(raw) == 4:
-        return str(ipaddress.IPv4Address(raw))
-    if len(raw) == 16:
-        addr = ipaddress.IPv6Address(raw)
-        return str(addr.ipv4_mapped) if addr.ipv4_mapped else str(addr)
-    raise DecodeError(f"address must be 4 or 16 bytes, got {len(raw)}")
+    return fields.ip_text(raw)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -171,8 +148,11 @@ class Ping:
 
     @classmethod
     def decode(cls, body: dict) -> Ping:
-        return cls(get_int(body, b"SeqNo"), get_str(body, b"Node"), get_bytes(body, b"SourceAddr"),
-                   get_int(body, b"SourcePort"), get_str(body, b"SourceNode"))
+        return cls(fields.uint(body, b"SeqNo", fields.U32_MAX),
+                   fields.node_name(body, b"Node", required=False),
+                   fields.ip_bytes(body, b"SourceAddr", required=False),
+                   fields.uint(body, b"SourcePort", fields.U16_MAX),
+                   fields.node_name(body, b"SourceNode", required=False))
 
 
 @dataclass(slots=True)
@@ -200,9 +180,12 @@ class IndirectPing:
 
     @classmethod
     def decode(cls, body: dict) -> IndirectPing:
-        return cls(get_int(body, b"SeqNo"), get_bytes(body, b"Target"), get_int(body, b"Port"),
-                   get_str(body, b"Node"), get_bool(body, b"Nack"), get_bytes(body, b"SourceAddr"),
-                   get_int(body, b"SourcePort"), get_str(body, b"SourceNode"))
+        return cls(fields.uint(body, b"SeqNo", fields.U32_MAX), fields.ip_bytes(body, b"Target"),
+                   fields.uint(body, b"Port", fields.U16_MAX),
+                   fields.node_name(body, b"Node", required=False), fields.flag(body, b"Nack"),
+                   fields.ip_bytes(body, b"SourceAddr", required=False),
+                   fields.uint(body, b"SourcePort", fields.U16_MAX),
+                   fields.node_name(body, b"SourceNode", required=False))
 
 
 @dataclass(slots=True)
@@ -215,8 +198,8 @@ class Ack:
 
     @classmethod
     def decode(cls, body: dict) -> Ack:
-        payload = body.get(b"Payload")
-        return cls(get_int(body, b"SeqNo"), get_bytes(body, b"Payload") if payload else None)
+        payload = fields.blob(body, b"Payload", MAX_ACK_PAYLOAD)
+        return cls(fields.uint(body, b"SeqNo", fields.U32_MAX), payload or None)
 
 
 @dataclass(slots=True)
@@ -228,7 +211,7 @@ class Nack:
 
     @classmethod
     def decode(cls, body: dict) -> Nack:
-        return cls(get_int(body, b"SeqNo"))
+        return cls(fields.uint(body, b"SeqNo", fields.U32_MAX))
 
 
 @dataclass(slots=True)
@@ -243,7 +226,8 @@ class Suspect:
 
     @classmethod
     def decode(cls, body: dict) -> Suspect:
-        return cls(get_int(body, b"Incarnation"), get_str(body, b"Node"), get_str(body, b"From"))
+        return cls(fields.uint(body, b"Incarnation", fields.U32_MAX),
+                   fields.node_name(body, b"Node"), fields.node_name(body, b"From", required=False))
 
 
 @dataclass(slots=True)
@@ -258,7 +242,8 @@ class Dead:
 
     @classmethod
     def decode(cls, body: dict) -> Dead:
-        return cls(get_int(body, b"Incarnation"), get_str(body, b"Node"), get_str(body, b"From"))
+        return cls(fields.uint(body, b"Incarnation", fields.U32_MAX),
+                   fields.node_name(body, b"Node"), fields.node_name(body, b"From", required=False))
 
 
 @dataclass(slots=True)
@@ -277,8 +262,11 @@ class Alive:
 
     @classmethod
     def decode(cls, body: dict) -> Alive:
-        return cls(get_int(body, b"Incarnation"), get_str(body, b"Node"), get_bytes(body, b"Addr"),
-                   get_int(body, b"Port"), get_bytes(body, b"Meta"), get_bytes(body, b"Vsn"))
+        return cls(fields.uint(body, b"Incarnation", fields.U32_MAX),
+                   fields.node_name(body, b"Node"), fields.ip_bytes(body, b"Addr"),
+                   fields.uint(body, b"Port", fields.U16_MAX),
+                   fields.blob(body, b"Meta", META_MAX_SIZE),
+                   fields.blob(body, b"Vsn", MAX_VSN_BYTES))
 
 
 @dataclass(slots=True)
@@ -297,9 +285,12 @@ class PushNodeState:
 
     @classmethod
     def decode(cls, body: dict) -> PushNodeState:
-        return cls(get_str(body, b"Name"), get_bytes(body, b"Addr"), get_int(body, b"Port"),
-                   get_bytes(body, b"Meta"), get_int(body, b"Incarnation"),
-                   get_int(body, b"State"), get_bytes(body, b"Vsn"))
+        return cls(fields.node_name(body, b"Name"), fields.ip_bytes(body, b"Addr"),
+                   fields.uint(body, b"Port", fields.U16_MAX),
+                   fields.blob(body, b"Meta", META_MAX_SIZE),
+                   fields.uint(body, b"Incarnation", fields.U32_MAX),
+                   fields.uint(body, b"State", fields.U8_MAX),
+                   fields.blob(body, b"Vsn", MAX_VSN_BYTES))
 
 
 @dataclass(slots=True)
@@ -318,17 +309,21 @@ class PushPull:
 
     @classmethod
     def decode_stream(cls, data: bytes) -> PushPull:
-        """Decode the body that follows the push-pull type byte."""
-        unpacker = msgpack.Unpacker(raw=True, strict_map_key=False, max_buffer_size=len(data) + 1)
+        """Decode the body that follows the push-pull type byte.
+
+        The node count and user state length are checked against memberlist's limits before
+        anything is built, and the first malformed node state rejects the whole message.
+        """
+        unpacker = msgpack.Unpacker(raw=True, strict_map_key=False,
+                                    max_buffer_size=len(data) + 1, max_str_len=MAX_STREAM_STR,
+                                    max_bin_len=MAX_STREAM_STR, max_array_len=MAX_STREAM_ITEMS,
+                                    max_map_len=MAX_STREAM_ITEMS)
         unpacker.feed(data)
         try:
             header = next(unpacker)
             if not isinstance(header, dict):
                 raise DecodeError("push-pull header is not a map")
-            count = get_int(header, b"Nodes")
-            user_len = get_int(header, b"UserStateLen")
-            if count < 0 or count > 1_000_000 or user_len < 0:
-                raise DecodeError("push-pull header has impossible sizes")
+            count, user_len = push_pull_sizes(header)
             nodes = []
             for _ in range(count):
                 raw = next(unpacker)
@@ -337,15 +332,26 @@ class PushPull:
                 nodes.append(PushNodeState.decode(raw))
         except StopIteration as exc:
             raise DecodeError("push-pull message is truncated") from exc
-        except (msgpack.ExtraData, ValueError) as exc:
-            if isinstance(exc, DecodeError):
-                raise
+        except DecodeError:
+            raise
+        except Exception as exc:  # msgpack raises several unrelated types
             raise DecodeError(f"malformed push-pull: {exc}") from exc
         offset = unpacker.tell()
         user_state = data[offset:offset + user_len]
         if len(user_state) != user_len:
             raise DecodeError("push-pull user state is truncated")
-        return cls(get_bool(header, b"Join"), nodes, user_state)
+        return cls(fields.flag(header, b"Join"), nodes, user_state)
+
+
+def push_pull_sizes(header: dict) -> tuple[int, int]:
+    """(node count, user state length) of a push-pull header, within memberlist's limits."""
+    count = fields.int64(header, b"Nodes")
+    user_len = fields.int64(header, b"UserStateLen")
+    if not 0 <= count <= MAX_PUSH_STATE_NODES:
+        raise DecodeError(f"number of nodes in header ({count}) exceeds limit")
+    if not 0 <= user_len <= MAX_PUSH_STATE_BYTES:
+        raise DecodeError(f"user state length ({user_len}) exceeds limit")
+    return count, user_len
 
 
 def encode_err(message: str) -> bytes:
@@ -405,55 +411,119 @@ def compress(data: bytes) -> bytes:
     return encode(MsgType.COMPRESS, {"Algo": LZW_ALGO, "Buf": lzw.compress(data)})
 
 
-def decompress_body(body_bytes: bytes) -> bytes:
+def decompress_body(body_bytes: bytes, limit: int = MAX_DECOMPRESSED) -> bytes:
     """Decode a compress message body (after the type byte) into the wrapped message."""
     body = unpack_body(body_bytes)
-    algo = get_int(body, b"Algo")
+    algo = fields.int64(body, b"Algo")
     if algo != LZW_ALGO:
         raise DecodeError(f"cannot decompress unknown algorithm {algo}")
     try:
-        return lzw.decompress(get_bytes(body, b"Buf"), MAX_DECOMPRESSED)
+        return lzw.decompress(fields.blob(body, b"Buf", MAX_PUSH_STATE_BYTES), limit)
     except ValueError as exc:
         raise DecodeError(f"failed to decompress payload: {exc}") from exc
 
 
-def stream_frame_length(buf: bytes) -> int | None:
-    """Length of the first complete stream message in ``buf``, or None if more is needed.
+class StreamFramer:
+    """Finds where one stream message ends, fed chunk by chunk, in time linear in its size.
 
-    The sender of a stream keeps its side open while waiting for our reply, so the reader
-    has to know where a message ends without relying on EOF.
+    The sender of a stream keeps its side open while waiting for our reply, so the reader has
+    to know where a message ends without relying on EOF. Each msgpack object is parsed once it
+    is complete (a persistent unpacker keeps its place; an incomplete object costs only its
+    header), and byte strings are skipped by length, so a message trickled in tiny chunks costs
+    no more than one sent whole.
     """
-    if not buf:
-        return None
-    kind = buf[0]
-    if kind == MsgType.ENCRYPT:
-        if len(buf) < 5:
+
+    def __init__(self, max_bytes: int = MAX_STREAM_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self.buf = bytearray()
+        self._unpacker: msgpack.Unpacker | None = None
+        self._kind: int | None = None
+        self._total: int | None = None  # known total length once the layout is parsed
+        self._nodes_left = -1  # push-pull node states still to skip; -1 before the header
+        self._parsed_end = 1
+
+    def feed(self, chunk: bytes) -> bytes | None:
+        """Add received bytes; returns the complete message once it is all here."""
+        self.buf += chunk
+        if len(self.buf) > self.max_bytes:
+            raise DecodeError(f"stream message exceeds {self.max_bytes} bytes")
+        if self._unpacker is not None and chunk:
+            self._unpacker.feed(chunk)
+        total = self._find_end()
+        if total is None or len(self.buf) < total:
             return None
-        (length,) = struct.unpack_from(">I", buf, 1)
-        total = 5 + length
-        return total if len(buf) >= total else None
-    unpacker = msgpack.Unpacker(raw=True, strict_map_key=False)
-    unpacker.feed(buf[1:])
-    try:
-        if kind in (MsgType.COMPRESS, MsgType.PING, MsgType.ACK, MsgType.ERR):
-            unpacker.skip()
-            return 1 + unpacker.tell()
-        if kind == MsgType.PUSH_PULL:
-            header = unpacker.unpack()
-            if not isinstance(header, dict):
-                raise DecodeError("push-pull header is not a map")
-            for _ in range(max(0, get_int(header, b"Nodes"))):
+        return bytes(self.buf[:total])
+
+    def _find_end(self) -> int | None:
+        if self._total is not None:
+            return self._total
+        buf = self.buf
+        if not buf:
+            return None
+        if self._kind is None:
+            self._kind = buf[0]
+            if self._kind != MsgType.ENCRYPT:
+                self._start_unpacker()
+        kind = self._kind
+        if kind == MsgType.ENCRYPT:
+            if len(buf) < 5:
+                return None
+            (length,) = struct.unpack_from(">I", buf, 1)
+            self._total = self._checked(5 + length)
+            return self._total
+        unpacker = self._unpacker
+        assert unpacker is not None
+        try:
+            if kind in (MsgType.COMPRESS, MsgType.PING, MsgType.ACK, MsgType.ERR):
                 unpacker.skip()
-            total = 1 + unpacker.tell() + max(0, get_int(header, b"UserStateLen"))
-            return total if len(buf) >= total else None
-        if kind == MsgType.USER:
-            header = unpacker.unpack()
-            if not isinstance(header, dict):
-                raise DecodeError("user message header is not a map")
-            total = 1 + unpacker.tell() + max(0, get_int(header, b"UserMsgLen"))
-            return total if len(buf) >= total else None
-    except msgpack.OutOfData:
+                self._total = self._checked(1 + unpacker.tell())
+            elif kind == MsgType.PUSH_PULL:
+                if self._nodes_left < 0:
+                    header = unpacker.unpack()
+                    if not isinstance(header, dict):
+                        raise DecodeError("push-pull header is not a map")
+                    self._nodes_left, self._user_len = push_pull_sizes(header)
+                while self._nodes_left > 0:
+                    unpacker.skip()
+                    self._nodes_left -= 1
+                self._total = self._checked(1 + unpacker.tell() + self._user_len)
+            elif kind == MsgType.USER:
+                header = unpacker.unpack()
+                if not isinstance(header, dict):
+                    raise DecodeError("user message header is not a map")
+                length = fields.int64(header, b"UserMsgLen")
+                if not 0 <= length <= MAX_PUSH_STATE_BYTES:
+                    raise DecodeError(f"user message length ({length}) exceeds limit")
+                self._total = self._checked(1 + unpacker.tell() + length)
+            else:
+                raise DecodeError(f"unsupported stream message type {kind}")
+        except msgpack.OutOfData:
+            return None
+        except DecodeError:
+            raise
+        except Exception as exc:  # msgpack raises several unrelated types
+            raise DecodeError(f"malformed stream message: {exc}") from exc
+        return self._total
+
+    def _start_unpacker(self) -> None:
+        limit = self.max_bytes
+        self._unpacker = msgpack.Unpacker(
+            raw=True, strict_map_key=False, max_buffer_size=limit, max_str_len=limit,
+            max_bin_len=limit, max_array_len=MAX_STREAM_ITEMS, max_map_len=MAX_STREAM_ITEMS)
+        self._unpacker.feed(bytes(self.buf[1:]))
+        self._user_len = 0
+
+    def _checked(self, total: int) -> int:
+        if total > self.max_bytes:
+            raise DecodeError(f"stream message of {total} bytes exceeds {self.max_bytes}")
+        return total
+
+
+def stream_frame_length(buf: bytes) -> int | None:
+    """Length of the first complete stream message in ``buf``, or None if more is needed."""
+    framer = StreamFramer(max(MAX_STREAM_BYTES, len(buf)))
+    framer.buf += buf
+    if framer._find_end() is None and framer._kind != MsgType.ENCRYPT:
         return None
-    except (msgpack.FormatError, msgpack.StackError, ValueError) as exc:
-        raise DecodeError(f"malformed stream message: {exc}") from exc
-    raise DecodeError(f"unsupported stream message type {kind}")
+    total = framer._total
+    return total if total is not None and len(buf) >= total else None

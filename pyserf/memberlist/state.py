@@ -16,7 +16,7 @@ from typing import Protocol
 
 import msgpack
 
-from pyserf.memberlist import codec, security
+from pyserf.memberlist import codec, fields, security
 from pyserf.memberlist.awareness import Awareness
 from pyserf.memberlist.broadcast import BroadcastQueue
 from pyserf.memberlist.codec import (
@@ -35,6 +35,7 @@ from pyserf.memberlist.codec import (
     PushPull,
     Suspect,
 )
+from pyserf.memberlist.drops import DropLog
 from pyserf.memberlist.profiles import LAN, Timing, push_pull_scale, suspicion_timeout
 from pyserf.memberlist.suspicion import Suspicion
 from pyserf.memberlist.timers import Scheduler, Timer
@@ -46,6 +47,12 @@ PROTOCOL_MAX = 5
 PROTOCOL_CUR = 2
 MAX_PUSH_PULL_REQUESTS = 128
 EXPEDITE_MIN_GAP = 0.05
+# What one datagram may expand to. memberlist compresses a message that already fits a UDP
+# packet, so nothing legitimate decompresses past 64 KiB; without a budget, LZW's ~2,700x ratio
+# and compounds of compressed compounds turn 72 KB into hundreds of MiB.
+MAX_PACKET_EXPANSION = 256 * 1024
+MAX_PACKET_MESSAGES = 1024  # messages per datagram, counting every compound part
+MAX_NESTING = 4  # compress(compound(...)) is the deepest memberlist itself sends
 
 Address = tuple[str, int]
 
@@ -209,6 +216,7 @@ class Memberlist:
         # Set while leaving: queued broadcasts may be dropped once nobody is left to hear them.
         self.draining = False
         self.shutdown_done = False
+        self.drops = DropLog(log, "memberlist")
         self._eager_timer: Timer | None = None
         self._eager_until = 0.0
         self._pending_push_pulls = 0
@@ -221,7 +229,7 @@ class Memberlist:
 
     def start(self, now: float) -> None:
         """Register ourselves as alive and start the probe, gossip and push-pull loops."""
-        self._incarnation += 1
+        self._incarnation = (self._incarnation + 1) & fields.U32_MAX
         vsn = bytes((PROTOCOL_MIN, PROTOCOL_MAX, PROTOCOL_CUR, *self.config.delegate_versions))
         alive = Alive(self._incarnation, self.config.name,
                       codec.ip_to_bytes(self.config.advertise_addr), self.config.advertise_port,
@@ -303,7 +311,7 @@ class Memberlist:
                     on_done: Callable[[str | None, float], None]) -> None:
         """Re-announce ourselves with fresh meta (tags) under a new incarnation."""
         me = self.local_node
-        self._incarnation = max(self._incarnation, me.incarnation) + 1
+        self._incarnation = (max(self._incarnation, me.incarnation) + 1) & fields.U32_MAX
         waiter = _Once(on_done)
         alive = Alive(self._incarnation, me.name, codec.ip_to_bytes(me.addr), me.port,
                       self.delegate.node_meta(codec.META_MAX_SIZE), me.vsn)
@@ -386,45 +394,56 @@ class Memberlist:
     # -- input: packets --------------------------------------------------------------------
 
     def receive_packet(self, data: bytes, source: Address, now: float) -> None:
+        """Handle one datagram. Nothing a peer sends can raise out of here: a message that
+        does not decode is dropped and counted, and so is one that trips an internal error."""
         self.scheduler.now = now
         if self.shutdown_done or not data:
             return
+        peer = _peer_text(source)
         keyring = self.config.keyring
         if keyring is not None:
             try:
                 data = security.decrypt(keyring, data, b"")
             except ValueError as exc:
-                log.error("memberlist: Decrypt packet failed: %s from=%s:%d", exc, *source)
-                return
-        if data and data[0] == MsgType.HAS_CRC:
-            try:
-                data = codec.strip_crc(data)
-            except DecodeError as exc:
-                log.warning("memberlist: Got invalid checksum for UDP packet: %s", exc)
+                self.drops.drop("packet (decrypt)", peer, exc, now)
                 return
         try:
-            self._handle_command(data, source, now, depth=0)
+            if data and data[0] == MsgType.HAS_CRC:
+                data = codec.strip_crc(data)
+            self._handle_command(data, source, now, 0, _Budget())
         except DecodeError as exc:
-            log.error("memberlist: Failed to decode packet from=%s:%d: %s", *source, exc)
+            self.drops.drop("packet", peer, exc, now)
+        except Exception as exc:
+            log.exception("memberlist: internal error handling a packet from %s", peer)
+            self.drops.drop("packet (internal error)", peer, exc, now)
 
-    def _handle_command(self, data: bytes, source: Address, now: float, depth: int) -> None:
+    def _handle_command(self, data: bytes, source: Address, now: float, depth: int,
+                        budget: _Budget) -> None:
         if not data:
             raise DecodeError("empty message")
-        if depth > 4:
+        if depth > MAX_NESTING:
             raise DecodeError("messages nested too deeply")
+        budget.messages -= 1
+        if budget.messages < 0:
+            raise DecodeError(f"more than {MAX_PACKET_MESSAGES} messages in one packet")
         kind = data[0]
         body = data[1:]
         if kind == MsgType.COMPOUND:
             parts, truncated = codec.split_compound(body)
             if truncated:
-                log.warning("memberlist: Compound request had %d truncated messages", truncated)
+                self.drops.drop("compound part (truncated)", _peer_text(source),
+                                f"{truncated} truncated messages", now)
             for part in parts:
                 try:
-                    self._handle_command(part, source, now, depth + 1)
+                    self._handle_command(part, source, now, depth + 1, budget)
                 except DecodeError as exc:
-                    log.error("memberlist: Failed to decode compound part: %s", exc)
+                    if budget.messages < 0:
+                        raise
+                    self.drops.drop("compound part", _peer_text(source), exc, now)
         elif kind == MsgType.COMPRESS:
-            self._handle_command(codec.decompress_body(body), source, now, depth + 1)
+            inner = codec.decompress_body(body, max(0, budget.expansion))
+            budget.expansion -= len(inner)
+            self._handle_command(inner, source, now, depth + 1, budget)
         elif kind == MsgType.PING:
             self._handle_ping(Ping.decode(codec.unpack_body(body)), source)
         elif kind == MsgType.INDIRECT_PING:
@@ -442,7 +461,7 @@ class Memberlist:
         elif kind == MsgType.USER:
             self.delegate.notify_msg(body, now)
         else:
-            log.error("memberlist: msg type (%d) not supported from=%s:%d", kind, *source)
+            raise DecodeError(f"msg type ({kind}) not supported")
 
     def _reply_address(self, source_addr: bytes, source_port: int, fallback: Address) -> Address:
         if source_addr and source_port:
@@ -517,36 +536,43 @@ class Memberlist:
         self.scheduler.now = now
         if self.shutdown_done:
             return None
+        peer = _peer_text(source)
         try:
             kind, body = self._open_stream_message(data)
         except (StreamError, DecodeError) as exc:
-            log.error("memberlist: failed to receive: %s from=%s:%d", exc, *source)
-            return self._stream_payload(codec.encode_err(str(exc)))
+            self.drops.drop("stream", peer, exc, now)
+            return self._stream_payload(codec.encode_err(str(exc)[:codec.MAX_ERROR_TEXT]))
+        except Exception as exc:
+            log.exception("memberlist: internal error opening a stream from %s", peer)
+            self.drops.drop("stream (internal error)", peer, exc, now)
+            return None
         try:
             if kind == MsgType.PUSH_PULL:
                 if self._pending_push_pulls >= MAX_PUSH_PULL_REQUESTS:
                     log.error("memberlist: Too many pending push/pull requests")
                     return None
                 remote = PushPull.decode_stream(body)
-                log.debug("memberlist: Stream connection from=%s:%d", *source)
+                log.debug("memberlist: Stream connection from=%s", peer)
                 reply = self._stream_payload(self._local_state(remote.join))
                 self._merge_remote(remote, now)
                 return reply
             if kind == MsgType.PING:
                 ping = Ping.decode(codec.unpack_body(body))
                 if ping.node and ping.node != self.config.name:
-                    log.warning("memberlist: Got ping for unexpected node %s from=%s:%d",
-                                ping.node, *source)
+                    log.warning("memberlist: Got ping for unexpected node %s from=%s",
+                                ping.node, peer)
                     return None
                 return self._stream_payload(Ack(ping.seq_no, None).encode())
             if kind == MsgType.USER:
                 header_len = _msgpack_len(body)
                 self.delegate.notify_msg(body[header_len:], now)
                 return None
+            raise DecodeError(f"invalid stream msgType ({kind})")
         except DecodeError as exc:
-            log.error("memberlist: Failed to decode stream from=%s:%d: %s", *source, exc)
-            return None
-        log.error("memberlist: Received invalid msgType (%d) from=%s:%d", kind, *source)
+            self.drops.drop("stream", peer, exc, now)
+        except Exception as exc:
+            log.exception("memberlist: internal error handling a stream from %s", peer)
+            self.drops.drop("stream (internal error)", peer, exc, now)
         return None
 
     def stream_reply(self, stream_id: int, data: bytes, now: float) -> None:
@@ -560,13 +586,26 @@ class Memberlist:
         except (StreamError, DecodeError) as exc:
             wait.on_error(str(exc), now)
             return
-        wait.on_reply(kind, body, now)
+        except Exception as exc:
+            log.exception("memberlist: internal error reading a stream reply")
+            wait.on_error(f"internal error: {exc}", now)
+            return
+        try:
+            wait.on_reply(kind, body, now)
+        except Exception as exc:
+            # The reply was hostile in a way decoding did not catch; whoever waits (a join,
+            # a fallback ping) must still hear an outcome.
+            log.exception("memberlist: internal error handling a stream reply")
+            wait.on_error(f"internal error: {exc}", now)
 
     def stream_failed(self, stream_id: int, error: str, now: float) -> None:
         self.scheduler.now = now
         wait = self._streams.pop(stream_id, None)
         if wait is not None:
-            wait.on_error(error, now)
+            try:
+                wait.on_error(error, now)
+            except Exception:
+                log.exception("memberlist: internal error reporting a failed stream")
 
     def _open_stream_message(self, data: bytes) -> tuple[int, bytes]:
         if not data:
@@ -617,31 +656,37 @@ class Memberlist:
     def _push_pull(self, addr: Address, join: bool, now: float,
                    on_done: Callable[[str | None, float], None]) -> None:
         self._pending_push_pulls += 1
+        settled = False
+
+        def finish(error: str | None, when: float) -> None:
+            # Exactly once per exchange, even when handling the reply itself failed.
+            nonlocal settled
+            if not settled:
+                settled = True
+                self._pending_push_pulls -= 1
+                on_done(error, when)
 
         def on_reply(kind: int, body: bytes, when: float) -> None:
-            self._pending_push_pulls -= 1
             if kind == MsgType.ERR:
                 try:
-                    message = codec.get_str(codec.unpack_body(body), b"Error")
+                    message = fields.text(codec.unpack_body(body), b"Error",
+                                          codec.MAX_ERROR_TEXT)
                 except DecodeError:
                     message = "malformed error reply"
-                on_done(f"remote error: {message}", when)
+                finish(f"remote error: {message}", when)
                 return
             if kind != MsgType.PUSH_PULL:
-                on_done(f"expected push-pull reply, got message type {kind}", when)
+                finish(f"expected push-pull reply, got message type {kind}", when)
                 return
             try:
                 remote = PushPull.decode_stream(body)
             except DecodeError as exc:
-                on_done(str(exc), when)
+                finish(str(exc), when)
                 return
             self._merge_remote(remote, when)
-            on_done(None, when)
+            finish(None, when)
 
-        def on_error(error: str, when: float) -> None:
-            self._pending_push_pulls -= 1
-            on_done(error, when)
-
+        on_error = finish
         self._open_stream(addr, self._local_state(join), now + self.timing.tcp_timeout,
                           on_reply, on_error)
 
@@ -680,6 +725,8 @@ class Memberlist:
     def _merge_state(self, remote: list[PushNodeState], now: float) -> None:
         name = self.config.name
         for r in remote:
+            if r.port == 0:
+                r.port = self.config.bind_port  # memberlist fills in its own port, too
             if r.state == NodeStateKind.ALIVE:
                 self._alive_node(Alive(r.incarnation, r.name, r.addr, r.port, r.meta, r.vsn), now)
             elif r.state == NodeStateKind.LEFT:
@@ -915,6 +962,9 @@ class Memberlist:
         self._raw_send(addr, msg, None)
 
     def _raw_send(self, addr: Address, msg: bytes, node: Node | None) -> None:
+        if not 0 < addr[1] <= fields.U16_MAX:
+            log.warning("memberlist: not sending to %s: invalid port", _peer_text(addr))
+            return
         if self.config.enable_compression:
             compressed = codec.compress(msg)
             if len(compressed) < len(msg):
@@ -936,9 +986,10 @@ class Memberlist:
         self.broadcasts.queue(msg, key=node_name, on_finished=on_finished)
 
     def _refute(self, me: Node, accused: int, now: float) -> None:
-        inc = self._incarnation + 1
+        # Incarnations are uint32 on the wire and wrap as memberlist's do.
+        inc = (self._incarnation + 1) & fields.U32_MAX
         if accused >= inc:
-            inc = accused + 1
+            inc = (accused + 1) & fields.U32_MAX
         self._incarnation = inc
         me.incarnation = inc
         self.awareness.apply_delta(1)
@@ -1118,3 +1169,18 @@ def _msgpack_len(data: bytes) -> int:
     except (msgpack.OutOfData, ValueError) as exc:
         raise DecodeError(f"malformed user message header: {exc}") from exc
     return unpacker.tell()
+
+
+class _Budget:
+    """What is left of one datagram's allowance for expansion and message count."""
+
+    __slots__ = ("expansion", "messages")
+
+    def __init__(self) -> None:
+        self.expansion = MAX_PACKET_EXPANSION
+        self.messages = MAX_PACKET_MESSAGES
+
+
+def _peer_text(addr: Address) -> str:
+    host = str(addr[0])
+    return f"[{host}]:{addr[1]}" if ":" in host else f"{host}:{addr[1]}"

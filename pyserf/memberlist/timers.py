@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import logging
 from collections.abc import Callable
+
+log = logging.getLogger("pyserf.memberlist")
 
 
 class Timer:
@@ -42,7 +45,8 @@ class Scheduler:
         return heap[0][0] if heap else None
 
     def run_due(self, now: float) -> int:
-        """Run every timer due at ``now`` (including ones scheduled by callbacks)."""
+        """Run every timer due at ``now`` (including ones scheduled by callbacks); a callback
+        that raises is logged and the rest still run."""
         ran = 0
         self.now = now
         heap = self._heap
@@ -51,7 +55,11 @@ class Scheduler:
             if timer.cancelled:
                 continue
             timer.cancelled = True
-            timer.callback(now)
+            try:
+                timer.callback(now)
+            except Exception:
+                # One failing callback must not starve the timers behind it (probes, gossip).
+                log.exception("memberlist: internal error in a timer callback")
             ran += 1
         return ran
 
