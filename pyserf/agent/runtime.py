@@ -40,7 +40,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pyserf.agent")
 
-MAX_STREAM_BYTES = 64 * 1024 * 1024
+# Inbound streams are unauthenticated until decrypted, so how many a peer may open and how much
+# they may make us hold is bounded: memberlist serves at most 128 push-pulls at once, and the
+# bytes buffered across all inbound streams are capped (one full 20 MiB push-pull plus change).
+MAX_INBOUND_STREAMS = 128
+MAX_INBOUND_BUFFERED = 64 * 1024 * 1024
 GRACEFUL_TIMEOUT = 3.0
 
 
@@ -65,19 +69,42 @@ def dial_error(addr: tuple[str, int], exc: BaseException) -> str:
     return f"dial tcp {host}: {reason.lower()}"
 
 
-async def read_stream_message(reader: asyncio.StreamReader) -> bytes:
-    """Read one memberlist stream message (complete frame, or whatever arrived before EOF)."""
-    buf = b""
-    while True:
-        chunk = await reader.read(65536)
-        if not chunk:
-            return buf
-        buf += chunk
-        if len(buf) > MAX_STREAM_BYTES:
-            raise codec.DecodeError("stream message exceeds 64 MiB")
-        length = codec.stream_frame_length(buf)
-        if length is not None:
-            return buf[:length]
+class _Budget:
+    """Bytes buffered across all inbound streams, against MAX_INBOUND_BUFFERED."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def take(self, n: int) -> None:
+        if self.used + n > self.limit:
+            raise codec.DecodeError("too much inbound stream data buffered; dropping stream")
+        self.used += n
+
+
+async def read_stream_message(reader: asyncio.StreamReader, budget: _Budget | None = None
+                              ) -> bytes:
+    """Read one memberlist stream message (complete frame, or whatever arrived before EOF).
+
+    The frame is located incrementally, so the cost is linear in the bytes received however
+    they are chunked; memory is bounded by the framer's limit and the shared budget.
+    """
+    framer = codec.StreamFramer()
+    taken = 0
+    try:
+        while True:
+            chunk = await reader.read(65536)
+            if not chunk:
+                return bytes(framer.buf)
+            if budget is not None:
+                budget.take(len(chunk))
+                taken += len(chunk)
+            frame = framer.feed(chunk)
+            if frame is not None:
+                return frame
+    finally:
+        if budget is not None:
+            budget.used -= taken
 
 
 class _DialError(Exception):
@@ -120,6 +147,8 @@ class Agent:
         # Process exit status once shutdown_event is set (RPC leave, retry-join giving up).
         self.exit_code = 0
         self.snapshot: SnapshotFile | None = None
+        self._inbound_streams = 0
+        self._inbound_budget = _Budget(MAX_INBOUND_BUFFERED)
 
     # -- set-up --------------------------------------------------------------------------
 
@@ -266,8 +295,10 @@ class Agent:
                 if self.udp is not None:
                     try:
                         self.udp.sendto(action.data, action.addr)
-                    except OSError as exc:
-                        log.error("memberlist: Failed to send packet to %s:%d: %s",
+                    except (OSError, OverflowError, ValueError, TypeError) as exc:
+                        # asyncio closes the transport for good on anything but OSError, so
+                        # a bad address must never reach it unchecked.
+                        log.error("memberlist: Failed to send packet to %s:%s: %s",
                                   action.addr[0], action.addr[1], exc)
             elif isinstance(action, OpenStream):
                 self.spawn(self._run_stream(action))
@@ -335,9 +366,24 @@ class Agent:
     async def _on_stream(self, reader: asyncio.StreamReader,
                          writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername") or ("?", 0)
+        if self._inbound_streams >= MAX_INBOUND_STREAMS:
+            self.serf.memberlist.drops.drop("stream (too many open)", f"{peer[0]}:{peer[1]}",
+                                            f"{MAX_INBOUND_STREAMS} inbound streams open",
+                                            self.loop.time())
+            writer.close()
+            return
+        self._inbound_streams += 1
+        try:
+            await self._serve_stream(reader, writer, peer)
+        finally:
+            self._inbound_streams -= 1
+
+    async def _serve_stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                            peer: Any) -> None:
         timeout = self.serf.memberlist.timing.tcp_timeout
         try:
-            data = await asyncio.wait_for(read_stream_message(reader), timeout)
+            data = await asyncio.wait_for(read_stream_message(reader, self._inbound_budget),
+                                          timeout)
             if data:
                 reply = self.serf.memberlist.handle_stream(data, (peer[0], peer[1]),
                                                            self.loop.time())
@@ -346,8 +392,9 @@ class Agent:
                     writer.write(reply)
                     await asyncio.wait_for(writer.drain(), timeout)
         except (TimeoutError, OSError, codec.DecodeError) as exc:
-            log.error("memberlist: failed to receive stream from %s:%s: %s", peer[0], peer[1],
-                      exc or type(exc).__name__)
+            reason = "i/o timeout" if isinstance(exc, TimeoutError) else str(exc)
+            self.serf.memberlist.drops.drop("stream", f"{peer[0]}:{peer[1]}",
+                                            reason or type(exc).__name__, self.loop.time())
         except Exception:
             log.exception("memberlist: internal error handling a stream")
         finally:
