@@ -10,9 +10,10 @@ import asyncio
 import logging
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from pyserf.agent import logs
 from pyserf.serf.core import MemberEvent, QueryReceived, UserEventReceived
 
 if TYPE_CHECKING:
@@ -22,6 +23,15 @@ log = logging.getLogger("pyserf.agent")
 
 OUTPUT_LIMIT = 8 * 1024
 SLOW_WARNING = 1.0
+# Events waiting per script queue (one for member/user events, one for queries); when a
+# queue is full the new event is dropped with a warning naming the script. Serf's agent
+# buffers 64 events in front of its one serial handler runner and then stalls the serf
+# layer; pyserf never stalls, so it allows 4x that burst per queue before dropping. A queued
+# event holds at most a 9 KiB payload (serf's user-event cap), so a full queue is ~2.3 MiB.
+HANDLER_QUEUE_LIMIT = 256
+# Seconds to wait for a killed script's pipes to close (a grandchild that escaped the
+# process group may hold them open) before giving up on its output.
+KILL_GRACE = 2.0
 _TAG_KEY_UNSAFE = re.compile(r"[^A-Z0-9_]")
 
 
@@ -74,6 +84,7 @@ class _Script:
     queue: asyncio.Queue
     query_queue: asyncio.Queue
     workers: tuple[asyncio.Task, ...] = ()
+    dropped: logs.Throttle = field(default_factory=logs.Throttle)
 
     def wants(self, event_type: str, name: str) -> bool:
         return any(f.matches(event_type, name) for f in self.filters)
@@ -96,13 +107,20 @@ class HandlerManager:
             from pyserf.agent.config import parse_event_handler_spec
 
             filters, command = parse_event_handler_spec(spec)
-            script = _Script(spec, filters, command, asyncio.Queue(), asyncio.Queue())
+            script = _Script(spec, filters, command, asyncio.Queue(HANDLER_QUEUE_LIMIT),
+                             asyncio.Queue(HANDLER_QUEUE_LIMIT))
             script.workers = (self.agent.spawn(self._run(script, script.queue)),
                               self.agent.spawn(self._run(script, script.query_queue)))
             scripts.append(script)
         for gone in old.values():
-            gone.queue.put_nowait(None)
-            gone.query_queue.put_nowait(None)
+            # The stop marker lets a removed script finish what is queued; a full queue has
+            # no room for it, so that worker is stopped outright.
+            for queue, worker in zip((gone.queue, gone.query_queue), gone.workers,
+                                     strict=False):
+                try:
+                    queue.put_nowait(None)
+                except asyncio.QueueFull:
+                    worker.cancel()
         self.scripts = scripts
 
     def describe(self) -> dict[str, str]:
@@ -117,7 +135,15 @@ class HandlerManager:
         for script in self.scripts:
             if script.wants(kind, name):
                 queue = script.query_queue if kind == "query" else script.queue
-                queue.put_nowait(event)
+                try:
+                    queue.put_nowait(event)
+                except asyncio.QueueFull:
+                    held = script.dropped.allow()
+                    if held is not None:
+                        more = f" ({held} more dropped since)" if held else ""
+                        log.warning("agent: Dropping %s event for script '%s': %d events "
+                                    "already queued%s", kind, script.command,
+                                    HANDLER_QUEUE_LIMIT, more)
 
     async def close(self) -> None:
         for script in self.scripts:
@@ -162,23 +188,31 @@ class HandlerManager:
             "/bin/sh", "-c", script.command, stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
             env=self._environment(event), start_new_session=True)
-        try:
-            proc.stdin.write(event_stdin(event))
-            await proc.stdin.drain()
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-        finally:
-            proc.stdin.close()
         output = bytearray()
         truncated = False
 
-        async def collect() -> None:
+        async def feed() -> None:
+            # Timed like the rest of the run: a script that never reads stdin must not
+            # block on a payload larger than the pipe buffer for ever.
+            try:
+                proc.stdin.write(event_stdin(event))
+                await proc.stdin.drain()
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            finally:
+                proc.stdin.close()
+
+        async def read_output() -> None:
             nonlocal truncated
             while chunk := await proc.stdout.read(65536):
                 output.extend(chunk)
                 if len(output) > OUTPUT_LIMIT:
                     del output[: len(output) - OUTPUT_LIMIT]
                     truncated = True
+
+        async def collect() -> None:
+            # Feeding and reading at once: a script may write before it reads.
+            await asyncio.gather(feed(), read_output())
             await proc.wait()
 
         collector = asyncio.ensure_future(collect())
@@ -204,7 +238,13 @@ class HandlerManager:
                     os.killpg(proc.pid, 9)
                 except ProcessLookupError:
                     pass
-                await collector
+                await asyncio.wait({collector}, timeout=KILL_GRACE)
+                if not collector.done():
+                    # Something outside the process group holds the pipes open.
+                    collector.cancel()
+                    proc.stdin.transport.abort()
+                    log.warning("agent: Script '%s' pipes still open %gs after kill; "
+                                "abandoning its output", script.command, KILL_GRACE)
                 return
         if truncated:
             log.warning("agent: Script '%s' generated %d bytes of output, truncated to %d",
