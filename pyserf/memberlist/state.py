@@ -50,7 +50,7 @@ EXPEDITE_MIN_GAP = 0.05
 # What one datagram may expand to. memberlist compresses a message that already fits a UDP
 # packet, so nothing legitimate decompresses past 64 KiB; without a budget, LZW's ~2,700x ratio
 # and compounds of compressed compounds turn 72 KB into hundreds of MiB.
-MAX_PACKET_EXPANSION = 256 * 1024
+MAX_PACKET_EXPANSION = 128 * 1024
 MAX_PACKET_MESSAGES = 1024  # messages per datagram, counting every compound part
 MAX_NESTING = 4  # compress(compound(...)) is the deepest memberlist itself sends
 
@@ -441,7 +441,13 @@ class Memberlist:
                         raise
                     self.drops.drop("compound part", _peer_text(source), exc, now)
         elif kind == MsgType.COMPRESS:
-            inner = codec.decompress_body(body, max(0, budget.expansion))
+            if budget.expansion <= 0:
+                raise DecodeError("packet expands past its decompression budget")
+            try:
+                inner = codec.decompress_body(body, budget.expansion)
+            except DecodeError:
+                budget.expansion = 0  # a failed expansion spent the rest of the allowance
+                raise
             budget.expansion -= len(inner)
             self._handle_command(inner, source, now, depth + 1, budget)
         elif kind == MsgType.PING:
