@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import ipaddress
 import logging
 import os
 import random
@@ -148,6 +149,7 @@ class Agent:
         self.exit_code = 0
         self.snapshot: SnapshotFile | None = None
         self._inbound_streams = 0
+        self._udp_family = socket.AF_INET
         self._inbound_budget = _Budget(MAX_INBOUND_BUFFERED)
 
     # -- set-up --------------------------------------------------------------------------
@@ -258,6 +260,7 @@ class Agent:
             if self.advertise[1] == 0:
                 self.advertise = (self.advertise[0], port)
                 self.serf.memberlist.config.advertise_port = port
+        self._udp_family = family
         sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2 * 1024 * 1024)
@@ -292,23 +295,21 @@ class Agent:
             return
         for action in serf.take_actions():
             if isinstance(action, SendPacket):
-                if self.udp is not None:
-                    try:
-                        self.udp.sendto(action.data, action.addr)
-                    except (OSError, OverflowError, ValueError, TypeError) as exc:
-                        # asyncio closes the transport for good on anything but OSError, so
-                        # a bad address must never reach it unchecked.
-                        log.error("memberlist: Failed to send packet to %s:%s: %s",
-                                  action.addr[0], action.addr[1], exc)
+                if self.udp is not None and self._sendable(action.addr):
+                    self.udp.sendto(action.data, action.addr)
             elif isinstance(action, OpenStream):
                 self.spawn(self._run_stream(action))
         events = serf.take_events()
         if events:
             now = self.loop.time()
             for event in events:
-                if self.snapshot is not None:
-                    self.snapshot.write(self.snapshot.recorder.on_event(event))
-                self.pipeline.feed(event, now)
+                try:
+                    if self.snapshot is not None:
+                        self.snapshot.write(self.snapshot.recorder.on_event(event))
+                    self.pipeline.feed(event, now)
+                except Exception:
+                    # One event that trips a bug must not stop the pump for every other.
+                    log.exception("agent: internal error delivering an event")
         if self.snapshot is not None:
             self.snapshot.write(self.snapshot.recorder.on_clock(serf.clock.time))
         wake = self.scheduler.next_wake()
@@ -317,6 +318,21 @@ class Agent:
                 self._timer.cancel()
             self._timer_at = wake
             self._timer = None if wake is None else self.loop.call_at(wake, self._on_timer)
+
+    def _sendable(self, addr: tuple[str, int]) -> bool:
+        """asyncio closes a datagram transport for good when sendto raises anything but
+        OSError (a port of 70000 raises OverflowError), so no address reaches it unchecked."""
+        host, port = addr
+        ok = isinstance(port, int) and 0 < port <= 0xFFFF and isinstance(host, str)
+        if ok:
+            try:
+                ok = (ipaddress.ip_address(host).version == 4
+                      or self._udp_family == socket.AF_INET6)
+            except ValueError:
+                ok = False
+        if not ok:
+            log.error("memberlist: Failed to send packet to %r: invalid address", addr)
+        return ok
 
     def _on_timer(self) -> None:
         self._timer = None
