@@ -74,6 +74,11 @@ def txt_record(cluster: str) -> bytes:
     return bytes([len(text)]) + text
 
 
+# Bounds on what mDNS answers may make us remember (ours: mDNS has no authentication).
+MAX_DISCOVERED = 1024
+MAX_ADDRS_PER_PEER = 16
+
+
 def _join_address(ip: str, port: int) -> str:
     return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
 
@@ -301,6 +306,12 @@ class Discovery:
     def _found(self, key: str, ip: str, port: int) -> None:
         addr = (ip, port)
         if self._closed or addr == self._self_addr or port == 0:
+            return
+        known = self._instances.get(key)
+        if (known is None and len(self._instances) >= MAX_DISCOVERED) or (
+                known is not None and addr not in known and len(known) >= MAX_ADDRS_PER_PEER):
+            # Anyone on the link can answer mDNS; a flood of records must not grow our tables.
+            log.debug("agent.mdns: Ignoring %s: too many discovered peers", key)
             return
         self._instances.setdefault(key, set()).add(addr)
         if addr in self.seen or addr in self._pending:
