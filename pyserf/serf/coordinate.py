@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 
 import msgpack
 
+from pyserf.memberlist.fields import DecodeError
+from pyserf.serf import messages
+
 DIMENSIONALITY = 8
 ERROR_MAX = 1.5
 CE = 0.25
@@ -25,6 +28,9 @@ GRAVITY_RHO = 150.0
 ZERO_THRESHOLD = 1.0e-6
 PAYLOAD_VERSION = 1
 MAX_RTT = 10.0
+# Values in an ack's coordinate payload: a four-field map (8 values) plus the 8-vector, with
+# room for fields a newer serf might add.
+MAX_PAYLOAD_VALUES = 64
 
 
 @dataclass
@@ -56,18 +62,35 @@ class Coordinate:
 
     @classmethod
     def from_wire(cls, body: dict) -> Coordinate:
-        def num(key: bytes | str) -> float:
-            value = body.get(key.encode() if isinstance(key, str) else key)
-            if value is None:
-                value = body.get(key.decode() if isinstance(key, bytes) else key, 0.0)
-            if not isinstance(value, (int, float)):
-                raise ValueError(f"coordinate field {key!r} is not a number")
-            return float(value)
+        """A coordinate as serf's ping delegate decodes it, then refused where serf's Vivaldi
+        client would refuse it: the wrong dimensionality, or a NaN or infinite component
+        (coordinate.go IsValid / IsCompatibleWith)."""
+        def num(key: str) -> float:
+            value = _get(body, key, 0.0)
+            return _component(value, key)
 
-        vec = body.get(b"Vec", body.get("Vec"))
-        if not isinstance(vec, list) or not all(isinstance(v, (int, float)) for v in vec):
-            raise ValueError("coordinate Vec is not a list of numbers")
-        return cls([float(v) for v in vec], num("Error"), num("Adjustment"), num("Height"))
+        vec = _get(body, "Vec", None)
+        if not isinstance(vec, list):
+            raise DecodeError(f"coordinate Vec must be a list, got {type(vec).__name__}")
+        if len(vec) != DIMENSIONALITY:
+            raise DecodeError(f"coordinate has {len(vec)} dimensions, not {DIMENSIONALITY}")
+        return cls([_component(v, "Vec") for v in vec], num("Error"), num("Adjustment"),
+                   num("Height"))
+
+
+def _get(body: dict, key: str, default: object) -> object:
+    """A field by name; the body may come from a raw (bytes keys) or a text decode."""
+    value = body.get(key.encode())
+    return body.get(key, default) if value is None else value
+
+
+def _component(value: object, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise DecodeError(f"coordinate {what} must be a number, got {type(value).__name__}")
+    number = float(value)  # msgpack integers are at most 64-bit: always representable
+    if not math.isfinite(number):
+        raise DecodeError(f"coordinate {what} is not finite")
+    return number
 
 
 def encode_ack_payload(coord: Coordinate) -> bytes:
@@ -75,11 +98,15 @@ def encode_ack_payload(coord: Coordinate) -> bytes:
 
 
 def decode_ack_payload(payload: bytes) -> Coordinate:
+    """A ping ack's payload: version byte, then a msgpack coordinate (bounded: a coordinate is
+    one map of four fields and an 8-vector)."""
+    if not payload:
+        raise DecodeError("empty ping payload")
     if payload[0] != PAYLOAD_VERSION:
-        raise ValueError(f"Unsupported ping payload version {payload[0]}")
-    body = msgpack.unpackb(payload[1:], raw=True, strict_map_key=False)
+        raise DecodeError(f"Unsupported ping payload version {payload[0]}")
+    body = messages.unpack_value(payload[1:], MAX_PAYLOAD_VALUES)
     if not isinstance(body, dict):
-        raise ValueError("coordinate payload is not a map")
+        raise DecodeError("coordinate payload is not a map")
     return Coordinate.from_wire(body)
 
 
@@ -158,4 +185,6 @@ class VivaldiClient:
 
     def _gravity(self) -> None:
         dist = self.origin.distance(self.coord)
-        self._apply_force(-1.0 * (dist / GRAVITY_RHO) ** 2, self.origin)
+        # x * x, not x ** 2: float ** raises OverflowError where Go's math gives +Inf.
+        scaled = dist / GRAVITY_RHO
+        self._apply_force(-1.0 * scaled * scaled, self.origin)

@@ -6,31 +6,59 @@ scheduler, and reports what happened as events in ``take_events()``.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 import random
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
-
-import msgpack
 
 from pyserf import SERF_PROTOCOL_MAX, SERF_PROTOCOL_MIN
 from pyserf.memberlist import codec
 from pyserf.memberlist.broadcast import BroadcastQueue
 from pyserf.memberlist.codec import DecodeError
+from pyserf.memberlist.drops import DropLog
+from pyserf.memberlist.fields import I64_MAX, U8_MAX, U16_MAX, U64_MAX
 from pyserf.memberlist.state import Address, JoinOutcome, Memberlist, MemberlistConfig, Node
 from pyserf.memberlist.timers import Scheduler
-from pyserf.serf import coordinate, internal_queries
+from pyserf.serf import coordinate, filters, internal_queries
 from pyserf.serf import messages as m
-from pyserf.serf.clock import LamportClock
+from pyserf.serf.clock import LamportClock, ltime_add
 from pyserf.serf.messages import SerfMsg
 
 log = logging.getLogger("pyserf.serf")
 
 USER_EVENT_SIZE_HARD_LIMIT = 9216
 QUERY_TIMEOUT_MULT = 16
+# Intents about nodes we do not know yet, kept for recent_intent_timeout. Serf's recentIntents
+# map is unbounded; here a peer naming a fresh node in every message evicts the oldest entry.
+MAX_RECENT_INTENTS = 16 * 1024
+
+# How the drop log names each serf message kind.
+DROP_KIND = {SerfMsg.LEAVE: "serf leave", SerfMsg.JOIN: "serf join",
+             SerfMsg.PUSH_PULL: "serf push-pull", SerfMsg.USER_EVENT: "serf user-event",
+             SerfMsg.QUERY: "serf query", SerfMsg.QUERY_RESPONSE: "serf query-response",
+             SerfMsg.RELAY: "serf relay"}
+
+# serf's names for the gossiped kinds, as its debug log shows them.
+_GO_TYPE_NAME = {SerfMsg.LEAVE: "messageLeaveType", SerfMsg.JOIN: "messageJoinType",
+                 SerfMsg.USER_EVENT: "messageUserEventType", SerfMsg.QUERY: "messageQueryType"}
+
+
+def reply_address_error(ip: str, port: int) -> str | None:
+    """Why (ip, port) cannot receive a reply or a relayed response, or None. Port 0, the
+    unspecified address, multicast and broadcast would make ``sendto`` fail or fan out."""
+    if not 1 <= port <= U16_MAX:
+        return f"port {port} is not in 1..{U16_MAX}"
+    addr = ipaddress.ip_address(ip)
+    if addr.is_unspecified or addr.is_multicast or addr == ipaddress.IPv4Address(0xFFFFFFFF):
+        return f"address {ip} cannot receive a reply"
+    return None
+
+
+def _peer_text(source: Address | None) -> str:
+    return f"{source[0]}:{source[1]}" if source else "a peer"
 
 
 class MemberStatus(IntEnum):
@@ -216,6 +244,9 @@ class Serf:
         self._queries: dict[int, QueryCollector] = {}  # by LTime
         self._join_ignore = 0
         self.on_keyring_changed: Callable[[], None] | None = None
+        # Messages refused at the decode boundary, counted by kind, logged at most once a second
+        # per peer and kind.
+        self.drops = DropLog(log, "serf")
         self.coordinates = coordinate.VivaldiClient(self.rng)
         self.coordinate_cache: dict[str, coordinate.Coordinate] = {
             config.node_name: self.coordinates.coord.copy()}
@@ -235,12 +266,25 @@ class Serf:
         self._every(c.queue_check_interval, self._check_queues, now)
 
     def restore_clocks(self, clock: int, event_clock: int, query_clock: int) -> None:
-        """Continue from a snapshot: never re-deliver events or queries seen before."""
-        self.clock.witness(clock)
-        self.event_clock.witness(event_clock)
-        self.query_clock.witness(query_clock)
-        self.event_min_time = max(self.event_min_time, event_clock + 1)
-        self.query_min_time = max(self.query_min_time, query_clock + 1)
+        """Continue from a snapshot: never re-deliver events or queries seen before. A value
+        that is no uint64 (a damaged snapshot) is ignored; the others wrap as in Go."""
+        values = []
+        for what, value in (("clock", clock), ("event clock", event_clock),
+                            ("query clock", query_clock)):
+            if isinstance(value, bool) or not isinstance(value, int) \
+                    or not 0 <= value <= U64_MAX:
+                log.warning("serf: ignoring snapshot %s %r: not a uint64", what, value)
+                value = None
+            values.append(value)
+        clock, event_clock, query_clock = values
+        if clock is not None:
+            self.clock.witness(clock)
+        if event_clock is not None:
+            self.event_clock.witness(event_clock)
+            self.event_min_time = max(self.event_min_time, ltime_add(event_clock, 1))
+        if query_clock is not None:
+            self.query_clock.witness(query_clock)
+            self.query_min_time = max(self.query_min_time, ltime_add(query_clock, 1))
 
     def _every(self, interval: float, fn: Callable[[float], None], now: float) -> None:
         def tick(when: float) -> None:
@@ -416,15 +460,19 @@ class Serf:
             raise SerfError("Feature not supported")
         if timeout <= 0:
             timeout = self.default_query_timeout()
-        filters: list[bytes] = []
+        if not 0 <= relay_factor <= U8_MAX:
+            raise SerfError(f"relay factor {relay_factor} is not in 0..{U8_MAX}")
+        raw_filters: list[bytes] = []
         if filter_nodes:
-            filters.append(bytes((m.FILTER_NODE,)) + codec.pack(list(filter_nodes)))
+            raw_filters.append(m.encode_node_filter(list(filter_nodes)))
         for tag, expr in (filter_tags or {}).items():
-            filters.append(bytes((m.FILTER_TAG,)) + codec.pack({"Expr": expr, "Tag": tag}))
+            raw_filters.append(m.encode_tag_filter(tag, expr))
         me = self.memberlist.local_node
+        # Go's time.Duration is an int64 of nanoseconds: clamp rather than fail to encode.
+        timeout_ns = min(int(timeout * 1e9), I64_MAX) if math.isfinite(timeout) else I64_MAX
         q = m.Query(self.query_clock.time, self.rng.getrandbits(31), codec.ip_to_bytes(me.addr),
-                    me.port, me.name, filters, m.QUERY_FLAG_ACK if request_ack else 0,
-                    relay_factor, int(timeout * 1e9), name, payload)
+                    me.port, me.name, raw_filters, m.QUERY_FLAG_ACK if request_ack else 0,
+                    relay_factor, timeout_ns, name, payload)
         raw = q.encode()
         if len(raw) > self.config.query_size_limit:
             raise SerfError(f"query exceeds limit of {self.config.query_size_limit} bytes")
@@ -451,10 +499,10 @@ class Serf:
             if filter_nodes and name not in filter_nodes:
                 continue
             try:
-                if any(re.search(expr, ms.member.tags.get(tag, "")) is None
+                if any(filters.compile_search(expr).search(ms.member.tags.get(tag, "")) is None
                        for tag, expr in (filter_tags or {}).items()):
                     continue
-            except re.error:
+            except filters.FilterError:
                 return set()
             names.add(name)
         return names
@@ -511,7 +559,10 @@ class Serf:
     def _upsert_intent(self, node: str, kind: int, ltime: int, now: float) -> bool:
         existing = self.recent_intents.get(node)
         if existing is None or ltime > existing[1]:
+            self.recent_intents.pop(node, None)  # re-inserted last: the dict is oldest-first
             self.recent_intents[node] = (kind, ltime, now)
+            while len(self.recent_intents) > MAX_RECENT_INTENTS:
+                del self.recent_intents[next(iter(self.recent_intents))]
             return True
         return False
 
@@ -551,6 +602,17 @@ class Serf:
             queue.reset()
 
     def local_state(self, join: bool) -> bytes:
+        """Our push-pull user state. Never raises: on an internal error the peer gets no serf
+        state this round rather than a broken stream."""
+        try:
+            return self._local_state()
+        except Exception as exc:
+            log.debug("serf: failed to encode local state", exc_info=True)
+            self.drops.drop("serf local state (internal error)", "self", exc,
+                            self.scheduler.now)
+            return b""
+
+    def _local_state(self) -> bytes:
         # A member that is leaving is reported among the left members with its leave time
         # minus one: receivers turn that back into the very same leave intent. Reported as a
         # plain status time (as serf does) it would act as a join intent at the leave's own
@@ -573,15 +635,26 @@ class Serf:
             query_ltime=self.query_clock.time)
         return state.encode()
 
-    def merge_remote_state(self, buf: bytes, join: bool, now: float) -> None:
-        if not buf or buf[0] != SerfMsg.PUSH_PULL:
-            log.error("serf: Remote state has bad type prefix: %s", buf[:1].hex())
-            return
+    def _contained(self, kind: str, peer: str, now: float, fn: Callable[[], None]) -> None:
+        """Run one delegate callback; nothing it raises reaches memberlist. A DecodeError is
+        a refused message, anything else an internal error; both are counted and logged
+        (rate limited) and the message is dropped."""
         try:
-            pp = m.PushPullState.decode(m.decode_body(buf[1:]))
+            fn()
         except DecodeError as exc:
-            log.error("serf: Failed to decode remote state: %s", exc)
-            return
+            self.drops.drop(kind, peer, exc, now)
+        except Exception as exc:
+            log.debug("serf: internal error handling %s from %s", kind, peer, exc_info=True)
+            self.drops.drop(f"{kind} (internal error)", peer, exc, now)
+
+    def merge_remote_state(self, buf: bytes, join: bool, now: float,
+                           source: Address | None = None) -> None:
+        self._contained("serf push-pull", _peer_text(source), now,
+                        lambda: self._merge_remote_state(buf, join, now))
+
+    def _merge_remote_state(self, buf: bytes, join: bool, now: float) -> None:
+        pp = m.PushPullState.decode_state(buf)  # decoded whole before anything changes
+        # Witness the clocks first; minus one since no message with that time was sent yet.
         if pp.ltime > 0:
             self.clock.witness(pp.ltime - 1)
         if pp.event_ltime > 0:
@@ -590,7 +663,8 @@ class Serf:
             self.query_clock.witness(pp.query_ltime - 1)
         left = set(pp.left_members)
         for name in pp.left_members:
-            self._handle_leave_intent(m.Leave(pp.status_ltimes.get(name, 0) + 1, name), now)
+            leave_time = ltime_add(pp.status_ltimes.get(name, 0), 1)  # wraps as Go's does
+            self._handle_leave_intent(m.Leave(leave_time, name), now)
         for name, ltime in pp.status_ltimes.items():
             if name not in left:
                 self._handle_join_intent(m.Join(ltime, name), now)
@@ -603,45 +677,60 @@ class Serf:
             for name, payload in items:
                 self._handle_user_event(m.UserEvent(ltime, name, payload, False))
 
-    def notify_msg(self, buf: bytes, now: float) -> None:
+    def notify_msg(self, buf: bytes, now: float, source: Address | None = None) -> None:
+        """A serf message from memberlist (``source`` is the sender's address when known)."""
         if not buf:
             return
+        kind = DROP_KIND.get(buf[0], "serf message")
+        self._contained(kind, _peer_text(source), now, lambda: self._notify_msg(buf, now))
+
+    def _notify_msg(self, buf: bytes, now: float) -> None:
         kind = buf[0]
-        try:
-            if kind == SerfMsg.LEAVE:
-                msg = m.Leave.decode(m.decode_body(buf[1:]))
-                log.debug("serf: messageLeaveType: %s", msg.node)
-                if self._handle_leave_intent(msg, now):
-                    self.intent_broadcasts.queue(bytes(buf))
-            elif kind == SerfMsg.JOIN:
-                join = m.Join.decode(m.decode_body(buf[1:]))
-                log.debug("serf: messageJoinType: %s", join.node)
-                if self._handle_join_intent(join, now):
-                    self.intent_broadcasts.queue(bytes(buf))
-            elif kind == SerfMsg.USER_EVENT:
-                event = m.UserEvent.decode(m.decode_body(buf[1:]))
-                log.debug("serf: messageUserEventType: %s", event.name)
-                if self._handle_user_event(event):
-                    self.event_broadcasts.queue(bytes(buf))
-            elif kind == SerfMsg.QUERY:
-                query = m.Query.decode(m.decode_body(buf[1:]))
-                log.debug("serf: messageQueryType: %s", query.name)
-                if self._handle_query(query, now):
-                    self.query_broadcasts.queue(bytes(buf))
-            elif kind == SerfMsg.QUERY_RESPONSE:
-                self._handle_query_response(m.QueryResponse.decode(m.decode_body(buf[1:])))
-            elif kind == SerfMsg.RELAY:
-                relay = m.Relay.decode(buf[1:])
-                dest = (codec.ip_from_bytes(relay.dest_ip), relay.dest_port)
-                log.debug("serf: Relaying response to addr: %s:%d", *dest)
-                self.memberlist.send_user_packet(dest, relay.inner)
-            else:
-                log.warning("serf: Received message of unknown type: %d", kind)
-        except DecodeError as exc:
-            log.error("serf: Error decoding message of type %d: %s", kind, exc)
+        # Gossiped kinds: record type, handler (True = new, gossip it on), rebroadcast queue.
+        gossiped = {
+            SerfMsg.LEAVE: (m.Leave, lambda x: self._handle_leave_intent(x, now),
+                            self.intent_broadcasts),
+            SerfMsg.JOIN: (m.Join, lambda x: self._handle_join_intent(x, now),
+                           self.intent_broadcasts),
+            SerfMsg.USER_EVENT: (m.UserEvent, self._handle_user_event, self.event_broadcasts),
+            SerfMsg.QUERY: (m.Query, lambda x: self._handle_query(x, now),
+                            self.query_broadcasts),
+        }
+        if kind in gossiped:
+            record_type, handle, queue = gossiped[kind]
+            msg = record_type.decode(m.decode_body(buf[1:]))
+            log.debug("serf: %s: %s", _GO_TYPE_NAME[kind],
+                      msg.node if isinstance(msg, m.Leave | m.Join) else msg.name)
+            if handle(msg):
+                queue.queue(bytes(buf))
+        elif kind == SerfMsg.QUERY_RESPONSE:
+            self._handle_query_response(m.QueryResponse.decode(m.decode_body(buf[1:])))
+        elif kind == SerfMsg.RELAY:
+            relay = m.Relay.decode(buf[1:])
+            dest = (codec.ip_from_bytes(relay.dest_ip), relay.dest_port)
+            error = reply_address_error(*dest)
+            if error:
+                raise DecodeError(f"relay destination: {error}")
+            log.debug("serf: Relaying response to addr: %s:%d", *dest)
+            self.memberlist.send_user_packet(dest, relay.inner)
+        else:
+            raise DecodeError(f"unknown serf message type {kind}")
 
     def notify_join(self, node: Node, now: float) -> None:
-        tags = m.decode_tags(node.meta)
+        self._contained("serf member-join", node.name, now,
+                        lambda: self._notify_join(node, now))
+
+    def _node_tags(self, node: Node, now: float) -> dict[str, str]:
+        """Tags from node meta. As in serf, meta that does not decode as map[string]string
+        gives a member without tags, and a logged error."""
+        try:
+            return m.decode_tags_strict(node.meta)
+        except DecodeError as exc:
+            self.drops.drop("serf tags", node.name, f"Failed to decode tags: {exc}", now)
+            return {}
+
+    def _notify_join(self, node: Node, now: float) -> None:
+        tags = self._node_tags(node, now)
         ms = self.members.get(node.name)
         if ms is None:
             ms = _MemberState(Member(node.name, node.addr, node.port, tags, MemberStatus.ALIVE))
@@ -666,6 +755,10 @@ class Serf:
         self._emit_member_event("member-join", ms.member)
 
     def notify_leave(self, node: Node, now: float) -> None:
+        self._contained("serf member-leave", node.name, now,
+                        lambda: self._notify_leave(node, now))
+
+    def _notify_leave(self, node: Node, now: float) -> None:
         ms = self.members.get(node.name)
         if ms is None:
             return
@@ -683,15 +776,24 @@ class Serf:
             log.warning("serf: Bad state when leave: %d", ms.member.status)
 
     def notify_update(self, node: Node, now: float) -> None:
+        self._contained("serf member-update", node.name, now,
+                        lambda: self._notify_update(node, now))
+
+    def _notify_update(self, node: Node, now: float) -> None:
         ms = self.members.get(node.name)
         if ms is None:
             return
+        tags = self._node_tags(node, now)
         ms.member.addr, ms.member.port = node.addr, node.port
-        ms.member.tags = m.decode_tags(node.meta)
+        ms.member.tags = tags
         self._copy_versions(ms.member, node)
         self._emit_member_event("member-update", ms.member)
 
     def notify_conflict(self, existing: Node, other: Node, now: float) -> None:
+        self._contained("serf conflict", other.name, now,
+                        lambda: self._notify_conflict(existing, other, now))
+
+    def _notify_conflict(self, existing: Node, other: Node, now: float) -> None:
         if existing.name != self.config.node_name:
             log.warning("serf: Name conflict for '%s' both %s:%d and %s:%d are claiming",
                         existing.name, existing.addr, existing.port, other.addr, other.port)
@@ -708,20 +810,16 @@ class Serf:
         tally = {"responses": 0, "matching": 0}
 
         def on_response(node: str, payload: bytes, when: float) -> None:
-            if not payload or payload[0] != SerfMsg.CONFLICT_RESPONSE:
-                log.error("serf: Invalid conflict query response type: %r", payload[:1])
-                return
             try:
-                body = codec.unpack_any(payload[1:])
-                if not isinstance(body, dict):
-                    return  # the responder does not know the name
-                addr = codec.ip_from_bytes(codec.get_bytes(body, b"Addr"))
-                port = codec.get_int(body, b"Port")
+                answer = m.ConflictResponse.decode(payload)
             except DecodeError as exc:
-                log.error("serf: Failed to decode conflict query response: %s", exc)
+                self.drops.drop("serf conflict response", node,
+                                f"Failed to decode conflict query response: {exc}", when)
                 return
+            if answer is None:
+                return  # the responder does not know the name
             tally["responses"] += 1
-            if addr == me.addr and port == me.port:
+            if codec.ip_from_bytes(answer.addr) == me.addr and answer.port == me.port:
                 tally["matching"] += 1
 
         def on_done(when: float) -> None:
@@ -751,11 +849,15 @@ class Serf:
         """A direct ping finished: move our coordinate and remember the peer's."""
         if not payload:
             return
+        self._contained("serf coordinate", node.name, self.scheduler.now,
+                        lambda: self._ping_complete(node, rtt, payload))
+
+    def _ping_complete(self, node: Node, rtt: float, payload: bytes) -> None:
+        theirs = coordinate.decode_ack_payload(payload)
         try:
-            theirs = coordinate.decode_ack_payload(payload)
             self.coordinates.update(node.name, theirs, rtt)
-        except (ValueError, TypeError, msgpack.UnpackException) as exc:
-            log.error("serf: Rejected coordinate from %s: %s", node.name, exc)
+        except ValueError as exc:  # serf logs these at TRACE: a rejected, not a bad, message
+            log.debug("serf: Rejected coordinate from %s: %s", node.name, exc)
             return
         self.coordinate_cache[node.name] = theirs
         self.coordinate_cache[self.config.node_name] = self.coordinates.coord.copy()
@@ -879,11 +981,13 @@ class Serf:
         else:
             self.query_buffer[idx] = (q.ltime, [q.id])
         rebroadcast = not q.flags & m.QUERY_FLAG_NO_BROADCAST
-        if not self._should_process(q.filters):
+        if not self._should_process(q.filter_records(), now):
             return rebroadcast
-        try:
-            source = (codec.ip_from_bytes(q.addr), q.port)
-        except DecodeError:
+        source = (codec.ip_from_bytes(q.addr), q.port)
+        error = reply_address_error(*source)
+        if error:
+            # Serf would deliver it and fail every send; a query nobody can answer is dropped.
+            self.drops.drop("serf query (reply address)", q.source_node or "a peer", error, now)
             return rebroadcast
         if q.flags & m.QUERY_FLAG_ACK:
             ack = m.QueryResponse(q.ltime, q.id, self.config.node_name, m.QUERY_FLAG_ACK, None)
@@ -898,30 +1002,23 @@ class Serf:
             self._events.append(received)
         return rebroadcast
 
-    def _should_process(self, filters: list[bytes]) -> bool:
-        for raw in filters:
-            if not raw:
-                return False
-            try:
-                body = codec.unpack_any(raw[1:])
-            except DecodeError:
-                return False
-            if raw[0] == m.FILTER_NODE:
-                names = [x.decode("utf-8", "replace") if isinstance(x, bytes) else x
-                         for x in (body or [])]
-                if self.config.node_name not in names:
+    def _should_process(self, records: list[m.Filter], now: float) -> bool:
+        """Serf's shouldProcessQuery: every filter must select this node. Tag filters are Go
+        regexps (RE2, unanchored); a filter serf cannot decode or compile selects nobody."""
+        for record in records:
+            if isinstance(record, m.NodeFilter):
+                if self.config.node_name not in record.names:
                     return False
-            elif raw[0] == m.FILTER_TAG:
-                if not isinstance(body, dict):
-                    return False
-                tag = codec.get_str(body, b"Tag")
-                expr = codec.get_str(body, b"Expr")
+            elif isinstance(record, m.TagFilter):
                 try:
-                    if re.search(expr, self.config.tags.get(tag, "")) is None:
-                        return False
-                except re.error:
+                    pattern = filters.compile_search(record.expr)
+                except filters.FilterError as exc:
+                    self.drops.drop("serf query filter", "a peer", exc.go_error, now)
+                    return False
+                if pattern.search(self.config.tags.get(record.tag, "")) is None:
                     return False
             else:
+                self.drops.drop("serf query filter", "a peer", record.reason, now)
                 return False
         return True
 

@@ -91,24 +91,18 @@ def _key_query(serf: Serf, query: QueryReceived, now: float) -> None:
             raw = m.encode(m.SerfMsg.KEY_RESPONSE, response)
     else:
         try:
-            body = codec.unpack_body(query.payload[1:]) if query.payload[:1] == bytes(
-                (m.SerfMsg.KEY_REQUEST,)) else None
-            if body is None:
-                raise DecodeError("not a key request")
-            key = codec.get_bytes(body, b"Key")
+            key = m.KeyRequest.decode(query.payload).key
             action = {INSTALL_KEY: keyring.add_key, USE_KEY: keyring.use_key,
                       REMOVE_KEY: keyring.remove_key}[query.name]
             log.info("serf: Received %s query", query.name[len(PREFIX):])
             action(key)
             response["Result"] = True
             serf.keyring_changed()
-        except (DecodeError, ValueError) as exc:
+        except ValueError as exc:  # DecodeError included: a key request serf could not read
             response["Message"] = str(exc)
             log.error("serf: Failed to %s: %s", query.name[len(PREFIX):].replace("-", " "),
                       exc)
     _respond(serf, query, m.encode(m.SerfMsg.KEY_RESPONSE, response), now)
-
-
 
 
 class KeyOperation:
@@ -125,25 +119,21 @@ class KeyOperation:
         """Record one node's answer; True once every node has answered."""
         self.num_resp += 1
         if not payload or payload[0] != m.SerfMsg.KEY_RESPONSE:
-            self.messages[node] = f"Invalid key query response type: {payload!r}"
+            self.messages[node] = f"Invalid key query response type: {payload[:64]!r}"
             self.num_err += 1
             return self.num_resp >= self.num_nodes
         try:
-            body = codec.unpack_body(payload[1:])
-            result = codec.get_bool(body, b"Result")
-            message = codec.get_str(body, b"Message")
-            keys = body.get(b"Keys") or []
+            response = m.KeyResponse.decode(payload)
         except DecodeError as exc:
             self.messages[node] = f"Failed to decode key query response: {exc}"
             self.num_err += 1
             return self.num_resp >= self.num_nodes
-        if not result:
+        if not response.result:
             self.num_err += 1
-        if message:
-            self.messages[node] = message
-        for k in keys if isinstance(keys, list) else []:
-            text = k.decode() if isinstance(k, bytes) else str(k)
-            self.keys[text] = self.keys.get(text, 0) + 1
+        if response.message:
+            self.messages[node] = response.message
+        for key in response.keys:
+            self.keys[key] = self.keys.get(key, 0) + 1
         return self.num_resp >= self.num_nodes
 
     def error(self) -> str:
@@ -155,4 +145,4 @@ class KeyOperation:
 
 
 def key_request(key: bytes) -> bytes:
-    return m.encode(m.SerfMsg.KEY_REQUEST, {"Key": key or None})
+    return m.KeyRequest(key).encode()

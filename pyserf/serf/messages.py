@@ -1,4 +1,15 @@
-"""Serf's own messages, carried inside memberlist user messages and push-pull user state."""
+"""Serf's own messages, carried inside memberlist user messages and push-pull user state.
+
+This is serf's half of the typed decode boundary: every message a peer sends is decoded here,
+once, into a record whose fields have the Go types of serf/messages.go (LamportTime uint64, query
+ID uint32, Port uint16, Flags uint32, RelayFactor uint8, Timeout an int64 of nanoseconds, node
+names bounded and free of control characters). A value that does not fit raises DecodeError and
+the caller drops the whole message, exactly where Go's decoder would refuse it.
+
+Before msgpack builds any object, ``check_shape`` walks the bytes and bounds the number of values
+and the nesting depth, so a message made of thousands of empty arrays cannot turn a few bytes of
+input into many times their size in Python objects.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +17,9 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
-import msgpack
-
-from pyserf.memberlist.codec import (
-    DecodeError,
-    get_bool,
-    get_bytes,
-    get_int,
-    get_str,
-    pack,
-    unpack_body,
-)
+from pyserf.memberlist import codec, fields
+from pyserf.memberlist.codec import DecodeError, pack
+from pyserf.memberlist.fields import U8_MAX, U16_MAX, U32_MAX, U64_MAX
 
 
 class SerfMsg(IntEnum):
@@ -38,9 +41,160 @@ FILTER_NODE = 0
 FILTER_TAG = 1
 TAG_MAGIC = 0xFF
 
+# ---- bounds (Go has none of these: its decoder allocates whatever a peer declares) --------------
+# Values in one gossip message. A datagram holds at most 64 KiB; a stream user message could be
+# bigger, and a query's node filter names at most MAX_FILTER_NODES nodes.
+MAX_MESSAGE_OBJECTS = 16 * 1024
+# Values in one push-pull state: two per member (name, status time), one per left member, and
+# about ten per event slot. Room for a 64k-member cluster with full event buffers; the bytes
+# themselves are already bounded by memberlist's 20 MiB push-pull limit.
+MAX_STATE_OBJECTS = 256 * 1024
+# Serf's deepest message (push-pull: state > Events > slot > Events > event > field) nests 6.
+MAX_DEPTH = 16
+# Members named in a push-pull state (StatusLTimes, LeftMembers).
+MAX_STATE_MEMBERS = 64 * 1024
+# Event slots in a push-pull state (serf's EventBuffer, 512 by default, is configurable) and
+# events within one slot (one per user event sharing a Lamport time).
+MAX_EVENT_SLOTS = 8 * 1024
+MAX_SLOT_EVENTS = 1024
+# Event and query names and payloads. Serf's own limits are smaller (UserEventSizeLimit 512,
+# hard limit 9216; QuerySizeLimit 1024) but configurable per node; a datagram cannot exceed this.
+MAX_PAYLOAD_BYTES = 64 * 1024
+MAX_EVENT_NAME_BYTES = MAX_PAYLOAD_BYTES
+# Query filters: how many, how large each, and how many names a node filter lists. A serf CLI
+# query carries one node filter and one filter per -tag flag.
+MAX_FILTERS = 256
+MAX_FILTER_BYTES = MAX_PAYLOAD_BYTES
+MAX_FILTER_NODES = fields.MAX_LIST_ITEMS
+# A tag filter's expression; the regexp itself is capped by filters.MAX_PATTERN_BYTES when
+# compiled. Tag names and values live in memberlist meta, which is at most 512 bytes in all.
+MAX_EXPR_BYTES = MAX_PAYLOAD_BYTES
+MAX_TAG_BYTES = codec.META_MAX_SIZE
+# Keys in a key query: AES-256 keys are 32 bytes; the list is what one node holds.
+MAX_KEY_BYTES = 64
+MAX_KEYS = 256
 
-def encode(kind: int, body: dict) -> bytes:
+
+def encode(kind: int, body: Any) -> bytes:
     return bytes((kind,)) + pack(body)
+
+
+# ---- bounded msgpack ----------------------------------------------------------------------------
+
+# Fixed sizes of msgpack's non-container, non-string formats, by leading byte.
+_FIXED_SIZE = {0xC0: 1, 0xC2: 1, 0xC3: 1, 0xCA: 5, 0xCB: 9, 0xCC: 2, 0xCD: 3, 0xCE: 5, 0xCF: 9,
+               0xD0: 2, 0xD1: 3, 0xD2: 5, 0xD3: 9, 0xD4: 3, 0xD5: 4, 0xD6: 6, 0xD7: 10, 0xD8: 18}
+# Formats followed by a big-endian length: leading byte -> (length bytes, extra type bytes).
+_SIZED = {0xC4: (1, 0), 0xC5: (2, 0), 0xC6: (4, 0), 0xD9: (1, 0), 0xDA: (2, 0), 0xDB: (4, 0),
+          0xC7: (1, 1), 0xC8: (2, 1), 0xC9: (4, 1)}
+# Containers with an explicit count: leading byte -> (count bytes, values per entry).
+_CONTAINER = {0xDC: (2, 1), 0xDD: (4, 1), 0xDE: (2, 2), 0xDF: (4, 2)}
+
+
+def check_shape(data: bytes, max_objects: int, max_depth: int = MAX_DEPTH,
+                start: int = 0) -> int:
+    """Walk one msgpack value starting at ``start`` without building it; return where it ends.
+
+    Raises DecodeError if it is truncated, holds more than ``max_objects`` values or nests
+    deeper than ``max_depth``. Strings are skipped by length, so the cost is linear in the number
+    of values, and stops at the budget."""
+    n = len(data)
+    i = start
+    objects = 0
+    pending = [1]  # values still to read at each open nesting level
+    while pending:
+        if pending[-1] == 0:
+            pending.pop()
+            continue
+        pending[-1] -= 1
+        if i >= n:
+            raise DecodeError("msgpack value is truncated")
+        objects += 1
+        if objects > max_objects:
+            raise DecodeError(f"message holds more than {max_objects} values")
+        b = data[i]
+        count = 0
+        if b <= 0x7F or b >= 0xE0:
+            i += 1
+            continue
+        if b <= 0x8F:
+            count, i = (b & 0x0F) * 2, i + 1
+        elif b <= 0x9F:
+            count, i = b & 0x0F, i + 1
+        elif b <= 0xBF:
+            i += 1 + (b & 0x1F)
+            continue
+        elif b in _FIXED_SIZE:
+            i += _FIXED_SIZE[b]
+            continue
+        elif b in _SIZED:
+            width, extra = _SIZED[b]
+            length = int.from_bytes(data[i + 1:i + 1 + width], "big")
+            i += 1 + width + extra + length
+            continue
+        elif b in _CONTAINER:
+            width, per_entry = _CONTAINER[b]
+            if i + 1 + width > n:
+                raise DecodeError("msgpack value is truncated")
+            count = int.from_bytes(data[i + 1:i + 1 + width], "big") * per_entry
+            i += 1 + width
+        else:
+            raise DecodeError(f"invalid msgpack byte 0x{b:02x}")
+        if count:
+            if len(pending) > max_depth:
+                raise DecodeError(f"message nests deeper than {max_depth} levels")
+            pending.append(count)
+    if i > n:
+        raise DecodeError("msgpack value is truncated")
+    return i
+
+
+def unpack_value(data: bytes, max_objects: int = MAX_MESSAGE_OBJECTS) -> Any:
+    """One msgpack value (raw strings as bytes), bounded in values and depth."""
+    end = check_shape(data, max_objects)
+    # Go's decoder reads one value and ignores what follows; so do we.
+    return codec.unpack_any(data[:end] if end < len(data) else data)
+
+
+def decode_body(data: bytes, max_objects: int = MAX_MESSAGE_OBJECTS) -> dict:
+    """A message body: one bounded msgpack map."""
+    body = unpack_value(data, max_objects)
+    if not isinstance(body, dict):
+        raise DecodeError(f"message body must be a map, got {type(body).__name__}")
+    return body
+
+
+# ---- serf-specific field readers ----------------------------------------------------------------
+
+
+def ltime(body: dict, key: bytes) -> int:
+    """A LamportTime: Go's uint64."""
+    return fields.uint(body, key, U64_MAX)
+
+
+def item_name(value: Any, what: str) -> str:
+    """A node name that is a list item or map key: bounded, no control characters, not empty."""
+    name = fields.item_text(value, what, fields.MAX_NAME_BYTES)
+    error = fields.name_error(name) if name else f"{what} is empty"
+    if error:
+        raise DecodeError(error)
+    return name
+
+
+def name_list(values: list, what: str) -> list[str]:
+    return [item_name(v, what) for v in values]
+
+
+def dict_items(value: Any, what: str, max_items: int) -> list[tuple[Any, Any]]:
+    """The entries of a bare msgpack map (a list item, a slot, a filter body)."""
+    if not isinstance(value, dict):
+        raise DecodeError(f"{what} must be a map, got {type(value).__name__}")
+    if len(value) > max_items:
+        raise DecodeError(f"{what} has more than {max_items} entries")
+    return list(value.items())
+
+
+# ---- intents and user events --------------------------------------------------------------------
 
 
 @dataclass(slots=True)
@@ -55,7 +209,8 @@ class Leave:
 
     @classmethod
     def decode(cls, body: dict) -> Leave:
-        return cls(get_int(body, b"LTime"), get_str(body, b"Node"), get_bool(body, b"Prune"))
+        return cls(ltime(body, b"LTime"), fields.node_name(body, b"Node"),
+                   fields.flag(body, b"Prune"))
 
 
 @dataclass(slots=True)
@@ -68,7 +223,7 @@ class Join:
 
     @classmethod
     def decode(cls, body: dict) -> Join:
-        return cls(get_int(body, b"LTime"), get_str(body, b"Node"))
+        return cls(ltime(body, b"LTime"), fields.node_name(body, b"Node"))
 
 
 @dataclass(slots=True)
@@ -84,8 +239,80 @@ class UserEvent:
 
     @classmethod
     def decode(cls, body: dict) -> UserEvent:
-        return cls(get_int(body, b"LTime"), get_str(body, b"Name"), get_bytes(body, b"Payload"),
-                   get_bool(body, b"CC"))
+        return cls(ltime(body, b"LTime"), fields.text(body, b"Name", MAX_EVENT_NAME_BYTES),
+                   fields.blob(body, b"Payload", MAX_PAYLOAD_BYTES), fields.flag(body, b"CC"))
+
+
+# ---- queries ------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True, frozen=True)
+class NodeFilter:
+    """Only these nodes process the query (serf's filterNode, a []string)."""
+
+    names: tuple[str, ...]
+
+
+@dataclass(slots=True, frozen=True)
+class TagFilter:
+    """Only nodes whose tag ``tag`` matches ``expr`` (unanchored Go regexp) process it."""
+
+    tag: str
+    expr: str
+
+
+@dataclass(slots=True, frozen=True)
+class BadFilter:
+    """A filter serf would fail to decode: the query is not processed here, but as in serf it
+    is still recorded and re-gossiped."""
+
+    reason: str
+
+
+Filter = NodeFilter | TagFilter | BadFilter
+
+
+def encode_node_filter(names: list[str]) -> bytes:
+    return bytes((FILTER_NODE,)) + pack(list(names))
+
+
+def encode_tag_filter(tag: str, expr: str) -> bytes:
+    return bytes((FILTER_TAG,)) + pack({"Expr": expr, "Tag": tag})
+
+
+def parse_filter(raw: bytes) -> Filter:
+    """One query filter: a type byte and a msgpack body."""
+    try:
+        body = unpack_value(raw[1:])
+        if raw[0] == FILTER_NODE:
+            if body is None:
+                return NodeFilter(())
+            if not isinstance(body, list):
+                raise DecodeError(f"node filter must be a list, got {type(body).__name__}")
+            if len(body) > MAX_FILTER_NODES:
+                raise DecodeError(f"node filter names more than {MAX_FILTER_NODES} nodes")
+            return NodeFilter(tuple(fields.item_text(v, "node filter name",
+                                                     fields.MAX_NAME_BYTES) for v in body))
+        if raw[0] == FILTER_TAG:
+            if not isinstance(body, dict):
+                raise DecodeError(f"tag filter must be a map, got {type(body).__name__}")
+            return TagFilter(fields.text(body, b"Tag", MAX_TAG_BYTES),
+                             fields.text(body, b"Expr", MAX_EXPR_BYTES))
+        return BadFilter(f"unrecognized filter type: {raw[0]}")
+    except DecodeError as exc:
+        return BadFilter(str(exc))
+
+
+def filter_list(body: dict, key: bytes) -> list[bytes]:
+    """Serf's ``[][]byte`` filters: each a non-empty byte string (an empty one would make Go's
+    ``filter[0]`` panic; an integer or a map is no byte string at all)."""
+    out = []
+    for item in fields.seq(body, key, MAX_FILTERS):
+        raw = fields.blob({b"f": item}, b"f", MAX_FILTER_BYTES)
+        if not raw:
+            raise DecodeError("query filter is empty")
+        out.append(raw)
+    return out
 
 
 @dataclass(slots=True)
@@ -101,6 +328,8 @@ class Query:
     timeout_ns: int
     name: str
     payload: bytes
+    # The filters decoded (decode() fills it; a query built locally parses on demand).
+    parsed_filters: list[Filter] | None = field(default=None, compare=False)
 
     def encode(self) -> bytes:
         return encode(SerfMsg.QUERY, {
@@ -110,17 +339,22 @@ class Query:
             "RelayFactor": self.relay_factor, "SourceNode": self.source_node,
             "Timeout": self.timeout_ns})
 
+    def filter_records(self) -> list[Filter]:
+        if self.parsed_filters is None:
+            self.parsed_filters = [parse_filter(raw) for raw in self.filters]
+        return self.parsed_filters
+
     @classmethod
     def decode(cls, body: dict) -> Query:
-        raw_filters = body.get(b"Filters") or []
-        if not isinstance(raw_filters, list):
-            raise DecodeError("field Filters must be a list")
-        filters = [f if isinstance(f, bytes) else bytes(f) for f in raw_filters]
-        return cls(get_int(body, b"LTime"), get_int(body, b"ID"), get_bytes(body, b"Addr"),
-                   get_int(body, b"Port"), get_str(body, b"SourceNode"), filters,
-                   get_int(body, b"Flags"), get_int(body, b"RelayFactor"),
-                   get_int(body, b"Timeout"), get_str(body, b"Name"),
-                   get_bytes(body, b"Payload"))
+        filters = filter_list(body, b"Filters")
+        return cls(ltime(body, b"LTime"), fields.uint(body, b"ID", U32_MAX),
+                   fields.ip_bytes(body, b"Addr"), fields.uint(body, b"Port", U16_MAX),
+                   fields.node_name(body, b"SourceNode", required=False), filters,
+                   fields.uint(body, b"Flags", U32_MAX),
+                   fields.uint(body, b"RelayFactor", U8_MAX), fields.int64(body, b"Timeout"),
+                   fields.text(body, b"Name", MAX_EVENT_NAME_BYTES),
+                   fields.blob(body, b"Payload", MAX_PAYLOAD_BYTES),
+                   [parse_filter(raw) for raw in filters])
 
 
 @dataclass(slots=True)
@@ -138,8 +372,28 @@ class QueryResponse:
 
     @classmethod
     def decode(cls, body: dict) -> QueryResponse:
-        return cls(get_int(body, b"LTime"), get_int(body, b"ID"), get_str(body, b"From"),
-                   get_int(body, b"Flags"), get_bytes(body, b"Payload") or None)
+        return cls(ltime(body, b"LTime"), fields.uint(body, b"ID", U32_MAX),
+                   fields.node_name(body, b"From"), fields.uint(body, b"Flags", U32_MAX),
+                   fields.blob(body, b"Payload", MAX_PAYLOAD_BYTES) or None)
+
+
+# ---- push-pull state ----------------------------------------------------------------------------
+
+EventSlot = tuple[int, list[tuple[str, bytes]]]
+
+
+def _event_slot(value: Any) -> EventSlot | None:
+    """One entry of push-pull Events: nil or serf's userEvents {LTime, Events}."""
+    if value is None:
+        return None
+    slot = dict(dict_items(value, "push-pull event slot", 16))
+    items = []
+    for event in fields.seq(slot, b"Events", MAX_SLOT_EVENTS):
+        if not isinstance(event, dict):
+            raise DecodeError(f"push-pull event must be a map, got {type(event).__name__}")
+        items.append((fields.text(event, b"Name", MAX_EVENT_NAME_BYTES),
+                      fields.blob(event, b"Payload", MAX_PAYLOAD_BYTES)))
+    return ltime(slot, b"LTime"), items
 
 
 @dataclass(slots=True)
@@ -148,7 +402,7 @@ class PushPullState:
     status_ltimes: dict[str, int]
     left_members: list[str]
     event_ltime: int
-    events: list[tuple[int, list[tuple[str, bytes]]] | None]
+    events: list[EventSlot | None]
     query_ltime: int
 
     def encode(self) -> bytes:
@@ -157,9 +411,9 @@ class PushPullState:
             if slot is None:
                 events.append(None)
             else:
-                ltime, items = slot
+                slot_ltime, items = slot
                 events.append({"Events": [{"Name": n, "Payload": p} for n, p in items],
-                               "LTime": ltime})
+                               "LTime": slot_ltime})
         return encode(SerfMsg.PUSH_PULL, {
             "EventLTime": self.event_ltime, "Events": events, "LTime": self.ltime,
             "LeftMembers": self.left_members, "QueryLTime": self.query_ltime,
@@ -167,37 +421,31 @@ class PushPullState:
 
     @classmethod
     def decode(cls, body: dict) -> PushPullState:
-        raw_times = body.get(b"StatusLTimes") or {}
-        raw_left = body.get(b"LeftMembers") or []
-        raw_events = body.get(b"Events") or []
-        if not isinstance(raw_times, dict) or not isinstance(raw_left, list) \
-                or not isinstance(raw_events, list):
-            raise DecodeError("push-pull state has fields of the wrong type")
         status = {}
-        for k, v in raw_times.items():
-            if not isinstance(v, int):
-                raise DecodeError("StatusLTimes values must be integers")
-            status[k.decode("utf-8", "replace") if isinstance(k, bytes) else str(k)] = v
-        left = [x.decode("utf-8", "replace") if isinstance(x, bytes) else str(x)
-                for x in raw_left]
-        events: list[tuple[int, list[tuple[str, bytes]]] | None] = []
-        for slot in raw_events:
-            if slot is None:
-                events.append(None)
-                continue
-            if not isinstance(slot, dict):
-                raise DecodeError("push-pull event slot is not a map")
-            items = []
-            for e in slot.get(b"Events") or []:
-                if isinstance(e, dict):
-                    items.append((get_str(e, b"Name"), get_bytes(e, b"Payload")))
-            events.append((get_int(slot, b"LTime"), items))
-        return cls(get_int(body, b"LTime"), status, left, get_int(body, b"EventLTime"), events,
-                   get_int(body, b"QueryLTime"))
+        for key, value in fields.mapping(body, b"StatusLTimes", MAX_STATE_MEMBERS).items():
+            status[item_name(key, "StatusLTimes name")] = ltime({b"t": value}, b"t")
+        left = name_list(fields.seq(body, b"LeftMembers", MAX_STATE_MEMBERS), "left member")
+        events = [_event_slot(v) for v in fields.seq(body, b"Events", MAX_EVENT_SLOTS)]
+        return cls(ltime(body, b"LTime"), status, left, ltime(body, b"EventLTime"), events,
+                   ltime(body, b"QueryLTime"))
+
+    @classmethod
+    def decode_state(cls, buf: bytes) -> PushPullState:
+        """The delegate's push-pull user state: type byte, then the bounded body."""
+        if not buf or buf[0] != SerfMsg.PUSH_PULL:
+            raise DecodeError(f"remote state has bad type prefix: {buf[:1].hex() or 'empty'}")
+        return cls.decode(decode_body(buf[1:], MAX_STATE_OBJECTS))
+
+
+# ---- relayed responses --------------------------------------------------------------------------
 
 
 @dataclass(slots=True)
 class Relay:
+    """A query response (or ack) to forward to the query's origin for a node that cannot
+    reach it directly. Serf only ever relays query responses, so anything else is refused:
+    a relay must not turn this node into a reflector of arbitrary datagrams."""
+
     dest_ip: bytes
     dest_port: int
     dest_name: str
@@ -210,23 +458,84 @@ class Relay:
 
     @classmethod
     def decode(cls, data: bytes) -> Relay:
-        unpacker = msgpack.Unpacker(raw=True, strict_map_key=False)
-        unpacker.feed(data)
-        try:
-            header = unpacker.unpack()
-        except Exception as exc:
-            raise DecodeError(f"malformed relay header: {exc}") from exc
+        end = check_shape(data, 64)
+        header = codec.unpack_any(data[:end])
         if not isinstance(header, dict):
-            raise DecodeError("relay header is not a map")
-        dest = header.get(b"DestAddr") or {}
-        if not isinstance(dest, dict):
-            raise DecodeError("relay DestAddr is not a map")
-        return cls(get_bytes(dest, b"IP"), get_int(dest, b"Port"), get_str(header, b"DestName"),
-                   data[unpacker.tell():])
+            raise DecodeError(f"relay header must be a map, got {type(header).__name__}")
+        dest = fields.mapping(header, b"DestAddr", 8)
+        # DestAddr is a net.UDPAddr: IP net.IP, Port int, Zone string.
+        port = fields.int64(dest, b"Port")
+        if not 1 <= port <= U16_MAX:
+            raise DecodeError(f"relay destination port {port} is not in 1..{U16_MAX}")
+        ip = fields.ip_bytes(dest, b"IP")
+        fields.text(dest, b"Zone", 64)
+        inner = data[end:]
+        if not inner or inner[0] != SerfMsg.QUERY_RESPONSE:
+            raise DecodeError("relayed message is not a query response")
+        QueryResponse.decode(decode_body(inner[1:]))
+        return cls(ip, port, fields.node_name(header, b"DestName", required=False), inner)
 
 
-def decode_body(data: bytes) -> dict:
-    return unpack_body(data)
+# ---- internal query payloads --------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class ConflictResponse:
+    """The part of serf's Member a name-conflict answer needs: where the responder sees the
+    contested name."""
+
+    name: str
+    addr: bytes
+    port: int
+
+    @classmethod
+    def decode(cls, payload: bytes) -> ConflictResponse | None:
+        """None when the responder does not know the name (it answers with a nil Member)."""
+        if not payload or payload[0] != SerfMsg.CONFLICT_RESPONSE:
+            raise DecodeError(f"invalid conflict query response type: {payload[:1].hex()}")
+        body = unpack_value(payload[1:])
+        if body is None:
+            return None
+        if not isinstance(body, dict):
+            raise DecodeError(f"conflict response must be a map, got {type(body).__name__}")
+        decode_tag_map(body.get(b"Tags"))
+        return cls(fields.node_name(body, b"Name", required=False),
+                   fields.ip_bytes(body, b"Addr"), fields.uint(body, b"Port", U16_MAX))
+
+
+@dataclass(slots=True)
+class KeyRequest:
+    key: bytes
+
+    def encode(self) -> bytes:
+        return encode(SerfMsg.KEY_REQUEST, {"Key": self.key or None})
+
+    @classmethod
+    def decode(cls, payload: bytes) -> KeyRequest:
+        if not payload or payload[0] != SerfMsg.KEY_REQUEST:
+            raise DecodeError("not a key request")
+        return cls(fields.blob(decode_body(payload[1:]), b"Key", MAX_KEY_BYTES))
+
+
+@dataclass(slots=True)
+class KeyResponse:
+    result: bool
+    message: str
+    keys: list[str]
+    primary_key: str
+
+    @classmethod
+    def decode(cls, payload: bytes) -> KeyResponse:
+        if not payload or payload[0] != SerfMsg.KEY_RESPONSE:
+            raise DecodeError(f"Invalid key query response type: {payload[:1]!r}")
+        body = decode_body(payload[1:])
+        keys = [fields.item_text(k, "key", MAX_KEY_BYTES * 2)
+                for k in fields.seq(body, b"Keys", MAX_KEYS)]
+        return cls(fields.flag(body, b"Result"), fields.text(body, b"Message", 4096), keys,
+                   fields.text(body, b"PrimaryKey", MAX_KEY_BYTES * 2))
+
+
+# ---- tags (memberlist node meta) ----------------------------------------------------------------
 
 
 def encode_tags(tags: dict[str, str], protocol: int) -> bytes:
@@ -236,17 +545,25 @@ def encode_tags(tags: dict[str, str], protocol: int) -> bytes:
     return bytes((TAG_MAGIC,)) + pack(dict(tags))
 
 
-def decode_tags(meta: bytes) -> dict[str, str]:
+def decode_tag_map(raw: Any) -> dict[str, str]:
+    """Serf's map[string]string: nil is empty; any non-string key or value is an error."""
+    if raw is None:
+        return {}
+    return {fields.item_text(k, "tag name", MAX_TAG_BYTES):
+            fields.item_text(v, "tag value", MAX_TAG_BYTES)
+            for k, v in dict_items(raw, "tags", MAX_TAG_BYTES)}
+
+
+def decode_tags_strict(meta: bytes) -> dict[str, str]:
+    """Node meta as serf reads it; raises DecodeError where serf's decode fails."""
     if not meta or meta[0] != TAG_MAGIC:
-        return {"role": meta.decode("utf-8", "replace")}
+        return {"role": fields.text({b"r": meta}, b"r", MAX_TAG_BYTES)}
+    return decode_tag_map(unpack_value(meta[1:], MAX_TAG_BYTES))
+
+
+def decode_tags(meta: bytes) -> dict[str, str]:
+    """Node meta as tags; meta serf cannot decode gives no tags (serf logs and keeps none)."""
     try:
-        raw = msgpack.unpackb(meta[1:], raw=True, strict_map_key=False)
-    except Exception:
+        return decode_tags_strict(meta)
+    except DecodeError:
         return {}
-    if not isinstance(raw, dict):
-        return {}
-    out = {}
-    for k, v in raw.items():
-        key = k.decode("utf-8", "replace") if isinstance(k, bytes) else str(k)
-        out[key] = v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
-    return out
