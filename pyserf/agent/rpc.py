@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -58,6 +59,12 @@ STREAM_BUFFER = SUBSCRIBER_BUFFER
 # Queries registered for `respond` per client; serf forgets each at its deadline, and so
 # do we, but a flood of short-lived queries must not grow the table in between.
 MAX_PENDING_QUERIES = 4096
+
+# Wall-clock seconds one members-filtered request may spend matching (serf has no bound,
+# but it matches in its own goroutine; here matching shares the event loop), and the longest
+# stretch it may hold the loop between two yields.
+MEMBER_FILTER_BUDGET = 5.0
+FILTER_SLICE = 0.02
 
 _RE2_OPTIONS = re2.Options()
 _RE2_OPTIONS.log_errors = False  # the error goes to our log, not RE2's stderr
@@ -364,18 +371,33 @@ class _Client:
         self.send(seq, body={"Members": members}, has_body=True)
 
     async def cmd_members_filtered(self, seq: int, body: dict) -> None:
-        tag_res = {k: anchored(v) for k, v in body["Tags"].items()}
-        status_re = anchored(body["Status"])
-        name_re = anchored(body["Name"])
+        # Compiled up front as serf does, so a bad pattern fails before any matching.
+        checks: list[tuple[Any, Callable[[Member], str]]] = [
+            (anchored(expr), lambda m, k=key: m.tags.get(k, ""))
+            for key, expr in body["Tags"].items()]
+        status_re, name_re = anchored(body["Status"]), anchored(body["Name"])
+        if body["Status"]:
+            checks.append((status_re, lambda m: m.status.label()))
+        if body["Name"]:
+            checks.append((name_re, lambda m: m.name))
+        # RE2 is linear in the text, but a pattern near RE2's size limit still costs up to
+        # ~0.1 s on a 512-byte tag value: yield to the loop between matches and give up on
+        # a request that takes longer than MEMBER_FILTER_BUDGET.
+        started = paused = time.monotonic()
         out = []
         for member in self.agent.serf.member_list():
-            if any(not rx.match(member.tags.get(k, "")) for k, rx in tag_res.items()):
-                continue
-            if body["Status"] and not status_re.match(member.status.label()):
-                continue
-            if body["Name"] and not name_re.match(member.name):
-                continue
-            out.append(member_record(member))
+            for pattern, text in checks:
+                matched = pattern.match(text(member))
+                now = time.monotonic()
+                if now - started > MEMBER_FILTER_BUDGET:
+                    raise _CloseConnection(f"member filters took over {MEMBER_FILTER_BUDGET:g}s")
+                if now - paused > FILTER_SLICE:
+                    await asyncio.sleep(0)
+                    paused = time.monotonic()
+                if not matched:
+                    break
+            else:
+                out.append(member_record(member))
         self.send(seq, body={"Members": out}, has_body=True)
 
     async def cmd_join(self, seq: int, body: dict) -> None:
