@@ -2,18 +2,37 @@
 
 Selection order follows memberlist: fewest transmissions first, then larger messages, then
 newest. A message keyed by a node name replaces any older queued message about that node.
+
+memberlist keeps one btree ordered by (transmits, length, id) and, per transmit count, seeks
+the largest message that still fits. Here the same ordered search is built from standard
+containers: one *tier* per transmit count (a handful: at most the retransmit limit), holding a
+sorted list of the distinct message lengths queued in it and, per length, a max-heap by
+sequence number. Taking the best message that fits is a bisect plus a heap pop; queueing is a
+heap push; removing a replaced or pruned message is O(1) and leaves a stale heap entry that is
+dropped when popped, or when stale entries outnumber live ones in that heap (so memory stays
+proportional to the queue). The sorted length lists change only when a length appears in or
+leaves a tier; their size is bounded by the number of distinct message lengths (at most the
+largest message size), not by the number of queued messages. A ``get`` therefore costs
+O((messages taken + tiers) * log n) instead of sorting the whole queue.
 """
 
 from __future__ import annotations
 
+import heapq
 import itertools
+from bisect import bisect_left, bisect_right, insort
+from collections import OrderedDict
 from collections.abc import Callable
 
 from pyserf.memberlist.profiles import retransmit_limit
 
+# A heap is rebuilt once its stale entries exceed its live ones by this much: amortised O(1)
+# per removal, and at most about twice the live entries held.
+STALE_SLACK = 16
+
 
 class Broadcast:
-    __slots__ = ("key", "msg", "transmits", "seq", "on_finished")
+    __slots__ = ("key", "msg", "transmits", "seq", "on_finished", "queued")
 
     def __init__(self, key: str | None, msg: bytes, seq: int,
                  on_finished: Callable[[], None] | None) -> None:
@@ -22,11 +41,33 @@ class Broadcast:
         self.transmits = 0
         self.seq = seq
         self.on_finished = on_finished
+        self.queued = True  # False once removed: its heap entry is stale
 
     def finish(self) -> None:
         if self.on_finished is not None:
             callback, self.on_finished = self.on_finished, None
             callback()
+
+
+class _Group:
+    """The messages of one length in one tier: a max-heap by sequence number."""
+
+    __slots__ = ("heap", "live", "stale")
+
+    def __init__(self) -> None:
+        self.heap: list[tuple[int, Broadcast]] = []  # (-seq, item); seqs are unique
+        self.live = 0
+        self.stale = 0
+
+
+class _Tier:
+    """The messages sent ``transmits`` times so far."""
+
+    __slots__ = ("lengths", "groups")
+
+    def __init__(self) -> None:
+        self.lengths: list[int] = []  # sorted distinct lengths present in ``groups``
+        self.groups: dict[int, _Group] = {}
 
 
 class BroadcastQueue:
@@ -35,69 +76,135 @@ class BroadcastQueue:
         self.retransmit_mult = retransmit_mult
         self.num_nodes = num_nodes
         self.on_queued = on_queued
-        self._items: list[Broadcast] = []
+        self._order: OrderedDict[int, Broadcast] = OrderedDict()  # by seq, oldest first
         self._by_key: dict[str, Broadcast] = {}
+        self._tiers: dict[int, _Tier] = {}
         self._seq = itertools.count()
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._order)
 
     def queue(self, msg: bytes, key: str | None = None,
               on_finished: Callable[[], None] | None = None) -> None:
         if key is not None:
-            old = self._by_key.pop(key, None)
+            old = self._by_key.get(key)
             if old is not None:
-                self._items.remove(old)
+                self._remove(old)
                 old.finish()
         item = Broadcast(key, msg, next(self._seq), on_finished)
-        self._items.append(item)
+        self._order[item.seq] = item
         if key is not None:
             self._by_key[key] = item
+        self._place(item)
         if self.on_queued is not None:
             self.on_queued()
 
     def get(self, overhead: int, limit: int) -> list[bytes]:
         """Take messages fitting in ``limit`` bytes (each costing ``overhead`` extra)."""
-        items = self._items
-        if not items or limit <= overhead:
+        if not self._order or limit <= overhead:
             return []
         max_transmits = retransmit_limit(self.retransmit_mult, self.num_nodes())
-        items.sort(key=lambda b: (b.transmits, -len(b.msg), -b.seq))
         used = 0
         out: list[bytes] = []
-        finished: list[Broadcast] = []
-        for item in items:
-            size = len(item.msg) + overhead
-            if used + size > limit:
-                if limit - used <= overhead:
+        sent: list[Broadcast] = []
+        for transmits in sorted(self._tiers):
+            tier = self._tiers[transmits]
+            while (free := limit - used - overhead) > 0:
+                item = self._take(tier, free)
+                if item is None:
                     break
-                continue
-            used += size
-            out.append(item.msg)
+                used += len(item.msg) + overhead
+                out.append(item.msg)
+                sent.append(item)
+            if not tier.groups:
+                del self._tiers[transmits]
+            if limit - used - overhead <= 0:
+                break
+        # Moved to their next tier only now, so that none is taken twice in one call.
+        finished = []
+        for item in sent:
             item.transmits += 1
             if item.transmits >= max_transmits:
+                self._forget(item)
                 finished.append(item)
+            else:
+                self._place(item)
         for item in finished:
-            self._remove(item)
             item.finish()
         return out
 
-    def _remove(self, item: Broadcast) -> None:
-        self._items.remove(item)
-        if item.key is not None and self._by_key.get(item.key) is item:
-            del self._by_key[item.key]
-
     def prune(self, max_retain: int) -> None:
         """Drop the oldest messages above ``max_retain`` (serf's queue-depth guard)."""
-        if len(self._items) <= max_retain:
-            return
-        self._items.sort(key=lambda b: b.seq)
-        for item in self._items[: len(self._items) - max_retain]:
+        for _ in range(len(self._order) - max_retain):
+            if not self._order:
+                break
+            item = next(iter(self._order.values()))
             self._remove(item)
             item.finish()
 
     def reset(self) -> None:
-        for item in list(self._items):
-            item.finish()
-        self._items.clear()
+        items = list(self._order.values())
+        self._order.clear()
         self._by_key.clear()
+        self._tiers.clear()
+        for item in items:
+            item.queued = False
+            item.finish()
+
+    # -- the ordered index ---------------------------------------------------------------
+
+    def _place(self, item: Broadcast) -> None:
+        tier = self._tiers.get(item.transmits)
+        if tier is None:
+            tier = self._tiers[item.transmits] = _Tier()
+        length = len(item.msg)
+        group = tier.groups.get(length)
+        if group is None:
+            group = tier.groups[length] = _Group()
+            insort(tier.lengths, length)
+        heapq.heappush(group.heap, (-item.seq, item))
+        group.live += 1
+
+    @staticmethod
+    def _take(tier: _Tier, free: int) -> Broadcast | None:
+        """Pop the first message of ``tier`` in selection order that is at most ``free``
+        bytes: the longest such length, and the newest message of that length."""
+        index = bisect_right(tier.lengths, free)
+        if index == 0:
+            return None
+        length = tier.lengths[index - 1]
+        group = tier.groups[length]
+        while True:
+            _, item = heapq.heappop(group.heap)
+            if item.queued:
+                break
+            group.stale -= 1
+        group.live -= 1
+        if group.live == 0:
+            del tier.groups[length]
+            del tier.lengths[index - 1]
+        return item
+
+    def _remove(self, item: Broadcast) -> None:
+        """Remove a message that is in its tier (replaced or pruned)."""
+        self._forget(item)
+        tier = self._tiers[item.transmits]
+        length = len(item.msg)
+        group = tier.groups[length]
+        group.live -= 1
+        group.stale += 1
+        if group.live == 0:
+            del tier.groups[length]
+            del tier.lengths[bisect_left(tier.lengths, length)]
+            if not tier.groups:
+                del self._tiers[item.transmits]
+        elif group.stale > group.live + STALE_SLACK:
+            group.heap = [entry for entry in group.heap if entry[1].queued]
+            heapq.heapify(group.heap)
+            group.stale = 0
+
+    def _forget(self, item: Broadcast) -> None:
+        item.queued = False
+        del self._order[item.seq]
+        if item.key is not None and self._by_key.get(item.key) is item:
+            del self._by_key[item.key]

@@ -1,0 +1,176 @@
+"""The broadcast queue: memberlist's selection order, at O(log n) per operation."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pyserf.memberlist.broadcast import STALE_SLACK, BroadcastQueue
+from pyserf.memberlist.profiles import retransmit_limit
+
+
+class ModelQueue:
+    """The previous implementation (sort everything on every get, O(n) removals): obviously
+    right, kept as the reference the indexed queue must agree with."""
+
+    def __init__(self, retransmit_mult: int, num_nodes: Callable[[], int]) -> None:
+        self.retransmit_mult = retransmit_mult
+        self.num_nodes = num_nodes
+        self.items: list[list] = []  # [key, msg, transmits, seq, on_finished]
+        self.seq = itertools.count()
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def _finish(self, item: list) -> None:
+        callback, item[4] = item[4], None
+        if callback is not None:
+            callback()
+
+    def queue(self, msg: bytes, key: str | None, on_finished: Callable[[], None]) -> None:
+        for old in [i for i in self.items if key is not None and i[0] == key]:
+            self.items.remove(old)
+            self._finish(old)
+        self.items.append([key, msg, 0, next(self.seq), on_finished])
+
+    def get(self, overhead: int, limit: int) -> list[bytes]:
+        if not self.items or limit <= overhead:
+            return []
+        max_transmits = retransmit_limit(self.retransmit_mult, self.num_nodes())
+        used, out, finished = 0, [], []
+        for item in sorted(self.items, key=lambda i: (i[2], -len(i[1]), -i[3])):
+            size = len(item[1]) + overhead
+            if used + size > limit:
+                if limit - used <= overhead:
+                    break
+                continue
+            used += size
+            out.append(item[1])
+            item[2] += 1
+            if item[2] >= max_transmits:
+                finished.append(item)
+        for item in finished:
+            self.items.remove(item)
+            self._finish(item)
+        return out
+
+    def prune(self, max_retain: int) -> None:
+        self.items.sort(key=lambda i: i[3])
+        for item in self.items[: max(0, len(self.items) - max_retain)]:
+            self.items.remove(item)
+            self._finish(item)
+
+    def reset(self) -> None:
+        items, self.items = self.items, []
+        for item in items:
+            self._finish(item)
+
+
+# Messages are never empty on the wire (each starts with its type byte): with a zero-length
+# message the old scan could still take it when exactly no space was left; both stop there now.
+QUEUE = st.tuples(st.just("queue"), st.integers(1, 60), st.sampled_from([None, "a", "b", "c"]))
+GET = st.tuples(st.just("get"), st.integers(0, 8), st.integers(0, 200))
+PRUNE = st.tuples(st.just("prune"), st.integers(0, 12), st.none())
+RESET = st.tuples(st.just("reset"), st.none(), st.none())
+NODES = st.tuples(st.just("nodes"), st.integers(1, 2000), st.none())
+OPS = st.lists(st.one_of(QUEUE, QUEUE, QUEUE, GET, GET, PRUNE, RESET, NODES), max_size=80)
+
+
+@settings(max_examples=400, deadline=None)
+@given(OPS, st.integers(1, 4))
+def test_indexed_queue_matches_the_sort_everything_model(ops, mult):
+    nodes = [5]
+    queued_calls = []
+    real = BroadcastQueue(mult, lambda: nodes[0], on_queued=lambda: queued_calls.append(1))
+    model = ModelQueue(mult, lambda: nodes[0])
+    real_done: list[int] = []
+    model_done: list[int] = []
+    for n, (op, a, b) in enumerate(ops):
+        if op == "queue":
+            msg = f"{n}:".encode().ljust(max(a, len(str(n)) + 1), b".")
+            real.queue(msg, key=b, on_finished=lambda n=n: real_done.append(n))
+            model.queue(msg, b, lambda n=n: model_done.append(n))
+        elif op == "get":
+            assert real.get(a, b) == model.get(a, b)
+        elif op == "prune":
+            real.prune(a)
+            model.prune(a)
+        elif op == "reset":
+            real.reset()
+            model.reset()
+            real_done.sort()  # reset finishes everything; the order is not part of the API
+            model_done.sort()
+        else:
+            nodes[0] = a
+        assert len(real) == len(model)
+        assert real_done == model_done
+    assert len(queued_calls) == sum(1 for op in ops if op[0] == "queue")
+
+
+def test_selection_order_and_keyed_replacement():
+    done = []
+    q = BroadcastQueue(1, lambda: 9)  # retransmit limit 1: every message goes out once
+    q.queue(b"old-small")
+    q.queue(b"old-bigger-message")
+    q.queue(b"new-small")
+    q.queue(b"alive v1", key="n1", on_finished=lambda: done.append("v1"))
+    q.queue(b"alive v2", key="n1", on_finished=lambda: done.append("v2"))
+    assert done == ["v1"] and len(q) == 4  # the older message about n1 is gone
+    assert q.get(0, 1000) == [b"old-bigger-message", b"new-small", b"old-small", b"alive v2"]
+    assert done == ["v1", "v2"] and len(q) == 0
+
+
+def test_fewest_transmits_first_and_oversized_messages_do_not_block():
+    done = []
+    q = BroadcastQueue(3, lambda: 9)  # retransmit limit 3
+    q.queue(b"A" * 10, on_finished=lambda: done.append("A"))
+    q.queue(b"too big for any packet" * 10)
+    assert q.get(2, 14) == [b"A" * 10]
+    q.queue(b"B" * 10, on_finished=lambda: done.append("B"))
+    assert q.get(2, 14) == [b"B" * 10]  # 0 transmits beats 1
+    assert q.get(2, 14) == [b"B" * 10]  # both at 1: the newest
+    assert q.get(2, 14) == [b"A" * 10]  # A at 1, B at 2
+    assert q.get(2, 14) == [b"B" * 10] and done == ["B"]  # both at 2: B's third and last
+    assert q.get(2, 14) == [b"A" * 10] and done == ["B", "A"]
+    assert q.get(2, 14) == [] and len(q) == 1  # the oversized one waits for prune or reset
+
+
+def test_replacing_one_key_many_times_keeps_the_index_small():
+    q = BroadcastQueue(4, lambda: 100)
+    for i in range(10_000):
+        q.queue(b"alive about the same node", key="flapper")
+        q.queue(b"x" * (i % 7 + 1))
+    q.prune(50)
+    assert len(q) == 50
+    held = sum(len(g.heap) for t in q._tiers.values() for g in t.groups.values())
+    assert held <= 2 * len(q) + 7 * STALE_SLACK  # stale entries do not pile up
+
+
+class CountingBytes(bytes):
+    """Counts how often anything asks its length: a machine-independent cost measure."""
+
+    calls = 0
+
+    def __len__(self) -> int:
+        CountingBytes.calls += 1
+        return super().__len__()
+
+
+def test_twenty_thousand_queued_and_a_thousand_gets_cost_little():
+    q = BroadcastQueue(4, lambda: 10_000)  # retransmit limit 16
+    CountingBytes.calls = 0
+    start = time.perf_counter()
+    for i in range(20_000):
+        key = f"node-{i % 15_000}" if i % 3 else None
+        q.queue(CountingBytes(b"m" * (40 + i % 300)), key=key)
+    taken = sum(len(q.get(3, 1400)) for _ in range(1000))
+    elapsed = time.perf_counter() - start
+    assert taken > 1000 and len(q) > 10_000
+    # The sort-everything queue asks every message's length on every get (> 16 million
+    # here) and took ~30 s; the index asks a bounded number of times per message moved.
+    assert CountingBytes.calls < 10 * (20_000 + taken)
+    assert elapsed < 10.0
