@@ -5,6 +5,7 @@ RPCServer on 127.0.0.1), the log fan-out guard and handler queue/stdin bounds.""
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import socket
 import time
@@ -16,6 +17,7 @@ import pytest
 from pyserf.agent import handlers, logs, rpc, rpc_limits
 from pyserf.agent.rpc_limits import RequestError, decode_body, decode_header
 from pyserf.serf.core import Member, MemberStatus, UserEventReceived
+from tests.unit.test_logs import restore_pyserf_logger  # noqa: F401 - a fixture
 
 # -- typed decoding ------------------------------------------------------------------------
 
@@ -137,16 +139,9 @@ def test_throttle_lets_one_line_a_second_and_counts_the_rest():
     assert throttle.allow() is None
 
 
-@pytest.fixture
-def restore_pyserf_logger():
-    root = logging.getLogger("pyserf")
-    saved = (root.handlers[:], root.level, root.propagate)
-    yield
-    root.handlers[:], root.level, root.propagate = saved
-
-
-def test_a_monitor_that_logs_does_not_recurse(restore_pyserf_logger):
-    handler = logs.install(logs.TRACE, stream=open("/dev/null", "w"))  # noqa: SIM115
+@pytest.mark.usefixtures("restore_pyserf_logger")
+def test_a_monitor_that_logs_does_not_recurse():
+    handler = logs.install(logs.TRACE, stream=io.StringIO())
     log = logging.getLogger("pyserf.test")
     got: list[str] = []
 
@@ -159,7 +154,6 @@ def test_a_monitor_that_logs_does_not_recurse(restore_pyserf_logger):
     assert len(got) == 1 and got[0].endswith("one line")
     assert handler.ring[-1][1].endswith("Dropping logs to somebody")  # kept, not fanned out
     handler.unsubscribe(noisy)
-    handler.stream.close()
 
 
 # -- in-process RPC server ---------------------------------------------------------------------
@@ -230,9 +224,22 @@ def _run(coro) -> None:
     asyncio.run(asyncio.wait_for(coro, 30))
 
 
-def test_wrong_types_close_the_client_and_the_server_carries_on():
+def _with_server(body, auth: str = "") -> None:
+    """Run ``body(server, port, agent)`` against a fresh in-process server."""
+
     async def main() -> None:
-        server, port, agent = await _server()
+        server, port, agent = await _server(auth)
+        try:
+            await body(server, port, agent)
+        finally:
+            await server.close()
+            await asyncio.sleep(0.05)  # let the client tasks see their sockets close
+
+    _run(main())
+
+
+def test_wrong_types_close_the_client_and_the_server_carries_on():
+    async def main(server: rpc.RPCServer, port: int, agent: _FakeAgent) -> None:
         raw = await _Raw(port).open()
         await raw.handshake()
         await raw.send({"Command": "event", "Seq": 1}, {"Name": 5, "Payload": b"x"})
@@ -253,17 +260,14 @@ def test_wrong_types_close_the_client_and_the_server_carries_on():
         await raw.send({"Command": "members-filtered", "Seq": 4}, {"Tags": {"role": "w.b"}})
         await raw.recv()
         assert [m["Name"] for m in (await raw.recv())["Members"]] == ["n1"]
-        await server.close()
-        await asyncio.sleep(0.05)
 
-    _run(main())
+    _with_server(main)
 
 
 def test_costly_member_filters_yield_and_have_a_budget(monkeypatch):
     monkeypatch.setattr(rpc, "MEMBER_FILTER_BUDGET", 0.5)
 
-    async def main() -> None:
-        server, port, agent = await _server()
+    async def main(server: rpc.RPCServer, port: int, agent: _FakeAgent) -> None:
         many = [Member(f"n{i}", "127.0.0.1", 7946, {"role": "a" * 500}, MemberStatus.ALIVE)
                 for i in range(200)]
         agent.serf.member_list = lambda: many
@@ -289,17 +293,14 @@ def test_costly_member_filters_yield_and_have_a_budget(monkeypatch):
         # The loop kept running while the filter did: held at most one match at a time.
         assert len(gaps) > 3 and max(gaps) < 0.3, gaps
         tick_task.cancel()
-        await server.close()
-        await asyncio.sleep(0.05)
 
-    _run(main())
+    _with_server(main)
 
 
 def test_pre_auth_buffer_and_handshake_timeout(monkeypatch):
     monkeypatch.setattr(rpc, "HANDSHAKE_TIMEOUT", 0.3)
 
-    async def main() -> None:
-        server, port, _ = await _server(auth="sekrit")
+    async def main(server: rpc.RPCServer, port: int, _: _FakeAgent) -> None:
         # A frame larger than the pre-auth buffer is refused before it is complete.
         raw = await _Raw(port).open()
         raw.writer.write(b"\xc6\x00\x10\x00\x00")  # bin32 header announcing 1 MiB
@@ -320,17 +321,13 @@ def test_pre_auth_buffer_and_handshake_timeout(monkeypatch):
         await raw.send({"Command": "event", "Seq": 2}, {"Name": "big", "Payload": b"x" * 9000})
         assert await raw.recv() == {"Error": "", "Seq": 2}
         assert len(server.clients) == 1
-        await server.close()
-        await asyncio.sleep(0.05)
 
-    _run(main())
-
+    _with_server(main, auth="sekrit")
 
 def test_a_stalled_request_times_out(monkeypatch):
     monkeypatch.setattr(rpc, "FRAME_TIMEOUT", 0.3)
 
-    async def main() -> None:
-        server, port, _ = await _server()
+    async def main(server: rpc.RPCServer, port: int, _: _FakeAgent) -> None:
         raw = await _Raw(port).open()
         await raw.handshake()
         await raw.send({"Command": "event", "Seq": 1})  # header, body never comes
@@ -340,15 +337,12 @@ def test_a_stalled_request_times_out(monkeypatch):
         await asyncio.sleep(0.6)  # idle between requests is fine
         await idle.send({"Command": "members", "Seq": 1})
         assert await idle.recv() == {"Error": "", "Seq": 1}
-        await server.close()
-        await asyncio.sleep(0.05)
 
-    _run(main())
+    _with_server(main)
 
 
 def test_connection_caps_keep_room_for_real_clients():
-    async def main() -> None:
-        server, port, _ = await _server()
+    async def main(server: rpc.RPCServer, port: int, _: _FakeAgent) -> None:
         idle = [await _Raw(port).open() for _ in range(40)]
         await asyncio.sleep(0.1)
         pending = [c for c in server.clients if not c.ready]
@@ -370,16 +364,14 @@ def test_connection_caps_keep_room_for_real_clients():
         assert all(c.ready for c in server.clients)
         refused = await _Raw(port).open()
         assert await refused.closed_by_server(timeout=1.0)
-        await server.close()
-        await asyncio.sleep(0.05)
 
-    _run(main())
+    _with_server(main)
 
 
-def test_monitor_feed_is_bounded_for_a_client_that_never_reads(restore_pyserf_logger):
-    async def main() -> None:
-        server, port, agent = await _server()
-        agent.log_handler = logs.install(logs.TRACE, stream=open("/dev/null", "w"))  # noqa: SIM115
+@pytest.mark.usefixtures("restore_pyserf_logger")
+def test_monitor_feed_is_bounded_for_a_client_that_never_reads():
+    async def main(server: rpc.RPCServer, port: int, agent: _FakeAgent) -> None:
+        agent.log_handler = logs.install(logs.TRACE, stream=io.StringIO())
         seen: list[str] = []
         catcher = logging.Handler()
         catcher.emit = lambda record: seen.append(record.getMessage())  # type: ignore[method-assign]
@@ -406,11 +398,8 @@ def test_monitor_feed_is_bounded_for_a_client_that_never_reads(restore_pyserf_lo
         drops = [line for line in seen if "Dropping logs to ipc.client: 127.0.0.1:" in line]
         assert 1 <= len(drops) <= 3  # throttled: about one a second
         sock.close()
-        await server.close()
-        await asyncio.sleep(0.05)
-        agent.log_handler.stream.close()
 
-    _run(main())
+    _with_server(main)
 
 
 # -- handlers --------------------------------------------------------------------------------
