@@ -12,6 +12,7 @@ import copy
 import logging
 import math
 import tracemalloc
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
@@ -81,6 +82,18 @@ def deliver(node: SimNode, data: bytes, now: float) -> None:
     node.serf.notify_msg(data, now)
 
 
+def assert_dropped_whole(send: Callable[[SimNode, float], None], kind: str) -> None:
+    """On a fresh cluster, ``send`` one hostile message to a: it is counted once as a drop of
+    ``kind``, a's serf state is exactly as before, and a still works."""
+    net, a, b = cluster()
+    before = serf_state(a)
+    send(a, net.now)
+    net._pump(a)
+    assert a.serf.drops.counts[kind] == 1
+    assert serf_state(a) == before
+    assert_still_works(net, a, b)
+
+
 # ---- one hostile field at a time, per message type ----------------------------------------------
 
 VALID = {
@@ -141,13 +154,8 @@ HOSTILE: list[tuple[int, str, Any]] = [
 @pytest.mark.parametrize(("kind", "key", "value"), HOSTILE,
                          ids=[f"{SerfMsg(k).name}-{f}-{str(v)[:20]!r}" for k, f, v in HOSTILE])
 def test_hostile_field_is_dropped_counted_and_changes_nothing(kind, key, value):
-    net, a, b = cluster()
     body = dict(VALID[kind], **{key: value})
-    before = serf_state(a)
-    deliver(a, msg(kind, body), net.now)
-    assert a.serf.drops.counts[DROP_KIND[kind]] == 1
-    assert serf_state(a) == before
-    assert_still_works(net, a, b)
+    assert_dropped_whole(lambda node, now: deliver(node, msg(kind, body), now), DROP_KIND[kind])
 
 
 @pytest.mark.parametrize("kind", list(VALID), ids=[SerfMsg(k).name for k in VALID])
@@ -169,14 +177,9 @@ def test_valid_messages_take_effect():
 
 
 def test_through_memberlist_a_hostile_serf_message_is_a_serf_drop():
-    net, a, b = cluster()
-    before = serf_state(a)
-    bad = msg(SerfMsg.QUERY, dict(VALID[SerfMsg.QUERY], Port=70000))
-    a.serf.memberlist.receive_packet(codec.encode_user(bad), ("10.0.0.66", 7946), net.now)
-    net._pump(a)
-    assert a.serf.drops.counts["serf query"] == 1
-    assert serf_state(a) == before
-    assert_still_works(net, a, b)
+    bad = codec.encode_user(msg(SerfMsg.QUERY, dict(VALID[SerfMsg.QUERY], Port=70000)))
+    assert_dropped_whole(lambda node, now: node.serf.memberlist.receive_packet(
+        bad, ("10.0.0.66", 7946), now), "serf query")
 
 
 def test_garbage_and_unknown_types_are_dropped():
@@ -281,13 +284,9 @@ HOSTILE_STATE = [
 @pytest.mark.parametrize(("key", "value"), HOSTILE_STATE,
                          ids=[f"{k}-{str(v)[:20]!r}" for k, v in HOSTILE_STATE])
 def test_hostile_push_pull_state_is_dropped_whole(key, value):
-    net, a, b = cluster()
-    before = serf_state(a)
-    state = dict(VALID_STATE, **{key: value})
-    a.serf.merge_remote_state(msg(SerfMsg.PUSH_PULL, state), False, net.now)
-    assert a.serf.drops.counts["serf push-pull"] == 1
-    assert serf_state(a) == before
-    assert_still_works(net, a, b)
+    state = msg(SerfMsg.PUSH_PULL, dict(VALID_STATE, **{key: value}))
+    assert_dropped_whole(lambda node, now: node.serf.merge_remote_state(state, False, now),
+                         "serf push-pull")
 
 
 def test_push_pull_with_a_bad_prefix_or_nothing_is_dropped():
