@@ -162,9 +162,9 @@ def BYTES(field: str, value: Any) -> bytes:  # noqa: N802
 def BOOL(field: str, value: Any) -> bool:  # noqa: N802
     if value is None:
         return False
-    if not isinstance(value, bool):
-        raise _fail(field, "bool", value)
-    return value
+    if value in (0, 1) and isinstance(value, int):  # Go's codec takes fixint 0/1 as a bool
+        return bool(value)
+    raise _fail(field, "bool", value)
 
 
 def STRINGS(field: str, value: Any) -> list[str]:  # noqa: N802
