@@ -114,12 +114,13 @@ class SnapshotFile:
             raise SnapshotError(f"Failed to open snapshot: {exc}") from exc
         self.recorder = snapshot.Snapshotter(self.state)
         _remove_quietly(self.tmp_path)  # left by a crash in the middle of a compaction
+        self.fd: int | None = None
         try:
-            self.fd: int | None = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT,
-                                          _FILE_MODE)
+            self.fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, _FILE_MODE)
             self.size = os.fstat(self.fd).st_size
             torn = self.size > 0 and os.pread(self.fd, 1, self.size - 1) != b"\n"
         except OSError as exc:
+            self._close_fd()
             raise SnapshotError(f"Failed to open snapshot: {exc}") from exc
         # Terminate a torn last line so that the next append does not extend it.
         self._pending = b"\n" if torn else b""
@@ -214,6 +215,8 @@ class SnapshotFile:
                 log.error("serf: Failed to close the snapshot: %s", exc)
 
     def close(self) -> None:
+        if self.degraded:  # one last attempt to leave a complete file behind
+            self._compact(self.clock())
         if self.fd is not None:
             try:
                 os.fsync(self.fd)

@@ -408,3 +408,19 @@ def test_unopenable_snapshot_is_a_start_error(tmp_path):
 
     with pytest.raises(SnapshotError, match="Failed to open snapshot"):
         SnapshotFile(str(tmp_path), rejoin_after_leave=False)  # a directory
+
+
+def test_close_after_a_failed_append_leaves_a_complete_file(tmp_path, monkeypatch):
+    from pyserf.agent import snapshot_file
+
+    path = tmp_path / "snap"
+    snap = snapshot_file.SnapshotFile(str(path), rejoin_after_leave=True, clock=_Clock())
+    _fail_on(monkeypatch, "write", lambda fd, data: fd == snap.fd)
+    snap.write(_join(snap.recorder, "a", "10.0.0.1"))
+    assert snap.degraded and path.read_bytes() == b""
+    monkeypatch.undo()  # space freed before shutdown: close rewrites the file once
+    snap.write(["leave\n"])
+    snap.close()
+    assert path.read_text().startswith("leave\n")
+    state = snapshot_file.SnapshotFile(str(path), rejoin_after_leave=True).state
+    assert state.alive == {"a": "10.0.0.1:7946"} and not state.left
