@@ -220,6 +220,7 @@ class Harness:
         self.serf = self.node.serf
         self.ml = self.serf.memberlist
         self.peer: SimNode | None = None
+        self.query: Any = None  # a QueryCollector, when the caller started a query
         self._fresh = 0
         if real_peer:
             self.peer = self.net.add_node(PEER_NAME, PEER_IP, PORT,

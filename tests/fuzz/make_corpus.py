@@ -22,7 +22,7 @@ OTHER_IP = bytes([10, 0, 0, 3])
 
 def serf_messages() -> dict[str, bytes]:
     # Responses aimed at the query the fuzz harness has running (its ID is seeded).
-    running = targets._harness().query
+    running = targets.harness().query
     lt, qid = running.ltime, running.id
     conflict = wire.msg(wire.S_CONFLICT_RESPONSE, {
         "Addr": OTHER_IP, "Port": PORT, "Name": OWN_NAME, "Status": 1,

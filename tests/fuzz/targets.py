@@ -17,8 +17,9 @@ from tests.fuzz.harness import CPU_SECONDS_PER_INPUT, Harness, Violation, guarde
 LZW_TEST_LIMIT = 1 << 20
 
 
-def _harness() -> Harness:
-    h = Harness(seed=7)
+def harness(encrypted: bool = False, real_peer: bool = False) -> Harness:
+    """A fresh target agent that has a query of its own running (see ``h.query``)."""
+    h = Harness(seed=7, encrypted=encrypted, real_peer=real_peer)
     # A query of our own is running, so responses and acks have a collector to reach.
     h.query = h.serf.query("fuzz", b"", h.now, request_ack=True, timeout=30.0,
                            on_ack=lambda node, when: None,
@@ -32,7 +33,7 @@ def _through(entry: str) -> Callable[[bytes], None]:
     """A target that hands the input to one harness entry point, then checks invariants."""
 
     def target(data: bytes) -> None:
-        h = _harness()
+        h = harness()
         getattr(h, entry)(data)
         h.check()
 
@@ -42,7 +43,7 @@ def _through(entry: str) -> Callable[[bytes], None]:
 
 def stream_reply(data: bytes) -> None:
     """The reply to a push-pull we started for a join: it must finish the join either way."""
-    h = _harness()
+    h = harness()
     stream_id, outcome = h.start_join()
     h.stream_reply(stream_id, data, outcome)
     h.check()
@@ -50,7 +51,7 @@ def stream_reply(data: bytes) -> None:
 
 def serf_state(data: bytes) -> None:
     """Serf's push-pull user state; the first byte picks join or not."""
-    h = _harness()
+    h = harness()
     join = bool(data[:1]) and data[0] & 1 == 1
     h.serf_state(data[1:], join)
     h.check()
