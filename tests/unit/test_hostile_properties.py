@@ -27,7 +27,7 @@ from tests.fuzz.harness import OWN_NAME, PORT, Harness, Violation, quiet_pyserf_
 from tests.fuzz.targets import LZW_TEST_LIMIT, harness, lzw_decompress
 
 _COMMON = dict(deadline=None, suppress_health_check=list(HealthCheck), database=None)
-settings.register_profile("hostile", max_examples=50, derandomize=True, **_COMMON)
+settings.register_profile("hostile", max_examples=80, derandomize=True, **_COMMON)
 settings.register_profile("long", max_examples=1500, **_COMMON)
 PROFILE = settings.get_profile(os.environ.get("HYPOTHESIS_PROFILE", "hostile"))
 # The slower properties (each example runs a simulated join) get a fraction of the examples.
@@ -64,6 +64,12 @@ def finish(h: Harness, join_check: int) -> None:
         h.check_fresh_join()
 
 
+def drive(h: Harness, msgs: list[hs.Msg], entry, join_check: int) -> None:
+    for msg in msgs:
+        feed(h, msg, entry)
+    finish(h, join_check)
+
+
 def _target(h: Harness) -> tuple[int, int]:
     return h.query.ltime, h.query.id
 
@@ -72,18 +78,16 @@ def _target(h: Harness) -> tuple[int, int]:
 @given(st.booleans(), st.integers(0, JOIN_CHECK_ONE_IN - 1), st.data())
 def test_hostile_packets(encrypted, join_check, data):
     h = harness(encrypted=encrypted)
-    for msg in data.draw(st.lists(hs.packet(_target(h)), min_size=1, max_size=4)):
-        feed(h, msg, h.packet)
-    finish(h, join_check)
+    drive(h, data.draw(st.lists(hs.packet(_target(h)), min_size=1, max_size=4)), h.packet,
+          join_check)
 
 
 @PROFILE
 @given(st.integers(0, JOIN_CHECK_ONE_IN - 1), st.data())
 def test_hostile_serf_messages(join_check, data):
     h = harness()
-    for msg in data.draw(st.lists(hs.serf_message(_target(h)), min_size=1, max_size=5)):
-        feed(h, msg, h.serf_msg)
-    finish(h, join_check)
+    drive(h, data.draw(st.lists(hs.serf_message(_target(h)), min_size=1, max_size=5)),
+          h.serf_msg, join_check)
 
 
 @PROFILE
@@ -91,9 +95,7 @@ def test_hostile_serf_messages(join_check, data):
        st.lists(hs.stream_message(), min_size=1, max_size=3))
 def test_hostile_streams(encrypted, join_check, msgs):
     h = harness(encrypted=encrypted)
-    for msg in msgs:
-        feed(h, msg, h.stream)
-    finish(h, join_check)
+    drive(h, msgs, h.stream, join_check)
 
 
 @PROFILE
@@ -110,9 +112,7 @@ def test_hostile_push_pull_replies_finish_the_join(join_check, msg):
        st.lists(hs.serf_state(), min_size=1, max_size=3))
 def test_hostile_serf_push_pull_state(join, join_check, states):
     h = harness()
-    for msg in states:
-        feed(h, msg, lambda data, j=join: h.serf_state(data, j))
-    finish(h, join_check)
+    drive(h, states, lambda data: h.serf_state(data, join), join_check)
 
 
 @SLOW
