@@ -33,7 +33,9 @@ from pyserf.agent.rpc_limits import (
     MAX_PENDING_CLIENTS,
     MAX_REQUEST_BUFFER,
     MAX_RPC_CLIENTS,
+    PENDING_GRACE,
     PRE_AUTH_BUFFER,
+    READ_LIMIT,
     SUBSCRIBER_BUFFER,
     RequestError,
     decode_body,
@@ -166,13 +168,15 @@ class RPCServer:
         self.server: asyncio.Server | None = None
         # Insertion-ordered, so the oldest client still owing its handshake is found first.
         self.clients: dict[_Client, None] = {}
+        self.waiting = 0  # newcomers waiting for a slot
         self.pre_auth_buffer = max(PRE_AUTH_BUFFER, len(auth_key.encode()) + 256)
         self.refused = logs.Throttle()
         self.evicted = logs.Throttle()
         self.failed = logs.Throttle()
 
     async def start(self, host: str, port: int) -> None:
-        self.server = await asyncio.start_server(self._accept, host, port, reuse_address=True)
+        self.server = await asyncio.start_server(self._accept, host, port, reuse_address=True,
+                                                 limit=READ_LIMIT)
 
     async def close(self) -> None:
         if self.server is not None:
@@ -180,26 +184,42 @@ class RPCServer:
         for client in list(self.clients):
             client.close()
 
-    def _make_room(self, name: str) -> bool:
+    def ready_count(self) -> int:
+        return sum(1 for c in self.clients if c.ready)
+
+    async def _make_room(self, name: str) -> bool:
         """Apply the connection caps before serving a new client; False to refuse it."""
-        pending = [c for c in self.clients if not c.ready]
-        if len(pending) >= MAX_PENDING_CLIENTS or len(self.clients) >= MAX_RPC_CLIENTS:
-            if pending:
-                _warn(self.evicted, logging.WARNING,
-                      "Closing %s: too many clients without a handshake (limit %d)",
-                      pending[0], MAX_PENDING_CLIENTS)
-                pending[0].close()
+        loop = asyncio.get_running_loop()
+        for attempt in range(2):
+            if self.ready_count() >= MAX_RPC_CLIENTS:
+                _warn(self.refused, logging.WARNING,
+                      "Rejecting client %s: %d clients connected (limit %d)",
+                      name, MAX_RPC_CLIENTS, MAX_RPC_CLIENTS)
+                return False
+            pending = [c for c in self.clients if not c.ready]
+            if len(pending) < MAX_PENDING_CLIENTS:
                 return True
-            _warn(self.refused, logging.WARNING,
-                  "Rejecting client %s: %d clients connected (limit %d)",
-                  name, len(self.clients), MAX_RPC_CLIENTS)
-            return False
-        return True
+            oldest = pending[0]
+            if loop.time() - oldest.accepted >= PENDING_GRACE:
+                _warn(self.evicted, logging.WARNING, "Closing %s: too many clients waiting "
+                      "for a handshake (limit %d)", oldest, MAX_PENDING_CLIENTS)
+                oldest.close()
+                return True
+            if attempt or self.waiting >= MAX_PENDING_CLIENTS:
+                break
+            self.waiting += 1  # newcomers parked here hold only their socket
+            try:
+                await asyncio.sleep(PENDING_GRACE)
+            finally:
+                self.waiting -= 1
+        _warn(self.refused, logging.WARNING, "Rejecting client %s: %d clients waiting for a "
+              "handshake (limit %d)", name, MAX_PENDING_CLIENTS, MAX_PENDING_CLIENTS)
+        return False
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
         name = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
-        if not self._make_room(name):
+        if not await self._make_room(name):
             writer.close()
             return
         client = _Client(self, reader, writer, name)
@@ -284,8 +304,9 @@ class _Client:
         self.query_ids: dict[int, QueryReceived] = {}
         self.next_query_id = 0
         self.closed = False
-        self._handshake_timer = asyncio.get_running_loop().call_later(
-            HANDSHAKE_TIMEOUT, self._handshake_expired)
+        loop = asyncio.get_running_loop()
+        self.accepted = loop.time()
+        self._handshake_timer = loop.call_later(HANDSHAKE_TIMEOUT, self._handshake_expired)
 
     def __str__(self) -> str:
         return f"ipc.client: {self.name}"
@@ -303,8 +324,11 @@ class _Client:
             self.close()
 
     def _check_ready(self) -> None:
-        if self.ready:
-            self._handshake_timer.cancel()
+        if not self.ready:
+            return
+        self._handshake_timer.cancel()
+        if self.server.ready_count() > MAX_RPC_CLIENTS:  # others got ready meanwhile
+            raise _CloseConnection(f"{MAX_RPC_CLIENTS} clients connected (limit)")
 
     # -- framing ---------------------------------------------------------------------------
 

@@ -19,13 +19,17 @@ import msgpack
 
 # -- connections -----------------------------------------------------------------------------
 
-# Concurrent RPC clients. The serf CLI opens one short connection per command; long-lived
-# clients are monitors and event streams, which rarely number more than a handful.
+# Concurrent RPC clients past the handshake (and auth). The serf CLI opens one short
+# connection per command; long-lived clients are monitors and event streams, which rarely
+# number more than a handful. Serf has no cap (a goroutine per client).
 MAX_RPC_CLIENTS = 64
-# Clients still owing the handshake (or auth). When more are waiting, the oldest one is
-# closed, so that idle half-open sockets can never lock out a real client (which completes
-# its handshake within milliseconds).
-MAX_PENDING_CLIENTS = 16
+# Clients still owing the handshake (or auth). Each holds a few KiB at most, so there is
+# room for many. When all slots are taken, the oldest is closed to admit the newcomer, but
+# only once it has had PENDING_GRACE to complete its handshake: a real client needs a few
+# milliseconds, so a flood of fresh connections cannot push it out mid-handshake, and idle
+# sockets cannot lock real clients out (a newcomer waits up to PENDING_GRACE for a slot).
+MAX_PENDING_CLIENTS = 128
+PENDING_GRACE = 0.1
 # Seconds a client has to complete handshake, and auth when rpc_auth is set.
 HANDSHAKE_TIMEOUT = 5.0
 # Seconds a request may take to arrive once its first byte has (memberlist's TCP timeout is
@@ -35,6 +39,10 @@ FRAME_TIMEOUT = 10.0
 MAX_CLIENT_STREAMS = 256
 
 # -- buffers ---------------------------------------------------------------------------------
+
+# asyncio's StreamReader buffer per connection (it stops reading the socket at twice this),
+# so what a client can park in the agent before its request is parsed stays a few KiB.
+READ_LIMIT = 4 * 1024
 
 # Bytes of one request before handshake/auth: a handshake is ~30 bytes, an auth request the
 # key plus ~30, so 4 KiB is generous and leaves an unauthenticated client nothing to hoard.
@@ -89,7 +97,7 @@ def new_unpacker() -> tuple[msgpack.Unpacker, Callable[[], None]]:
         count = 0
 
     unpacker = msgpack.Unpacker(
-        raw=False, unicode_errors="replace",
+        raw=False, unicode_errors="replace", read_size=4 * READ_LIMIT,
         max_buffer_size=MAX_REQUEST_BUFFER, max_str_len=MAX_REQUEST_BUFFER,
         max_bin_len=MAX_REQUEST_BUFFER, max_array_len=MAX_REQUEST_CONTAINERS * 8,
         max_map_len=MAX_REQUEST_CONTAINERS * 8, max_ext_len=64,

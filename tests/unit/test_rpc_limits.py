@@ -350,29 +350,37 @@ def test_a_stalled_request_times_out(monkeypatch):
     _with_server(main)
 
 
-def test_connection_caps_keep_room_for_real_clients():
+def test_connection_caps_keep_room_for_real_clients(monkeypatch):
+    monkeypatch.setattr(rpc, "MAX_PENDING_CLIENTS", 20)
+    monkeypatch.setattr(rpc, "MAX_RPC_CLIENTS", 10)
+    monkeypatch.setattr(rpc, "PENDING_GRACE", 0.2)
+
     async def main(server: rpc.RPCServer, port: int, _: _FakeAgent) -> None:
-        idle = [await _Raw(port).open() for _ in range(40)]
+        idle = [await _Raw(port).open() for _ in range(25)]
         await asyncio.sleep(0.1)
-        pending = [c for c in server.clients if not c.ready]
-        assert len(pending) <= rpc_limits.MAX_PENDING_CLIENTS
-        # The newest idle sockets are still open; the oldest were closed to make room.
-        assert await idle[0].closed_by_server(timeout=1.0)
+        # Within the grace nobody is pushed out; the newcomers wait for a slot.
+        assert len(server.clients) == 20 and server.waiting == 5
+        await asyncio.sleep(0.2)
+        # Then the oldest idle sockets are closed to make room for the newer ones.
+        assert [await c.closed_by_server(timeout=0.2) for c in idle[:5]] == [True] * 5
+        assert len(server.clients) == 20 and server.waiting == 0
+        # A real client always gets in, pushing out the oldest idle socket.
         real = await _Raw(port).open()
         await real.handshake()
+        assert await idle[5].closed_by_server(timeout=1.0)
+        assert not await idle[6].closed_by_server(timeout=0.1)
         ready = [real]
-        for _ in range(rpc_limits.MAX_RPC_CLIENTS + 5):
+        for _ in range(9):
             client = await _Raw(port).open()
-            try:
-                await client.handshake()
-            except (EOFError, ConnectionError, TimeoutError):
-                break
+            await client.handshake()
             ready.append(client)
-        # Only handshaken clients are left and they fill the cap; the next one is refused.
-        assert len(server.clients) == rpc_limits.MAX_RPC_CLIENTS
-        assert all(c.ready for c in server.clients)
+        assert sum(c.ready for c in server.clients) == 10
+        # The handshaken clients fill their cap: the next client is refused at once.
         refused = await _Raw(port).open()
         assert await refused.closed_by_server(timeout=1.0)
+        for client in ready:
+            await client.send({"Command": "members", "Seq": 1})
+            assert await client.recv() == {"Error": "", "Seq": 1}
 
     _with_server(main)
 
