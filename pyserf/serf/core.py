@@ -981,7 +981,7 @@ class Serf:
         else:
             self.query_buffer[idx] = (q.ltime, [q.id])
         rebroadcast = not q.flags & m.QUERY_FLAG_NO_BROADCAST
-        if not self._should_process(q.filter_records(), now):
+        if not self._should_process(q.filter_records(), q.source_node or "a peer", now):
             return rebroadcast
         source = (codec.ip_from_bytes(q.addr), q.port)
         error = reply_address_error(*source)
@@ -1002,7 +1002,7 @@ class Serf:
             self._events.append(received)
         return rebroadcast
 
-    def _should_process(self, records: list[m.Filter], now: float) -> bool:
+    def _should_process(self, records: list[m.Filter], peer: str, now: float) -> bool:
         """Serf's shouldProcessQuery: every filter must select this node. Tag filters are Go
         regexps (RE2, unanchored); a filter serf cannot decode or compile selects nobody."""
         for record in records:
@@ -1013,12 +1013,12 @@ class Serf:
                 try:
                     pattern = filters.compile_search(record.expr)
                 except filters.FilterError as exc:
-                    self.drops.drop("serf query filter", "a peer", exc.go_error, now)
+                    self.drops.drop("serf query filter", peer, exc.go_error, now)
                     return False
                 if pattern.search(self.config.tags.get(record.tag, "")) is None:
                     return False
             else:
-                self.drops.drop("serf query filter", "a peer", record.reason, now)
+                self.drops.drop("serf query filter", peer, record.reason, now)
                 return False
         return True
 

@@ -17,6 +17,8 @@ from typing import Any
 
 import msgpack
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pyserf.memberlist import codec
 from pyserf.memberlist.fields import U64_MAX
@@ -25,7 +27,7 @@ from pyserf.serf import internal_queries
 from pyserf.serf import messages as m
 from pyserf.serf.clock import LamportClock
 from pyserf.serf.coordinate import Coordinate, encode_ack_payload
-from pyserf.serf.core import DROP_KIND, QueryReceived, UserEventReceived
+from pyserf.serf.core import DROP_KIND, QueryReceived, SerfError, UserEventReceived
 from pyserf.serf.messages import SerfMsg
 from pyserf.sim.network import SimNetwork, SimNode
 
@@ -552,3 +554,36 @@ def test_drops_are_logged_at_most_once_a_second(caplog):
     lines = [r.getMessage() for r in caplog.records if "dropped serf join" in r.getMessage()]
     assert len(lines) == 2
     assert "10.0.0.66:7946" in lines[0] and "99 more" in lines[1]
+
+
+@pytest.mark.parametrize("timeout_ns", [-(2**63), -1, 0])
+def test_query_with_negative_timeout_is_delivered_already_expired(timeout_ns):
+    """Go computes the deadline as now + Timeout: a negative one has passed, and serf refuses
+    the response ("response is past the deadline")."""
+    net, a, b = cluster()
+    deliver(a, msg(SerfMsg.QUERY, dict(VALID[SerfMsg.QUERY], Timeout=timeout_ns)), net.now)
+    net._pump(a)
+    query = next(e for e in a.events if isinstance(e, QueryReceived))
+    net.run_until(net.now + 0.001)
+    with pytest.raises(SerfError, match="past the deadline"):
+        a.serf.respond(query, b"late", net.now)
+    assert a.serf.drops.total() == 0
+
+
+_leaf = (st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats()
+         | st.text(max_size=300) | st.binary(max_size=70_000)
+         | st.builds(msgpack.ExtType, st.integers(0, 127), st.binary(max_size=20)))
+_values = st.recursive(_leaf, lambda inner: st.lists(inner, max_size=20)
+                       | st.dictionaries(st.text(max_size=5), inner, max_size=20), max_leaves=60)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_values, st.booleans())
+def test_shape_check_walks_exactly_one_msgpack_value(value, bin_type):
+    """check_shape must accept every well-formed value (and end where msgpack ends), or the
+    boundary would refuse messages serf accepts."""
+    data = msgpack.packb(value, use_bin_type=bin_type)
+    assert m.check_shape(data + b"\xc0trailing", 10**6) == len(data)
+    if len(data) > 1:
+        with pytest.raises(m.DecodeError):
+            m.check_shape(data[:-1], 10**6)
