@@ -954,6 +954,11 @@ class Serf:
         if seen is not None and seen[0] == msg.ltime:
             if item in seen[1]:
                 return False
+            if len(seen[1]) >= m.MAX_SLOT_EVENTS:
+                self.drops.drop("serf user-event (slot full)", "a peer", f"more than "
+                                f"{m.MAX_SLOT_EVENTS} events at time {msg.ltime}",
+                                self.scheduler.now)
+                return False
             seen[1].append(item)
         else:
             self.event_buffer[idx] = (msg.ltime, [item])
@@ -976,6 +981,10 @@ class Serf:
         seen = self.query_buffer[idx]
         if seen is not None and seen[0] == q.ltime:
             if q.id in seen[1]:
+                return False
+            if len(seen[1]) >= m.MAX_SLOT_EVENTS:
+                self.drops.drop("serf query (slot full)", q.source_node or "a peer",
+                                f"more than {m.MAX_SLOT_EVENTS} queries at time {q.ltime}", now)
                 return False
             seen[1].append(q.id)
         else:

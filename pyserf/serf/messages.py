@@ -54,9 +54,12 @@ MAX_DEPTH = 16
 # Members named in a push-pull state (StatusLTimes, LeftMembers).
 MAX_STATE_MEMBERS = 64 * 1024
 # Event slots in a push-pull state (serf's EventBuffer, 512 by default, is configurable) and
-# events within one slot (one per user event sharing a Lamport time).
+# events within one slot: user events sharing one Lamport time, which only concurrent senders
+# produce. Go has no cap; checking a new event against its slot is linear, so an unbounded
+# slot would make each event cost more than the last. The same cap holds for the query IDs
+# remembered per Lamport time.
 MAX_EVENT_SLOTS = 8 * 1024
-MAX_SLOT_EVENTS = 1024
+MAX_SLOT_EVENTS = 128
 # Event and query names and payloads. Serf's own limits are smaller (UserEventSizeLimit 512,
 # hard limit 9216; QuerySizeLimit 1024) but configurable per node; a datagram cannot exceed this.
 MAX_PAYLOAD_BYTES = 64 * 1024

@@ -587,3 +587,17 @@ def test_shape_check_walks_exactly_one_msgpack_value(value, bin_type):
     if len(data) > 1:
         with pytest.raises(m.DecodeError):
             m.check_shape(data[:-1], 10**6)
+
+
+def test_events_and_queries_sharing_one_lamport_time_are_capped():
+    net, a, b = cluster()
+    for i in range(m.MAX_SLOT_EVENTS + 5):
+        deliver(a, msg(SerfMsg.USER_EVENT, dict(VALID[SerfMsg.USER_EVENT], Name=f"e{i}")),
+                net.now)
+        deliver(a, msg(SerfMsg.QUERY, dict(VALID[SerfMsg.QUERY], ID=i)), net.now)
+    net._pump(a)
+    assert sum(isinstance(e, UserEventReceived) for e in a.events) == m.MAX_SLOT_EVENTS
+    assert sum(isinstance(e, QueryReceived) for e in a.events) == m.MAX_SLOT_EVENTS
+    assert a.serf.drops.counts["serf user-event (slot full)"] == 5
+    assert a.serf.drops.counts["serf query (slot full)"] == 5
+    m.PushPullState.decode_state(a.serf.local_state(False))
