@@ -13,6 +13,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import Any
 
 from pyserf import SERF_PROTOCOL_MAX, SERF_PROTOCOL_MIN
 from pyserf.memberlist import codec
@@ -247,6 +248,17 @@ class Serf:
         # Messages refused at the decode boundary, counted by kind, logged at most once a second
         # per peer and kind.
         self.drops = DropLog(log, "serf")
+        # Gossiped kinds: record type, handler (True = new, gossip it on), rebroadcast queue.
+        self._gossiped: dict[int, tuple[Any, Callable[[Any, float], bool], BroadcastQueue]] = {
+            SerfMsg.LEAVE: (m.Leave, lambda x, now: self._handle_leave_intent(x, now),
+                            self.intent_broadcasts),
+            SerfMsg.JOIN: (m.Join, lambda x, now: self._handle_join_intent(x, now),
+                           self.intent_broadcasts),
+            SerfMsg.USER_EVENT: (m.UserEvent, lambda x, now: self._handle_user_event(x),
+                                 self.event_broadcasts),
+            SerfMsg.QUERY: (m.Query, lambda x, now: self._handle_query(x, now),
+                            self.query_broadcasts),
+        }
         self.coordinates = coordinate.VivaldiClient(self.rng)
         self.coordinate_cache: dict[str, coordinate.Coordinate] = {
             config.node_name: self.coordinates.coord.copy()}
@@ -686,22 +698,12 @@ class Serf:
 
     def _notify_msg(self, buf: bytes, now: float) -> None:
         kind = buf[0]
-        # Gossiped kinds: record type, handler (True = new, gossip it on), rebroadcast queue.
-        gossiped = {
-            SerfMsg.LEAVE: (m.Leave, lambda x: self._handle_leave_intent(x, now),
-                            self.intent_broadcasts),
-            SerfMsg.JOIN: (m.Join, lambda x: self._handle_join_intent(x, now),
-                           self.intent_broadcasts),
-            SerfMsg.USER_EVENT: (m.UserEvent, self._handle_user_event, self.event_broadcasts),
-            SerfMsg.QUERY: (m.Query, lambda x: self._handle_query(x, now),
-                            self.query_broadcasts),
-        }
-        if kind in gossiped:
-            record_type, handle, queue = gossiped[kind]
+        if kind in self._gossiped:
+            record_type, handle, queue = self._gossiped[kind]
             msg = record_type.decode(m.decode_body(buf[1:]))
             log.debug("serf: %s: %s", _GO_TYPE_NAME[kind],
                       msg.node if isinstance(msg, m.Leave | m.Join) else msg.name)
-            if handle(msg):
+            if handle(msg, now):
                 queue.queue(bytes(buf))
         elif kind == SerfMsg.QUERY_RESPONSE:
             self._handle_query_response(m.QueryResponse.decode(m.decode_body(buf[1:])))

@@ -6,9 +6,9 @@ ID uint32, Port uint16, Flags uint32, RelayFactor uint8, Timeout an int64 of nan
 names bounded and free of control characters). A value that does not fit raises DecodeError and
 the caller drops the whole message, exactly where Go's decoder would refuse it.
 
-Before msgpack builds any object, ``check_shape`` walks the bytes and bounds the number of values
-and the nesting depth, so a message made of thousands of empty arrays cannot turn a few bytes of
-input into many times their size in Python objects.
+Before msgpack builds any object from a long message, ``check_shape`` walks the bytes and bounds
+the number of values and the nesting depth, so a message made of thousands of empty arrays cannot
+turn its input into many times its size in Python objects.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
+
+import msgpack
 
 from pyserf.memberlist import codec, fields
 from pyserf.memberlist.codec import DecodeError, pack
@@ -153,10 +155,18 @@ def check_shape(data: bytes, max_objects: int, max_depth: int = MAX_DEPTH,
 
 
 def unpack_value(data: bytes, max_objects: int = MAX_MESSAGE_OBJECTS) -> Any:
-    """One msgpack value (raw strings as bytes), bounded in values and depth."""
-    end = check_shape(data, max_objects)
-    # Go's decoder reads one value and ignores what follows; so do we.
-    return codec.unpack_any(data[:end] if end < len(data) else data)
+    """One msgpack value (raw strings as bytes), bounded in values and depth. Like Go's
+    decoder, it reads one value and ignores whatever follows."""
+    if len(data) > max_objects:
+        # Every value takes at least a byte, so only a longer message can exceed the budget;
+        # shorter ones skip the walk (msgpack's own stack limit bounds their depth).
+        data = data[:check_shape(data, max_objects)]
+    try:
+        return msgpack.unpackb(data, raw=True, strict_map_key=False)
+    except msgpack.ExtraData as exc:
+        return exc.unpacked
+    except Exception as exc:  # msgpack raises several unrelated types
+        raise DecodeError(f"malformed msgpack value: {exc}") from exc
 
 
 def decode_body(data: bytes, max_objects: int = MAX_MESSAGE_OBJECTS) -> dict:
