@@ -131,12 +131,13 @@ class Delegate(Protocol):
     """What the layer above (serf) provides; every call is synchronous and does no I/O."""
 
     def node_meta(self, limit: int) -> bytes: ...
-    def notify_msg(self, buf: bytes, now: float) -> None: ...
+    def notify_msg(self, buf: bytes, now: float, source: Address | None = None) -> None: ...
     def get_broadcasts(self, overhead: int, limit: int) -> list[bytes]: ...
     def drop_broadcasts(self) -> None: ...
     def has_broadcasts(self) -> bool: ...
     def local_state(self, join: bool) -> bytes: ...
-    def merge_remote_state(self, buf: bytes, join: bool, now: float) -> None: ...
+    def merge_remote_state(self, buf: bytes, join: bool, now: float,
+                           source: Address | None = None) -> None: ...
     def notify_join(self, node: Node, now: float) -> None: ...
     def notify_leave(self, node: Node, now: float) -> None: ...
     def notify_update(self, node: Node, now: float) -> None: ...
@@ -465,7 +466,7 @@ class Memberlist:
         elif kind == MsgType.DEAD:
             self._dead_node(Dead.decode(codec.unpack_body(body)), now)
         elif kind == MsgType.USER:
-            self.delegate.notify_msg(body, now)
+            self.delegate.notify_msg(body, now, source)
         else:
             raise DecodeError(f"msg type ({kind}) not supported")
 
@@ -560,7 +561,7 @@ class Memberlist:
                 remote = PushPull.decode_stream(body)
                 log.debug("memberlist: Stream connection from=%s", peer)
                 reply = self._stream_payload(self._local_state(remote.join))
-                self._merge_remote(remote, now)
+                self._merge_remote(remote, now, source)
                 return reply
             if kind == MsgType.PING:
                 ping = Ping.decode(codec.unpack_body(body))
@@ -571,7 +572,7 @@ class Memberlist:
                 return self._stream_payload(Ack(ping.seq_no, None).encode())
             if kind == MsgType.USER:
                 header_len = _msgpack_len(body)
-                self.delegate.notify_msg(body[header_len:], now)
+                self.delegate.notify_msg(body[header_len:], now, source)
                 return None
             raise DecodeError(f"invalid stream msgType ({kind})")
         except DecodeError as exc:
@@ -689,21 +690,21 @@ class Memberlist:
             except DecodeError as exc:
                 finish(str(exc), when)
                 return
-            self._merge_remote(remote, when)
+            self._merge_remote(remote, when, addr)
             finish(None, when)
 
         on_error = finish
         self._open_stream(addr, self._local_state(join), now + self.timing.tcp_timeout,
                           on_reply, on_error)
 
-    def _merge_remote(self, remote: PushPull, now: float) -> None:
+    def _merge_remote(self, remote: PushPull, now: float, source: Address) -> None:
         error = self._verify_protocol(remote.nodes)
         if error:
             log.error("memberlist: Failed push/pull merge: %s", error)
             return
         self._merge_state(remote.nodes, now)
         if remote.user_state:
-            self.delegate.merge_remote_state(remote.user_state, remote.join, now)
+            self.delegate.merge_remote_state(remote.user_state, remote.join, now, source)
 
     def _verify_protocol(self, remote: list[PushNodeState]) -> str | None:
         """Every alive node's current versions must be understood by every other node."""

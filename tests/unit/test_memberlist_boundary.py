@@ -270,7 +270,7 @@ def test_a_join_whose_merge_raises_still_reports_once(monkeypatch):
 def test_an_exception_inside_a_delegate_never_escapes_receive_packet(monkeypatch):
     net, a, _ = pair()
 
-    def explode(buf, now):
+    def explode(buf, now, source):
         raise KeyError("bug")
 
     monkeypatch.setattr(a.serf.memberlist, "delegate", type("D", (), {
