@@ -26,6 +26,18 @@ from tests.e2e.harness import SERF  # noqa: E402
 RESULTS = REPO / "benchmarks" / "results" / "adversary.json"
 
 
+def explain_deaths(arena: adv.Arena, results: list[adv.Result]) -> None:
+    """Name the frames behind every "process exited" (run again, one frame at a time)."""
+    by_name = {a.name: a for a in adv.ATTACKS}
+    for result in results:
+        if "process exited" in result.reason and result.attack in by_name:
+            killers = adv.explain(arena, by_name[result.attack])
+            result.extra["killers"] = killers
+            for line in killers:
+                print(f"  {arena.kind} {arena.mode} {result.attack} killed by {line}",
+                      flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--impl", choices=["pyserf", "serf", "both"], default="both")
@@ -33,6 +45,8 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="the e2e test's smaller sizes")
     parser.add_argument("--attack", action="append", default=[],
                         choices=[a.name for a in adv.ATTACKS], help="run only these")
+    parser.add_argument("--explain", action="store_true",
+                        help="for attacks that kill the agent, find the frames that do it")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     impls = ["pyserf", "serf"] if args.impl == "both" else [args.impl]
@@ -49,10 +63,12 @@ def main() -> int:
             with tempfile.TemporaryDirectory(prefix=f"adv-{impl}-{mode}-") as tmp:
                 arena = adv.Arena(Path(tmp), impl, mode == "encrypted", sizes)
                 try:
-                    results += adv.run_all(arena, args.attack or None,
-                                           report=lambda r: print(adv.format_table([r])
-                                                                  .splitlines()[1],
-                                                                  flush=True))
+                    got = adv.run_all(arena, args.attack or None,
+                                      report=lambda r: print(adv.format_table([r])
+                                                             .splitlines()[1], flush=True))
+                    if args.explain:
+                        explain_deaths(arena, got)
+                    results += got
                 finally:
                     arena.close()
     print()

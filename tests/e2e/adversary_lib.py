@@ -441,16 +441,40 @@ def cpu_seconds(pid: int) -> float:
         return 0.0
 
 
-class Sender:
-    """Counts frames and bytes an attack puts on the wire."""
+class Killed(Exception):
+    """In explain mode: frame number ``args[0]`` (described by ``args[1]``) killed the agent."""
 
-    def __init__(self, target: Target) -> None:
+
+class Sender:
+    """Counts frames and bytes an attack puts on the wire.
+
+    In explain mode it skips the first ``skip`` frames and checks after each frame whether the
+    agent died, raising :class:`Killed` naming the frame (its ``label`` or its first bytes).
+    """
+
+    def __init__(self, target: Target, explain: bool = False, skip: int = 0) -> None:
         self.target = target
         self.frames = 0
         self.bytes = 0
+        self.explain = explain
+        self.skip = skip
+        self.index = 0
+        self.label = ""
         self._udp = target.open_udp()
 
+    def _skipped(self) -> bool:
+        self.index += 1
+        return self.index <= self.skip
+
+    def _check(self, data: bytes) -> None:
+        if self.explain:
+            time.sleep(0.05)
+            if not self.target.agent.alive():
+                raise Killed(self.index, self.label or data[:40].hex())
+
     def udp(self, data: bytes, encrypt: bool = True) -> None:
+        if self._skipped():
+            return
         payload = self.target.udp_payload(data) if encrypt else data
         try:
             self._udp.sendto(payload, self.target.addr)
@@ -458,6 +482,7 @@ class Sender:
             return  # e.g. EMSGSIZE once encryption pushes a packet past 65507 bytes
         self.frames += 1
         self.bytes += len(payload)
+        self._check(data)
 
     def udp_ip(self) -> tuple[str, int]:
         return self._udp.getsockname()
@@ -465,6 +490,8 @@ class Sender:
     def stream(self, payload: bytes, encrypt: bool = True, linger: float = 0.0,
                hold: list[socket.socket] | None = None) -> None:
         """One TCP connection carrying ``payload``; kept open in ``hold`` if given."""
+        if self._skipped():
+            return
         data = tcp_frame(self.target.key, payload) if encrypt else payload
         try:
             sock = self.target.tcp()
@@ -487,6 +514,7 @@ class Sender:
             hold.append(sock)
         else:
             sock.close()
+        self._check(payload)
 
     def count(self, frames: int, nbytes: int) -> None:
         self.frames += frames
@@ -590,18 +618,38 @@ def read_stream_reply(sock: socket.socket, key: bytes | None, deadline: float) -
             raise ConnectionError(f"stream closed after {len(buf)} bytes")
 
 
+def _within(timeout: float, attempt: Callable[[float], str | None]) -> str | None:
+    """Retry ``attempt(seconds_left)`` until it succeeds or ``timeout`` has passed.
+
+    "Answers within 2 s" means the agent serves a request within that window; one refused
+    connection while it drains a burst is not yet a failure, 2 s of refusals are.
+    """
+    deadline = time.monotonic() + timeout
+    why: str | None = "no attempt"
+    while (left := deadline - time.monotonic()) > 0.05:
+        why = attempt(left)
+        if why is None:
+            return None
+        time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+    return why
+
+
 def push_pull_probe(target: Target, timeout: float = HEALTH_TIMEOUT_S) -> str | None:
     """None if a push-pull (Join=false) gets a push-pull reply in time, else why not."""
-    deadline = time.monotonic() + timeout
-    try:
-        with socket.create_connection(target.addr, timeout=timeout) as sock:
-            sock.sendall(tcp_frame(target.key, minimal_push_pull()))
-            reply = read_stream_reply(sock, target.key, deadline)
-    except Exception as exc:  # noqa: BLE001 - any failure is the finding
-        return f"push-pull: {type(exc).__name__}: {exc}"
-    if reply[:1] != bytes([PUSH_PULL]):
-        return f"push-pull: reply type {reply[:1].hex()}"
-    return None
+
+    def attempt(left: float) -> str | None:
+        deadline = time.monotonic() + left
+        try:
+            with socket.create_connection(target.addr, timeout=left) as sock:
+                sock.sendall(tcp_frame(target.key, minimal_push_pull()))
+                reply = read_stream_reply(sock, target.key, deadline)
+        except Exception as exc:  # noqa: BLE001 - any failure is the finding
+            return f"push-pull: {type(exc).__name__}: {exc}"
+        if reply[:1] != bytes([PUSH_PULL]):
+            return f"push-pull: reply type {reply[:1].hex()}"
+        return None
+
+    return _within(timeout, attempt)
 
 
 class Rpc:
@@ -652,18 +700,21 @@ class Rpc:
 
 
 def rpc_probe(target: Target, timeout: float = HEALTH_TIMEOUT_S) -> str | None:
-    try:
-        rpc = Rpc(target.rpc_addr, timeout)
+    def attempt(left: float) -> str | None:
         try:
-            members = rpc.call("members")
-            if not any(m.get("Name") == target.name for m in members.get("Members", [])):
-                return "rpc: members does not list the agent itself"
-            rpc.call("event", {"Name": "adv-health", "Payload": b"", "Coalesce": True})
-        finally:
-            rpc.close()
-    except Exception as exc:  # noqa: BLE001
-        return f"rpc: {type(exc).__name__}: {exc}"
-    return None
+            rpc = Rpc(target.rpc_addr, left)
+            try:
+                members = rpc.call("members")
+                if not any(m.get("Name") == target.name for m in members.get("Members", [])):
+                    return "rpc: members does not list the agent itself"
+                rpc.call("event", {"Name": "adv-health", "Payload": b"", "Coalesce": True})
+            finally:
+                rpc.close()
+        except Exception as exc:  # noqa: BLE001
+            return f"rpc: {type(exc).__name__}: {exc}"
+        return None
+
+    return _within(timeout, attempt)
 
 
 def check_health(target: Target) -> list[str]:
@@ -674,8 +725,9 @@ def check_health(target: Target) -> list[str]:
     results: dict[str, str | None] = {}
 
     def ping() -> None:
-        latency = udp_ping(target)
-        results["ping"] = None if latency is not None else "udp ping: no ack within 2 s"
+        # Resent every 0.5 s: a datagram lost in a flood's backlog is not a silence.
+        results["ping"] = _within(HEALTH_TIMEOUT_S, lambda left: None if udp_ping(
+            target, min(0.5, left)) is not None else "udp ping: no ack within 2 s")
 
     def pp() -> None:
         results["pp"] = push_pull_probe(target)
@@ -928,9 +980,19 @@ def ping_source_port_negative(arena: Arena, t: Target, s: Sender) -> Cleanup:
 
 
 def alive_port_70000(arena: Arena, t: Target, s: Sender) -> Cleanup:
-    s.udp(msg(ALIVE, alive_body("adv-port", t.attacker_ip(10), U16_OVERFLOW)))
-    s.udp(msg(ALIVE, alive_body("adv-port-neg", t.attacker_ip(11), -1)))
-    time.sleep(1.0)  # let it be gossiped and probed
+    """Alives with ports 70000 and -1; a peer of the target must survive the re-gossip too."""
+    peer = arena.start_target()
+    try:
+        if not _join_pair(peer, t):
+            raise Broken("setup: peer did not join the target")
+        s.udp(msg(ALIVE, alive_body("adv-port", t.attacker_ip(10), U16_OVERFLOW)))
+        s.udp(msg(ALIVE, alive_body("adv-port-neg", t.attacker_ip(11), -1)))
+        time.sleep(1.5)  # let it be gossiped, pushed and probed
+        problems = check_health(peer)
+        if problems:
+            raise Broken("the peer that heard the re-gossip broke: " + "; ".join(problems))
+    finally:
+        arena.cluster.stop(peer.agent, signal.SIGKILL)
     return None
 
 
@@ -986,7 +1048,8 @@ def _send_variants(s: Sender, bases: dict[int, dict[str, Any]],
                    encode: Callable[[int, Any], bytes]) -> None:
     """One datagram per hostile variant, so one bad field cannot mask another."""
     for kind, base in bases.items():
-        for _, body in hostile_variants(base):
+        for label, body in hostile_variants(base):
+            s.label = f"type {kind} {label}"
             s.udp(encode(kind, body))
             time.sleep(0.0005)
 
@@ -1025,16 +1088,20 @@ def wrong_types_push_pull(arena: Arena, t: Target, s: Sender) -> Cleanup:
                   {**user, "StatusLTimes": {"n": [1]}}, {**user, "LeftMembers": [{"a": 1}]},
                   {**user, "StatusLTimes": Pairs([([1], 1)])}]
     payloads = []
-    for _, body in hostile_variants(node):
-        payloads.append(minimal_push_pull(nodes=[body]))
-    for _, body in [*hostile_variants(user), *(("x", u) for u in extra_user)]:
-        payloads.append(minimal_push_pull(user=bytes([S_PUSH_PULL]) + mp(body)))
-    for _label, value in HOSTILE_VALUES:
+    for label, body in hostile_variants(node):
+        payloads.append((f"node {label}", minimal_push_pull(nodes=[body])))
+    for label, body in [*hostile_variants(user),
+                        *((f"extra {i}: {u}", u) for i, u in enumerate(extra_user))]:
+        payloads.append((f"serf state {label}",
+                         minimal_push_pull(user=bytes([S_PUSH_PULL]) + mp(body))))
+    for label, value in HOSTILE_VALUES:
         for key in ("Join", "Nodes", "UserStateLen"):
             header = {"Join": False, "Nodes": 0, "UserStateLen": 0, key: value}
-            payloads.append(bytes([PUSH_PULL]) + mp(header) + b"\x80" * 4)
-        payloads.append(bytes([PUSH_PULL]) + mp(value))
-    for payload in payloads:
+            payloads.append((f"header {key}={label}",
+                             bytes([PUSH_PULL]) + mp(header) + b"\x80" * 4))
+        payloads.append((f"header={label}", bytes([PUSH_PULL]) + mp(value)))
+    for label, payload in payloads:
+        s.label = f"push-pull {label}"
         s.stream(payload)
     return None
 
@@ -1069,6 +1136,7 @@ def tcp_stream_fuzz(arena: Arena, t: Target, s: Sender) -> Cleanup:
             data[rng.randrange(1, len(data))] = rng.randrange(256)
         else:
             data = bytearray(rng.choice(headers))
+        s.label = f"fuzz stream {i} (mutation {op}): {bytes(data[:40]).hex()}"
         # Some streams skip encryption: a stranger without the key must be refused cleanly.
         s.stream(bytes(data), encrypt=rng.random() < 0.9)
     return None
@@ -1189,6 +1257,7 @@ def query_filter_wrong_types(arena: Arena, t: Target, s: Sender) -> Cleanup:
                           [bytes([0]) + mp({"a": 1})], [bytes([0]) + mp([1, None, [2]])],
                           [bytes([9]) + b"zz"], [b""], [bytes([1]) + mp({"Expr": ".*"})]]
     for i, filt in enumerate(filters):
+        s.label = f"query Filters={filt!r}"[:120]
         s.udp(serf_msg(S_QUERY, query_body(t, ip, port, ltime=200 + i, filters=filt,
                                            name=f"advft{i}")))
     time.sleep(0.5)
@@ -1211,6 +1280,9 @@ def lifecycle_after(arena: Arena, t: Target) -> Target:
     why = arena.second_joins(t)
     if why:
         raise Broken(why)
+    monitor: Monitor | None = getattr(arena, "monitor", None)
+    if monitor:
+        monitor.pause()  # the leave below stops the agent on purpose
     try:
         rpc = Rpc(t.rpc_addr, 10)
         try:
@@ -1548,17 +1620,18 @@ def handler_queue_flood(arena: Arena, t: Target, s: Sender) -> Cleanup:
     return None
 
 
-def _descendants_running(pid: int, needle: str) -> list[int]:
+def _scripts_running(script: str) -> list[int]:
+    """Pids of shells running ``script`` (not the agent, whose flags also name it)."""
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             with open(f"/proc/{entry}/cmdline", "rb") as fh:
-                cmd = fh.read().replace(b"\0", b" ").decode(errors="replace")
+                argv = fh.read().decode(errors="replace").split("\0")
         except OSError:
             continue
-        if needle in cmd:
+        if argv and argv[0].endswith("sh") and script in argv[1:3] and _running(int(entry)):
             found.append(int(entry))
     return found
 
@@ -1569,8 +1642,7 @@ def handler_never_reads(arena: Arena, t: Target, s: Sender) -> Cleanup:
                              "Name": "advstuck", "Payload": b"q" * 60000}))
     time.sleep(HANDLER_TIMEOUT_S + 3)
     if t.kind == "pyserf":
-        stuck = _descendants_running(t.pid, str(arena.stuck))
-        stuck = [p for p in stuck if _running(p)]
+        stuck = _scripts_running(str(arena.stuck))
         if stuck:
             raise Broken(f"handler still running {HANDLER_TIMEOUT_S + 3} s after the events "
                          f"with handler_timeout={HANDLER_TIMEOUT_S}s (pids {stuck})")
@@ -1743,6 +1815,30 @@ def run_all(arena: Arena, names: list[str] | None = None,
     return results
 
 
+def explain(arena: Arena, attack: Attack, limit: int = 6) -> list[str]:
+    """The frames of ``attack`` that kill a fresh agent, one at a time (up to ``limit``)."""
+    killers: list[str] = []
+    skip = 0
+    while len(killers) < limit:
+        target = arena.start_target()
+        sender = Sender(target, explain=True, skip=skip)
+        arena.current = target  # type: ignore[attr-defined]
+        arena.monitor = None  # type: ignore[attr-defined]
+        try:
+            attack.fn(arena, target, sender)
+            return killers
+        except Killed as exc:
+            killers.append(f"frame {exc.args[0]}: {exc.args[1]}")
+            skip = exc.args[0]
+        except Exception:  # noqa: BLE001 - only the killers matter here
+            return killers
+        finally:
+            sender.close()
+            if target.agent.alive():
+                arena.cluster.stop(target.agent, signal.SIGKILL)
+    return killers
+
+
 def format_table(results: list[Result]) -> str:
     lines = [f"{'impl':7} {'mode':9} {'attack':34} {'ok':6} {'frames':>7} {'MiB':>7} "
              f"{'secs':>6} {'peakRSS':>8} {'worstping':>9} {'silence':>8} {'lost':>4}  reason"]
@@ -1751,5 +1847,6 @@ def format_table(results: list[Result]) -> str:
                      f"{r.frames:7d} {r.bytes / MIB:7.2f} {r.seconds:6.1f} "
                      f"{r.peak_rss_mib:8.1f} {r.worst_ping_ms:7.0f}ms "
                      f"{r.longest_silence_ms:6.0f}ms "
-                     f"{r.lost_pings:4d}  {r.reason[:200]}")
+                     f"{r.lost_pings:4d}  {r.reason[:200]}"
+                     + "".join(f" {k}={v}" for k, v in r.extra.items() if k != "killers"))
     return "\n".join(lines)
