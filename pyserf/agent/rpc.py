@@ -29,11 +29,11 @@ from pyserf.agent.rpc_limits import (
     BODIES,
     FRAME_TIMEOUT,
     HANDSHAKE_TIMEOUT,
+    LISTEN_BACKLOG,
     MAX_CLIENT_STREAMS,
     MAX_PENDING_CLIENTS,
     MAX_REQUEST_BUFFER,
     MAX_RPC_CLIENTS,
-    PENDING_GRACE,
     PRE_AUTH_BUFFER,
     READ_LIMIT,
     SUBSCRIBER_BUFFER,
@@ -168,7 +168,6 @@ class RPCServer:
         self.server: asyncio.Server | None = None
         # Insertion-ordered, so the oldest client still owing its handshake is found first.
         self.clients: dict[_Client, None] = {}
-        self.waiting = 0  # newcomers waiting for a slot
         self.pre_auth_buffer = max(PRE_AUTH_BUFFER, len(auth_key.encode()) + 256)
         self.refused = logs.Throttle()
         self.evicted = logs.Throttle()
@@ -176,7 +175,7 @@ class RPCServer:
 
     async def start(self, host: str, port: int) -> None:
         self.server = await asyncio.start_server(self._accept, host, port, reuse_address=True,
-                                                 limit=READ_LIMIT)
+                                                 limit=READ_LIMIT, backlog=LISTEN_BACKLOG)
 
     async def close(self) -> None:
         if self.server is not None:
@@ -187,39 +186,29 @@ class RPCServer:
     def ready_count(self) -> int:
         return sum(1 for c in self.clients if c.ready)
 
-    async def _make_room(self, name: str) -> bool:
+    def _make_room(self, name: str) -> bool:
         """Apply the connection caps before serving a new client; False to refuse it."""
-        loop = asyncio.get_running_loop()
-        for attempt in range(2):
-            if self.ready_count() >= MAX_RPC_CLIENTS:
-                _warn(self.refused, logging.WARNING,
-                      "Rejecting client %s: %d clients connected (limit %d)",
-                      name, MAX_RPC_CLIENTS, MAX_RPC_CLIENTS)
-                return False
-            pending = [c for c in self.clients if not c.ready]
-            if len(pending) < MAX_PENDING_CLIENTS:
-                return True
-            oldest = pending[0]
-            if loop.time() - oldest.accepted >= PENDING_GRACE:
-                _warn(self.evicted, logging.WARNING, "Closing %s: too many clients waiting "
-                      "for a handshake (limit %d)", oldest, MAX_PENDING_CLIENTS)
-                oldest.close()
-                return True
-            if attempt or self.waiting >= MAX_PENDING_CLIENTS:
-                break
-            self.waiting += 1  # newcomers parked here hold only their socket
-            try:
-                await asyncio.sleep(PENDING_GRACE)
-            finally:
-                self.waiting -= 1
-        _warn(self.refused, logging.WARNING, "Rejecting client %s: %d clients waiting for a "
-              "handshake (limit %d)", name, MAX_PENDING_CLIENTS, MAX_PENDING_CLIENTS)
-        return False
+        if self.ready_count() >= MAX_RPC_CLIENTS:
+            _warn(self.refused, logging.WARNING,
+                  "Rejecting client %s: %d clients connected (limit %d)",
+                  name, MAX_RPC_CLIENTS, MAX_RPC_CLIENTS)
+            return False
+        pending = [c for c in self.clients if not c.ready]
+        if len(pending) >= MAX_PENDING_CLIENTS:
+            _warn(self.evicted, logging.WARNING, "Closing %s: too many clients waiting for a "
+                  "handshake (limit %d)", pending[0], MAX_PENDING_CLIENTS)
+            pending[0].close()
+        return True
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
         name = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
-        if not await self._make_room(name):
+        # asyncio accepts up to LISTEN_BACKLOG connections in one go and runs this for each
+        # of them before any of their data is read. Yielding once first lets a real client's
+        # handshake, already sent, reach its buffer, so that the client completes it in its
+        # first step below instead of being pushed out by the rest of the burst.
+        await asyncio.sleep(0)
+        if not self._make_room(name):
             writer.close()
             return
         client = _Client(self, reader, writer, name)
@@ -294,7 +283,10 @@ class _Client:
         self.reader = reader
         self.writer = writer
         self.name = name
-        self.unpacker, self._reset_count = new_unpacker()
+        # Made when the first bytes arrive: an Unpacker is ~20 KiB (its parse stack), too
+        # much to spend on every idle connection.
+        self.unpacker: msgpack.Unpacker | None = None
+        self._reset_count: Callable[[], None] = lambda: None
         self.fed = 0  # bytes fed to the unpacker
         self.boundary = 0  # unpacker offset where the request being read began
         self.version = 0
@@ -304,9 +296,8 @@ class _Client:
         self.query_ids: dict[int, QueryReceived] = {}
         self.next_query_id = 0
         self.closed = False
-        loop = asyncio.get_running_loop()
-        self.accepted = loop.time()
-        self._handshake_timer = loop.call_later(HANDSHAKE_TIMEOUT, self._handshake_expired)
+        self._handshake_timer = asyncio.get_running_loop().call_later(
+            HANDSHAKE_TIMEOUT, self._handshake_expired)
 
     def __str__(self) -> str:
         return f"ipc.client: {self.name}"
@@ -336,14 +327,15 @@ class _Client:
         """The next msgpack object. Before handshake/auth a request may hold only a few
         KiB; once a request has begun it must arrive within FRAME_TIMEOUT."""
         while True:
-            try:
-                obj = next(self.unpacker)
-            except StopIteration:
-                pass
-            else:
-                self.boundary = self.unpacker.tell()
-                self._reset_count()
-                return obj
+            if self.unpacker is not None:
+                try:
+                    obj = next(self.unpacker)
+                except StopIteration:
+                    pass
+                else:
+                    self.boundary = self.unpacker.tell()
+                    self._reset_count()
+                    return obj
             pending = self.fed - self.boundary
             limit = MAX_REQUEST_BUFFER if self.ready else self.server.pre_auth_buffer
             if pending >= limit:
@@ -356,6 +348,8 @@ class _Client:
                 raise RequestError(f"request incomplete after {FRAME_TIMEOUT:g}s") from None
             if not data:
                 raise EOFError
+            if self.unpacker is None:
+                self.unpacker, self._reset_count = new_unpacker()
             self.unpacker.feed(data)
             self.fed += len(data)
 

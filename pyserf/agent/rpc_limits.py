@@ -23,13 +23,20 @@ import msgpack
 # connection per command; long-lived clients are monitors and event streams, which rarely
 # number more than a handful. Serf has no cap (a goroutine per client).
 MAX_RPC_CLIENTS = 64
-# Clients still owing the handshake (or auth). Each holds a few KiB at most, so there is
-# room for many. When all slots are taken, the oldest is closed to admit the newcomer, but
-# only once it has had PENDING_GRACE to complete its handshake: a real client needs a few
-# milliseconds, so a flood of fresh connections cannot push it out mid-handshake, and idle
-# sockets cannot lock real clients out (a newcomer waits up to PENDING_GRACE for a slot).
-MAX_PENDING_CLIENTS = 128
-PENDING_GRACE = 0.1
+# Clients still owing the handshake (or auth). When all slots are taken the oldest is
+# closed to admit the newcomer, so idle sockets can never lock a real client out, and a real
+# client (whose handshake takes a millisecond or two) could only be pushed out by 512 newer
+# connections arriving within that time. An idle one costs ~7 KiB (its msgpack parser is
+# made when its first byte arrives), one sending garbage ~35 KiB: at most ~18 MiB in all,
+# and with the handshaken clients at most 576 file descriptors, inside the usual 1024.
+MAX_PENDING_CLIENTS = 512
+# Listen backlog, which asyncio also uses as the number of connections it accepts in one go.
+# Its default of 100 overflows under a burst (the kernel then drops SYNs and a real client
+# waits a second or more for the retransmit); 1024 makes each accepted burst so large that,
+# under a sustained flood, the agent spends seconds working through it (measured: probes up
+# to 2.7 s and +50 MiB). 512 (= MAX_PENDING_CLIENTS) kept probes under 0.7 s. Go listens
+# with the system's somaxconn (4096 on Linux) but accepts one connection at a time.
+LISTEN_BACKLOG = 512
 # Seconds a client has to complete handshake, and auth when rpc_auth is set.
 HANDSHAKE_TIMEOUT = 5.0
 # Seconds a request may take to arrive once its first byte has (memberlist's TCP timeout is
@@ -97,7 +104,7 @@ def new_unpacker() -> tuple[msgpack.Unpacker, Callable[[], None]]:
         count = 0
 
     unpacker = msgpack.Unpacker(
-        raw=False, unicode_errors="replace", read_size=4 * READ_LIMIT,
+        raw=False, unicode_errors="replace", read_size=1024,
         max_buffer_size=MAX_REQUEST_BUFFER, max_str_len=MAX_REQUEST_BUFFER,
         max_bin_len=MAX_REQUEST_BUFFER, max_array_len=MAX_REQUEST_CONTAINERS * 8,
         max_map_len=MAX_REQUEST_CONTAINERS * 8, max_ext_len=64,
