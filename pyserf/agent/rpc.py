@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import msgpack
-import re2
 
 from pyserf.agent import logs
 from pyserf.agent.rpc_limits import (
@@ -43,7 +41,7 @@ from pyserf.agent.rpc_limits import (
     new_unpacker,
 )
 from pyserf.memberlist import codec, security
-from pyserf.serf import internal_queries
+from pyserf.serf import filters, internal_queries
 from pyserf.serf.core import (
     Member,
     MemberEvent,
@@ -69,8 +67,6 @@ MAX_PENDING_QUERIES = 4096
 MEMBER_FILTER_BUDGET = 5.0
 FILTER_SLICE = 0.02
 
-_RE2_OPTIONS = re2.Options()
-_RE2_OPTIONS.log_errors = False  # the error goes to our log, not RE2's stderr
 
 
 class _CloseConnection(Exception):
@@ -85,70 +81,13 @@ def member_record(member: Member) -> dict[str, Any]:
             "DelegateMax": member.delegate_max, "DelegateCur": member.delegate_cur}
 
 
-# RE2's error texts in Go's words (regexp/syntax ErrorCode), for the log line serf writes.
-_GO_REGEXP_ERRORS = {
-    "missing )": "missing closing )", "missing ]": "missing closing ]",
-    "unexpected )": "unexpected )", "bad escape": "invalid escape sequence",
-    "trailing \\": "trailing backslash at end of expression",
-    "invalid repetition size": "invalid repeat count",
-    "bad repetition operator": "invalid nested repetition operator",
-    "no argument for repetition operator": "missing argument to repetition operator",
-    "invalid character class range": "invalid character class range",
-    "invalid character class": "invalid character class",
-    "invalid named capture group": "invalid named capture",
-    "invalid UTF-8": "invalid UTF-8",
-}
-_REPEAT = re.compile(r"\{(\d+)(?:,(\d*))?\}")
-# Go's largest repeat count; RE2 reads a count that overflows its int as a literal instead.
-MAX_REPEAT = 1000
-
-
-def _check_repeats(expr: str) -> None:
-    """Refuse a ``{n}``/``{n,m}`` count above 1000 as Go's regexp parser does."""
-    i, n = 0, len(expr)
-    while i < n:
-        ch = expr[i]
-        if ch == "\\":
-            if expr.startswith("\\Q", i):
-                end = expr.find("\\E", i + 2)
-                i = n if end < 0 else end + 2
-                continue
-            i += 2
-        elif ch == "[":
-            i += 1
-            if expr.startswith("^", i):
-                i += 1
-            if expr.startswith("]", i):
-                i += 1
-            while i < n and expr[i] != "]":
-                i += 2 if expr[i] == "\\" else 1
-            i += 1
-        elif ch == "{" and (m := _REPEAT.match(expr, i)):
-            counts = [c for c in m.groups() if c]
-            literal = any(len(c) > 1 and c[0] == "0" for c in counts)  # Go's rule
-            if not literal and any(len(c) > 4 or int(c) > MAX_REPEAT for c in counts):
-                raise _CloseConnection("Failed to compile regex: error parsing regexp: "
-                                           f"invalid repeat count: `{m.group(0)}`")
-            i = m.end()
-        else:
-            i += 1
-
-
 def anchored(expr: str) -> Any:
-    """Compile a members-filtered pattern as serf does (``^expr$``) but with RE2, which runs
-    in linear time like Go's regexp; serf drops the client on a bad pattern."""
-    _check_repeats(expr)
+    """Compile a members-filtered pattern as serf does (``^expr$``) with RE2 semantics, which
+    run in linear time like Go's regexp; serf drops the client on a bad pattern."""
     try:
-        return re2.compile(f"^{expr}$", options=_RE2_OPTIONS)
-    except re2.error as exc:
-        reason = exc.args[0] if exc.args else exc
-        if isinstance(reason, bytes):
-            reason = reason.decode("utf-8", "replace")
-        code, _, arg = str(reason).partition(": ")
-        if code in _GO_REGEXP_ERRORS:
-            reason = f"{_GO_REGEXP_ERRORS[code]}: `{arg}`"
-        raise _CloseConnection(f"Failed to compile regex: error parsing regexp: {reason}"
-                               ) from None
+        return filters.compile_anchored(expr)
+    except filters.FilterError as exc:
+        raise _CloseConnection(str(exc)) from None
 
 
 def _warn(throttle: logs.Throttle, level: int, msg: str, *args: Any) -> None:
