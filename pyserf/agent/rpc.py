@@ -105,11 +105,14 @@ class RPCServer:
         self.agent = agent
         self.auth_key = auth_key
         self.server: asyncio.Server | None = None
-        # Insertion-ordered, so the oldest client still owing its handshake is found first.
         self.clients: dict[_Client, None] = {}
+        # Those still owing the handshake (or auth), oldest first: admission is O(1) even
+        # while a flood of connections churns through the slots.
+        self.pending: dict[_Client, None] = {}
         self.pre_auth_buffer = max(PRE_AUTH_BUFFER, len(auth_key.encode()) + 256)
         self.refused = logs.Throttle()
         self.evicted = logs.Throttle()
+        self.expired = logs.Throttle()
         self.failed = logs.Throttle()
 
     async def start(self, host: str, port: int) -> None:
@@ -123,7 +126,7 @@ class RPCServer:
             client.close()
 
     def ready_count(self) -> int:
-        return sum(1 for c in self.clients if c.ready)
+        return len(self.clients) - len(self.pending)
 
     def _make_room(self, name: str) -> bool:
         """Apply the connection caps before serving a new client; False to refuse it."""
@@ -132,11 +135,11 @@ class RPCServer:
                   "Rejecting client %s: %d clients connected (limit %d)",
                   name, MAX_RPC_CLIENTS, MAX_RPC_CLIENTS)
             return False
-        pending = [c for c in self.clients if not c.ready]
-        if len(pending) >= MAX_PENDING_CLIENTS:
+        if len(self.pending) >= MAX_PENDING_CLIENTS:
+            oldest = next(iter(self.pending))
             _warn(self.evicted, logging.WARNING, "Closing %s: too many clients waiting for a "
-                  "handshake (limit %d)", pending[0], MAX_PENDING_CLIENTS)
-            pending[0].close()
+                  "handshake (limit %d)", oldest, MAX_PENDING_CLIENTS)
+            oldest.close()
         return True
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -152,12 +155,14 @@ class RPCServer:
             return
         client = _Client(self, reader, writer, name)
         self.clients[client] = None
+        self.pending[client] = None
         try:
             await client.serve()
         except Exception:  # a bug in one command must never take the server down
             log.exception("agent.ipc: Failed to evaluate request from %s", client)
         finally:
             self.clients.pop(client, None)
+            self.pending.pop(client, None)
             client.close()
 
 
@@ -207,7 +212,9 @@ class _Feed:
                     await self.client.writer.drain()
                 if self.finishing:
                     return
-        except (ConnectionError, RuntimeError) as exc:
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a dead socket, or a record that cannot be packed
             if not self.client.closed:
                 log.error("agent.ipc: Failed to stream %s to %s: %s", self.what, self.client,
                           exc)
@@ -249,14 +256,15 @@ class _Client:
     def _handshake_expired(self) -> None:
         if not self.ready and not self.closed:
             what = "handshake" if not self.version else "auth"
-            log.warning("agent.ipc: Closing %s: no %s within %gs", self, what,
-                        HANDSHAKE_TIMEOUT)
+            _warn(self.server.expired, logging.WARNING, "Closing %s: no %s within %gs", self,
+                  what, HANDSHAKE_TIMEOUT)
             self.close()
 
     def _check_ready(self) -> None:
         if not self.ready:
             return
         self._handshake_timer.cancel()
+        self.server.pending.pop(self, None)
         if self.server.ready_count() > MAX_RPC_CLIENTS:  # others got ready meanwhile
             raise _CloseConnection(f"{MAX_RPC_CLIENTS} clients connected (limit)")
 
@@ -305,6 +313,7 @@ class _Client:
             return
         self.closed = True
         self.server.clients.pop(self, None)
+        self.server.pending.pop(self, None)
         self._handshake_timer.cancel()
         for stop in list(self.streams.values()):
             stop()
