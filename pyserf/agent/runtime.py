@@ -850,8 +850,24 @@ async def _reload(agent: Agent, sources: Any) -> None:
             log.error("agent: Failed to update tags: %s", exc)
 
 
+def _raise_open_file_limit() -> None:
+    """Lift the soft descriptor limit to the hard one, as Go's runtime does since 1.19 (so a
+    serf agent has it): capped RPC clients plus inbound streams can pass the default 1,024."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY:
+            hard = 1 << 20
+        if soft != resource.RLIM_INFINITY and soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ImportError, ValueError, OSError) as exc:
+        log.debug("agent: could not raise the open file limit: %s", exc)
+
+
 def run_agent(config: AgentConfig, sources: Any = None) -> int:
     """Run an agent until it is told to stop; returns the process exit status."""
+    _raise_open_file_limit()
     try:
         return asyncio.run(_serve(config, sources))
     except KeyboardInterrupt:
