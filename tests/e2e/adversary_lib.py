@@ -834,11 +834,11 @@ class Sizes:
 
 FULL = Sizes(fuzz_streams=1000, trickle_bytes=16 * MIB, trickle_chunk=16 * 1024,
              trickle_pause=0.005, idle_streams=200, big_stream=64 * MIB, rpc_conns=200,
-             rpc_bytes=16 * MIB, rpc_big_conns=4, flood_events=10000, flood_payload=20000,
+             rpc_bytes=16 * MIB, rpc_big_conns=4, flood_events=10000, flood_payload=30000,
              monitor_seconds=5.0, million=10**6)
 QUICK = Sizes(fuzz_streams=300, trickle_bytes=16 * MIB, trickle_chunk=16 * 1024,
               trickle_pause=0.002, idle_streams=200, big_stream=64 * MIB, rpc_conns=200,
-              rpc_bytes=16 * MIB, rpc_big_conns=2, flood_events=4000, flood_payload=20000,
+              rpc_bytes=16 * MIB, rpc_big_conns=2, flood_events=4000, flood_payload=30000,
               monitor_seconds=2.0, million=10**6)
 
 
@@ -1627,14 +1627,18 @@ def _join_pair(a: Target, b: Target) -> bool:
 
 
 def handler_queue_flood(arena: Arena, t: Target, s: Sender) -> Cleanup:
-    """Many user events for a handler that takes a second each."""
+    """Many user events for a handler that takes a second each.
+
+    Paced at ~1000 events/s: the point is a queue that grows faster than the handler drains
+    it (unbounded, 4000 x 30 KB would be 120 MB), not a bandwidth flood.
+    """
     payload = b"p" * arena.sizes.flood_payload
     base = random.randrange(10**6, 10**7)
     for i in range(arena.sizes.flood_events):
         s.udp(serf_msg(S_EVENT, {"CC": False, "LTime": base + i, "Name": "advflood",
                                  "Payload": payload}))
-        if i % 100 == 0:
-            time.sleep(0.002)
+        if i % 10 == 9:
+            time.sleep(0.01)
     time.sleep(1.0)
     return None
 
