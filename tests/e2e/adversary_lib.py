@@ -460,6 +460,7 @@ class Sender:
         self.skip = skip
         self.index = 0
         self.label = ""
+        self.extra: dict[str, Any] = {}  # figures an attack measures (CPU, join times, ...)
         self._udp = target.open_udp()
 
     def _skipped(self) -> bool:
@@ -850,6 +851,8 @@ class Arena:
         self.kind = kind
         self.key = os.urandom(32) if encrypted else None
         self.sizes = sizes
+        self.current: Target | None = None  # the target now, if an attack restarted it
+        self.monitor: Monitor | None = None  # the prober of the running attack
         self.cluster = Cluster(tmp)
         self.prefix = self.cluster.prefix
         self._names = iter(range(1, 10**6))
@@ -888,7 +891,7 @@ class Arena:
 
     def restart(self, target: Target, sig: int = signal.SIGTERM) -> Target:
         """Stop ``target`` and start it again with the same name, address and snapshot."""
-        monitor: Monitor | None = getattr(self, "monitor", None)
+        monitor = self.monitor
         if monitor:
             monitor.pause()
         if target.agent.alive():
@@ -1181,7 +1184,7 @@ def push_pull_trickle(arena: Arena, t: Target, s: Sender) -> Cleanup:
     except OSError:
         pass
     cpu = cpu_seconds(t.pid) - cpu0
-    s.cpu = cpu  # type: ignore[attr-defined]
+    s.extra["cpu_s"] = round(cpu, 2)
     if cpu > TRICKLE_CPU_BOUND_S:
         sock.close()
         raise Broken(f"agent spent {cpu:.1f} s CPU on {len(data) // MIB} MiB of trickled "
@@ -1280,9 +1283,8 @@ def lifecycle_after(arena: Arena, t: Target) -> Target:
     why = arena.second_joins(t)
     if why:
         raise Broken(why)
-    monitor: Monitor | None = getattr(arena, "monitor", None)
-    if monitor:
-        monitor.pause()  # the leave below stops the agent on purpose
+    if arena.monitor:
+        arena.monitor.pause()  # the leave below stops the agent on purpose
     try:
         rpc = Rpc(t.rpc_addr, 10)
         try:
@@ -1318,7 +1320,7 @@ def self_incarnation_overflow(arena: Arena, t: Target, s: Sender) -> Cleanup:
     s.stream(minimal_push_pull(nodes=[{"Addr": socket.inet_aton(ip), "Incarnation": U64_MAX,
                                        "Meta": b"", "Name": t.name, "Port": 7946, "State": 2,
                                        "Vsn": VSN}]), linger=1.0)
-    arena.current = lifecycle_after(arena, t)  # type: ignore[attr-defined]
+    arena.current = lifecycle_after(arena, t)
     return None
 
 
@@ -1334,7 +1336,7 @@ def lamport_overflow(arena: Arena, t: Target, s: Sender) -> Cleanup:
             "QueryLTime": U64_MAX, "StatusLTimes": {t.name: U64_MAX}}
     s.stream(minimal_push_pull(user=bytes([S_PUSH_PULL]) + mp(user)), linger=1.0)
     time.sleep(1.0)
-    arena.current = lifecycle_after(arena, t)  # type: ignore[attr-defined]
+    arena.current = lifecycle_after(arena, t)
     return None
 
 
@@ -1373,8 +1375,7 @@ def nested_compress_bomb(arena: Arena, t: Target, s: Sender) -> Cleanup:
             break
         count -= 1
     s.udp(outer)
-    s.expands_to_mib = round((60000 // (len(part) + 2)) * cycle / MIB  # type: ignore[attr-defined]
-                             + count * 4)
+    s.extra["expands_to_mib"] = round((60000 // (len(part) + 2)) * cycle / MIB + count * 4)
     return None
 
 
@@ -1498,7 +1499,7 @@ def join_bad_peers(arena: Arena, t: Target, s: Sender) -> Cleanup:
                      f"{JOIN_BOUND_S:.0f} s: " + ", ".join(
                          [f"{k} {v[0]:.1f}s {v[1]}" for k, v in slow.items()]
                          + [f"{k} hung" for k in missing]))
-    s.join_times = {k: round(v[0], 1) for k, v in results.items()}  # type: ignore[attr-defined]
+    s.extra["join_s"] = {k: round(v[0], 1) for k, v in results.items()}
     return None
 
 
@@ -1585,7 +1586,7 @@ def newline_name_snapshot(arena: Arena, t: Target, s: Sender) -> Cleanup:
             t2 = arena.restart(t)
         except AssertionError as exc:
             raise Broken(f"restart failed: {str(exc)[-300:]}") from exc
-        arena.current = t2  # type: ignore[attr-defined]
+        arena.current = t2
         deadline = time.monotonic() + 12
         while time.monotonic() < deadline:
             if member_status(t2, peer.name) == "alive":
@@ -1766,14 +1767,14 @@ class Campaign:
             target = arena.start_target()
         else:
             target = self._ensure_target()
-        arena.current = target  # type: ignore[attr-defined]
+        arena.current = target
         sender = Sender(target)
         result = Result(arena.kind, arena.mode, attack.group, attack.name, True, "")
         cleanup: Cleanup = None
         start = time.monotonic()
         try:
             with Monitor(target) as mon:
-                arena.monitor = mon  # type: ignore[attr-defined]
+                arena.monitor = mon
                 try:
                     cleanup = attack.fn(arena, target, sender)
                 except Broken as exc:
@@ -1782,11 +1783,12 @@ class Campaign:
                     result.ok = False
                     result.reason = f"attack raised {type(exc).__name__}: {exc}"
                 result.seconds = round(time.monotonic() - start, 2)
-                current: Target = arena.current  # type: ignore[attr-defined]
+                current = arena.current or target
                 problems = check_health(current)
             if cleanup:
                 cleanup()
         finally:
+            arena.monitor = None
             sender.close()
         if problems:
             result.ok = False
@@ -1796,9 +1798,7 @@ class Campaign:
         result.worst_ping_ms = round(mon.worst * 1000, 1)
         result.longest_silence_ms = round(mon.silence * 1000, 1)
         result.lost_pings = mon.lost
-        for extra in ("cpu", "join_times", "expands_to_mib"):
-            if hasattr(sender, extra):
-                result.extra[extra] = getattr(sender, extra)
+        result.extra.update(sender.extra)
         if attack.fresh and current.agent.alive():
             arena.cluster.stop(current.agent, signal.SIGKILL)
         return result
@@ -1845,8 +1845,8 @@ def explain(arena: Arena, attack: Attack, limit: int = 6) -> list[str]:
     while len(killers) < limit:
         target = arena.start_target()
         sender = Sender(target, explain=True, skip=skip)
-        arena.current = target  # type: ignore[attr-defined]
-        arena.monitor = None  # type: ignore[attr-defined]
+        arena.current = target
+        arena.monitor = None
         try:
             attack.fn(arena, target, sender)
             return killers
