@@ -916,7 +916,11 @@ class Arena:
                 if both_alive(target, other_t):
                     return None
                 time.sleep(0.3)
-            return "second agent did not converge with the target"
+            errors = [line.strip() for line in other.log().splitlines()
+                      if "[ERR]" in line or "[WARN]" in line][-2:]
+            return (f"second agent did not converge with the target (target sees it "
+                    f"{member_status(target, name)}, it sees the target "
+                    f"{member_status(other_t, target.name)}; its log: {errors})")
         finally:
             self.cluster.stop(other, signal.SIGKILL)
 
@@ -1754,19 +1758,25 @@ class Campaign:
         self.arena = arena
         self.target: Target | None = None
 
-    def _ensure_target(self) -> Target:
-        if self.target is None or not self.target.agent.alive() or check_health(self.target):
-            if self.target is not None and self.target.agent.alive():
+    def _ensure_target(self) -> tuple[Target, str]:
+        """The shared target, replaced (and why) if it is dead or unhealthy."""
+        why = ""
+        if self.target is not None:
+            problems = check_health(self.target)
+            why = "; ".join(problems)
+            if problems and self.target.agent.alive():
                 self.arena.cluster.stop(self.target.agent, signal.SIGKILL)
+        if self.target is None or why:
             self.target = self.arena.start_target()
-        return self.target
+        return self.target, why
 
     def run(self, attack: Attack) -> Result:
         arena = self.arena
+        replaced = ""
         if attack.fresh:
             target = arena.start_target()
         else:
-            target = self._ensure_target()
+            target, replaced = self._ensure_target()
         arena.current = target
         sender = Sender(target)
         result = Result(arena.kind, arena.mode, attack.group, attack.name, True, "")
@@ -1799,6 +1809,8 @@ class Campaign:
         result.longest_silence_ms = round(mon.silence * 1000, 1)
         result.lost_pings = mon.lost
         result.extra.update(sender.extra)
+        if replaced:  # the previous attack's cleanup left the agent unhealthy
+            result.extra["target_replaced_because"] = replaced
         if attack.fresh and current.agent.alive():
             arena.cluster.stop(current.agent, signal.SIGKILL)
         return result
