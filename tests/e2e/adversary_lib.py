@@ -1113,6 +1113,29 @@ def wrong_types_push_pull(arena: Arena, t: Target, s: Sender) -> Cleanup:
     return None
 
 
+def version_poison(arena: Arena, t: Target, s: Sender) -> Cleanup:
+    """Members whose Vsn ranges are empty or zero, by gossip and by push-pull.
+
+    memberlist ignores an alive whose protocol min/max is 0 or inverted; accepting one
+    makes every later push-pull merge fail its cluster-wide version check, so no new agent
+    can join (the group's join check shows it).
+    """
+    bad = [bytes([1, 0, 2, 2, 5, 5]), bytes([0, 5, 2, 2, 5, 5]), bytes([5, 1, 2, 2, 5, 5]),
+           bytes([1, 5, 2, 2, 0, 5]), bytes([1, 5, 2, 5, 2, 5]), bytes([1, 5, 9, 2, 5, 9]),
+           b"\x01", b""]
+    for i, vsn in enumerate(bad):
+        s.label = f"alive Vsn={vsn.hex()}"
+        s.udp(msg(ALIVE, {**alive_body(f"adv-vsn{i}", t.attacker_ip(24 + i), 7946),
+                          "Vsn": vsn}))
+        node = {"Addr": socket.inet_aton(t.attacker_ip(32 + i)), "Incarnation": 1,
+                "Meta": b"\xff\x80", "Name": f"adv-vsnpp{i}", "Port": 7946, "State": 0,
+                "Vsn": vsn}
+        s.label = f"push-pull node Vsn={vsn.hex()}"
+        s.stream(minimal_push_pull(nodes=[node]), linger=0.3)
+    time.sleep(0.5)
+    return None
+
+
 def tcp_stream_fuzz(arena: Arena, t: Target, s: Sender) -> Cleanup:
     rng = random.Random(8)
     node = {"Addr": socket.inet_aton(t.attacker_ip(22)), "Incarnation": 1, "Meta": b"\xff\x80",
@@ -1703,6 +1726,7 @@ ATTACKS: list[Attack] = [
     Attack("wrong_types_memberlist", "types", wrong_types_memberlist),
     Attack("wrong_types_serf", "types", wrong_types_serf),
     Attack("wrong_types_push_pull", "types", wrong_types_push_pull),
+    Attack("version_poison", "versions", version_poison),
     Attack("tcp_stream_fuzz", "streams", tcp_stream_fuzz),
     Attack("million_nodes_header", "streams", million_nodes_header),
     Attack("million_nodes_bodies", "streams", million_nodes_bodies),
