@@ -1781,6 +1781,7 @@ class Campaign:
     def __init__(self, arena: Arena) -> None:
         self.arena = arena
         self.target: Target | None = None
+        self.group = ""
 
     def _ensure_target(self) -> tuple[Target, str]:
         """The shared target, replaced (and why) if it is dead or unhealthy."""
@@ -1800,6 +1801,13 @@ class Campaign:
         if attack.fresh:
             target = arena.start_target()
         else:
+            if attack.group != self.group and self.target is not None:
+                # Each group gets a fresh agent, so state one group leaves behind (a
+                # poisoned member list, say) is not blamed on the next.
+                if self.target.agent.alive():
+                    arena.cluster.stop(self.target.agent, signal.SIGKILL)
+                self.target = None
+            self.group = attack.group
             target, replaced = self._ensure_target()
         arena.current = target
         sender = Sender(target)
