@@ -25,6 +25,7 @@ import atheris
 
 with atheris.instrument_imports(include=["pyserf"]):
     from tests.fuzz.harness import Violation, describe, quiet_pyserf_logs
+    from tests.fuzz.mutator import custom_mutator
     from tests.fuzz.targets import TARGETS
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
@@ -33,6 +34,10 @@ LIBFUZZER_TIMEOUT = 20
 # RSS at which libFuzzer stops the run as out-of-memory.
 RSS_LIMIT_MB = 3072
 MAX_INPUT_LEN = 16384
+# Targets whose inputs are msgpack messages get the structure-aware mutator as well:
+# (bytes of flags before the message, whether it is a serf message).
+STRUCTURED = {"packet": (0, False), "stream": (0, False), "stream_reply": (0, False),
+              "serf_msg": (0, True), "serf_state": (1, True)}
 
 
 def main() -> None:
@@ -72,7 +77,10 @@ def main() -> None:
         libfuzzer += ["-merge=1", str(seeds), str(scratch)]
     else:
         libfuzzer += [f"-max_total_time={args.seconds}", str(scratch), str(seeds)]
-    atheris.Setup(libfuzzer + extra, one_input)
+    mutator = None
+    if args.target in STRUCTURED:
+        mutator = custom_mutator(*STRUCTURED[args.target])
+    atheris.Setup(libfuzzer + extra, one_input, custom_mutator=mutator)
     # libFuzzer ends the process itself (exit()), so findings are written as they happen.
     with quiet_pyserf_logs():
         atheris.Fuzz()
