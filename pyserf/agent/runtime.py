@@ -45,6 +45,9 @@ log = logging.getLogger("pyserf.agent")
 # they may make us hold is bounded: memberlist serves at most 128 push-pulls at once, and the
 # bytes buffered across all inbound streams are capped (one full 20 MiB push-pull plus change).
 MAX_INBOUND_STREAMS = 128
+# Connections that have not sent a byte yet are cheap but hold descriptors: keep at most this
+# many, closing the oldest when another arrives, so idle sockets never lock out real peers.
+MAX_IDLE_STREAMS = 512
 MAX_INBOUND_BUFFERED = 64 * 1024 * 1024
 GRACEFUL_TIMEOUT = 3.0
 
@@ -83,8 +86,8 @@ class _Budget:
         self.used += n
 
 
-async def read_stream_message(reader: asyncio.StreamReader, budget: _Budget | None = None
-                              ) -> bytes:
+async def read_stream_message(reader: asyncio.StreamReader, budget: _Budget | None = None,
+                              first: bytes = b"") -> bytes:
     """Read one memberlist stream message (complete frame, or whatever arrived before EOF).
 
     The frame is located incrementally, so the cost is linear in the bytes received however
@@ -94,7 +97,7 @@ async def read_stream_message(reader: asyncio.StreamReader, budget: _Budget | No
     taken = 0
     try:
         while True:
-            chunk = await reader.read(65536)
+            chunk, first = (first, b"") if first else (await reader.read(65536), b"")
             if not chunk:
                 return bytes(framer.buf)
             if budget is not None:
@@ -149,6 +152,7 @@ class Agent:
         self.exit_code = 0
         self.snapshot: SnapshotFile | None = None
         self._inbound_streams = 0
+        self._idle_streams: dict[asyncio.StreamWriter, None] = {}
         self._udp_family = socket.AF_INET
         self._inbound_budget = _Budget(MAX_INBOUND_BUFFERED)
 
@@ -382,6 +386,23 @@ class Agent:
     async def _on_stream(self, reader: asyncio.StreamReader,
                          writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername") or ("?", 0)
+        idle = self._idle_streams
+        if len(idle) >= MAX_IDLE_STREAMS:
+            oldest = next(iter(idle))
+            del idle[oldest]
+            oldest.close()  # its reader sees EOF and its task ends
+        idle[writer] = None
+        # One deadline for the whole exchange, as memberlist sets on the connection.
+        deadline = self.loop.time() + self.serf.memberlist.timing.tcp_timeout
+        try:
+            first = await asyncio.wait_for(reader.read(65536), deadline - self.loop.time())
+        except (TimeoutError, OSError):
+            first = b""
+        finally:
+            idle.pop(writer, None)
+        if not first:
+            writer.close()
+            return
         if self._inbound_streams >= MAX_INBOUND_STREAMS:
             self.serf.memberlist.drops.drop("stream (too many open)", f"{peer[0]}:{peer[1]}",
                                             f"{MAX_INBOUND_STREAMS} inbound streams open",
@@ -390,23 +411,23 @@ class Agent:
             return
         self._inbound_streams += 1
         try:
-            await self._serve_stream(reader, writer, peer)
+            await self._serve_stream(reader, writer, peer, first, deadline)
         finally:
             self._inbound_streams -= 1
 
     async def _serve_stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                            peer: Any) -> None:
-        timeout = self.serf.memberlist.timing.tcp_timeout
+                            peer: Any, first: bytes, deadline: float) -> None:
         try:
-            data = await asyncio.wait_for(read_stream_message(reader, self._inbound_budget),
-                                          timeout)
+            data = await asyncio.wait_for(
+                read_stream_message(reader, self._inbound_budget, first),
+                max(0.0, deadline - self.loop.time()))
             if data:
                 reply = self.serf.memberlist.handle_stream(data, (peer[0], peer[1]),
                                                            self.loop.time())
                 self.pump()
                 if reply:
                     writer.write(reply)
-                    await asyncio.wait_for(writer.drain(), timeout)
+                    await asyncio.wait_for(writer.drain(), max(0.1, deadline - self.loop.time()))
         except (TimeoutError, OSError, codec.DecodeError) as exc:
             reason = "i/o timeout" if isinstance(exc, TimeoutError) else str(exc)
             self.serf.memberlist.drops.drop("stream", f"{peer[0]}:{peer[1]}",

@@ -698,36 +698,51 @@ class Memberlist:
                           on_reply, on_error)
 
     def _merge_remote(self, remote: PushPull, now: float, source: Address) -> None:
-        error = self._verify_protocol(remote.nodes)
-        if error:
-            log.error("memberlist: Failed push/pull merge: %s", error)
-            return
-        self._merge_state(remote.nodes, now)
+        self._merge_state(self._admissible(remote.nodes, source, now), now)
         if remote.user_state:
             self.delegate.merge_remote_state(remote.user_state, remote.join, now, source)
 
-    def _verify_protocol(self, remote: list[PushNodeState]) -> str | None:
-        """Every alive node's current versions must be understood by every other node."""
-        ranges = []
-        for n in self.nodes:
-            if n.state == NodeStateKind.ALIVE:
-                ranges.append((n.name, n.vsn))
-        for r in remote:
-            if r.state == NodeStateKind.ALIVE and len(r.vsn) >= 6:
-                ranges.append((r.name, r.vsn))
-        if not ranges:
-            return None
-        pmin = max(v[0] for _, v in ranges)
-        pmax = min(v[1] for _, v in ranges)
-        dmin = max(v[3] for _, v in ranges)
-        dmax = min(v[4] for _, v in ranges)
-        for name, v in ranges:
-            if not pmin <= v[2] <= pmax:
-                return f"Node '{name}' protocol version ({v[2]}) is incompatible: [{pmin}, {pmax}]"
-            if not dmin <= v[5] <= dmax:
-                return (f"Node '{name}' delegate protocol version ({v[5]}) is incompatible: "
-                        f"[{dmin}, {dmax}]")
+    def _version_error(self, vsn: bytes) -> str | None:
+        """Why a member announcing ``vsn`` cannot be in our cluster, or None.
+
+        memberlist checks every member's versions against every other member's on each
+        push-pull, so a member with an impossible range, once admitted, fails every later
+        exchange (and serf panics on a short Vsn). We admit only members whose ranges are
+        well formed and overlap our own current versions.
+        """
+        if len(vsn) < 6:
+            return f"version field has {len(vsn)} bytes, not 6"
+        pmin, pmax, pcur, dmin, dmax, dcur = vsn[:6]
+        if not (1 <= pmin <= pcur <= pmax and dmin <= dcur <= dmax):
+            return f"impossible version ranges {list(vsn[:6])}"
+        mine = self._own_vsn()
+        if not (pmin <= mine[2] <= pmax and mine[0] <= pcur <= mine[1]):
+            return f"protocol version {pcur} in [{pmin}, {pmax}] is incompatible with ours"
+        if not (dmin <= mine[5] <= dmax and mine[3] <= dcur <= mine[4]):
+            return (f"delegate protocol version {dcur} in [{dmin}, {dmax}] is incompatible "
+                    "with ours")
         return None
+
+    def _own_vsn(self) -> bytes:
+        return bytes((PROTOCOL_MIN, PROTOCOL_MAX, PROTOCOL_CUR, *self.config.delegate_versions))
+
+    def _admissible(self, remote: list[PushNodeState], source: Address, now: float
+                    ) -> list[PushNodeState]:
+        """The remote states we can merge. memberlist refuses a whole push-pull when any alive
+        member's versions clash with any other's; we leave out just the members we could not
+        admit (see ``_version_error``), so one bad entry relayed by an honest peer cannot stop
+        every exchange with it."""
+        keep = []
+        for r in remote:
+            error = None
+            if r.state == NodeStateKind.ALIVE and r.name != self.config.name:
+                error = self._version_error(r.vsn)
+            if error:
+                self.drops.drop("push-pull node (versions)", _peer_text(source),
+                                f"{r.name}: {error}", now)
+            else:
+                keep.append(r)
+        return keep
 
     def _merge_state(self, remote: list[PushNodeState], now: float) -> None:
         name = self.config.name
@@ -1008,11 +1023,12 @@ class Memberlist:
         local_name = self.config.name
         if self.left and a.node == local_name:
             return
-        if len(a.vsn) >= 3:
-            pmin, pmax = a.vsn[0], a.vsn[1]
-            if pmin == 0 or pmax == 0 or pmin > pmax:
-                log.warning("memberlist: Ignoring an alive message for '%s' because protocol "
-                            "version(s) are wrong", a.node)
+        if not bootstrap and a.node != local_name:
+            error = self._version_error(a.vsn)
+            if error:
+                # An impossible or incompatible range would make every later push-pull fail
+                # the cluster-wide version check: one bad member must not poison the cluster.
+                self.drops.drop("alive (versions)", a.node, error, now)
                 return
         try:
             addr = codec.ip_from_bytes(a.addr)

@@ -313,3 +313,27 @@ def test_sends_to_port_zero_are_never_queued():
     ml = a.serf.memberlist
     ml.send_user_packet(("10.0.0.9", 0), b"\x03\x80")
     assert [x for x in ml.take_actions() if isinstance(x, SendPacket)] == []
+
+
+@pytest.mark.parametrize("vsn", [b"", b"\x01", bytes([1, 5, 2, 2, 5]), bytes([0, 5, 2, 2, 5, 5]),
+                                 bytes([3, 2, 2, 2, 5, 5]), bytes([1, 5, 9, 2, 5, 5]),
+                                 bytes([1, 5, 2, 5, 2, 5]), bytes([3, 5, 3, 2, 5, 5]),
+                                 bytes([1, 5, 2, 9, 9, 9])])
+def test_a_member_with_bad_versions_cannot_poison_later_push_pulls(vsn):
+    net, a, b = pair()
+    bad = {"Incarnation": 1, "Node": "poison", "Addr": bytes([10, 0, 0, 7]), "Port": 7946,
+           "Meta": b"", "Vsn": vsn}
+    deliver(net, a, raw(MsgType.ALIVE, bad))
+    # ... and inside a push-pull an honest-looking peer relays.
+    header = {"Join": False, "Nodes": 1, "UserStateLen": 0}
+    stream = raw(MsgType.PUSH_PULL, header) + msgpack.packb(
+        {"Name": "poison2", "Addr": bytes([10, 0, 0, 8]), "Port": 7946, "Meta": b"",
+         "Incarnation": 1, "State": 0, "Vsn": vsn})
+    assert a.serf.memberlist.handle_stream(stream, ATTACKER, net.now) is not None
+    names = {n.name for n in a.serf.memberlist.nodes}
+    assert not names & {"poison", "poison2"}
+    c = net.add_node("c", "10.0.0.3")
+    result = net.join(c, a)
+    net.run_until(net.now + 3.0)
+    assert result and result[0].contacted == 1 and not result[0].errors
+    assert net.views()["c"] == {"a": "alive", "b": "alive", "c": "alive"}
