@@ -48,6 +48,8 @@ def main() -> None:
                                                              "/tmp/pyserf-fuzz-findings"))
     parser.add_argument("--merge", action="store_true")
     parser.add_argument("--scratch", default="")
+    # libFuzzer's merge re-runs argv[0] through the shell with its own flags and directories.
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args, extra = parser.parse_known_args()
     seeds = CORPUS / args.target
     seeds.mkdir(parents=True, exist_ok=True)
@@ -70,7 +72,14 @@ def main() -> None:
                 (findings / f"{digest}.txt").write_text(f"{key}\n\n{describe(v)}")
                 print(f"FINDING {args.target} {digest}: {key}", flush=True)
 
-    libfuzzer = [sys.argv[0], f"-timeout={LIBFUZZER_TIMEOUT}", f"-rss_limit_mb={RSS_LIMIT_MB}",
+    argv0 = f"{sys.executable} -m tests.fuzz.run {args.target} --child --findings {args.findings}"
+    if args.child:
+        libfuzzer = [argv0]
+        atheris.Setup(libfuzzer + extra, one_input, custom_mutator=None)
+        with quiet_pyserf_logs():
+            atheris.Fuzz()
+        return
+    libfuzzer = [argv0, f"-timeout={LIBFUZZER_TIMEOUT}", f"-rss_limit_mb={RSS_LIMIT_MB}",
                  f"-max_len={MAX_INPUT_LEN}", "-print_final_stats=1",
                  f"-artifact_prefix={findings}/"]
     if args.merge:
