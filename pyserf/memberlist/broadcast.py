@@ -80,6 +80,7 @@ class BroadcastQueue:
         self._by_key: dict[str, Broadcast] = {}
         self._tiers: dict[int, _Tier] = {}
         self._seq = itertools.count()
+        self.nbytes = 0  # bytes of all queued messages, for byte-based pruning
 
     def __len__(self) -> int:
         return len(self._order)
@@ -93,6 +94,7 @@ class BroadcastQueue:
                 old.finish()
         item = Broadcast(key, msg, next(self._seq), on_finished)
         self._order[item.seq] = item
+        self.nbytes += len(msg)
         if key is not None:
             self._by_key[key] = item
         self._place(item)
@@ -133,20 +135,24 @@ class BroadcastQueue:
             item.finish()
         return out
 
-    def prune(self, max_retain: int) -> None:
-        """Drop the oldest messages above ``max_retain`` (serf's queue-depth guard)."""
-        for _ in range(len(self._order) - max_retain):
-            if not self._order:
-                break
+    def prune(self, max_retain: int, max_bytes: int | None = None) -> int:
+        """Drop the oldest messages above ``max_retain`` (serf's queue-depth guard), and while
+        the queued bytes exceed ``max_bytes``; returns how many were dropped."""
+        dropped = 0
+        while self._order and (len(self._order) > max_retain
+                               or (max_bytes is not None and self.nbytes > max_bytes)):
             item = next(iter(self._order.values()))
             self._remove(item)
             item.finish()
+            dropped += 1
+        return dropped
 
     def reset(self) -> None:
         items = list(self._order.values())
         self._order.clear()
         self._by_key.clear()
         self._tiers.clear()
+        self.nbytes = 0
         for item in items:
             item.queued = False
             item.finish()
@@ -206,5 +212,6 @@ class BroadcastQueue:
     def _forget(self, item: Broadcast) -> None:
         item.queued = False
         del self._order[item.seq]
+        self.nbytes -= len(item.msg)
         if item.key is not None and self._by_key.get(item.key) is item:
             del self._by_key[item.key]

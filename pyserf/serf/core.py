@@ -31,6 +31,17 @@ from pyserf.serf.messages import SerfMsg
 log = logging.getLogger("pyserf.serf")
 
 USER_EVENT_SIZE_HARD_LIMIT = 9216
+# A message we gossip on has to fit a datagram to be piggybacked at all; anything larger could
+# only sit in a broadcast queue. (Streams may carry 20 MiB user messages.)
+MAX_GOSSIPED_MESSAGE = 64 * 1024
+# Bytes each broadcast queue may hold besides serf's depth limit (max_queue_depth, which serf
+# enforces every 30 s): 4,096 messages of 9 KiB would otherwise be 37 MiB per queue.
+MAX_QUEUE_BYTES = 8 * 1024 * 1024
+# Bytes of names and payloads kept in the recent-events buffer (which push-pull shares). Go keeps
+# whatever arrives. The first event at each Lamport time is always kept (512 slots of 9 KiB:
+# 4.6 MiB), so a flood cannot lock out fresh events; further events sharing a time, which only
+# a flood produces in bulk, are refused past this budget.
+MAX_EVENT_BUFFER_BYTES = 16 * 1024 * 1024
 QUERY_TIMEOUT_MULT = 16
 # Intents about nodes we do not know yet, kept for recent_intent_timeout. Serf's recentIntents
 # map is unbounded; here a peer naming a fresh node in every message evicts the oldest entry.
@@ -232,6 +243,7 @@ class Serf:
         self.query_min_time = 0
         self.event_buffer: list[tuple[int, list[tuple[str, bytes]]] | None] = \
             [None] * config.event_buffer
+        self._event_buffer_bytes = 0
         self.query_buffer: list[tuple[int, list[int]] | None] = [None] * config.query_buffer
         num = lambda: len(self.members)  # noqa: E731
         mult = ml_config.timing.retransmit_mult
@@ -699,12 +711,23 @@ class Serf:
     def _notify_msg(self, buf: bytes, now: float) -> None:
         kind = buf[0]
         if kind in self._gossiped:
+            if len(buf) > MAX_GOSSIPED_MESSAGE:
+                raise DecodeError(f"{len(buf)}-byte message cannot be gossiped "
+                                  f"(limit {MAX_GOSSIPED_MESSAGE})")
             record_type, handle, queue = self._gossiped[kind]
             msg = record_type.decode(m.decode_body(buf[1:]))
+            if isinstance(msg, m.UserEvent) and \
+                    len(msg.name.encode()) + len(msg.payload) > USER_EVENT_SIZE_HARD_LIMIT:
+                raise DecodeError(f"user event exceeds sane limit of "
+                                  f"{USER_EVENT_SIZE_HARD_LIMIT} bytes")
             log.debug("serf: %s: %s", _GO_TYPE_NAME[kind],
                       msg.node if isinstance(msg, m.Leave | m.Join) else msg.name)
             if handle(msg, now):
                 queue.queue(bytes(buf))
+                dropped = queue.prune(self.config.max_queue_depth, MAX_QUEUE_BYTES)
+                if dropped:
+                    self.drops.drop("serf broadcast (queue full)", "rebroadcast", f"dropped "
+                                    f"{dropped} oldest queued messages", now)
         elif kind == SerfMsg.QUERY_RESPONSE:
             self._handle_query_response(m.QueryResponse.decode(m.decode_body(buf[1:])))
         elif kind == SerfMsg.RELAY:
@@ -953,8 +976,13 @@ class Serf:
         idx = msg.ltime % size
         seen = self.event_buffer[idx]
         item = (msg.name, msg.payload)
+        cost = len(msg.name) + len(msg.payload)
         if seen is not None and seen[0] == msg.ltime:
             if item in seen[1]:
+                return False
+            if self._event_buffer_bytes + cost > MAX_EVENT_BUFFER_BYTES:
+                self.drops.drop("serf user-event (buffer full)", "a peer", f"recent events "
+                                f"hold {self._event_buffer_bytes} bytes", self.scheduler.now)
                 return False
             if len(seen[1]) >= m.MAX_SLOT_EVENTS:
                 self.drops.drop("serf user-event (slot full)", "a peer", f"more than "
@@ -963,7 +991,10 @@ class Serf:
                 return False
             seen[1].append(item)
         else:
+            if seen is not None:
+                self._event_buffer_bytes -= sum(len(n) + len(p) for n, p in seen[1])
             self.event_buffer[idx] = (msg.ltime, [item])
+        self._event_buffer_bytes += cost
         self._events.append(UserEventReceived(msg.ltime, msg.name, msg.payload, msg.cc))
         return True
 
