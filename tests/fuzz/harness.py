@@ -25,6 +25,9 @@ from pyserf.memberlist.state import OpenStream, SendPacket
 from pyserf.sim.network import SimNetwork, SimNode
 from tests.fuzz import wire
 
+if sys.platform != "linux":  # pragma: no cover - /proc and RLIMIT_AS are Linux facts
+    raise ImportError("the hostile-input harness needs Linux")
+
 OWN_NAME = "target"
 OWN_IP = "10.0.0.1"
 PEER_NAME = "peer"
@@ -445,7 +448,3 @@ def describe(exc: BaseException) -> str:
     cause = getattr(exc, "cause", None) or exc
     tb = "".join(traceback.format_exception(type(cause), cause, cause.__traceback__))
     return f"{exc}\n{tb}"
-
-
-if sys.platform != "linux":  # pragma: no cover - /proc and RLIMIT_AS are Linux facts
-    raise ImportError("the hostile-input harness needs Linux")

@@ -8,7 +8,8 @@ fits uint32 and every Lamport clock uint64, every known node has a valid address
 answers a ping and a push-pull with data a Go peer decodes, every queued send is well formed,
 a clearly invalid message changes nothing, and (in a subset) a fresh agent can still join it.
 
-The default profile keeps the file under a minute; ``HYPOTHESIS_PROFILE=long`` runs ~30x more.
+The default profile keeps the file under a minute; ``HYPOTHESIS_PROFILE=long`` runs ~20x more
+examples, randomised (about 10 minutes).
 """
 
 from __future__ import annotations
