@@ -157,23 +157,21 @@ def ip_text(raw: bytes) -> str:
 
 def seq(body: dict, key: bytes, max_items: int = MAX_LIST_ITEMS) -> list[Any]:
     """A list field of at most ``max_items`` entries (missing or nil reads as empty)."""
-    value = body.get(key)
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise DecodeError(f"field {_field(key)} must be a list, got {type(value).__name__}")
-    if len(value) > max_items:
-        raise DecodeError(f"field {_field(key)} has more than {max_items} entries")
-    return value
+    return _container(body, key, list, max_items)
 
 
 def mapping(body: dict, key: bytes, max_items: int = MAX_LIST_ITEMS) -> dict:
     """A map field of at most ``max_items`` entries (missing or nil reads as empty)."""
+    return _container(body, key, dict, max_items)
+
+
+def _container(body: dict, key: bytes, kind: type, max_items: int) -> Any:
     value = body.get(key)
     if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise DecodeError(f"field {_field(key)} must be a map, got {type(value).__name__}")
+        return kind()
+    if not isinstance(value, kind):
+        noun = "list" if kind is list else "map"
+        raise DecodeError(f"field {_field(key)} must be a {noun}, got {type(value).__name__}")
     if len(value) > max_items:
         raise DecodeError(f"field {_field(key)} has more than {max_items} entries")
     return value
