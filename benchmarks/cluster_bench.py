@@ -7,7 +7,9 @@ out the timeout, pyserf returns once everyone answered), kill -9 -> every surviv
 failed, SIGINT -> every survivor lists it left, and idle RSS / CPU per agent. Then it prints
 pyserf/serf ratios. Usage::
 
-    python benchmarks/cluster_bench.py [--sizes 20,50] [--rounds 1] [--kinds serf,pyserf]
+    python benchmarks/cluster_bench.py [--sizes 20,50] [--rounds 1] [--kinds serf,pyserf] [--check]
+
+``--check`` exits 1 when a ratio misses its target (times <= 1.0, idle CPU <= 1.5, RSS <= 30 MiB).
 
 Agents bind 127.200-207.x.y (a fresh /24 per cluster) and are all stopped by PID at the end.
 """
@@ -248,6 +250,8 @@ def main() -> int:
     parser.add_argument("--kinds", default="serf,pyserf")
     parser.add_argument("--idle", type=float, default=10.0, help="idle window in seconds")
     parser.add_argument("--join-timeout", type=float, default=100.0)
+    parser.add_argument("--check", action="store_true",
+                        help="exit 1 when a pyserf/serf ratio or the RSS target is missed")
     args = parser.parse_args()
     kinds = args.kinds.split(",")
     if "serf" in kinds and not shutil.which("serf"):
@@ -288,7 +292,39 @@ def main() -> int:
                   f"query-return {ratio(p.query_returns, s.query_returns)}  "
                   f"idle CPU {ratio(p.cpu_pct, s.cpu_pct)}  "
                   f"RSS {fmt(p.rss_mib)} MiB vs {fmt(s.rss_mib)} MiB")
+        misses = missed_targets(results)
+        for miss in misses:
+            print(f"  MISSED {miss}")
+        if args.check and misses:
+            return 1
     return 0
+
+
+TIME_TARGET = 1.0  # pyserf/serf for every timing
+CPU_TARGET = 1.5  # pyserf/serf idle CPU
+RSS_TARGET_MIB = 30.0  # pyserf idle RSS per agent
+
+
+def missed_targets(results: dict[tuple[str, int], Result]) -> list[str]:
+    """The targets the printed ratios miss, for ``--check``."""
+    misses = []
+    for size in sorted({s for _, s in results}):
+        p, s = results[("pyserf", size)], results[("serf", size)]
+        pairs = [("join", p.join_times, s.join_times, TIME_TARGET),
+                 ("failed", p.fail_times, s.fail_times, TIME_TARGET),
+                 ("left", p.leave_times, s.leave_times, TIME_TARGET),
+                 ("event", p.event_times, s.event_times, TIME_TARGET),
+                 ("query", p.query_times, s.query_times, TIME_TARGET),
+                 ("idle CPU", p.cpu_pct, s.cpu_pct, CPU_TARGET)]
+        for name, mine, theirs, target in pairs:
+            if not mine or not theirs:
+                misses.append(f"N={size} {name}: no measurement")
+            elif statistics.mean(theirs) > 0 and \
+                    statistics.mean(mine) / statistics.mean(theirs) > target:
+                misses.append(f"N={size} {name}: ratio {ratio(mine, theirs)} > {target}")
+        if p.rss_mib and statistics.mean(p.rss_mib) > RSS_TARGET_MIB:
+            misses.append(f"N={size} RSS {fmt(p.rss_mib)} MiB > {RSS_TARGET_MIB}")
+    return misses
 
 
 if __name__ == "__main__":
