@@ -56,6 +56,11 @@ class AgentError(Exception):
     """Start-up failed; the message is printed as ``==> Failed to start the Serf agent: ...``."""
 
 
+class SetupError(AgentError):
+    """The addresses in the configuration are unusable; printed bare (``==> ...``) before the
+    agent starts, as serf's agent command does."""
+
+
 def multierror(errors: list[str]) -> str:
     """Format several errors the way hashicorp/go-multierror does (serf prints this)."""
     noun = "error" if len(errors) == 1 else "errors"
@@ -163,30 +168,30 @@ class Agent:
         try:
             host, port = netutil.split_host_port(cfg.bind or "0.0.0.0", netutil.DEFAULT_PORT)
         except netutil.AddressError as exc:
-            raise AgentError(f"Invalid bind address: {exc}") from exc
+            raise SetupError(f"Invalid bind address: {exc}") from exc
         if cfg.interface:
             try:
                 iface_ip = netutil.interface_ipv4(cfg.interface)
             except netutil.AddressError as exc:
-                raise AgentError(str(exc)) from exc
+                raise SetupError(str(exc)) from exc
             if host in ("", "0.0.0.0"):
                 host = iface_ip
             elif host != iface_ip:
-                raise AgentError(f"Failed to bind: {host} is not an address of interface "
+                raise SetupError(f"Failed to bind: {host} is not an address of interface "
                                  f"{cfg.interface} (it has {iface_ip})")
-        host = netutil.parse_ip(host or "0.0.0.0", "bind")
+        host = _resolve_host(host or "0.0.0.0", "Invalid bind address")
         self.bind_addr = (host, port)
         if cfg.advertise:
             try:
                 adv_host, adv_port = netutil.split_host_port(cfg.advertise, port)
-                adv_host = netutil.parse_ip(adv_host, "advertise")
             except netutil.AddressError as exc:
-                raise AgentError(f"Invalid advertise address: {exc}") from exc
+                raise SetupError(f"Invalid advertise address: {exc}") from exc
+            adv_host = _resolve_host(adv_host, "Invalid advertise address")
         elif host in ("0.0.0.0", "::"):
             try:
                 adv_host = netutil.default_advertise_ip()
             except netutil.AddressError as exc:
-                raise AgentError(str(exc)) from exc
+                raise SetupError(str(exc)) from exc
             adv_port = port
         else:
             adv_host, adv_port = host, port
@@ -669,6 +674,43 @@ class Agent:
         }
 
 
+def _resolve_host(host: str, what: str) -> str:
+    """An IP literal as is, or a name resolved the way Go's resolver would (serf accepts
+    host names for bind and advertise); a failure reads like Go's lookup error."""
+    try:
+        return netutil.parse_ip(host, what)
+    except netutil.AddressError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        raise SetupError(f"{what}: lookup {host}: no such host") from exc
+    # Go's resolver prefers an IPv4 address when a name has both.
+    infos.sort(key=lambda info: info[0] != socket.AF_INET)
+    return str(infos[0][4][0])
+
+
+def rpc_listen_address(text: str) -> tuple[str, int]:
+    """Go's net.Listen("tcp", text) rules: a port is required; errors read as Go's."""
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise netutil.AddressError(f"listen tcp: address {text}: missing ']' in address")
+        host, rest = text[1:end], text[end + 1:]
+        if not rest.startswith(":"):
+            raise netutil.AddressError(f"listen tcp: address {text}: missing port in address")
+        raw_port = rest[1:]
+    else:
+        if ":" not in text:
+            raise netutil.AddressError(f"listen tcp: address {text}: missing port in address")
+        if text.count(":") > 1:
+            raise netutil.AddressError(f"listen tcp: address {text}: too many colons in address")
+        host, _, raw_port = text.partition(":")
+    if not raw_port.isdigit() or int(raw_port) > 65535:
+        raise netutil.AddressError(f"listen tcp: address {raw_port}: invalid port")
+    return host, int(raw_port)
+
+
 def _os_reason(exc: OSError) -> str:
     """Go-style lower-case reason ("address already in use") for a socket error."""
     if exc.errno:
@@ -732,24 +774,34 @@ async def _serve(config: AgentConfig, sources: Any) -> int:
             _print(f"==> {exc}")
             return 1
         logging.getLogger("pyserf").addHandler(handler.syslog)
-    _print("==> Starting Serf agent...")
     agent = Agent(config, handler)
+    try:
+        agent._resolve_addresses()
+    except SetupError as exc:
+        handler.open_gate()
+        _print(f"==> {exc}")
+        return 1
+    _print("==> Starting Serf agent...")
     try:
         await agent.start()
     except AgentError as exc:
         handler.open_gate()
         _print(f"==> Failed to start the Serf agent: {exc}")
         return 1
-    _print("==> Starting Serf agent RPC...")
     try:
-        host, port = netutil.split_host_port(config.rpc_addr, 7373)
+        host, port = rpc_listen_address(config.rpc_addr)
         agent.rpc = RPCServer(agent, config.rpc_auth)
         await agent.rpc.start(host, port)
     except (OSError, netutil.AddressError) as exc:
         handler.open_gate()
+        if isinstance(exc, socket.gaierror):
+            exc = f"listen tcp: lookup {host}: no such host"
+        elif isinstance(exc, OSError) and exc.errno:
+            exc = f"listen tcp {config.rpc_addr}: bind: {_os_reason(exc)}"
         _print(f"==> Error starting RPC listener: {exc}")
         await agent.shutdown()
         return 1
+    _print("==> Starting Serf agent RPC...")
     if config.discover:
         from pyserf.agent.discovery import Discovery, DiscoveryError
 
