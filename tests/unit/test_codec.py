@@ -128,8 +128,9 @@ def test_suspicion_timeout_shrinks_with_confirmations():
     assert s.deadline == 112.0
     assert not s.confirm("accuser")
     assert s.confirm("b")
-    first = s.deadline
-    assert 102.0 < first < 112.0
+    # Lifeguard: timeout = max - log(n+1)/log(k+1) * (max - min); n=1, k=3 gives
+    # 12 - (ln 2 / ln 4) * 10 = 7 s after the start.
+    assert s.deadline == pytest.approx(107.0)
     assert not s.confirm("b")
     assert s.confirm("c") and s.confirm("d")
     assert s.deadline == pytest.approx(102.0)
