@@ -985,7 +985,9 @@ class Memberlist:
 
     def _raw_send(self, addr: Address, msg: bytes, node: Node | None) -> None:
         if not 0 < addr[1] <= fields.U16_MAX:
-            log.warning("memberlist: not sending to %s: invalid port", _peer_text(addr))
+            # Rate limited: a peer can name port 0 in indirect pings as often as it likes.
+            self.drops.drop("send (invalid port)", _peer_text(addr), "not sending",
+                            self.scheduler.now)
             return
         if self.config.enable_compression:
             compressed = codec.compress(msg)
