@@ -9,6 +9,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from pyserf.memberlist.drops import RateLimit
+
 TRACE = 5
 logging.addLevelName(TRACE, "TRACE")
 
@@ -105,27 +107,19 @@ class AgentLogHandler(logging.Handler):
         logging.getLogger("pyserf").setLevel(wanted)
 
 
-class Throttle:
-    """Lets a repeated warning through at most once per ``interval`` seconds and counts the
-    occurrences it held back, so a flood (dropped lines, refused clients) costs a few lines."""
+class Throttle(RateLimit):
+    """A RateLimit on the wall clock, for warnings the shell repeats under a flood (dropped
+    lines, refused clients)."""
+
+    __slots__ = ("clock",)
 
     def __init__(self, interval: float = 1.0, clock: Callable[[], float] = time.monotonic
                  ) -> None:
-        self.interval = interval
+        super().__init__(interval)
         self.clock = clock
-        self.suppressed = 0
-        self._last: float | None = None
 
     def allow(self) -> int | None:
-        """None to stay quiet; otherwise the number of occurrences suppressed since the
-        last warning that got through."""
-        now = self.clock()
-        if self._last is not None and now - self._last < self.interval:
-            self.suppressed += 1
-            return None
-        self._last = now
-        held, self.suppressed = self.suppressed, 0
-        return held
+        return self.allow_at(self.clock())
 
 
 def install(level: int, stream=None) -> AgentLogHandler:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import ipaddress
 import logging
 import os
 import random
@@ -158,7 +157,6 @@ class Agent:
         self.snapshot: SnapshotFile | None = None
         self._inbound_streams = 0
         self._idle_streams: dict[asyncio.StreamWriter, None] = {}
-        self._udp_family = socket.AF_INET
         self._inbound_budget = _Budget(MAX_INBOUND_BUFFERED)
 
     # -- set-up --------------------------------------------------------------------------
@@ -269,7 +267,6 @@ class Agent:
             if self.advertise[1] == 0:
                 self.advertise = (self.advertise[0], port)
                 self.serf.memberlist.config.advertise_port = port
-        self._udp_family = family
         sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2 * 1024 * 1024)
@@ -304,7 +301,11 @@ class Agent:
             return
         for action in serf.take_actions():
             if isinstance(action, SendPacket):
-                if self.udp is not None and self._sendable(action.addr):
+                # asyncio closes a datagram transport for good when sendto raises anything
+                # but OSError (a port of 70000 raises OverflowError): the machine emits
+                # packets only from Memberlist._raw_send, which refuses ports outside
+                # 1..65535, and addresses are IPs it decoded or was configured with.
+                if self.udp is not None:
                     self.udp.sendto(action.data, action.addr)
             elif isinstance(action, OpenStream):
                 self.spawn(self._run_stream(action))
@@ -327,21 +328,6 @@ class Agent:
                 self._timer.cancel()
             self._timer_at = wake
             self._timer = None if wake is None else self.loop.call_at(wake, self._on_timer)
-
-    def _sendable(self, addr: tuple[str, int]) -> bool:
-        """asyncio closes a datagram transport for good when sendto raises anything but
-        OSError (a port of 70000 raises OverflowError), so no address reaches it unchecked."""
-        host, port = addr
-        ok = isinstance(port, int) and 0 < port <= 0xFFFF and isinstance(host, str)
-        if ok:
-            try:
-                ok = (ipaddress.ip_address(host).version == 4
-                      or self._udp_family == socket.AF_INET6)
-            except ValueError:
-                ok = False
-        if not ok:
-            log.error("memberlist: Failed to send packet to %r: invalid address", addr)
-        return ok
 
     def _on_timer(self) -> None:
         self._timer = None

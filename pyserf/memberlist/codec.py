@@ -66,26 +66,6 @@ MAX_STREAM_ITEMS = 1024
 MAX_STREAM_BYTES = MAX_PUSH_STATE_BYTES + 64 * 1024
 
 
-# ---------------------------------------------------------------------------------------------
-# field access helpers for raw-decoded maps (kept for callers outside the boundary module)
-
-
-def get_str(body: dict, key: bytes) -> str:
-    return fields.text(body, key)
-
-
-def get_bytes(body: dict, key: bytes) -> bytes:
-    return fields.blob(body, key, MAX_PUSH_STATE_BYTES)
-
-
-def get_int(body: dict, key: bytes) -> int:
-    return fields.int64(body, key)
-
-
-def get_bool(body: dict, key: bytes) -> bool:
-    return fields.flag(body, key)
-
-
 def unpack_body(data: bytes) -> dict:
     try:
         body = msgpack.unpackb(data, raw=True, strict_map_key=False)
@@ -440,7 +420,7 @@ class StreamFramer:
         self._kind: int | None = None
         self._total: int | None = None  # known total length once the layout is parsed
         self._nodes_left = -1  # push-pull node states still to skip; -1 before the header
-        self._parsed_end = 1
+        self._user_len = 0
 
     def feed(self, chunk: bytes) -> bytes | None:
         """Add received bytes; returns the complete message once it is all here."""
@@ -511,7 +491,6 @@ class StreamFramer:
             raw=True, strict_map_key=False, max_buffer_size=limit, max_str_len=limit,
             max_bin_len=limit, max_array_len=MAX_STREAM_ITEMS, max_map_len=MAX_STREAM_ITEMS)
         self._unpacker.feed(bytes(self.buf[1:]))
-        self._user_len = 0
 
     def _checked(self, total: int) -> int:
         if total > self.max_bytes:
@@ -521,9 +500,5 @@ class StreamFramer:
 
 def stream_frame_length(buf: bytes) -> int | None:
     """Length of the first complete stream message in ``buf``, or None if more is needed."""
-    framer = StreamFramer(max(MAX_STREAM_BYTES, len(buf)))
-    framer.buf += buf
-    if framer._find_end() is None and framer._kind != MsgType.ENCRYPT:
-        return None
-    total = framer._total
-    return total if total is not None and len(buf) >= total else None
+    frame = StreamFramer(max(MAX_STREAM_BYTES, len(buf))).feed(buf)
+    return None if frame is None else len(frame)

@@ -16,27 +16,50 @@ LOG_INTERVAL = 1.0
 MAX_TRACKED = 4096
 
 
+class RateLimit:
+    """At most one report per ``interval`` seconds; counts the occurrences held back. Time is
+    passed in, so the sans-I/O machines and the asyncio shell share it."""
+
+    __slots__ = ("interval", "suppressed", "_last")
+
+    def __init__(self, interval: float = LOG_INTERVAL) -> None:
+        self.interval = interval
+        self.suppressed = 0
+        self._last: float | None = None
+
+    def allow_at(self, now: float) -> int | None:
+        """None to stay quiet; otherwise how many occurrences were held back since the last
+        report that got through."""
+        if self._last is not None and now - self._last < self.interval:
+            self.suppressed += 1
+            return None
+        self._last = now
+        held, self.suppressed = self.suppressed, 0
+        return held
+
+
 class DropLog:
     def __init__(self, logger: logging.Logger, prefix: str) -> None:
         self.logger = logger
         self.prefix = prefix
         self.counts: Counter[str] = Counter()
-        self._last: OrderedDict[tuple[str, str], tuple[float, int]] = OrderedDict()
+        self._limits: OrderedDict[tuple[str, str], RateLimit] = OrderedDict()
 
     def drop(self, kind: str, peer: str, reason: object, now: float) -> None:
         """Count one dropped message and log it unless this peer and kind logged recently."""
         self.counts[kind] += 1
         key = (peer, kind)
-        last = self._last.get(key)
-        if last is not None and now - last[0] < LOG_INTERVAL:
-            self._last[key] = (last[0], last[1] + 1)
+        limit = self._limits.get(key)
+        if limit is None:
+            limit = self._limits[key] = RateLimit()
+            while len(self._limits) > MAX_TRACKED:
+                self._limits.popitem(last=False)
+        else:
+            self._limits.move_to_end(key)
+        held = limit.allow_at(now)
+        if held is None:
             return
-        suppressed = last[1] if last is not None else 0
-        self._last[key] = (now, 0)
-        self._last.move_to_end(key)
-        while len(self._last) > MAX_TRACKED:
-            self._last.popitem(last=False)
-        more = f" ({suppressed} more since last report)" if suppressed else ""
+        more = f" ({held} more since last report)" if held else ""
         self.logger.error("%s: dropped %s from %s: %s%s", self.prefix, kind, peer,
                           str(reason)[:300], more)
 

@@ -39,20 +39,15 @@ def _field(key: bytes) -> str:
 
 def uint(body: dict, key: bytes, max_value: int) -> int:
     """An unsigned integer field no larger than ``max_value`` (missing or nil reads as 0)."""
-    value = body.get(key)
-    if value is None:
-        return 0
-    if isinstance(value, bool):
-        return int(value)
-    if not isinstance(value, int):
-        raise DecodeError(f"field {_field(key)} must be an integer, got {type(value).__name__}")
-    if value < 0 or value > max_value:
-        raise DecodeError(f"field {_field(key)} value {value} does not fit 0..{max_value}")
-    return value
+    return _integer(body, key, 0, max_value)
 
 
 def int64(body: dict, key: bytes) -> int:
     """A signed 64-bit integer field (Go's int64 / time.Duration)."""
+    return _integer(body, key, I64_MIN, I64_MAX)
+
+
+def _integer(body: dict, key: bytes, low: int, high: int) -> int:
     value = body.get(key)
     if value is None:
         return 0
@@ -60,8 +55,8 @@ def int64(body: dict, key: bytes) -> int:
         return int(value)
     if not isinstance(value, int):
         raise DecodeError(f"field {_field(key)} must be an integer, got {type(value).__name__}")
-    if not I64_MIN <= value <= I64_MAX:
-        raise DecodeError(f"field {_field(key)} value {value} does not fit an int64")
+    if not low <= value <= high:
+        raise DecodeError(f"field {_field(key)} value {value} does not fit {low}..{high}")
     return value
 
 

@@ -415,7 +415,7 @@ class Memberlist:
         except DecodeError as exc:
             self.drops.drop("packet", peer, exc, now)
         except Exception as exc:
-            log.exception("memberlist: internal error handling a packet from %s", peer)
+            log.debug("memberlist: internal error handling a packet from %s", peer, exc_info=True)
             self.drops.drop("packet (internal error)", peer, exc, now)
 
     def _handle_command(self, data: bytes, source: Address, now: float, depth: int,
@@ -550,7 +550,7 @@ class Memberlist:
             self.drops.drop("stream", peer, exc, now)
             return self._stream_payload(codec.encode_err(str(exc)[:codec.MAX_ERROR_TEXT]))
         except Exception as exc:
-            log.exception("memberlist: internal error opening a stream from %s", peer)
+            log.debug("memberlist: internal error opening a stream from %s", peer, exc_info=True)
             self.drops.drop("stream (internal error)", peer, exc, now)
             return None
         try:
@@ -578,7 +578,7 @@ class Memberlist:
         except DecodeError as exc:
             self.drops.drop("stream", peer, exc, now)
         except Exception as exc:
-            log.exception("memberlist: internal error handling a stream from %s", peer)
+            log.debug("memberlist: internal error handling a stream from %s", peer, exc_info=True)
             self.drops.drop("stream (internal error)", peer, exc, now)
         return None
 

@@ -46,8 +46,9 @@ def test_alive_round_trip_and_4_or_16_byte_addresses():
 
 
 def test_go_int_array_accepted_for_vsn():
-    body = {b"Vsn": [1, 5, 2, 2, 5, 5]}
-    assert codec.get_bytes(body, b"Vsn") == bytes([1, 5, 2, 2, 5, 5])
+    body = {b"Incarnation": 1, b"Node": b"n", b"Addr": bytes([10, 0, 0, 1]), b"Port": 7946,
+            b"Vsn": [1, 5, 2, 2, 5, 5]}
+    assert Alive.decode(body).vsn == bytes([1, 5, 2, 2, 5, 5])
 
 
 def test_wrong_field_types_raise_decode_error():

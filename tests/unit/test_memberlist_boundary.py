@@ -123,10 +123,8 @@ def test_incarnation_at_the_uint32_maximum_about_ourselves_wraps_and_encodes(kin
     # Everything that encodes our own state still works.
     state = ml._local_state(False)
     assert PushPull.decode_stream(state[1:]).nodes
-    result: list[JoinOutcome] = []
     c = net.add_node("c", "10.0.0.3")
-    net.join(c, a)
-    result = net.join(c, a)
+    result: list[JoinOutcome] = net.join(c, a)
     net.run_until(net.now + 3.0)
     assert result and result[0].contacted == 1
     assert 0 <= ml._incarnation <= fields.U32_MAX
