@@ -42,6 +42,11 @@ MAX_QUEUE_BYTES = 8 * 1024 * 1024
 # 4.6 MiB), so a flood cannot lock out fresh events; further events sharing a time, which only
 # a flood produces in bulk, are refused past this budget.
 MAX_EVENT_BUFFER_BYTES = 16 * 1024 * 1024
+# While a join that ignores old events waits for its push-pull, gossiped user events are held
+# back (serf accepts them before it learns the cluster's event time, replaying history it was
+# told to skip); bounded by count and by bytes.
+MAX_HELD_EVENTS = 1024
+MAX_HELD_EVENT_BYTES = 1024 * 1024
 QUERY_TIMEOUT_MULT = 16
 # Intents about nodes we do not know yet, kept for recent_intent_timeout. Serf's recentIntents
 # map is unbounded; here a peer naming a fresh node in every message evicts the oldest entry.
@@ -256,6 +261,8 @@ class Serf:
                            | ShutdownRequested] = []
         self._queries: dict[int, QueryCollector] = {}  # by LTime
         self._join_ignore = 0
+        self._held_events: list[tuple[m.UserEvent, bytes]] = []
+        self._held_event_bytes = 0
         self.on_keyring_changed: Callable[[], None] | None = None
         # Messages refused at the decode boundary, counted by kind, logged at most once a second
         # per peer and kind.
@@ -384,6 +391,8 @@ class Serf:
         def done(outcome: JoinOutcome, when: float) -> None:
             if ignore_old:
                 self._join_ignore -= 1
+                if not self._join_ignore:
+                    self._release_held_events(when)
             if outcome.contacted:
                 self._broadcast_join(self.clock.time)
             on_done(outcome, when)
@@ -722,12 +731,10 @@ class Serf:
                                   f"{USER_EVENT_SIZE_HARD_LIMIT} bytes")
             log.debug("serf: %s: %s", _GO_TYPE_NAME[kind],
                       msg.node if isinstance(msg, m.Leave | m.Join) else msg.name)
-            if handle(msg, now):
-                queue.queue(bytes(buf))
-                dropped = queue.prune(self.config.max_queue_depth, MAX_QUEUE_BYTES)
-                if dropped:
-                    self.drops.drop("serf broadcast (queue full)", "rebroadcast", f"dropped "
-                                    f"{dropped} oldest queued messages", now)
+            if isinstance(msg, m.UserEvent) and self._join_ignore:
+                self._hold_event(msg, bytes(buf), now)
+            elif handle(msg, now):
+                self._rebroadcast(queue, bytes(buf), now)
         elif kind == SerfMsg.QUERY_RESPONSE:
             self._handle_query_response(m.QueryResponse.decode(m.decode_body(buf[1:])))
         elif kind == SerfMsg.RELAY:
@@ -740,6 +747,30 @@ class Serf:
             self.memberlist.send_user_packet(dest, relay.inner)
         else:
             raise DecodeError(f"unknown serf message type {kind}")
+
+    def _rebroadcast(self, queue: BroadcastQueue, buf: bytes, now: float) -> None:
+        queue.queue(buf)
+        dropped = queue.prune(self.config.max_queue_depth, MAX_QUEUE_BYTES)
+        if dropped:
+            self.drops.drop("serf broadcast (queue full)", "rebroadcast", f"dropped "
+                            f"{dropped} oldest queued messages", now)
+
+    def _hold_event(self, msg: m.UserEvent, buf: bytes, now: float) -> None:
+        """Keep a gossiped event until the pending join has learned the cluster's event time."""
+        self.event_clock.witness(msg.ltime)
+        if len(self._held_events) >= MAX_HELD_EVENTS or \
+                self._held_event_bytes + len(buf) > MAX_HELD_EVENT_BYTES:
+            self.drops.drop("serf user-event (held during join)", "a peer",
+                            f"more than {len(self._held_events)} events wait for the join", now)
+            return
+        self._held_events.append((msg, buf))
+        self._held_event_bytes += len(buf)
+
+    def _release_held_events(self, now: float) -> None:
+        held, self._held_events, self._held_event_bytes = self._held_events, [], 0
+        for msg, buf in held:
+            if self._handle_user_event(msg):
+                self._rebroadcast(self.event_broadcasts, buf, now)
 
     def notify_join(self, node: Node, now: float) -> None:
         self._contained("serf member-join", node.name, now,
