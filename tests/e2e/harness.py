@@ -157,3 +157,55 @@ class Cluster:
                 agent.proc.wait(5)
             except subprocess.TimeoutExpired:
                 pass
+
+
+# ---- helpers for the interop tests (tests/e2e/test_interop_*.py) ---------------------------
+
+
+def statuses(rpc: str) -> dict[str, str]:
+    """name -> status straight over RPC: fast enough to time protocol events (a CLI run costs
+    a process start). {} while the agent does not answer, so polling predicates retry."""
+    from pyserf.client.rpc_client import RPCClient, RPCError
+
+    try:
+        with RPCClient(rpc, timeout=2.0, reply_timeout=3.0) as client:
+            return {m.name: m.status for m in client.members()}
+    except (RPCError, OSError):
+        return {}
+
+
+def both_cli_views(agents: list[Agent]) -> dict[tuple[str, str], dict[str, tuple[str, dict]]]:
+    """(cli, agent name) -> {member: (status, tags)} through `serf members` and `pyserf
+    members` (JSON) on every given agent."""
+    return {(cli, agent.name): {n: (status, tags) for n, (_a, status, tags)
+                                in members(cli, agent.rpc).items()}
+            for agent in agents for cli in ("serf", "pyserf")}
+
+
+EVENT_LOGGER = """#!/bin/sh
+# One line per event: kind|user event name|member names (or the payload), space-separated.
+printf '%s|%s|%s\\n' "$SERF_EVENT" "$SERF_USER_EVENT" "$(cut -f1 | tr '\\n' ' ')" >> "$1"
+"""
+
+
+def event_logger(tmp: Path) -> Path:
+    """A handler script that appends every event it gets to the file named by its argument."""
+    script = tmp / "log-event.sh"
+    if not script.exists():
+        script.write_text(EVENT_LOGGER)
+        script.chmod(0o755)
+    return script
+
+
+def logged_events(path: Path) -> list[tuple[str, str, list[str]]]:
+    """(kind, user event name, names or payload words) per line a logger handler wrote."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return []
+    rows = []
+    for line in lines:
+        kind, _, rest = line.partition("|")
+        name, _, words = rest.partition("|")
+        rows.append((kind, name, words.split()))
+    return rows
