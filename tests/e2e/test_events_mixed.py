@@ -3,29 +3,46 @@
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import members, run_cli, wait_until
+from tests.e2e.harness import SERF, Agent, Cluster, run_cli, statuses, wait_until
 
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture
-def five(cluster, need_serf, tmp_path):
-    """Five agents, each with a handler logging user events and answering query 'who'."""
-    agents = []
-    for kind, name in (("pyserf", "p1"), ("serf", "s1"), ("pyserf", "p2"), ("serf", "s2"),
-                       ("pyserf", "p3")):
-        log = tmp_path / f"{name}.events"
-        handlers = [f"-event-handler=user=echo $SERF_USER_EVENT $(cat) >> {log}",
-                    "-event-handler=query:who=echo i-am-$SERF_SELF_NAME"]
-        join = [f"-join={agents[0].ip}"] if agents else []
-        agents.append(cluster.start(kind, name, *handlers, *join))
-    wait_until(lambda: all(len(members("pyserf", a.rpc)) == 5 for a in agents), 20,
-               what="five members everywhere")
-    return agents
+@pytest.fixture(scope="module")
+def mixed_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("events-mixed")
+
+
+@pytest.fixture(scope="module")
+def five(mixed_tmp: Path) -> Iterator[list[Agent]]:
+    """Five agents, each with a handler logging user events and answering query 'who'.
+    Shared by the module: no test changes membership (the relay test removes its drops)."""
+    if SERF is None:
+        pytest.skip("the real serf binary is not installed (apt-get install serf)")
+    cluster = Cluster(mixed_tmp)
+    try:
+        agents: list[Agent] = []
+        for kind, name in (("pyserf", "p1"), ("serf", "s1"), ("pyserf", "p2"), ("serf", "s2"),
+                           ("pyserf", "p3")):
+            log = mixed_tmp / f"{name}.events"
+            handlers = [f"-event-handler=user=echo $SERF_USER_EVENT $(cat) >> {log}",
+                        "-event-handler=query:who=echo i-am-$SERF_SELF_NAME"]
+            join = [f"-join={agents[0].ip}"] if agents else []
+            agents.append(cluster.start(kind, name, *handlers, *join))
+        wait_until(lambda: all(len(statuses(a.rpc)) == 5 for a in agents), 20,
+                   what="five members everywhere")
+        yield agents
+    finally:
+        cluster.close()
 
 
 def handled(tmp: Path, name: str) -> str:
@@ -35,17 +52,17 @@ def handled(tmp: Path, name: str) -> str:
         return ""
 
 
-def test_user_events_from_either_kind_run_handlers_on_all_five(five, tmp_path):
+def test_user_events_from_either_kind_run_handlers_on_all_five(five, mixed_tmp):
     p1, s1 = five[0], five[1]
     for cli, agent, event in (("pyserf", p1, "from-pyserf"), ("serf", s1, "from-serf"),
                               ("serf", p1, "serf-cli-at-pyserf")):
         out = run_cli(cli, "event", "-coalesce=false", event, "payload", rpc=agent.rpc)
         assert out.returncode == 0, out.stdout
     for agent in five:
-        wait_until(lambda a=agent: all(f"{e} payload" in handled(tmp_path, a.name) for e in (
+        wait_until(lambda a=agent: all(f"{e} payload" in handled(mixed_tmp, a.name) for e in (
             "from-pyserf", "from-serf", "serf-cli-at-pyserf")), 15,
             what=f"handlers on {agent.name}")
-        text = handled(tmp_path, agent.name)
+        text = handled(mixed_tmp, agent.name)
         assert text.count("from-pyserf") == 1 and text.count("from-serf") == 1
 
 
@@ -68,13 +85,91 @@ def test_reachability_both_ways(five):
         assert "Successfully contacted all live nodes" in out.stdout
 
 
-def test_query_filters_and_relays_across_kinds(five):
+def test_query_filters_across_kinds(five):
     p1 = five[0]
-    out = run_cli("pyserf", "query", "-format=json", "-relay-factor=2", "who", rpc=p1.rpc)
-    data = json.loads(out.stdout)
-    assert data["Responses"] == {a.name: f"i-am-{a.name}\n" for a in five}  # relays deduped
     out = run_cli("serf", "query", "-format=json", "-node=s2", "-node=p3", "who", rpc=p1.rpc)
     assert json.loads(out.stdout)["Responses"] == {"s2": "i-am-s2\n", "p3": "i-am-p3\n"}
     out = run_cli("pyserf", "query", "-no-ack", "-node=s1", "who", rpc=five[3].rpc)
     assert out.stdout.splitlines() == ["Query 'who' dispatched", "Response from 's1': i-am-s1",
                                        "Total Responses: 1"]
+
+
+@contextmanager
+def udp_dropped(pairs: list[tuple[Agent, Agent]]) -> Iterator[None]:
+    """Drop every UDP datagram from each (sender, receiver) pair's sender address to its
+    receiver address, on arrival (INPUT): a drop on OUTPUT makes sendto() fail with EPERM,
+    which the sender notices and real loss never shows. Only rules for this test's own 127.x
+    addresses are added, and exactly those are deleted afterwards."""
+    rules = [["INPUT", "-p", "udp", "-s", src.ip, "-d", dst.ip, "-j", "DROP"]
+             for src, dst in pairs]
+    added: list[list[str]] = []
+    try:
+        for rule in rules:
+            subprocess.run(["iptables", "-w", "5", "-I", *rule], check=True, timeout=15)
+            added.append(rule)
+        yield
+    finally:
+        for rule in added:
+            subprocess.run(["iptables", "-w", "5", "-D", *rule], check=True, timeout=15)
+
+
+QUERY_LINE = re.compile(r"Ack from '(?P<ack>[^']+)'|Response from '(?P<resp>[^']+)': (?P<text>.*)"
+                        r"|Total (?P<total>Acks|Responses): (?P<n>\d+)|Query 'who' dispatched")
+
+
+def tally(stdout: str) -> tuple[Counter[str], Counter[tuple[str, str]], dict[str, int]]:
+    """Every line of `query` text output counted: acks by node, responses by (node, text), and
+    the totals the CLI printed. A line of any other shape fails the test."""
+    acks: Counter[str] = Counter()
+    responses: Counter[tuple[str, str]] = Counter()
+    totals: dict[str, int] = {}
+    for line in stdout.splitlines():
+        match = QUERY_LINE.fullmatch(line)
+        assert match, f"unexpected query output line {line!r} in:\n{stdout}"
+        if match["ack"]:
+            acks[match["ack"]] += 1
+        elif match["resp"]:
+            responses[(match["resp"], match["text"])] += 1
+        elif match["total"]:
+            totals[match["total"]] = int(match["n"])
+    return acks, responses, totals
+
+
+def assert_answered_once(stdout: str, names: list[str]) -> None:
+    acks, responses, totals = tally(stdout)
+    assert acks == Counter(names), stdout
+    assert responses == Counter((n, f"i-am-{n}") for n in names), stdout
+    assert totals == {"Acks": len(names), "Responses": len(names)}, stdout
+
+
+def test_relayed_responses_arrive_exactly_once_when_the_direct_path_drops(five):
+    """-relay-factor=3 when answers straight to the querier are lost.
+
+    With UDP from two responders to the querier dropped, a response (and ack) reaches the
+    querier only through the members the responder picks as relays (serf: up to relay-factor
+    alive members other than itself, the querier included). In a cluster of 5 that is 3 of 4
+    candidates, so at least one relay neither is the querier nor is cut off from it. The
+    control query (relay-factor 0) proves the drops work: those responders go missing.
+    """
+    p1, s1, p2, s2, p3 = five
+    names = [a.name for a in five]
+    # A real serf querier: pyserf p1 must relay its own answers, and the answers of the real
+    # serf responder s2 can only arrive through pyserf relays (p1 is cut off from s1 too).
+    with udp_dropped([(p1, s1), (s2, s1)]):
+        out = run_cli("serf", "query", "-relay-factor=0", "-timeout=2s", "who", rpc=s1.rpc)
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert_answered_once(out.stdout, ["s1", "p2", "p3"])
+        out = run_cli("serf", "query", "-relay-factor=3", "-timeout=2s", "who", rpc=s1.rpc)
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert_answered_once(out.stdout, names)
+    # A pyserf querier: relayed copies of s1's and p2's answers come in through the other
+    # kind, and the direct copies of everyone else's answers arrive up to 4 times: each node
+    # must still be listed exactly once, by either CLI.
+    with udp_dropped([(s1, p1), (p2, p1)]):
+        out = run_cli("pyserf", "query", "-relay-factor=0", "-timeout=2s", "who", rpc=p1.rpc)
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert_answered_once(out.stdout, ["p1", "s2", "p3"])
+        for cli in ("pyserf", "serf"):
+            out = run_cli(cli, "query", "-relay-factor=3", "-timeout=2s", "who", rpc=p1.rpc)
+            assert out.returncode == 0, out.stdout + out.stderr
+            assert_answered_once(out.stdout, names)
