@@ -31,6 +31,15 @@ MY_ADDR = "10.0.0.1"
 VSN = bytes((1, 5, 2, 2, 5, 5))  # protocol min/max/cur, delegate min/max/cur
 
 
+def run_until(scheduler: Scheduler, until: float) -> None:
+    """Run every timer due up to ``until`` on the virtual clock (bounded)."""
+    for _ in range(100_000):
+        wake = scheduler.next_wake()
+        if wake is None or wake > until:
+            return
+        scheduler.run_due(wake)
+
+
 class Recorder:
     """A memberlist delegate that records the notifications it gets."""
 
@@ -113,11 +122,7 @@ class ML:
         self.calls.clear()
 
     def run(self, until: float) -> None:
-        for _ in range(100_000):
-            wake = self.scheduler.next_wake()
-            if wake is None or wake > until:
-                break
-            self.scheduler.run_due(wake)
+        run_until(self.scheduler, until)
 
 
 # -- alive ------------------------------------------------------------------------------------
@@ -592,11 +597,7 @@ class SF:
         return [(e.type, [x.name for x in e.members]) for e in self.serf.take_events()]
 
     def run(self, until: float) -> None:
-        for _ in range(10_000):
-            wake = self.scheduler.next_wake()
-            if wake is None or wake > until:
-                break
-            self.scheduler.run_due(wake)
+        run_until(self.scheduler, until)
 
 
 def test_a_joining_member_is_alive_with_its_address_tags_and_versions():
