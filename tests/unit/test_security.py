@@ -13,6 +13,7 @@ import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from pyserf.memberlist import lzw
+from pyserf.memberlist.codec import MsgType
 from pyserf.memberlist.security import (
     ENCRYPTION_OVERHEAD_V1,
     DecryptError,
@@ -25,22 +26,15 @@ from pyserf.memberlist.security import (
     parse_key_b64,
     validate_key,
 )
+from tests.unit.test_codec import all_parts, datagrams, load_fixture, streams
 
 K16 = bytes(range(16))
 K24 = bytes(range(100, 124))
 K32 = bytes(range(200, 232))
 OTHER = b"\x55" * 32
 
-# A TCP stream the real serf agent (Go memberlist) sent back, encrypted with GO_KEY, for a
-# push-pull we opened: [0x0a][u32 length][blob], with the 5 header bytes as AAD. The key
-# is a throwaway generated for this capture.
-GO_KEY = "jTGyxbQz2LRoBBDu4FGElo89K/xcS0vBtYpI68T8Eio="
-GO_STREAM = base64.b64decode(
-    "CgAAAPYBqbb8u0+vrWmRy3/8tifiRmutccoPI0SRw2yCzF8YlJjO+uPnqX+5shY5hsgMq5EwBO4IC+KJsiS059pk"
-    "CW+CX0FNMwenj/DrmabVD/CMQPsVz2cnzMneOOdYHdlCQzp8eFD0otRyC2Ju1bVZNWzivIx86VfBww351vGKTboy"
-    "DHNHB3WtNr0smrDtPZOlw9tRzEZ1y1F3GuR5MHbr1I0MkNPHBuTmwRxQAYtSJH3CJJuou9fHnqJHfveDTMQ76y75"
-    "9UGFyRxegeE/8QQ1RrIkkJHtYfL8NCX+lwXw/WmNMvcoFGtl+GSwJU/hLhbjYUV8qPz5ehc="
-)
+# The serf 0.9.4 capture encrypted with a fixed throwaway key (tests/fixtures/serf-0.9.4).
+ENCRYPTED = "wire-encrypted.json"
 
 
 # --- Blob layout and round trips ----------------------------------------------------------
@@ -103,29 +97,45 @@ def test_our_blob_opens_with_aesgcm_directly() -> None:
     assert AESGCM(K32).decrypt(blob0[1:13], blob0[13:], b"aad") == plain + bytes([11]) * 11
 
 
-def test_go_produced_stream_decrypts() -> None:
-    header, blob = GO_STREAM[:5], GO_STREAM[5:]
-    assert header[0] == 0x0A
-    assert struct.unpack(">I", header[1:])[0] == len(blob)
-    assert blob[0] == 1  # serf always sends version 1
-    plain = decrypt(Keyring([parse_key_b64(GO_KEY)]), blob, header)
-    assert len(plain) == len(blob) - 29
-    # Inside: a compress message wrapping the push-pull reply.
-    assert plain[0] == 9
-    body = msgpack.unpackb(plain[1:], raw=True)
-    assert body[b"Algo"] == 0
-    push_pull = lzw.decompress(body[b"Buf"])
-    assert push_pull[0] == 6
-    unpacker = msgpack.Unpacker(raw=True)
-    unpacker.feed(push_pull[1:])
-    header_map = next(unpacker)
-    assert header_map[b"Nodes"] == 1
-    assert next(unpacker)[b"Name"] == b"vec"
-    # The stream header is authenticated: another AAD or key does not open it.
-    with pytest.raises(DecryptError, match="No installed keys could decrypt the message"):
-        decrypt(Keyring([parse_key_b64(GO_KEY)]), blob, b"")
-    with pytest.raises(DecryptError, match="No installed keys could decrypt the message"):
-        decrypt(Keyring([OTHER]), blob, header)
+def test_serf_datagrams_decrypt_with_the_test_key() -> None:
+    capture = load_fixture(ENCRYPTED)
+    ring = Keyring([parse_key_b64(capture["key"])])
+    captured = datagrams(capture)
+    assert len(captured) > 50
+    for _, wire, plain in captured:
+        # [version 1][12-byte nonce][ciphertext][16-byte tag]; serf always sends version 1.
+        assert wire[0] == 1 and len(wire) == len(plain) + ENCRYPTION_OVERHEAD_V1
+        assert AESGCM(ring.primary).decrypt(wire[1:13], wire[13:], b"") == plain
+        assert plain[0] in {m.value for m in MsgType} - {MsgType.ENCRYPT}
+        with pytest.raises(DecryptError, match="No installed keys could decrypt the message"):
+            decrypt(Keyring([OTHER]), wire)
+        # Our encryption of the same plaintext has serf's layout and opens again.
+        ours = encrypt(ring, plain)
+        assert ours[0] == 1 and len(ours) == len(wire) and ours != wire
+        assert decrypt(ring, ours) == plain
+    # The plaintexts are memberlist messages pyserf decodes (test_codec checks them in full).
+    assert {part.kind for part in all_parts(ENCRYPTED)} >= {"ping", "ack", "alive", "user:query"}
+
+
+def test_serf_streams_decrypt_with_the_header_as_aad() -> None:
+    capture = load_fixture(ENCRYPTED)
+    ring = Keyring([parse_key_b64(capture["key"])])
+    captured = streams(capture)
+    assert len(captured) == 4
+    for _, wire, plain in captured:
+        header, blob = wire[:5], wire[5:]
+        assert header[0] == MsgType.ENCRYPT
+        assert struct.unpack(">I", header[1:])[0] == len(blob)
+        assert blob[0] == 1 and len(plain) == len(blob) - ENCRYPTION_OVERHEAD_V1
+        # Inside: a compress message wrapping the push-pull.
+        assert plain[0] == MsgType.COMPRESS
+        assert lzw.decompress(msgpack.unpackb(plain[1:], raw=True)[b"Buf"])[0] == MsgType.PUSH_PULL
+        # The stream header is authenticated: another AAD or key does not open it.
+        with pytest.raises(DecryptError, match="No installed keys could decrypt the message"):
+            decrypt(ring, blob, b"")
+        with pytest.raises(DecryptError, match="No installed keys could decrypt the message"):
+            decrypt(Keyring([OTHER]), blob, header)
+        assert decrypt(ring, encrypt(ring, plain, header), header) == plain
 
 
 # --- Failures -----------------------------------------------------------------------------
@@ -279,32 +289,29 @@ def test_repr_hides_keys() -> None:
 
 # --- Key text -----------------------------------------------------------------------------
 
-# Offsets as the real serf binary reports them for `serf agent -encrypt=<text>`.
-SERF_BASE64_ERRORS = [
-    ("abc", 0),
-    ("ab=c", 2),
-    ("AAAA=AAA", 4),
-    ("AA=", 3),
-    ("AA=A", 2),
-    ("A===", 1),
-    ("AAA*", 3),
-    ("!AAA", 0),
-    ("A" * 22 + "==x", 24),
-    ("A" * 22 + "=", 23),
-    ("AA==AA==", 4),
-    ("\u00e9", 0),
-    ("AAAA AAA", 4),
-    ("AA\n=", 4),
-    ("AA=\nx", 3),
-    ("AAA=\nx", 5),
-]
+def serf_key_errors() -> list[tuple[str, str]]:
+    """(key text, message) for every `serf agent -encrypt=<text>` case in errors.json."""
+    cases = []
+    for case in load_fixture("errors.json")["cases"]:
+        if case["id"].startswith("encrypt:"):
+            message = case["stdout"].rstrip("\n").rsplit(": ", 1)[-1]
+            cases.append((case["id"].removeprefix("encrypt:"), message))
+    return cases
 
 
-@pytest.mark.parametrize(("text", "offset"), SERF_BASE64_ERRORS)
-def test_parse_key_base64_errors_match_serf(text: str, offset: int) -> None:
+@pytest.mark.parametrize(("text", "message"), serf_key_errors())
+def test_parse_key_errors_match_serf(text: str, message: str) -> None:
+    # serf prints "Invalid encryption key: illegal base64 data at input byte N" for bad base64
+    # and memberlist's "...: key size must be 16, 24 or 32 bytes" for a wrong length.
     with pytest.raises(KeyringError) as info:
         parse_key_b64(text)
-    assert str(info.value) == f"illegal base64 data at input byte {offset}"
+    assert str(info.value) == message
+
+
+def test_serf_key_error_cases_were_captured() -> None:
+    messages = [m for _, m in serf_key_errors()]
+    assert len(messages) >= 20 and "key size must be 16, 24 or 32 bytes" in messages
+    assert sum(m.startswith("illegal base64 data at input byte ") for m in messages) >= 20
 
 
 @pytest.mark.parametrize(
