@@ -387,3 +387,15 @@ def udp_messages(data: bytes, keyring: security.Keyring | None = None) -> list[b
             out.append(msg)
     return out
 
+
+
+def build_cluster(n: int, seed: int = 7, node_kwargs: dict | None = None,
+                  **net_kwargs) -> SimNetwork:
+    """``n`` nodes n0..n{n-1} on 10.0.x.y, each joined to n0 in turn 50 ms apart."""
+    net = SimNetwork(seed=seed, **net_kwargs)
+    nodes = [net.add_node(f"n{i}", f"10.0.{i // 250}.{i % 250 + 1}", **(node_kwargs or {}))
+             for i in range(n)]
+    for node in nodes[1:]:
+        net.join(node, nodes[0])
+        net.run_until(net.now + 0.05)
+    return net
