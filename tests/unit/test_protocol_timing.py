@@ -10,6 +10,7 @@ AwarenessMaxMultiplier 8, IndirectChecks 3; serf QueryTimeoutMult 16.
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 
 import pytest
 
@@ -160,7 +161,7 @@ def test_push_pull_interval_scales_with_cluster_size(n, scale):
         if packet.transport == "tcp" and packet.data[0] == MsgType.PUSH_PULL:
             syncs.setdefault(packet.src, []).append(packet.time)
     assert len(syncs) == n
-    gaps = [b - a for times in syncs.values() for a, b in zip(times, times[1:])]
+    gaps = [b - a for times in syncs.values() for a, b in pairwise(times)]
     assert gaps and all(g == pytest.approx(interval * scale, abs=1e-9) for g in gaps), gaps
 
 
@@ -208,7 +209,7 @@ def test_probe_deadline_scales_with_local_health():
     while len(scores) < 5:
         scores.append(min(AWARENESS_MAX - 1, scores[-1] + INDIRECT_CHECKS))
     expected = [(s + 1) * PI for s in scores[:-1]]
-    gaps = [b - a for a, b in zip(pings, pings[1:])]
+    gaps = [b - a for a, b in pairwise(pings)]
     assert gaps[:4] == pytest.approx(expected, abs=1e-9)
     assert net.by_name["n2"].serf.memberlist.awareness.score == AWARENESS_MAX - 1
     assert all(node.serf.memberlist.awareness.score == 0
