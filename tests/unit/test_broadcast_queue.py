@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import time
 from collections.abc import Callable
 
@@ -80,7 +81,13 @@ NODES = st.tuples(st.just("nodes"), st.integers(1, 2000), st.none())
 OPS = st.lists(st.one_of(QUEUE, QUEUE, QUEUE, GET, GET, PRUNE, RESET, NODES), max_size=80)
 
 
-@settings(max_examples=400, deadline=None)
+# The mutation campaign (scripts/mutation) runs this once per mutant: it asks for fewer, fixed
+# examples there; a normal run draws 400 fresh ones.
+EXAMPLES = int(os.environ.get("PYSERF_PROPERTY_EXAMPLES", "400"))
+
+
+@settings(max_examples=EXAMPLES, deadline=None,
+          derandomize="PYSERF_PROPERTY_EXAMPLES" in os.environ)
 @given(OPS, st.integers(1, 4))
 def test_indexed_queue_matches_the_sort_everything_model(ops, mult):
     nodes = [5]
@@ -174,3 +181,111 @@ def test_twenty_thousand_queued_and_a_thousand_gets_cost_little():
     # here) and took ~30 s; the index asks a bounded number of times per message moved.
     assert CountingBytes.calls < 10 * (20_000 + taken)
     assert elapsed < 10.0
+
+
+def test_a_message_that_fills_the_packet_exactly_is_taken():
+    """Each message costs len + overhead; one that uses the last byte still goes out."""
+    q = BroadcastQueue(4, lambda: 9)
+    q.queue(b"x" * 10)
+    assert q.get(3, 13) == [b"x" * 10]
+    q = BroadcastQueue(4, lambda: 9)
+    q.queue(b"y")
+    assert q.get(2, 3) == [b"y"]  # exactly one byte free for a one-byte message
+    assert q.get(3, 3) == []  # no byte free: nothing, even though the queue is not empty
+
+
+def test_the_overhead_is_charged_for_every_message_taken():
+    q = BroadcastQueue(4, lambda: 9)
+    q.queue(b"a" * 10)
+    q.queue(b"b" * 10)
+    assert q.get(3, 25) == [b"b" * 10]  # 13 used; 25 - 13 - 3 = 9 free < 10
+    assert q.get(3, 26) == [b"a" * 10, b"b" * 10]  # 13 + 13 = 26
+
+
+def test_nothing_is_taken_when_no_byte_is_left_even_an_empty_message():
+    q = BroadcastQueue(4, lambda: 9)
+    q.queue(b"")
+    q.queue(b"z" * 5)
+    assert q.get(1, 6) == [b"z" * 5]
+
+
+def test_queued_bytes_are_counted_through_queue_replace_finish_and_reset():
+    q = BroadcastQueue(1, lambda: 9)  # retransmit limit 1: a message is done once sent
+    assert q.nbytes == 0
+    q.queue(b"abc", key="k")
+    q.queue(b"defgh")
+    assert q.nbytes == 8
+    q.queue(b"ijklmno", key="k")  # replaces "abc"
+    assert q.nbytes == 12
+    assert q.get(0, 5) == [b"defgh"]
+    assert q.nbytes == 7
+    q.queue(b"pq")
+    q.reset()
+    assert q.nbytes == 0 and len(q) == 0
+
+
+def test_prune_reports_exactly_how_many_it_dropped():
+    done: list[int] = []
+    q = BroadcastQueue(4, lambda: 9)
+    for i in range(5):
+        q.queue(b"m" * 10, on_finished=lambda i=i: done.append(i))
+    assert q.prune(5) == 0
+    assert q.prune(2) == 3
+    assert done == [0, 1, 2]  # the oldest go first
+    assert len(q) == 2 and q.nbytes == 20
+
+
+def test_prune_by_bytes_stops_once_within_the_limit():
+    q = BroadcastQueue(4, lambda: 9)
+    for _ in range(3):
+        q.queue(b"m" * 10)
+    assert q.prune(100, max_bytes=20) == 1  # 30 > 20: drop one; 20 is within
+    assert q.nbytes == 20
+    assert q.prune(100, max_bytes=5) == 2
+    assert len(q) == 0
+
+
+def test_a_key_can_be_queued_again_after_its_message_finished():
+    done: list[str] = []
+    q = BroadcastQueue(1, lambda: 9)
+    q.queue(b"first", key="n1", on_finished=lambda: done.append("first"))
+    assert q.get(0, 100) == [b"first"]
+    assert done == ["first"]
+    q.queue(b"second", key="n1", on_finished=lambda: done.append("second"))
+    q.queue(b"third", key="n1", on_finished=lambda: done.append("third"))
+    assert done == ["first", "second"]  # "first" is not finished a second time
+    assert q.get(0, 100) == [b"third"]
+    assert done == ["first", "second", "third"]
+
+
+def one_group(q: BroadcastQueue, transmits: int, length: int):
+    return q._tiers[transmits].groups[length]
+
+
+def test_stale_heap_entries_are_compacted_past_the_slack():
+    """Replacing keyed messages leaves stale heap entries; a group's heap is rebuilt once its
+    stale entries exceed live + STALE_SLACK (live counted after the removal: 19 here)."""
+    q = BroadcastQueue(4, lambda: 9)
+    for i in range(20):
+        q.queue(b"%02d" % i, key=f"k{i}")
+    group = one_group(q, 0, 2)
+    assert (len(group.heap), group.live, group.stale) == (20, 20, 0)
+    for n in range(1, 19 + STALE_SLACK + 1):
+        q.queue(b"%02d" % (n % 20), key=f"k{n % 20}")
+        assert (len(group.heap), group.live, group.stale) == (20 + n, 20, n)
+    q.queue(b"zz", key="k0")  # stale 36 > 19 + 16: rebuilt to the live entries
+    assert (len(group.heap), group.live, group.stale) == (20, 20, 0)
+
+
+def test_taking_past_a_stale_entry_drops_it_from_the_count():
+    q = BroadcastQueue(4, lambda: 9)  # retransmit limit 4
+    q.queue(b"a", key="ka")
+    q.queue(b"x")
+    q.queue(b"b", key="kb")
+    assert q.get(0, 3) == [b"b", b"x", b"a"]  # all three now at one transmit
+    q.queue(b"c", key="kb")  # "b" leaves a stale entry at the top of tier 1's heap
+    tier1 = one_group(q, 1, 1)
+    assert (tier1.live, tier1.stale, len(tier1.heap)) == (2, 1, 3)
+    assert q.get(0, 2) == [b"c", b"x"]  # "c" from tier 0, then past stale "b" to "x"
+    # Stale "b" popped and uncounted; "x" moved on to tier 2 and "c" into tier 1 beside "a".
+    assert (tier1.live, tier1.stale, len(tier1.heap)) == (2, 0, 2)
