@@ -247,8 +247,8 @@ def test_captured_scenario_reads_back() -> None:
     assert {decoded(p).seq_no for p in parts_of(name, "ack")} <= probes
 
     # C was killed: suspected and declared dead by the others; B left: it declared itself dead.
-    assert {"step": "leave-seen", "node": "B", "status": "left"} == {
-        k: v for k, v in capture["steps"][-2].items() if k != "t"}
+    leave_seen = {k: v for k, v in capture["steps"][-2].items() if k != "t"}
+    assert leave_seen == {"step": "leave-seen", "node": "B", "status": "left"}
     assert {(s.node, s.from_ in {"A", "B"}) for s in map(decoded, parts_of(name, "suspect"))
             } == {("C", True)}
     dead = {(d.node, d.from_) for d in map(decoded, parts_of(name, "dead"))}
