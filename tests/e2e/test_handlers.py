@@ -57,37 +57,82 @@ def test_environment_and_stdin_contract(cluster, tmp_path):
     assert not Path("/tmp/pwned").exists()
 
 
+SLOW = """#!/bin/sh
+# Stamps every step with the wall clock so that the order is read from what the handlers did.
+cat >/dev/null
+rec="$1.$SERF_SELF_NAME"
+case "$SERF_EVENT" in
+user) echo "start $SERF_USER_EVENT $(date +%s.%N)" >> "$rec"; sleep 2
+      echo "end $SERF_USER_EVENT $(date +%s.%N)" >> "$rec";;
+query) echo "query $SERF_QUERY_NAME $(date +%s.%N)" >> "$rec"; echo "pong-$SERF_SELF_NAME";;
+esac
+"""
+
+
+def stamps(path: Path) -> dict[str, float]:
+    """'<what...> <time>' lines written by a handler -> {what: time}; a torn last line (the
+    handler still writing) is left for the next poll."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return {}
+    out = {}
+    for line in text[:text.rfind("\n") + 1].splitlines():
+        *what, when = line.split() or [""]
+        try:
+            out[" ".join(what)] = float(when)
+        except ValueError:
+            continue
+    return out
+
+
 def test_slow_user_event_handler_does_not_delay_queries(cluster, tmp_path):
     handler = tmp_path / "slow.sh"
-    handler.write_text('#!/bin/sh\ncat >/dev/null\n'
-                       'if [ "$SERF_EVENT" = user ]; then sleep 2; fi\n'
-                       'if [ "$SERF_EVENT" = query ]; then echo "pong-$SERF_SELF_NAME"; fi\n')
+    handler.write_text(SLOW)
     handler.chmod(0o755)
-    p1 = cluster.start("pyserf", "p1", f"-event-handler={handler}")
-    cluster.start("pyserf", "p2", f"-event-handler={handler}", f"-join={p1.ip}")
-    cluster.start("pyserf", "p3", f"-event-handler={handler}", f"-join={p1.ip}")
+    rec = tmp_path / "rec"
+    names = ("p1", "p2", "p3")
+    p1 = cluster.start("pyserf", "p1", f"-event-handler={handler} {rec}")
+    for name in names[1:]:
+        cluster.start("pyserf", name, f"-event-handler={handler} {rec}", f"-join={p1.ip}")
     wait_until(lambda: len(members("pyserf", p1.rpc)) == 3, 10, what="three members")
     for i in range(2):
         run_cli("pyserf", "event", "-coalesce=false", f"slow{i}", rpc=p1.rpc)
-    time.sleep(0.3)
-    out = run_cli("pyserf", "query", "-format=json", "-wait-full", "ping", rpc=p1.rpc)
-    responses = json.loads(out.stdout)["Responses"]
-    assert responses == {f"p{i}": f"pong-p{i}\n" for i in (1, 2, 3)}
+    # The slow handler is running everywhere before the query is sent...
+    wait_until(lambda: all("start slow0" in stamps(Path(f"{rec}.{n}")) for n in names), 10,
+               what="slow0's handler to start on every node")
+    out = run_cli("pyserf", "query", "-format=json", "ping", rpc=p1.rpc)
+    assert json.loads(out.stdout)["Responses"] == {n: f"pong-{n}\n" for n in names}
+    # ...and every node answered it while that handler was still sleeping (slow1 queued
+    # behind it): the query did not wait for the user event queue.
+    for name in names:
+        seen = stamps(Path(f"{rec}.{name}"))
+        assert seen["start slow0"] < seen["query ping"], name
+        assert "end slow0" not in seen or seen["query ping"] < seen["end slow0"], (name, seen)
 
 
 def test_hung_handler_is_killed_after_the_timeout(cluster, tmp_path):
     config = tmp_path / "timeout.json"
     config.write_text(json.dumps({"handler_timeout": "1s"}))
-    marker = tmp_path / "after"
-    p1 = cluster.start("pyserf", "p1", f"-config-file={config}",
-                       f"-event-handler=user:hang=sleep 30; touch {marker}")
+    rec, marker = tmp_path / "rec", tmp_path / "after"
+    hang_for = 3  # seconds the hung handler would take if it were not killed
+    script = (f"user=case $SERF_USER_EVENT in hang) echo hang $(date +%s.%N) >> {rec}; "
+              f"sleep {hang_for}; touch {marker};; "
+              f"next) echo next $(date +%s.%N) >> {rec};; esac")
+    p1 = cluster.start("pyserf", "p1", f"-config-file={config}", f"-event-handler={script}")
     assert run_cli("pyserf", "event", "hang", rpc=p1.rpc).returncode == 0
+    assert run_cli("pyserf", "event", "next", rpc=p1.rpc).returncode == 0
     wait_until(lambda: "timed out after 1.0s, killing it" in p1.log(), 10,
                what="the handler to be killed")
-    time.sleep(0.5)
+    # One script's events run in order, so "next" runs only once "hang" is over: well before
+    # hang_for if it was killed at the 1 s timeout.
+    wait_until(lambda: "next" in stamps(rec), 10, what="the next event's handler")
+    seen = stamps(rec)
+    assert 1.0 <= seen["next"] - seen["hang"] < hang_for, seen
+    # Had the kill missed the shell, the marker would appear hang_for after the start.
+    wait_until(lambda: time.time() > seen["hang"] + hang_for + 0.5, hang_for + 1,
+               what="the moment the hung handler would have finished")
     assert not marker.exists()
-    # The agent carries on: the next event runs the handler again.
-    assert run_cli("pyserf", "members", rpc=p1.rpc).returncode == 0
 
 
 def test_replay_only_when_asked_and_sighup_reloads_handlers(cluster, tmp_path):
@@ -101,8 +146,13 @@ def test_replay_only_when_asked_and_sighup_reloads_handlers(cluster, tmp_path):
                   f"{seen_replay}", f"-join={p1.ip}", "-replay")
     wait_until(lambda: seen_replay.exists() and "old-news" in seen_replay.read_text(), 10,
                what="the replaying node to see the old event")
-    time.sleep(1.5)
-    assert not seen_plain.exists()
+    # A new event reaches "plain" after anything its join delivered (one ordered queue per
+    # script), so once it has run, a replayed old event would have run before it.
+    assert run_cli("pyserf", "event", "-coalesce=false", "fresh-news",
+                   rpc=p1.rpc).returncode == 0
+    wait_until(lambda: seen_plain.exists() and "fresh-news" in seen_plain.read_text(), 10,
+               what="plain to handle the new event")
+    assert seen_plain.read_text().split() == ["fresh-news"]
 
     # SIGHUP re-reads the config files: a new handler is used and shown by info.
     config = tmp_path / "handlers.json"
