@@ -6,17 +6,12 @@ import math
 
 import pytest
 
-from pyserf.memberlist.profiles import LAN, suspicion_timeout
-from pyserf.sim.network import SimNetwork
+from pyserf.memberlist.profiles import LAN
+from pyserf.sim.network import SimNetwork, build_cluster
 
 
 def build(n: int, seed: int = 7, loss: float = 0.0, **kwargs) -> SimNetwork:
-    net = SimNetwork(seed=seed, loss=loss, **kwargs)
-    nodes = [net.add_node(f"n{i}", f"10.0.{i // 250}.{i % 250 + 1}") for i in range(n)]
-    for node in nodes[1:]:
-        net.join(node, nodes[0])
-        net.run_until(net.now + 0.05)
-    return net
+    return build_cluster(n, seed=seed, loss=loss, **kwargs)
 
 
 def converged(net: SimNetwork, expected: dict[str, str]) -> bool:
@@ -59,29 +54,6 @@ def test_fifty_nodes_with_ten_percent_loss_converge():
              for name, view in views.items() if view != expected}
     assert not wrong, wrong
     assert net.packets_dropped > 0
-
-
-def test_silent_node_declared_dead_within_lifeguard_bound():
-    n = 10
-    net = build(n, seed=5)
-    net.run_until(net.now + 5.0)
-    victim = net.by_name["n3"]
-    crash_at = net.now
-    net.crash(victim)
-    # Bound: one full probe round to reach it (n probe intervals at worst, awareness 1x),
-    # then the maximum suspicion timeout, then gossip spread.
-    min_timeout = suspicion_timeout(LAN.suspicion_mult, n, LAN.probe_interval)
-    bound = n * LAN.probe_interval + LAN.suspicion_max_timeout_mult * min_timeout + 2.0
-    deadline = crash_at + bound
-    first_all_failed = None
-    while net.now < deadline:
-        net.run_until(net.now + 0.1)
-        if all(view.get("n3") == "failed" for view in net.views().values()):
-            first_all_failed = net.now
-            break
-    assert first_all_failed is not None, net.views()
-    # With several accusers confirming, Lifeguard shrinks the timeout well below the max.
-    assert first_all_failed - crash_at < n * LAN.probe_interval + min_timeout * 3
 
 
 def test_graceful_leave_is_seen_as_left():
@@ -201,24 +173,36 @@ def test_failed_member_is_reconnected_when_it_comes_back():
 
 
 def test_failed_and_left_members_are_reaped_after_their_timeouts():
+    """serf reaps a failed member ReconnectTimeout after it failed and a left one
+    TombstoneTimeout after it left, checked every ReapInterval: so between timeout and
+    timeout + ReapInterval, never before."""
+    timeout, reap_interval = 20.0, 1.0
     net = SimNetwork(seed=24)
-    overrides = {"reconnect_timeout": 20.0, "tombstone_timeout": 20.0, "reap_interval": 1.0}
+    overrides = {"reconnect_timeout": timeout, "tombstone_timeout": timeout,
+                 "reap_interval": reap_interval}
     nodes = [net.add_node(f"n{i}", f"10.0.0.{i + 1}", **overrides) for i in range(4)]
     for node in nodes[1:]:
         net.join(node, nodes[0])
     net.run_until(3.0)
+    crash_at = net.now
     net.crash(nodes[3])
     nodes[2].serf.leave(net.now, lambda err, t: None)
     net._pump(nodes[2])
-    # Only one peer can confirm the suspicion of n3, so Lifeguard waits well past its minimum.
-    net.run_until(net.now + 16.0)
+    # Failed between PI + min and PI + max suspicion (n = 4: min = 4 * max(1, log10 4) = 4 s).
+    deadline = crash_at + LAN.probe_interval + LAN.suspicion_max_timeout_mult * 4.0
+    while net.now < deadline and not net.events("member-failed", "n3", observer="n0"):
+        net.run_until(net.now + 0.1)
     assert net.views()["n0"]["n3"] == "failed"
     assert net.views()["n0"]["n2"] == "left"
-    net.run_until(net.now + 25.0)
+    (failed,) = net.events("member-failed", "n3", observer="n0")
+    assert crash_at + LAN.probe_interval - 0.003 + 4.0 <= failed.time
+    (left,) = net.events("member-leave", "n2", observer="n0")
+    net.run_until(max(failed.time, left.time) + timeout + reap_interval + 0.01)
     assert set(net.views()["n0"]) == {"n0", "n1"}
-    reaped = {e.members[0].name for e in nodes[0].events
-              if getattr(e, "type", "") == "member-reap"}
-    assert reaped == {"n2", "n3"}
+    reaped = {e.subject: e.time for e in net.events("member-reap", observer="n0")}
+    assert set(reaped) == {"n2", "n3"}
+    for gone, since in (("n3", failed.time), ("n2", left.time)):
+        assert since + timeout < reaped[gone] <= since + timeout + reap_interval + 1e-9
 
 
 def test_graceful_leave_reaches_everyone_directly():
