@@ -117,3 +117,21 @@ def test_bad_log_level_on_sighup_still_applies_the_rest(cluster, tmp_path, need_
     assert FAILED not in p1.log()
     wait_until(lambda: _own_tags(p1) == {"role": "db"}, 5, what="pyserf to apply the tags")
     assert run_cli("pyserf", "members", rpc=p1.rpc).returncode == 0
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "pyserf differs: pyserf/agent/runtime.py _reload logs '[ERR] agent: Failed to reload "
+    "configs: <error>' through the logger; serf prints the error and then 'Failed to reload "
+    "configs' as two '==> ' UI lines (command/agent/command.go handleReload)"))
+def test_reload_error_lines_are_serfs(cluster, tmp_path, need_serf):
+    lines = {}
+    for kind in ("serf", "pyserf"):
+        conf = tmp_path / f"{kind}.json"
+        conf.write_text("{}")
+        agent = cluster.start(kind, f"{kind}1", f"-config-file={conf}")
+        conf.write_text('{"tags": {')
+        _hup_and_wait(agent, FAILED)
+        tail = agent.log().rsplit("==> Reloading configuration...\n", 1)[1]
+        lines[kind] = [line.replace(str(conf), "<path>") for line in tail.splitlines()[:2]]
+    assert lines["serf"] == ["==> Error decoding '<path>': unexpected EOF", f"==> {FAILED}"]
+    assert lines["pyserf"] == lines["serf"]
