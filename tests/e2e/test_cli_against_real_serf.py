@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -419,20 +420,28 @@ def test_monitor_subprocess(serf_pair) -> None:
         [sys.executable, "-m", "pyserf.cli", "monitor", "-log-level=debug", f"-rpc-addr={a.rpc}"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
     )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+    block = "\tName: \"monitor-check\"\n\tPayload: []byte{0x78, 0x79, 0x7a}\n"
     try:
-        time.sleep(1.5)
+        # The stream subscription precedes the log one, so the agent's replayed log lines
+        # show that both are in place before the event is sent.
+        wait_for(lambda: any("[INFO]" in line for line in list(lines)), 15, "monitor logs")
         with RPCClient(b.rpc) as client:
             client.user_event("monitor-check", b"xyz", coalesce=False)
-        time.sleep(1.5)
+        wait_for(lambda: block in "".join(list(lines)), 15, "the event in the monitor")
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=10)
+        _, err = proc.communicate(timeout=10)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait(5)
+    reader.join(5)
+    out = "".join(lines)
     assert proc.returncode == 0, err
     assert re.search(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d \[(INFO|DEBUG)\] ", out, re.M)
-    assert "\tName: \"monitor-check\"\n\tPayload: []byte{0x78, 0x79, 0x7a}\n" in out
+    assert out.count(block) == 1
 
 
 def test_client_stream_query_respond(serf_pair) -> None:

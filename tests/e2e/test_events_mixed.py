@@ -94,6 +94,27 @@ def test_query_filters_across_kinds(five):
                                        "Total Responses: 1"]
 
 
+@pytest.mark.xfail(strict=True, reason="pyserf's agent sends the query's `done` record right "
+                   "after the last response when everyone has answered (finish early); serf's "
+                   "client closes both channels on `done` and the CLI's select can take the "
+                   "closed ack channel first, so `serf query` against pyserf drops the last "
+                   "ack or response (JSON: a node missing from Acks or Responses)")
+def test_serf_cli_gets_every_response_from_a_pyserf_agent(five):
+    """Repeated because the loss is a scheduling race in the real CLI (measured: 1 run in 10
+    to 1 in 20 here with GOMAXPROCS=1): up to 150 runs, stopping at the first loss."""
+    names = {a.name for a in five}
+    lost: list[str] = []
+    for _ in range(150):
+        out = run_cli("serf", "query", "-format=json", "-timeout=5s", "who", rpc=five[0].rpc,
+                      env={"GOMAXPROCS": "1"})
+        assert out.returncode == 0, out.stdout + out.stderr
+        data = json.loads(out.stdout)
+        if set(data["Acks"]) != names or set(data["Responses"]) != names:  # either can go
+            lost.append(out.stdout)
+            break
+    assert not lost, lost
+
+
 @contextmanager
 def udp_dropped(pairs: list[tuple[Agent, Agent]]) -> Iterator[None]:
     """Drop every UDP datagram from each (sender, receiver) pair's sender address to its
