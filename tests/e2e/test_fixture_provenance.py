@@ -119,6 +119,13 @@ def test_wire_capture_has_the_committed_structure(fresh: dict[str, Any], name: s
     events = {(e.name, e.payload) for e in (decoded(p) for p in parts
                                            if p.kind == "user:user_event")}
     assert events == {("deploy", b"v2")}
+    assert set(capture["cli"]) == set(committed["cli"])
+    if "members-json" in committed["cli"]:
+        def members(text: str) -> list[tuple[str, dict, str, dict]]:
+            return sorted((m["name"], m["tags"], m["status"], m["protocol"])
+                          for m in json.loads(text)["members"])
+        assert members(capture["cli"]["members-json"]) == members(
+            committed["cli"]["members-json"])
 
 
 @pytest.mark.parametrize("name", CAPTURES)

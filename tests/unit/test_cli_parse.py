@@ -35,6 +35,7 @@ from pyserf.cli import (
     top_help,
 )
 from pyserf.client.rpc_client import Member
+from tests.unit.test_codec import load_fixture
 from tests.unit.test_config import serf_case, serf_cases, serf_message
 
 DEAD_RPC = "127.0.0.1:1"  # nothing listens on port 1: connection refused at once
@@ -203,6 +204,23 @@ def test_members_json_layout() -> None:
   ]
 }"""
     assert members_json([]) == '{\n  "members": null\n}'
+
+
+def test_members_json_matches_serf() -> None:
+    # `serf members -format=json` for the captured three-agent cluster (B's tags hold "é",
+    # "|", "<&>" and spaces), rebuilt by pyserf from the parsed records in serf's order.
+    captured = load_fixture("wire-plain.json")["cli"]["members-json"]
+    members = []
+    for rec in json.loads(captured)["members"]:
+        ip, port = rec["addr"].rsplit(":", 1)
+        assert int(port) == rec["port"]
+        proto = rec["protocol"]
+        tags = dict(reversed(rec["tags"].items()))  # Go sorts map keys; so must pyserf
+        members.append(Member(rec["name"], ip, rec["port"], tags, rec["status"],
+                              delegate_min=proto["min"], delegate_max=proto["max"],
+                              delegate_cur=proto["version"]))
+    assert {m.name for m in members} == {"A", "B", "C"}
+    assert members_json(members) + "\n" == captured
 
 
 def test_go_json_escapes_like_go() -> None:
