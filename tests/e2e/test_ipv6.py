@@ -6,6 +6,9 @@ both CLIs, must list every member at the address serf formats (Go's net.TCPAddr:
 from a serf agent, queries (whose acks travel back over UDP to the querier's v6 address) must
 be acknowledged by all four whoever asks, user events must reach handlers on both kinds, and
 a graceful leave must be seen as such across kinds.
+
+A second test puts a pyserf agent and a serf agent in two network namespaces joined by a veth
+pair carrying only global IPv6 addresses (no loopback shortcut, no IPv4 at all between them).
 """
 
 from __future__ import annotations
@@ -13,12 +16,14 @@ from __future__ import annotations
 import json
 import signal
 import socket
+import subprocess
+import uuid
 from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import Agent, Cluster, members, run_cli, wait_until
+from tests.e2e.harness import CHILD_ENV, PYSERF, SERF, Agent, Cluster, members, run_cli, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -108,3 +113,63 @@ def test_mixed_cluster_on_ipv6_loopback(cluster: Cluster, need_serf, tmp_path):
         assert cluster.stop(leaver, signal.SIGINT) == 0
         wait_until(lambda w=watcher, n=leaver.name: members("serf", w.rpc).get(
             n, ("", ""))[1] == "left", 10, what=f"{watcher.name} to see {leaver.name} left")
+
+
+V6_A, V6_B = "fd7a:6e65::1", "fd7a:6e65::2"  # unique local addresses, only inside the pair
+NS_RPC = "127.0.0.1:7373"  # each namespace has its own loopback
+
+
+def sh(*args: str) -> None:
+    subprocess.run(args, check=True, capture_output=True, timeout=20)
+
+
+@pytest.fixture
+def v6_pair():
+    """Two namespaces, a veth pair between them with one IPv6 address each; removed after."""
+    tag = uuid.uuid4().hex[:6]
+    spaces = (f"pyserf6a-{tag}", f"pyserf6b-{tag}")
+    try:
+        for ns in spaces:
+            sh("ip", "netns", "add", ns)
+        sh("ip", "link", "add", "v6a", "netns", spaces[0], "type", "veth", "peer", "name",
+           "v6b", "netns", spaces[1])
+        for ns, dev, addr in ((spaces[0], "v6a", V6_A), (spaces[1], "v6b", V6_B)):
+            # nodad: usable at once instead of after duplicate address detection (~2 s).
+            sh("ip", "netns", "exec", ns, "ip", "addr", "add", f"{addr}/64", "dev", dev, "nodad")
+            sh("ip", "netns", "exec", ns, "ip", "link", "set", dev, "up")
+            sh("ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up")
+        yield spaces
+    finally:
+        for ns in spaces:  # deleting a namespace deletes its end of the veth pair
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=20)
+
+
+def ns_cli(ns: str, cli: str, *args: str) -> subprocess.CompletedProcess:
+    base = [SERF] if cli == "serf" else list(PYSERF)
+    return subprocess.run(["ip", "netns", "exec", ns, *base, args[0], f"-rpc-addr={NS_RPC}",
+                           *args[1:]], capture_output=True, text=True, timeout=20,
+                          env=CHILD_ENV)
+
+
+def ns_members(ns: str, cli: str) -> dict[str, tuple[str, str]]:
+    out = ns_cli(ns, cli, "members", "-format=json")
+    if out.returncode != 0:
+        return {}
+    return {m["name"]: (m["addr"], m["status"]) for m in json.loads(out.stdout)["members"]}
+
+
+# Namespaces before the cluster: the agents are stopped before their namespaces go.
+def test_pyserf_and_serf_over_a_v6_only_veth(v6_pair, cluster: Cluster, need_serf):
+    ns_a, ns_b = v6_pair
+    cluster.start_in_netns(ns_a, "p6", f"-bind=[{V6_A}]:7946", f"-rpc-addr={NS_RPC}")
+    argv = ["ip", "netns", "exec", ns_b, SERF, "agent", "-node=s6", f"-bind=[{V6_B}]:7946",
+            f"-rpc-addr={NS_RPC}", f"-join=[{V6_A}]:7946"]
+    cluster._launch(Agent("serf", "s6", V6_B, None, cluster.tmp / "s6.log"), argv, True, None)
+    expected = {"p6": (f"[{V6_A}]:7946", "alive"), "s6": (f"[{V6_B}]:7946", "alive")}
+    wait_until(lambda: all(ns_members(ns, cli) == expected for ns in v6_pair
+                           for cli in ("serf", "pyserf")), 15,
+               what="both agents listed at their v6 addresses on both sides")
+    for ns in v6_pair:  # a query from each side is acked by both over the veth
+        out = ns_cli(ns, "serf", "query", "-format=json", "-timeout=3s", "v6-ping")
+        assert out.returncode == 0, out.stderr
+        assert set(json.loads(out.stdout)["Acks"]) == set(expected), out.stdout
