@@ -323,14 +323,16 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def test_timeout_kills_the_script_and_its_children_after_the_slow_warning(tmp_path, caplog):
+def test_timeout_kills_the_script_and_its_children_after_the_slow_warning(tmp_path, caplog,
+                                                                         monkeypatch):
+    monkeypatch.setattr(handlers, "SLOW_WARNING", 0.5)  # serf's 1 s, shortened for speed
     child_pid = tmp_path / "child.pid"
     command = f"sleep 30 & echo $! > {child_pid}; wait"
-    timeout = 1.5
+    timeout = 0.8
     agent = FakeAgent()
     try:
         with caplog.at_level(logging.WARNING, logger="pyserf.agent"):
-            started = time.monotonic()
+            started, started_wall = time.monotonic(), time.time()
             run(invoke(agent, command, query(), timeout=timeout))
             took = time.monotonic() - started
         pid = int(child_pid.read_text())
@@ -341,11 +343,14 @@ def test_timeout_kills_the_script_and_its_children_after_the_slow_warning(tmp_pa
     finally:
         if child_pid.exists() and _alive(int(child_pid.read_text())):
             os.kill(int(child_pid.read_text()), 9)
-    # Killed at the timeout (plus scheduling slack), not when the sleep would have ended.
+    # Killed at the timeout (plus scheduling slack), not when the sleep would have ended,
+    # and the kill is decided at the timeout itself.
     assert timeout <= took < timeout + 2.0
     messages = [r.getMessage() for r in caplog.records]
     assert messages == [f"agent: Script '{command}' slow, execution exceeding 1s",
-                        f"agent: Script '{command}' timed out after 1.5s, killing it"]
+                        f"agent: Script '{command}' timed out after 0.8s, killing it"]
+    decided = caplog.records[1].created - started_wall
+    assert timeout - 0.05 <= decided < timeout + 0.5, decided
     assert agent.responses == []  # a killed query handler does not answer
 
 
@@ -354,7 +359,9 @@ def test_timeout_kills_the_script_and_its_children_after_the_slow_warning(tmp_pa
                    "proc.stdin.transport.abort() on the stdin transport feed() already closed, "
                    "which raises AttributeError instead of logging 'pipes still open' and "
                    "abandoning the output")
-def test_a_grandchild_that_escapes_the_kill_does_not_hold_the_handler(tmp_path, caplog):
+def test_a_grandchild_that_escapes_the_kill_does_not_hold_the_handler(tmp_path, caplog,
+                                                                     monkeypatch):
+    monkeypatch.setattr(handlers, "KILL_GRACE", 0.3)
     escaped = tmp_path / "escaped.pid"
     # setsid puts the grandchild in a session of its own: killpg cannot reach it, and it
     # keeps the script's output pipe open.
