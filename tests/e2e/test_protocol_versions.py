@@ -123,6 +123,8 @@ def test_mixed_versions_and_compression_off(cluster: Cluster, need_serf, tmp_pat
                 ("serf", "s3", ["-protocol=3", "-tag", "dc=west"]),
                 ("serf", "s4", ["-protocol=4"]),
                 ("pyserf", "p2", ["-protocol=2", "-tag", "role=py", "-tag", "dc=north"]),
+                ("pyserf", "p3", ["-protocol=3", "-tag", "dc=up"]),
+                ("pyserf", "p4", ["-protocol=4"]),
                 ("pyserf", "pc", ["-disable-compression", "-tag", "dc=south"])):
             join = [f"-join={agents['s2'].ip}"] if agents else []
             agents[name] = cluster.start(kind, name, *flags, *join,
@@ -138,11 +140,13 @@ def test_mixed_versions_and_compression_off(cluster: Cluster, need_serf, tmp_pat
             "s3": {"status": "alive", "tags": {"dc": "west"}, "protocol": proto(3)},
             "s4": {"status": "alive", "tags": {}, "protocol": proto(4)},
             "p2": {"status": "alive", "tags": {"role": "py"}, "protocol": proto(2)},
+            "p3": {"status": "alive", "tags": {"dc": "up"}, "protocol": proto(3)},
+            "p4": {"status": "alive", "tags": {}, "protocol": proto(4)},
             "pc": {"status": "alive", "tags": {"dc": "south"}, "protocol": proto(5)},
         }
         try:
             wait_until(lambda: views(everyone) == expected, 20,
-                       what="every agent to report the same five members and protocols")
+                       what="every agent to report the same members and protocols")
         except AssertionError:
             per_agent = {a.name: run_cli("serf", "members", "-format=json", rpc=a.rpc).stdout
                          for a in everyone}
@@ -153,7 +157,7 @@ def test_mixed_versions_and_compression_off(cluster: Cluster, need_serf, tmp_pat
         reference = detailed("serf", agents["s3"])
         assert any("Protocol Version: 2|Available Protocol Range: [2, 5]".replace("|", " ")
                    in line for line in reference), reference
-        for name in ("p2", "pc"):
+        for name in ("p2", "p3", "p4", "pc"):
             assert detailed("serf", agents[name]) == reference
         assert detailed("pyserf", agents["s3"]) == reference
 
@@ -163,7 +167,7 @@ def test_mixed_versions_and_compression_off(cluster: Cluster, need_serf, tmp_pat
             assert out.returncode == 0, out.stderr
         wanted = {"from-pc", "from-s2", "from-p2"}
         wait_until(lambda: all(wanted <= set(events(tmp_path / f"{n}.ev")) for n in agents),
-                   10, what="all three user events at all five agents")
+                   10, what="all three user events at every agent")
     finally:
         sniffer.stop()
     sent_by_pc = sniffer.kinds.get(agents["pc"].ip, [])
