@@ -1,7 +1,7 @@
 """Interop at older serf protocol versions and with message compression turned off.
 
-One mixed cluster: real serf agents at `-protocol=2`, `3` and `4`, a pyserf agent at
-`-protocol=2` and a pyserf agent at the newest protocol with `-disable-compression`. Every
+One mixed cluster: real serf agents at `-protocol=2`, `3` and `4`, pyserf agents at the same
+three, and a pyserf agent at the newest protocol with `-disable-compression`. Every
 agent, asked through the serf CLI, must report the same members with the same protocol
 triple (serf's delegate min/max/current: 2, 5 and the agent's `-protocol`), and the serf CLI's
 `members -detailed` text must be identical whether a serf agent or a pyserf agent answers.
@@ -9,8 +9,8 @@ triple (serf's delegate min/max/current: 2, 5 and the agent's `-protocol`), and 
 Below serf protocol 3 a node's tags travel as its bare role (serf's encodeTags), so the other
 tags of a protocol-2 node must vanish from every view, pyserf's included.
 
-Compression: memberlist compresses every message when it is on (LZW, message type 9) and
-serf cannot turn that off for gossip it relays, so a loopback packet sniffer checks that the
+Compression: memberlist compresses every message when it is on (LZW, message type 9), as it
+is on the serf agents here, so a loopback packet sniffer checks that the
 pyserf agent started with `-disable-compression` never sends a compressed datagram or stream
 while the serf agents do, and user events still flow both ways.
 """
