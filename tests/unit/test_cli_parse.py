@@ -9,6 +9,8 @@ the serf binary.
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import json
 import re
 import sys
@@ -145,8 +147,9 @@ def test_columnize_pads_all_but_last_column() -> None:
 
 
 def test_columnize_matches_serf_for_pipes_and_unicode() -> None:
-    # Observed with real serf: tag values containing '|' split into extra columns, widths
-    # count characters, not bytes, and cells are trimmed.
+    # Tag values containing '|' split into extra columns, widths count characters, not bytes,
+    # and cells are trimmed: checked against serf's own table in test_member_table_matches_serf;
+    # this hand-made case pins the details.
     lines = ["t1|127.0.0.61:7946|alive|w=  sp  ,x=\u00e9|z,role=web,dc=east"
              "|Protocol Version: 5|Available Protocol Range: [2, 5]",
              "t2|127.0.0.62:7946|alive|role=db|Protocol Version: 5"
@@ -206,21 +209,41 @@ def test_members_json_layout() -> None:
     assert members_json([]) == '{\n  "members": null\n}'
 
 
-def test_members_json_matches_serf() -> None:
-    # `serf members -format=json` for the captured three-agent cluster (B's tags hold "é",
-    # "|", "<&>" and spaces), rebuilt by pyserf from the parsed records in serf's order.
-    captured = load_fixture("wire-plain.json")["cli"]["members-json"]
+def captured_members() -> list[Member]:
+    """The members of the captured cluster, from `serf members -format=json`, tags reversed
+    (Go sorts map keys when it prints JSON, so pyserf must too)."""
     members = []
-    for rec in json.loads(captured)["members"]:
+    for rec in json.loads(load_fixture("wire-plain.json")["cli"]["members-json"])["members"]:
         ip, port = rec["addr"].rsplit(":", 1)
         assert int(port) == rec["port"]
         proto = rec["protocol"]
-        tags = dict(reversed(rec["tags"].items()))  # Go sorts map keys; so must pyserf
-        members.append(Member(rec["name"], ip, rec["port"], tags, rec["status"],
-                              delegate_min=proto["min"], delegate_max=proto["max"],
-                              delegate_cur=proto["version"]))
+        members.append(Member(rec["name"], ip, rec["port"], dict(reversed(rec["tags"].items())),
+                              rec["status"], delegate_min=proto["min"],
+                              delegate_max=proto["max"], delegate_cur=proto["version"]))
     assert {m.name for m in members} == {"A", "B", "C"}
-    assert members_json(members) + "\n" == captured
+    return members
+
+
+def test_members_json_matches_serf() -> None:
+    # B's tags hold "é", "|", "<&>" and spaces.
+    captured = load_fixture("wire-plain.json")["cli"]["members-json"]
+    assert members_json(captured_members()) + "\n" == captured
+
+
+@pytest.mark.parametrize(("key", "detailed"), [("members", False), ("members-detailed", True)])
+def test_member_table_matches_serf(key: str, detailed: bool) -> None:
+    # serf lists members and each member's tags in Go's random map order, so every order is
+    # tried; pyserf's table must equal serf's for one of them, '|' in B's tag splitting
+    # columns, widths counted in characters and cells trimmed.
+    captured = load_fixture("wire-plain.json")["cli"][key]
+    members = captured_members()
+    orders = [[dict(p) for p in itertools.permutations(m.tags.items())] for m in members]
+    tables = set()
+    for tag_orders in itertools.product(*orders):
+        for row_order in itertools.permutations(range(len(members))):
+            chosen = [dataclasses.replace(members[i], tags=tag_orders[i]) for i in row_order]
+            tables.add(columnize(member_lines(chosen, detailed)) + "\n")
+    assert captured in tables
 
 
 def test_go_json_escapes_like_go() -> None:
