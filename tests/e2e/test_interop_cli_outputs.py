@@ -364,25 +364,38 @@ def test_serf_monitor_against_pyserf_streams_filters_and_stops(pair: Pair) -> No
             assert mon.event_blocks().count(block) == 1, (agent.kind, mon.lines)
 
 
+def monitored(agents: list[Agent], level: str, act: Callable[[Agent], None],
+              marker: str) -> dict[str, Monitor]:
+    """One monitor per agent at `level`, streaming before `act(agent)` runs on each, and
+    stopped once a `marker` event sent after it has reached all of them."""
+    monitors = watch(agents, (level,))
+    try:
+        synced(monitors, agents)
+        for agent in agents:
+            act(agent)
+            run_cli("serf", "event", "-coalesce=false", marker, rpc=agent.rpc)
+        wait_until(lambda: all(m.has(f'Name: "{marker}"') for m in monitors.values()), 10,
+                   what=f"the {marker} event in every monitor")
+    finally:
+        stop_all(monitors)
+    return {kind: mon for (kind, _level), mon in monitors.items()}
+
+
 @pytest.mark.xfail(strict=True, reason="pyserf's agent streams an empty query/event payload as "
                    "an empty byte string: `serf monitor` against pyserf prints "
                    "'Payload: []byte(nil)' where against serf it prints 'Payload: <nil>'")
 def test_serf_monitor_event_blocks_for_empty_payloads_match(pair: Pair) -> None:
     agents = [pair.serf, pair.py]
-    monitors = watch(agents, ("warn",))
-    try:
-        synced(monitors, agents)
-        for agent in agents:
-            run_cli("serf", "event", "-coalesce=false", "mon-empty", rpc=agent.rpc)
-            run_cli("serf", "query", "-no-ack", f"-node={agent.name}", "-timeout=300ms",
-                    "mon-empty-query", rpc=agent.rpc)
-        wait_until(lambda: all(monitors[(a.kind, "warn")].has('Name: "mon-empty-query"')
-                               for a in agents), 10, what="the query in both monitors")
-    finally:
-        stop_all(monitors)
-    blocks = {a.kind: sorted(b for b in monitors[(a.kind, "warn")].event_blocks()
-                             if any(f.startswith('\tName: "mon-empty') for f in b))
-              for a in agents}
+
+    def act(agent: Agent) -> None:
+        run_cli("serf", "event", "-coalesce=false", "mon-empty", rpc=agent.rpc)
+        run_cli("serf", "query", "-no-ack", f"-node={agent.name}", "-timeout=300ms",
+                "mon-empty-query", rpc=agent.rpc)
+
+    monitors = monitored(agents, "warn", act, "mon-marker")
+    blocks = {kind: sorted(b for b in mon.event_blocks()
+                           if any(f.startswith('\tName: "mon-empty') for f in b))
+              for kind, mon in monitors.items()}
     assert blocks["pyserf"] == blocks["serf"], "\n".join(map(str, blocks.items()))
 
 
@@ -392,22 +405,17 @@ def test_serf_monitor_event_blocks_for_empty_payloads_match(pair: Pair) -> None:
                    "against pyserf neither line")
 def test_serf_monitor_shows_the_same_join_log_lines(pair: Pair) -> None:
     agents = [pair.serf, pair.py]
-    monitors = watch(agents, ("info",))
-    try:
-        synced(monitors, agents)
-        for agent in agents:
-            run_cli("serf", "join", "127.0.0.1:1", rpc=agent.rpc)
-            run_cli("serf", "event", "-coalesce=false", "mon-after-join", rpc=agent.rpc)
-        wait_until(lambda: all(monitors[(a.kind, "info")].has('Name: "mon-after-join"')
-                               for a in agents), 10, what="the marker in both monitors")
-    finally:
-        stop_all(monitors)
+
+    def act(agent: Agent) -> None:
+        run_cli("serf", "join", "127.0.0.1:1", rpc=agent.rpc)
+
+    monitors = monitored(agents, "info", act, "mon-after")
 
     def join_lines(mon: Monitor) -> list[str]:
         after = mon.lines[mon.lines.index("Event Info:"):]  # only what followed the sync
         return [line[20:] for line in after if "joining" in line]
 
-    views = {a.kind: join_lines(monitors[(a.kind, "info")]) for a in agents}
+    views = {kind: join_lines(mon) for kind, mon in monitors.items()}
     assert views["serf"] == ["[INFO] agent: joining: [127.0.0.1:1] replay: false",
                              "[WARN] agent: error joining: 1 error occurred:"], views
     assert views["pyserf"] == views["serf"], views
