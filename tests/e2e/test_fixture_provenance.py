@@ -62,7 +62,7 @@ def fresh(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     elapsed = time.monotonic() - start
     assert result.returncode == 0, result.stdout + result.stderr
     data = {name: json.loads((out / name).read_text())
-            for name in (*CAPTURES, "errors.json", "meta.json")}
+            for name in (*CAPTURES, "errors.json", "config-merge.json", "meta.json")}
     data["elapsed"] = elapsed
     return data
 
@@ -86,13 +86,14 @@ def test_quick_capture_is_bounded(fresh: dict[str, Any]) -> None:
     assert fresh["meta.json"]["mode"] == "quick"
 
 
-def test_error_texts_are_identical(fresh: dict[str, Any]) -> None:
+def test_error_texts_and_merge_are_identical(fresh: dict[str, Any]) -> None:
     committed = load_fixture("errors.json")["cases"]
     now = fresh["errors.json"]["cases"]
     assert [c["id"] for c in now] == [c["id"] for c in committed]
     for old, new in zip(committed, now, strict=True):
         assert new == old, old["id"]
     assert fresh["meta.json"]["serf_version"] == load_fixture("meta.json")["serf_version"]
+    assert fresh["config-merge.json"] == load_fixture("config-merge.json")
 
 
 @pytest.mark.parametrize("name", CAPTURES)
