@@ -238,6 +238,9 @@ def test_join_tags_event_stats_coordinates_and_force_leave_replies():
 def test_leave_replies_then_shuts_the_agent_down():
     async def body(c: Cluster) -> None:
         delay = c.b.serf.config.leave_propagate_delay = 0.2  # serf's 1 s, shortened
+        watcher = await connect(c.rpc_a)  # a member-event stream on a sees b go
+        assert await call(watcher, "stream", 2, {"Type": "member-leave"}) == (
+            {"Error": "", "Seq": 2}, None)
         client = await connect(c.rpc_b)
         started = time.monotonic()
         await client.send({"Command": "leave", "Seq": 3})
@@ -249,6 +252,9 @@ def test_leave_replies_then_shuts_the_agent_down():
         assert c.b.exit_code == 0
         assert await client.closed_by_server()
         await until(lambda: alive_view(c.a).get("b") == "left")
+        assert await watcher.recv() == {"Error": "", "Seq": 2}
+        assert await watcher.recv() == {"Event": "member-leave", "Members": [
+            dict(c.member(c.b, role="db"), Status="left")]}
 
     with_cluster(body)
 
