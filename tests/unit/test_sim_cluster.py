@@ -54,6 +54,8 @@ def test_fifty_nodes_with_ten_percent_loss_converge():
              for name, view in views.items() if view != expected}
     assert not wrong, wrong
     assert net.packets_dropped > 0
+    # Not just the final view: no node ever declared another failed (or left) along the way.
+    assert net.events("member-failed") == [] and net.events("member-leave") == []
 
 
 def test_graceful_leave_is_seen_as_left():
