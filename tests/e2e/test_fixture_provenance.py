@@ -149,6 +149,28 @@ def test_push_pull_streams_have_the_committed_structure(fresh: dict[str, Any],
     assert shape(fresh[name]) == shape(load_fixture(name))
 
 
+def test_pyserf_only_texts_do_not_occur_in_serf() -> None:
+    """The PYSERF_* tables of the unit tests list texts pyserf adds; the serf binary has none
+    of them (while it does hold the texts the tests take as serf's)."""
+    from tests.unit.test_cli_parse import (
+        PYSERF_CONFIG_VALID,
+        PYSERF_EXTRA_OPTIONS,
+        PYSERF_FLAG_SUFFIX,
+    )
+    from tests.unit.test_config import PYSERF_KEY_SIZE_PREFIX, PYSERF_KEY_SUFFIX
+
+    assert SERF is not None
+    binary = Path(SERF).read_bytes()
+    ours = {*PYSERF_FLAG_SUFFIX.values(), *PYSERF_KEY_SUFFIX.values(),
+            PYSERF_CONFIG_VALID.removeprefix("==> ").strip(), ", column ",
+            PYSERF_KEY_SIZE_PREFIX + "key size", *(f"-{o}" for o in PYSERF_EXTRA_OPTIONS)}
+    ours.discard("")
+    assert [text for text in sorted(ours) if text.encode() in binary] == []
+    for text in ("illegal base64 data at input byte", "Failed to create memberlist: ",
+                 "Invalid encryption key: ", "has invalid keys: "):
+        assert text.encode() in binary, text
+
+
 def test_fixture_readme_names_every_file() -> None:
     fixtures = Path(REPO, "tests", "fixtures", "serf-0.9.4")
     readme = (fixtures / "README.md").read_text()
