@@ -276,3 +276,31 @@ def test_encrypted_cluster_refuses_a_wrong_key():
         {f"n{i}" for i in range(n)} - {"n3"}
     assert [e for e in net.events("member-failed") if e.observer != "n3"
             and e.subject != "n3"] == []
+
+
+def test_tcp_fallback_bridges_udp_loss_until_tcp_is_refused():
+    """Datagrams to n6 are lost but its memberlist port accepts streams: every failed UDP probe
+    of it is rescued by the TCP fallback ping, so over a whole failure window (PI to start a
+    probe, PI to fail it, the 4 s minimum suspicion) nobody suspects it. Once its port refuses
+    connections too, the fallback fails and it is suspected, then declared failed between
+    PI - ProbeTimeout + min and PI + max after the refusal (it cannot hear the accusation to
+    refute it)."""
+    n = 10
+    net = build_cluster(n, seed=91)
+    net.run_until(net.now + 5.0)
+    net.isolate_inbound("n6", udp=True, tcp=False)
+    window = PI + PI + suspicion_min(n)
+    net.run_until(net.now + 2 * window)
+    assert net.events("suspect", "n6") == []
+    assert net.events("member-failed") == []
+    net.refuse_tcp("n6")
+    refused_at = net.now
+    net.run_until(refused_at + PI + SUSPICION_MAX_TIMEOUT_MULT * suspicion_min(n) + SPREAD)
+    assert net.events("suspect", "n6")
+    failed = net.events("member-failed", "n6")
+    assert {e.observer for e in failed} >= {f"n{i}" for i in range(n)} - {"n6"}
+    # The first probe to miss its fallback opened it after the refusal: ProbeTimeout into a
+    # probe that ends PI after it began.
+    earliest = refused_at + PI - LAN.probe_timeout + suspicion_min(n)
+    assert all(earliest <= e.time for e in failed)
+    assert false_failures(net, {"n6"}) == []
