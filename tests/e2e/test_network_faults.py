@@ -9,6 +9,7 @@ lasts exactly min = SuspicionMult * max(1, log10(2)) * PI = 4 s before "Marking 
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import subprocess
@@ -22,7 +23,7 @@ from tests.e2e.harness import Agent, statuses, wait_until
 pytestmark = pytest.mark.e2e
 
 PI = 1.0
-SUSPICION_MIN = 4.0 * max(1.0, 0.30103) * PI  # SuspicionMult * max(1, log10(2)) * PI
+SUSPICION_MIN = 4 * max(1.0, math.log10(2)) * PI  # SuspicionMult * max(1, log10(n)) * PI
 TCP_GRACE = 0.5  # pyserf: how long a failed probe waits for its TCP fallback to report
 SLACK = 2.0  # scheduling on a loaded 2-core machine
 # Had the fault led to a failure, it would show within: the next probe starting (PI), that
