@@ -77,8 +77,8 @@ class Recorder:
         self.calls.append(("update", node.name, node.meta, now))
 
     def notify_conflict(self, existing: Node, other: Node, now: float) -> None:
-        self.calls.append(("conflict", existing.name, existing.addr, other.addr, other.port,
-                           other.vsn))
+        self.calls.append(("conflict", existing.name, existing.addr, other.name, other.addr,
+                           other.port, other.meta, other.vsn, now))
 
     def ack_payload(self) -> bytes | None:
         return None
@@ -142,14 +142,18 @@ def test_a_new_node_is_added_alive_notified_and_regossiped():
 
 
 def test_new_nodes_land_at_random_positions_and_all_are_kept():
+    """Each newcomer goes to a uniformly random index in [0, n] (probe order differs between
+    nodes); with a fixed seed, 60 newcomers must hit the front, the end and places between."""
     h = ML()
-    names = [f"n{i}" for i in range(30)]
-    h.add(*names)
-    order = [x.name for x in h.ml.nodes]
-    assert sorted(order) == sorted([ME, *names])
-    # Appending in order would give [me, n0, n1, ...]; the random insertion must differ.
-    assert order != [ME, *names]
-    assert order[-1] != "n29" or order[:-1] != [ME, *names[:-1]]
+    names = [f"n{i}" for i in range(60)]
+    landed = []
+    for name in names:
+        h.ml._alive_node(alive(name, 1), 0.0)
+        landed.append([x.name for x in h.ml.nodes].index(name))
+    assert sorted(x.name for x in h.ml.nodes) == sorted([ME, *names])
+    assert 0 in landed
+    assert any(i == len(h.ml.nodes) - 61 + k + 1 for k, i in enumerate(landed))  # at the end
+    assert len(set(landed)) > 20
 
 
 def test_an_alive_with_an_old_or_equal_incarnation_is_ignored():
@@ -233,12 +237,13 @@ def test_a_conflicting_address_for_a_live_node_is_reported_not_taken():
     h.ml._alive_node(alive("a", 1, "10.0.0.2", 7946), 1.0)
     h.calls.clear()
     other_vsn = bytes((1, 5, 3, 2, 5, 5))
-    h.ml._alive_node(alive("a", 9, "10.0.0.3", 7946, vsn=other_vsn), 2.0)
-    assert h.calls == [("conflict", "a", "10.0.0.2", "10.0.0.3", 7946, other_vsn)]
+    h.ml._alive_node(alive("a", 9, "10.0.0.3", 7946, b"theirs", vsn=other_vsn), 2.0)
+    assert h.calls == [
+        ("conflict", "a", "10.0.0.2", "a", "10.0.0.3", 7946, b"theirs", other_vsn, 2.0)]
     assert (h.node("a").addr, h.node("a").incarnation) == ("10.0.0.2", 1)
     h.calls.clear()
     h.ml._alive_node(alive("a", 9, "10.0.0.2", 7947), 2.0)  # same IP, other port
-    assert h.calls[0][:5] == ("conflict", "a", "10.0.0.2", "10.0.0.2", 7947)
+    assert h.calls[0][:6] == ("conflict", "a", "10.0.0.2", "a", "10.0.0.2", 7947)
     assert h.node("a").port == 7946
 
 
@@ -258,6 +263,7 @@ def test_a_left_node_may_come_back_at_a_new_address_even_at_the_same_incarnation
     (0.0, 100.0, False),   # reclaim disabled: a dead node keeps its address
     (10.0, 12.0, False),   # dead for 10 s exactly: not longer than the reclaim time
     (10.0, 12.5, True),    # dead for 10.5 s > 10 s: the name may move
+    (0.5, 2.6, True),      # any positive reclaim time counts, even under a second
 ])
 def test_a_dead_node_address_is_reclaimed_only_after_the_reclaim_time(reclaim, at, taken):
     h = ML(dead_node_reclaim_time=reclaim)
@@ -919,3 +925,170 @@ def test_reap_erases_failed_and_left_members_only_after_their_timeouts():
     s._reap(110.5)
     assert "f" not in s.members and s.failed_members == []
     assert h.events() == [("member-reap", ["f"])]
+
+
+# -- the log lines of the transitions (serf's texts: monitor and log readers rely on them) ----
+
+
+def logged(caplog: pytest.LogCaptureFixture) -> list[tuple[str, str]]:
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records
+             if r.name.startswith("pyserf")]
+    caplog.clear()
+    return lines
+
+
+def test_memberlist_transitions_log_what_memberlist_logs(caplog):
+    caplog.set_level("DEBUG", logger="pyserf")
+    h = ML()
+    h.add("a", "b", "c", "d")  # a at 10.0.1.1
+    caplog.clear()
+    h.ml._alive_node(alive("a", 9, "10.0.0.3", 7000), 1.0)
+    assert logged(caplog) == [("ERROR", "memberlist: Conflicting address for a. Mine: "
+                                        "10.0.1.1:7946 Theirs: 10.0.0.3:7000 Old state: alive")]
+    h.ml._alive_node(alive(ME, 5, MY_ADDR, meta=b"x"), 1.0)
+    assert logged(caplog) == [("WARNING", "memberlist: Refuting an alive message for 'me'")]
+    h.ml._suspect_node(Suspect(9, ME, "b"), 1.0)
+    assert logged(caplog) == [("WARNING", "memberlist: Refuting a suspect message (from: b)")]
+    h.ml._dead_node(Dead(20, ME, "c"), 1.0)
+    assert logged(caplog) == [("WARNING", "memberlist: Refuting a dead message (from: c)")]
+    h.ml._suspect_node(Suspect(1, "a", "b"), 2.0)
+    h.ml._suspect_node(Suspect(1, "a", "c"), 2.0)
+    h.run(100.0)
+    assert ("INFO", "memberlist: Marking a as failed, suspect timeout reached (1 peer "
+                    "confirmations)") in logged(caplog)
+    h.ml._dead_node(Dead(1, "b", "b"), 3.0)
+    h.ml._alive_node(alive("b", 2, "10.0.0.9", 7001), 4.0)
+    assert logged(caplog) == [("INFO", "memberlist: Updating address for left or failed node b "
+                                       "from 10.0.1.2:7946 to 10.0.0.9:7001")]
+    h.ml._alive_node(Alive(1, "e", b"\x01\x02\x03", 7946, b"", VSN), 5.0)
+    lines = logged(caplog)
+    assert len(lines) == 1 and lines[0][0] == "WARNING"
+    assert lines[0][1].startswith("memberlist: Ignoring an alive message for 'e': ")
+
+
+def test_serf_transitions_log_what_serf_logs(caplog):
+    caplog.set_level("DEBUG", logger="pyserf")
+    h = SF(reconnect_timeout=10.0)
+    h.serf.start(0.0)
+    for name in ("a", "b", "c"):
+        h.serf.notify_join(h.node(name, "10.0.0.2"), 0.0)
+    h.serf.notify_leave(h.node("a"), 1.0)
+    caplog.clear()
+    h.serf.notify_leave(h.node("a"), 2.0)
+    assert logged(caplog) == [("WARNING", "serf: Bad state when leave: 4")]
+    h.serf._handle_leave_intent(m.Leave(50, ME), 2.0)
+    assert ("DEBUG", "serf: Refuting an older leave intent") in logged(caplog)
+    h.serf.notify_leave(h.node("b"), 2.0)
+    h.serf._handle_leave_intent(m.Leave(60, "b", prune=True), 3.0)
+    assert ("INFO", "serf: EventMemberReap (forced): b 10.0.0.2") in logged(caplog)
+    h.serf._reap(11.5)
+    assert ("INFO", "serf: EventMemberReap: a") in logged(caplog)
+
+
+def test_reap_keeps_the_later_members_after_an_expired_one():
+    """The failed list is scanned whole: a recent failure before an old one does not hide it."""
+    h = SF(reconnect_timeout=100.0)
+    s = h.serf
+    for name, at in (("recent", 50.0), ("old", 10.0), ("recent2", 60.0)):
+        s.notify_join(h.node(name), 0.0)
+        s.notify_leave(h.node(name), at)
+    s.take_events()
+    s._reap(110.5)
+    assert [x.member.name for x in s.failed_members] == ["recent", "recent2"]
+    assert "old" not in s.members
+    assert h.events() == [("member-reap", ["old"])]
+
+
+def test_an_alive_with_impossible_versions_is_dropped_counted_and_logged(caplog):
+    caplog.set_level("DEBUG", logger="pyserf")
+    h = ML()
+    h.ml._alive_node(alive("b", 1, vsn=bytes((3, 1, 2, 2, 5, 5))), 3.0)
+    assert h.ml.drops.counts == {"alive (versions)": 1}
+    assert logged(caplog) == [("ERROR", "memberlist: dropped alive (versions) from b: "
+                                        "impossible version ranges [3, 1, 2, 2, 5, 5]")]
+
+
+def test_an_alive_about_us_is_refuted_whatever_versions_it_claims():
+    h = ML()
+    h.ml._alive_node(alive(ME, 3, MY_ADDR, vsn=bytes((3, 1, 2, 2, 5, 5))), 1.0)
+    assert h.node(ME).incarnation == 4
+    assert h.ml.drops.counts == {}
+
+
+def test_eager_sync_also_for_a_known_node_that_comes_back_but_not_for_ourselves():
+    h = ML(eager_sync=True)
+    h.ml.left = True
+    h.ml._dead_node(Dead(1, ME, ME), 1.0)  # we left
+    h.ml.left = False
+    h.calls.clear()
+    h.ml._alive_node(alive(ME, 5, MY_ADDR), 2.0)  # refuted; our own return is no news
+    assert h.node(ME).incarnation == 6
+    assert h.calls == [("join", ME, 2.0)]
+    assert h.ml._eager_timer is None
+    h.ml._alive_node(alive("a", 1), 3.0)
+    h.ml._dead_node(Dead(1, "a", ME), 4.0)
+    h.ml._eager_timer.cancel()
+    h.ml._eager_timer = None
+    h.ml._alive_node(alive("a", 2), 10.0)  # a known, dead node is back
+    assert h.ml._eager_timer is not None
+    assert 10.3 <= h.ml._eager_timer.when <= 10.8
+
+
+def test_each_distinct_confirmer_counts_but_not_the_accuser():
+    """n=5: k=2; min 4 s, max 24 s. Confirmations: 24 - 20*log(2)/log(3) = 11.381, then 4.0."""
+    h = ML()
+    h.add("a", "b", "c", "d")
+    h.ml._suspect_node(Suspect(1, "a", "b"), 0.0)
+    sus = h.ml._suspicions["a"]
+    h.ml.broadcasts.reset()
+    h.ml._suspect_node(Suspect(1, "a", "b"), 0.5)  # the accuser again
+    assert (sus.count, sus.deadline) == (0, 24.0)
+    assert h.queued("a") is None
+    h.ml._suspect_node(Suspect(1, "a", "c"), 1.0)
+    assert sus.deadline == pytest.approx(11.381, abs=1e-9)
+    h.ml._suspect_node(Suspect(1, "a", "d"), 2.0)
+    assert (sus.count, sus.deadline) == (2, 4.0)
+    h.run(4.0)
+    assert h.node("a").state == NodeStateKind.DEAD
+
+
+def test_undecodable_tags_give_a_member_without_tags_and_a_counted_drop():
+    h = SF()
+    n = h.node("a")
+    n.meta = bytes((m.TAG_MAGIC,)) + b"\\xc1"
+    h.serf.notify_join(n, 1.0)
+    assert h.status("a") == MemberStatus.ALIVE
+    assert h.serf.members["a"].member.tags == {}
+    assert h.serf.drops.counts == {"serf tags": 1}
+    h.serf.notify_update(n, 2.0)
+    assert h.serf.drops.counts == {"serf tags": 2}
+    assert h.events() == [("member-join", ["a"]), ("member-update", ["a"])]
+
+
+def test_a_leave_intent_for_an_unknown_member_is_remembered_with_its_time():
+    h = SF()
+    assert h.serf._handle_leave_intent(m.Leave(4, "a"), 3.0) is True
+    assert h.serf.recent_intents["a"] == (SerfMsg.LEAVE, 4, 3.0)
+
+
+def test_a_pruning_leave_of_a_member_already_leaving_erases_it_after_the_delay():
+    h = SF()
+    h.serf.notify_join(h.node("a"), 1.0)
+    h.serf._handle_leave_intent(m.Leave(3, "a"), 2.0)
+    h.serf.take_events()
+    assert h.serf._handle_leave_intent(m.Leave(4, "a", prune=True), 10.0) is True
+    h.run(15.9)
+    assert h.status("a") == MemberStatus.LEAVING
+    h.run(16.0)
+    assert "a" not in h.serf.members
+    assert h.events() == [("member-reap", ["a"])]
+
+
+def test_a_forced_leave_is_logged_as_forced(caplog):
+    caplog.set_level("INFO", logger="pyserf")
+    h = SF()
+    h.serf.notify_join(h.node("a", "10.0.0.2"), 1.0)
+    h.serf.notify_leave(h.node("a"), 2.0)
+    caplog.clear()
+    h.serf._handle_leave_intent(m.Leave(3, "a"), 3.0)
+    assert logged(caplog) == [("INFO", "serf: EventMemberLeave (forced): a 10.0.0.2")]
