@@ -1005,8 +1005,7 @@ def validate(cfg: AgentConfig) -> list[ConfigError]:
     if cfg.interface and not _interface_exists(cfg.interface):
         problems.append(
             ConfigError(
-                f"Invalid network interface: route ip+net: no such network interface "
-                f"{cfg.interface!r}",
+                "Invalid network interface: route ip+net: no such network interface",
                 key="interface",
             )
         )

@@ -421,9 +421,6 @@ def test_validate_accepts_defaults() -> None:
     assert validate(AgentConfig(encrypt_key=good_key, protocol=2, profile="local")) == []
 
 
-PRODUCT_BUG_IFACE = (
-    "pyserf bug: serf 0.9.4 prints 'route ip+net: no such network interface' (Go's error, no "
-    "name); pyserf.agent.config.validate appends the interface name")
 
 
 @pytest.mark.parametrize(
@@ -441,8 +438,7 @@ PRODUCT_BUG_IFACE = (
          "file:validate-keyring-and-key", "keyring_file"),
         ({"tags_file": "/t", "tags": {"a": "b"}}, "file:validate-tags-file-and-tags",
          "tags_file"),
-        pytest.param({"interface": "nosuchiface0"}, "agent-bad-iface", "interface",
-                     marks=pytest.mark.xfail(strict=True, reason=PRODUCT_BUG_IFACE)),
+        ({"interface": "nosuchiface0"}, "agent-bad-iface", "interface"),
     ],
 )
 def test_validate_messages(changes: dict, case_id: str, key: str) -> None:
