@@ -5,7 +5,8 @@ relative paths print the same) and compares the exit status, stdout and stderr a
 documented normalisation, `normalise`:
 
 - a usage/help block is compared up to its ``Usage: <prog> <command>`` line only, with the
-  program name read as ``serf``: the help body below it is each program's own wording;
+  program name read as ``serf``: the help body below it is each program's own wording (the
+  top-level usage keeps its list of commands, which is serf's);
 - Go's resolver names the DNS server it asked (``lookup x on 10.0.0.53:53:``); that is dropped.
 
 Nothing else is forgiven, and pyserf's output must never hold a Python traceback. A case where
@@ -219,7 +220,9 @@ def normalise(text: str) -> str:
         usage = re.match(r"^((?:==> )?Usage: )(?:serf|pyserf)( .*)$", line)
         if usage:
             kept.append(f"{usage.group(1)}serf{usage.group(2)}")
-            break
+            if not usage.group(2).startswith(" ["):  # the top-level command list is serf's
+                break
+            continue
         kept.append(line)
     return "\n".join(kept)
 
