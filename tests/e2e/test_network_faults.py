@@ -126,8 +126,8 @@ def test_cut_off_node_is_suspected_then_refutes_and_never_fails(cluster, need_se
     wait_until(lambda: REFUTE in since(accused, marks[accused.name]), SUSPICION_MIN,
                what=f"{accused.name} to refute the suspicion")
     time.sleep(FAILURE_WINDOW)  # the negative check: an unrefuted suspicion would expire
+    # Whether or not the accused probed during the cut, it had no reason to suspect anyone.
     accused_log = since(accused, marks[accused.name])
-    assert FALLBACK.format(accuser.name) in accused_log, accused_log
     assert SUSPECT.format(accuser.name) not in accused_log, accused_log
     for agent, other in ((s1, "p1"), (p1, "s1")):
         text = since(agent, marks[agent.name])
