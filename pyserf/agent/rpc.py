@@ -60,6 +60,9 @@ STREAM_BUFFER = SUBSCRIBER_BUFFER
 # Queries registered for `respond` per client; serf forgets each at its deadline, and so
 # do we, but a flood of short-lived queries must not grow the table in between.
 MAX_PENDING_QUERIES = 4096
+# A query that everyone answered ends early (serf waits out its timeout); its "done" record
+# trails the last answer by this much, so serf's CLI reads every answer before it closes.
+QUERY_DONE_GRACE = 0.1
 
 # Wall-clock seconds one members-filtered request may spend matching (serf has no bound,
 # but it matches in its own goroutine; here matching shares the event loop), and the longest
@@ -538,9 +541,11 @@ class _Client:
             return {"Event": event.type, "Members": [member_record(x) for x in event.members]}
         if isinstance(event, UserEventReceived):
             return {"Event": "user", "LTime": event.ltime, "Name": event.name,
-                    "Payload": event.payload, "Coalesce": event.coalesce}
+                    "Payload": event.payload or None, "Coalesce": event.coalesce}
+        # An empty payload goes out as nil, as serf's (it prints "Payload: <nil>", not
+        # "[]byte(nil)").
         return {"Event": "query", "ID": self._register_query(event), "LTime": event.ltime,
-                "Name": event.name, "Payload": event.payload}
+                "Name": event.name, "Payload": event.payload or None}
 
     def _register_query(self, event: QueryReceived) -> int:
         """Remember a streamed query for `respond` until its deadline, as serf does."""
@@ -617,10 +622,15 @@ class _Client:
         def on_response(node: str, data: bytes, when: float) -> None:
             feed.push({"Type": "response", "From": node, "Payload": data})
 
-        def on_done(when: float) -> None:
+        def finish() -> None:
             self.streams.pop(seq, None)
             feed.push({"Type": "done", "From": "", "Payload": None})
             feed.finish()
+
+        def on_done(when: float) -> None:
+            # serf's CLI closes its ack and response channels on "done" and may then miss a
+            # record still in flight; serf never hits this as it waits out the timeout.
+            self.agent.loop.call_later(QUERY_DONE_GRACE, finish)
 
         try:
             collector = self.agent.serf.query(

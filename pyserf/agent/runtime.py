@@ -490,8 +490,12 @@ class Agent:
                     targets.append((name, (ip, p)))
         return targets, errors
 
-    async def join(self, addresses: list[str], replay: bool) -> tuple[int, str | None]:
-        """Join via the given addresses; returns (nodes contacted, error text or None)."""
+    async def join(self, addresses: list[str], replay: bool, *, logged: bool = True
+                   ) -> tuple[int, str | None]:
+        """Join via the given addresses; returns (nodes contacted, error text or None).
+        ``logged``: serf's agent logs its joins; its snapshot re-join is serf's own, unlogged."""
+        if logged:
+            log.info("agent: joining: [%s] replay: %s", " ".join(addresses), str(replay).lower())
         targets, errors = await self.resolve_join_targets(addresses)
         future: asyncio.Future[JoinOutcome] = self.loop.create_future()
         self.serf.join(targets, not replay, self.loop.time(),
@@ -499,12 +503,16 @@ class Agent:
         self.pump()
         outcome = await future
         if outcome.contacted:
-            log.info("agent: joined: %d nodes", outcome.contacted)
+            if logged:
+                log.info("agent: joined: %d nodes", outcome.contacted)
             return outcome.contacted, None
         errors.extend(outcome.errors)
         if not errors:
             return 0, None
-        return 0, multierror(errors)
+        error = multierror(errors)
+        if logged:
+            log.warning("agent: error joining: %s", error)
+        return 0, error
 
     async def _wait(self, start: Callable[[Callable[[str | None, float], None]], None]
                     ) -> str | None:
@@ -522,7 +530,7 @@ class Agent:
         random.shuffle(previous)
         for name, addr in previous:
             log.info("agent: Attempting re-join to previously known node: %s: %s", name, addr)
-            num, _ = await self.join([f"{name}/{addr}"], replay=False)
+            num, _ = await self.join([f"{name}/{addr}"], replay=False, logged=False)
             if num:
                 log.info("agent: Re-joined to previously known node: %s: %s", name, addr)
                 return

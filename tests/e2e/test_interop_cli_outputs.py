@@ -381,9 +381,6 @@ def monitored(agents: list[Agent], level: str, act: Callable[[Agent], None],
     return {kind: mon for (kind, _level), mon in monitors.items()}
 
 
-@pytest.mark.xfail(strict=True, reason="pyserf's agent streams an empty query/event payload as "
-                   "an empty byte string: `serf monitor` against pyserf prints "
-                   "'Payload: []byte(nil)' where against serf it prints 'Payload: <nil>'")
 def test_serf_monitor_event_blocks_for_empty_payloads_match(pair: Pair) -> None:
     agents = [pair.serf, pair.py]
 
@@ -399,10 +396,6 @@ def test_serf_monitor_event_blocks_for_empty_payloads_match(pair: Pair) -> None:
     assert blocks["pyserf"] == blocks["serf"], "\n".join(map(str, blocks.items()))
 
 
-@pytest.mark.xfail(strict=True, reason="pyserf's agent does not log an RPC join as serf does: "
-                   "`serf monitor` against serf shows '[INFO] agent: joining: [127.0.0.1:1] "
-                   "replay: false' and '[WARN] agent: error joining: 1 error occurred:', "
-                   "against pyserf neither line")
 def test_serf_monitor_shows_the_same_join_log_lines(pair: Pair) -> None:
     agents = [pair.serf, pair.py]
 
