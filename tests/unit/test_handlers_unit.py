@@ -25,7 +25,10 @@ import pytest
 from pyserf.agent import handlers
 from pyserf.serf.core import Member, MemberEvent, MemberStatus, QueryReceived, UserEventReceived
 
-DUMP = 'env | grep "^SERF_" | sort > "$OUT.env"; cat > "$OUT.stdin"'
+
+def dump_command(out: Path) -> str:
+    """A handler that saves its SERF_* environment and its stdin next to ``out``."""
+    return f'env | grep "^SERF_" | sort > "{out}.env"; cat > "{out}.stdin"'
 
 
 class FakeAgent:
@@ -69,11 +72,7 @@ async def invoke(agent: FakeAgent, command: str, event: Any, timeout: float = 0.
 
 def dumped(tmp_path: Path, agent: FakeAgent, event: Any) -> tuple[dict[str, str], bytes]:
     """Run the env/stdin dump script for ``event``: (SERF_* environment, stdin bytes)."""
-    os.environ["OUT"] = str(tmp_path / "out")
-    try:
-        run(invoke(agent, DUMP, event))
-    finally:
-        del os.environ["OUT"]
+    run(invoke(agent, dump_command(tmp_path / "out"), event))
     env = dict(line.split("=", 1) for line in (tmp_path / "out.env").read_text().splitlines())
     return env, (tmp_path / "out.stdin").read_bytes()
 
