@@ -373,7 +373,7 @@ class Serf:
         }
 
     def default_query_timeout(self) -> float:
-        n = len(self.memberlist.alive_members())
+        n = self.memberlist.num_alive()  # memberlist's NumMembers: suspects count too
         scale = max(1, math.ceil(math.log10(n + 1)))
         return self.memberlist.timing.gossip_interval * QUERY_TIMEOUT_MULT * scale
 

@@ -219,9 +219,6 @@ def test_probe_deadline_scales_with_local_health():
                for name, node in net.by_name.items() if name != "n2")
 
 
-@pytest.mark.xfail(strict=True, reason="pyserf bug: Serf.default_query_timeout counts only "
-                   "ALIVE members; serf's DefaultQueryTimeout uses memberlist NumMembers, which "
-                   "counts suspects too (pyserf/serf/core.py)")
 def test_default_query_timeout_counts_suspect_members_as_serf_does():
     """serf: n = memberlist.NumMembers(), every member not dead or left. With 10 members, one
     of them suspect, the timeout is still 0.2 * 16 * ceil(log10(11)) = 6.4 s, not 3.2 s."""
