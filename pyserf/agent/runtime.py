@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pyserf.agent import logs, netutil
+from pyserf.agent.config import LOG_LEVELS
 from pyserf.agent.handlers import HandlerManager
 from pyserf.agent.snapshot_file import SnapshotError, SnapshotFile
 from pyserf.memberlist import codec, security
@@ -530,7 +531,9 @@ class Agent:
         random.shuffle(previous)
         for name, addr in previous:
             log.info("agent: Attempting re-join to previously known node: %s: %s", name, addr)
-            num, _ = await self.join([f"{name}/{addr}"], replay=False, logged=False)
+            # Not an ignore-old join: the event clock restored from the snapshot already skips
+            # what was seen, and events sent while this agent was down are delivered (serf).
+            num, _ = await self.join([f"{name}/{addr}"], replay=True, logged=False)
             if num:
                 log.info("agent: Re-joined to previously known node: %s: %s", name, addr)
                 return
@@ -891,20 +894,27 @@ async def _wait_for_exit(agent: Agent, config: AgentConfig, sources: Any,
 
 
 async def _reload(agent: Agent, sources: Any) -> None:
+    """SIGHUP, as serf's handleReload: a config that does not load is reported and the agent
+    carries on unchanged; a bad log level alone keeps the current level and applies the rest."""
     if sources is None:
         return
     try:
-        new = sources.load()
+        new = sources.load_unvalidated()
+        problems = [p for p in sources.problems(new) if p.key != "log_level"]
+        if problems:
+            raise problems[0]
     except Exception as exc:  # a bad file on reload must not stop a running agent
-        log.error("agent: Failed to reload configs: %s", exc)
+        _print(f"==> {exc}")
+        _print("==> Failed to reload configs")
         return
     try:
         level = logs.parse_level(new.log_level)
         if agent.log_handler is not None:
             agent.log_handler.set_console_level(level)
-    except ValueError as exc:
-        log.error("agent: %s", exc)
-    agent.config.log_level = new.log_level
+        agent.config.log_level = new.log_level
+    except ValueError:
+        _print(f"==> Invalid log level: {new.log_level.upper()}. "
+               f"Valid log levels are: [{' '.join(LOG_LEVELS)}]")
     agent.handlers.load(new.event_handlers)
     agent.handlers.timeout = new.handler_timeout
     agent.config.event_handlers = list(new.event_handlers)
@@ -912,9 +922,9 @@ async def _reload(agent: Agent, sources: Any) -> None:
         try:
             error = await agent.set_tags(dict(new.tags))
             if error:
-                log.error("agent: Failed to update tags: %s", error)
+                _print(f"==> Failed to update tags: {error}")
         except SerfError as exc:
-            log.error("agent: Failed to update tags: %s", exc)
+            _print(f"==> Failed to update tags: {exc}")
 
 
 def _raise_open_file_limit() -> None:

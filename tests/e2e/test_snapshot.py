@@ -97,11 +97,7 @@ def test_graceful_leave_is_remembered_unless_rejoin(cluster, tmp_path):
 
 @pytest.mark.parametrize("kind", [
     "serf",
-    pytest.param("pyserf", marks=pytest.mark.xfail(strict=True, reason=(
-        "pyserf bug: pyserf/agent/runtime.py Agent.rejoin_previous re-joins with "
-        "join(..., replay=False), a join that ignores old events, so the events the agent "
-        "missed while down are dropped; serf's handleRejoin does a plain memberlist join and "
-        "relies on the event clock restored from the snapshot to skip only those seen before"))),
+    "pyserf",
 ])
 def test_restart_from_snapshot_delivers_what_was_missed_while_down(cluster, tmp_path, kind,
                                                                    need_serf):
