@@ -16,6 +16,15 @@ PORT = 7946
 PYSERF = "/opt/pyserf/venv/bin/pyserf"
 CONFIG = "/etc/pyserf/config.json"
 REJOIN_TIMEOUT = 60  # seconds: kill -9 -> restarted -> every agent sees all alive again
+RULES_FILE = "/etc/iptables/rules.v4"
+RESTORE_UNIT = "pyserf-iptables-restore.service"
+# With 3 members the suspicion timeout is SuspicionMult(4) * max(1, log10(3)) * ProbeInterval(1 s)
+# = 4 s after the failed probe (at most ~1 s + the 0.5 s probe timeout): a peer marks a silent
+# node failed about 5.5 s after it stops. Wait up to 4x that on these busy containers.
+FAILED_TIMEOUT = 22
+# While checking that peers notice a crash, hold systemd's restart back this long (RestartSec),
+# well past FAILED_TIMEOUT.
+HELD_RESTART_SEC = 30
 
 RUNNER = testinfra.utils.ansible_runner.AnsibleRunner(os.environ["MOLECULE_INVENTORY_FILE"])
 NODES = sorted(RUNNER.get_hosts("pyserf"))
@@ -79,13 +88,62 @@ def test_gossip_port_listening(host, proto):
     assert any(s.startswith(f"{proto}://") and s.endswith(f":{PORT}") for s in listening), listening
 
 
-@pytest.mark.parametrize("proto", ["tcp", "udp"])
-def test_firewall_accepts_gossip(host, proto):
-    rules = host.iptables.rules("filter", "INPUT")
+def gossip_rules(host) -> dict[str, str]:
+    """The live INPUT rules the role added, by protocol."""
     pattern = re.compile(
-        rf"^-A INPUT .*-p {proto} .*--dport {PORT} .*--comment \"pyserf gossip\" .*-j ACCEPT$"
+        rf"^-A INPUT .*-p (tcp|udp) .*--dport {PORT} .*--comment \"pyserf gossip\" .*-j ACCEPT$"
     )
-    assert any(pattern.match(r) for r in rules), rules
+    return {m[1]: m[0] for r in host.iptables.rules("filter", "INPUT") if (m := pattern.match(r))}
+
+
+def gossip_rule_packets(host) -> dict[str, int]:
+    """Packets each gossip rule has matched so far, by protocol (iptables-save's counters)."""
+    pattern = re.compile(
+        rf"^\[(\d+):\d+\] -A INPUT .*-p (tcp|udp) .*--dport {PORT} .*pyserf gossip")
+    return {m[2]: int(m[1]) for line in host.check_output("iptables-save -c").splitlines()
+            if (m := pattern.match(line))}
+
+
+def member_addrs(host) -> dict[str, str]:
+    """Member name -> IP address, as this host's agent lists them."""
+    return {m["name"]: m["addr"].rsplit(":", 1)[0] for m in json.loads(
+        host.check_output(f"{PYSERF} members -format=json"))["members"]}
+
+
+def test_firewall_rules_match_real_gossip(host):
+    """Both ACCEPT rules exist and real cluster traffic goes through them: the INPUT policy is
+    ACCEPT in these containers, so only the counters show the rules match gossip."""
+    assert set(gossip_rules(host)) == {"tcp", "udp"}
+    assert wait_all_alive(host, 30) is not None
+    before = gossip_rule_packets(host)
+    me = host.backend.get_hostname()
+    my_addr = member_addrs(host)[me]
+    for peer in NODES:  # a join is a TCP push-pull to the gossip port of the host joined
+        if peer != me:
+            assert RUNNER.get_host(peer).run(f"{PYSERF} join {my_addr}:{PORT}").rc == 0
+    deadline = time.monotonic() + 10
+    while True:  # probes arrive over UDP every second
+        after = gossip_rule_packets(host)
+        if all(after.get(p, 0) > before.get(p, 0) for p in ("tcp", "udp")) \
+                or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert all(after.get(p, 0) > before.get(p, 0) for p in ("tcp", "udp")), (before, after)
+
+
+def test_firewall_rules_persist(host):
+    """rules.v4 holds the rules and the restore unit puts them back after they are lost."""
+    saved = host.file(RULES_FILE)
+    assert saved.is_file and saved.user == "root"
+    for proto in ("tcp", "udp"):
+        assert re.search(rf"^-A INPUT .*-p {proto} .*--dport {PORT} .*-j ACCEPT$",
+                         saved.content_string, re.M), saved.content_string
+    assert host.service(RESTORE_UNIT).is_enabled
+    for rule in gossip_rules(host).values():  # lose the live rules, as a reboot would
+        host.check_output(f"iptables {rule.replace('-A INPUT', '-D INPUT', 1)}")
+    assert gossip_rules(host) == {}
+    assert host.run(f"systemctl restart {RESTORE_UNIT}").rc == 0
+    assert set(gossip_rules(host)) == {"tcp", "udp"}
 
 
 def test_members_all_alive(host):
@@ -102,25 +160,96 @@ def test_cluster_encrypted(host, cfg):
     assert re.search(r"^\s*encrypted = true$", text, re.M), text
 
 
-def test_kill_9_restarts_and_rejoins(host):
-    pid_before = unit_prop(host, "MainPID")
-    restarts_before = int(unit_prop(host, "NRestarts"))
-    assert pid_before not in ("", "0")
-    assert host.run(f"kill -9 {pid_before}").rc == 0
+def try_join(host, cfg, *key_args: str) -> tuple[int, str]:
+    """Start a throwaway agent on a spare port of this host that joins another host: it exits
+    at once if its start-up join fails, else leaves when interrupted after a few seconds."""
+    me = host.backend.get_hostname()
+    addrs = member_addrs(host)
+    ip, peer_ip = addrs[me], next(a for n, a in addrs.items() if n in NODES and n != me)
+    # SIGINT after 6 s: a successful join has happened by then and the agent leaves gracefully.
+    res = host.run(
+        f"timeout -s INT 6 {PYSERF} agent -node=probe-{host.backend.get_hostname()} "
+        f"-bind={ip}:7999 -rpc-addr=127.0.0.1:7998 -join={peer_ip}:{PORT} {' '.join(key_args)}"
+    )
+    return res.rc, res.stdout + res.stderr
 
+
+def test_gossip_needs_the_key(host, cfg):
+    """The cluster's gossip is really encrypted: an agent without the key cannot join it, and
+    the same agent with the key can (so the refusal is about the key, not the network)."""
+    rc, out = try_join(host, cfg)
+    assert rc == 1 and "Remote state is encrypted and encryption is not configured" in out, out
+    rc, out = try_join(host, cfg, f"-encrypt={cfg['encrypt_key']}")
+    assert "Join completed. Synced with 1 initial agents" in out, out
+
+
+def peer_status(name: str, about: str) -> str | None:
+    res = RUNNER.get_host(name).run(f"{PYSERF} members -format=json -name={about}")
+    if res.rc != 0:
+        return None
+    found = [m["status"] for m in json.loads(res.stdout)["members"] if m["name"] == about]
+    return found[0] if found else None
+
+
+def wait_status(peers: list[str], about: str, status: str, timeout: float) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        seen = {p: peer_status(p, about) for p in peers}
+        if all(s == status for s in seen.values()) or time.monotonic() > deadline:
+            return seen
+        time.sleep(0.5)
+
+
+def test_kill_9_peers_notice_then_restart_and_rejoin(host):
+    """kill -9: the peers declare the node failed (the restart is held back long enough for
+    that), then systemd restarts it and every agent sees all three alive again."""
+    me = host.backend.get_hostname()
+    peers = [n for n in NODES if n != me]
+    dropin = "/run/systemd/system/pyserf.service.d"
+    host.check_output(f"mkdir -p {dropin} && printf '[Service]\\nRestartSec={HELD_RESTART_SEC}\\n'"
+                      f" > {dropin}/hold.conf && systemctl daemon-reload")
+    try:
+        pid_before = unit_prop(host, "MainPID")
+        restarts_before = int(unit_prop(host, "NRestarts"))
+        assert pid_before not in ("", "0")
+        assert host.run(f"kill -9 {pid_before}").rc == 0
+        seen = wait_status(peers, me, "failed", FAILED_TIMEOUT)
+        assert set(seen.values()) == {"failed"}, seen
+    finally:
+        host.run(f"rm -f {dropin}/hold.conf && systemctl daemon-reload")
+    # A restart queued with the old RestartSec still waits for it; start it now instead.
+    host.run("systemctl start pyserf")
     deadline = time.monotonic() + 30
-    while True:  # systemd notices the crash and restarts the agent (RestartSec=1)
+    while True:
         pid, state = unit_prop(host, "MainPID"), unit_prop(host, "ActiveState")
         if pid not in ("0", pid_before) and state == "active" or time.monotonic() > deadline:
             break
         time.sleep(0.2)
     assert pid not in ("0", pid_before), (pid_before, pid, state)
     assert state == "active"
-    assert int(unit_prop(host, "NRestarts")) > restarts_before
+    assert int(unit_prop(host, "NRestarts")) >= restarts_before
 
     # the new process rejoins: it sees all three alive, and so does every other agent
     seen = wait_all_alive(host, REJOIN_TIMEOUT)
     assert seen is not None and set(NODES) <= seen, seen
+    for name in NODES:
+        seen = wait_all_alive(RUNNER.get_host(name), REJOIN_TIMEOUT)
+        assert seen is not None and set(NODES) <= seen, (name, seen)
+
+
+def test_crash_restart_is_automatic(host):
+    """Without the hold, systemd restarts a crashed agent by itself (Restart=on-failure)."""
+    pid_before = unit_prop(host, "MainPID")
+    restarts_before = int(unit_prop(host, "NRestarts"))
+    assert host.run(f"kill -9 {pid_before}").rc == 0
+    deadline = time.monotonic() + 30
+    while True:  # RestartSec=1
+        pid, state = unit_prop(host, "MainPID"), unit_prop(host, "ActiveState")
+        if pid not in ("0", pid_before) and state == "active" or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert (pid, state) != (pid_before, "active") and state == "active", (pid_before, pid, state)
+    assert int(unit_prop(host, "NRestarts")) == restarts_before + 1
     for name in NODES:
         seen = wait_all_alive(RUNNER.get_host(name), REJOIN_TIMEOUT)
         assert seen is not None and set(NODES) <= seen, (name, seen)
