@@ -81,14 +81,10 @@ def _key_query(serf: Serf, query: QueryReceived, now: float) -> None:
         keys = [base64.b64encode(k).decode() for k in keyring.keys]
         response.update(Keys=keys, PrimaryKey=base64.b64encode(keyring.primary).decode(),
                         Result=True)
-        raw = m.encode(m.SerfMsg.KEY_RESPONSE, response)
-        limit = serf.config.query_response_size_limit
-        while len(raw) > limit and len(response["Keys"]) > 1:
-            shown = len(response["Keys"]) - 1
-            response["Keys"] = keys[:shown]
-            response["Message"] = (f"truncated key list response, showing first {shown} of "
-                                   f"{len(keys)} keys")
-            raw = m.encode(m.SerfMsg.KEY_RESPONSE, response)
+        body = _fitting_key_list(serf, query, response, keys)
+        if body is not None:
+            _respond(serf, query, body, now)
+        return
     else:
         try:
             key = m.KeyRequest.decode(query.payload).key
@@ -103,6 +99,32 @@ def _key_query(serf: Serf, query: QueryReceived, now: float) -> None:
             log.error("serf: Failed to %s: %s", query.name[len(PREFIX):].replace("-", " "),
                       exc)
     _respond(serf, query, m.encode(m.SerfMsg.KEY_RESPONSE, response), now)
+
+
+# serf's lower bound on one key's encoded size: a limit of L bytes never carries more than L // 25.
+MIN_ENCODED_KEY_LENGTH = 25
+
+
+def _fitting_key_list(serf: Serf, query: QueryReceived, response: dict,
+                      keys: list[str]) -> bytes | None:
+    """The key response whose query-response wrapper fits the size limit, as serf's agent
+    (keyListResponseWithCorrectSize): the whole list, else the first n keys with a note, n from
+    limit // 25 down to 1; None (logged) when not even one key fits."""
+    limit = serf.config.query_response_size_limit
+    counts = [len(keys)] + list(range(min(limit // MIN_ENCODED_KEY_LENGTH, len(keys)), 0, -1))
+    for shown in counts:
+        if shown < len(keys):
+            response["Keys"] = keys[:shown]
+            response["Message"] = (f"truncated key list response, showing first {shown} of "
+                                   f"{len(keys)} keys")
+        body = m.encode(m.SerfMsg.KEY_RESPONSE, response)
+        wrapped = m.QueryResponse(query.ltime, query.id, serf.config.node_name, 0, body)
+        if len(wrapped.encode()) <= limit:
+            if shown < len(keys):
+                log.warning("serf: %s", response["Message"])
+            return body
+    log.error("serf: Failed to truncate response so that it fits into message")
+    return None
 
 
 class KeyOperation:
