@@ -58,7 +58,7 @@ log = logging.getLogger("pyserf.agent")
 IPC_VERSION = 1
 STREAM_BUFFER = SUBSCRIBER_BUFFER
 # Queries registered for `respond` per client; serf forgets each at its deadline, and so
-# do we, but a flood of short-lived queries must not grow the table in between.
+# do we, but a flood of long-lived queries must not grow the table without bound.
 MAX_PENDING_QUERIES = 4096
 # A query that everyone answered ends early (serf waits out its timeout); its "done" record
 # trails the last answer by this much, so serf's CLI reads every answer before it closes.
@@ -548,17 +548,21 @@ class _Client:
                 "Name": event.name, "Payload": event.payload or None}
 
     def _register_query(self, event: QueryReceived) -> int:
-        """Remember a streamed query for `respond` until its deadline, as serf does."""
-        now = self.agent.loop.time()
-        for qid in [q for q, ev in self.query_ids.items() if ev.deadline < now]:
-            del self.query_ids[qid]
+        """Remember a streamed query for `respond` until its deadline, as serf does (a query
+        already past it gets an ID that matches nothing)."""
+        loop = self.agent.loop
+        self.next_query_id += 1
+        qid = self.next_query_id
+        if event.deadline <= loop.time():
+            return qid
         while len(self.query_ids) >= MAX_PENDING_QUERIES:
             del self.query_ids[next(iter(self.query_ids))]
-        self.next_query_id += 1
-        self.query_ids[self.next_query_id] = event
-        return self.next_query_id
+        self.query_ids[qid] = event
+        loop.call_at(event.deadline, self.query_ids.pop, qid, None)
+        return qid
 
     async def cmd_respond(self, seq: int, body: dict) -> None:
+        # The query stays until its deadline, so a second answer gets serf's "already sent".
         query = self.query_ids.get(body["ID"])
         if query is None:
             self.send(seq, "No pending queries matching ID")
@@ -567,9 +571,9 @@ class _Client:
             self.agent.serf.respond(query, body["Payload"], self.agent.loop.time())
             self.agent.pump()
         except SerfError as exc:
-            self.send(seq, str(exc))
+            # serf's Query.Respond wraps every error so (the name is serf's, for any query).
+            self.send(seq, f"failed to respond to key query: {exc}")
             return
-        self.query_ids.pop(body["ID"], None)
         self.send(seq)
 
     async def cmd_install_key(self, seq: int, body: dict) -> None:

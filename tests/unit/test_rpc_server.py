@@ -334,11 +334,6 @@ def test_query_acks_responses_respond_and_done():
     with_cluster(body)
 
 
-@pytest.mark.xfail(strict=True, reason="pyserf bug: RPC respond drops the query after the "
-                   "first answer, so a second respond says 'No pending queries matching ID'; "
-                   "serf keeps it until its deadline and replies 'failed to respond to key "
-                   "query: response already sent' (the same wrapper serf puts on every "
-                   "Respond error, e.g. an oversized response)")
 def test_respond_errors_carry_serfs_wrapper():
     async def body(c: Cluster) -> None:
         sub = await connect(c.rpc_b)
@@ -357,6 +352,36 @@ def test_respond_errors_carry_serfs_wrapper():
             None)
 
     with_cluster(body)
+
+
+def test_pending_queries_are_bounded_oldest_first(monkeypatch):
+    # A client streaming long-lived queries it never answers keeps at most MAX_PENDING_QUERIES;
+    # the oldest goes first, so its ID no longer matches while the newest still does.
+    monkeypatch.setattr(rpc, "MAX_PENDING_QUERIES", 2)
+
+    async def body(c: Cluster) -> None:
+        sub = await connect(c.rpc_b)
+        await call(sub, "stream", 4, {"Type": "query"})
+        querier = await connect(c.rpc_a)
+        ids = []
+        for seq in (1, 2, 3):
+            await call(querier, "query", seq, {"Name": "ask", "Timeout": int(5e9)})
+            ids.append((await next_record(sub))["ID"])
+        assert ids == [1, 2, 3]
+        assert await call(sub, "respond", 5, {"ID": 1, "Payload": b"x"}) == (
+            {"Error": "No pending queries matching ID", "Seq": 5}, None)
+        assert await call(sub, "respond", 6, {"ID": 3, "Payload": b"x"}) == (
+            {"Error": "", "Seq": 6}, None)
+        assert await call(sub, "respond", 7, {"ID": 2, "Payload": b"x"}) == (
+            {"Error": "", "Seq": 7}, None)
+
+    with_cluster(body)
+
+
+async def next_record(client: _Raw) -> dict:
+    """The next streamed record (its header first)."""
+    await client.recv()
+    return await client.recv()
 
 
 async def monitor_lines(client: _Raw, seq: int, last: str) -> list[str]:
@@ -577,11 +602,6 @@ def test_key_commands_rotate_the_key_of_an_encrypted_cluster():
     with_cluster(body, encrypt_key=old)
 
 
-@pytest.mark.xfail(strict=True, reason="pyserf bug: a streamed query stays registered for "
-                   "'respond' past its deadline (rpc._Client._register_query prunes only when "
-                   "the next query arrives), so a late respond gets serf.respond's 'response is "
-                   "past the deadline'; serf forgets the ID at the deadline and answers 'No "
-                   "pending queries matching ID'")
 def test_a_query_is_forgotten_at_its_deadline():
     async def body(c: Cluster) -> None:
         sub = await connect(c.rpc_b)
