@@ -189,7 +189,7 @@ class HandlerManager:
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
             env=self._environment(event), start_new_session=True)
         output = bytearray()
-        truncated = False
+        written = 0  # every byte the script wrote; serf's warning reports this, not the tail
 
         async def feed() -> None:
             # Timed like the rest of the run: a script that never reads stdin must not
@@ -203,12 +203,11 @@ class HandlerManager:
                 proc.stdin.close()
 
         async def read_output() -> None:
-            nonlocal truncated
+            nonlocal written
             while chunk := await proc.stdout.read(65536):
+                written += len(chunk)
                 output.extend(chunk)
-                if len(output) > OUTPUT_LIMIT:
-                    del output[: len(output) - OUTPUT_LIMIT]
-                    truncated = True
+                del output[: max(0, len(output) - OUTPUT_LIMIT)]
 
         async def collect() -> None:
             # Feeding and reading at once: a script may write before it reads.
@@ -240,22 +239,27 @@ class HandlerManager:
                     pass
                 await asyncio.wait({collector}, timeout=KILL_GRACE)
                 if not collector.done():
-                    # Something outside the process group holds the pipes open.
+                    # Something outside the process group holds the pipes open. Closing the
+                    # subprocess transport drops every pipe (feed() already closed stdin's);
+                    # asyncio's Process offers no public handle for that.
                     collector.cancel()
-                    proc.stdin.transport.abort()
+                    proc._transport.close()  # noqa: SLF001
                     log.warning("agent: Script '%s' pipes still open %gs after kill; "
                                 "abandoning its output", script.command, KILL_GRACE)
                 return
-        if truncated:
+        if written > OUTPUT_LIMIT:
             log.warning("agent: Script '%s' generated %d bytes of output, truncated to %d",
-                        script.command, len(output), OUTPUT_LIMIT)
-        if proc.returncode:
-            log.error("agent: Error invoking script '%s': exit status %d", script.command,
-                      proc.returncode)
+                        script.command, written, OUTPUT_LIMIT)
         if output:
             kind, _ = event_type_name(event)
             log.debug("agent: Event '%s' script output: %s", kind,
                       output.decode("utf-8", "replace"))
+        if proc.returncode:
+            # serf returns the exit error before answering: a failed query handler sends
+            # nothing, whatever it printed.
+            log.error("agent: Error invoking script '%s': exit status %d", script.command,
+                      proc.returncode)
+            return
         if isinstance(event, QueryReceived) and output and not event.responded:
             try:
                 self.agent.serf.respond(event, bytes(output), loop.time())

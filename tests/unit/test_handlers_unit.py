@@ -187,10 +187,6 @@ def test_query_response_is_the_last_8_kib_of_the_output(caplog):
     assert [r.getMessage() for r in caplog.records if "truncated" in r.getMessage()]
 
 
-@pytest.mark.xfail(strict=True, reason="pyserf bug: HandlerManager._invoke logs the size of the "
-                   "kept output (always 8192) as the bytes generated; the count should be the "
-                   "total the script wrote (serf's invoke.go reads its circbuf's "
-                   "TotalWritten())")
 def test_truncation_warning_counts_every_byte_the_script_wrote(caplog):
     command = "head -c 10000 /dev/zero"
     with caplog.at_level(logging.WARNING, logger="pyserf.agent"):
@@ -221,9 +217,6 @@ def test_no_output_or_an_answered_query_sends_nothing_and_failures_are_logged(ca
                for r in caplog.records)
 
 
-@pytest.mark.xfail(strict=True, reason="pyserf bug: HandlerManager._invoke answers a query "
-                   "even when the script exits non-zero; serf (invoke.go) returns the exit "
-                   "error before responding, so a failed handler sends no response")
 def test_a_failing_query_handler_sends_no_response(caplog):
     agent = FakeAgent()
     with caplog.at_level(logging.ERROR, logger="pyserf.agent"):
@@ -353,11 +346,6 @@ def test_timeout_kills_the_script_and_its_children_after_the_slow_warning(tmp_pa
     assert agent.responses == []  # a killed query handler does not answer
 
 
-@pytest.mark.xfail(strict=True, reason="pyserf bug: when a killed handler's pipes stay open (a "
-                   "grandchild left the process group), HandlerManager._invoke calls "
-                   "proc.stdin.transport.abort() on the stdin transport feed() already closed, "
-                   "which raises AttributeError instead of logging 'pipes still open' and "
-                   "abandoning the output")
 def test_a_grandchild_that_escapes_the_kill_does_not_hold_the_handler(tmp_path, caplog,
                                                                      monkeypatch):
     monkeypatch.setattr(handlers, "KILL_GRACE", 0.3)
