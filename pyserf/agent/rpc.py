@@ -72,6 +72,17 @@ FILTER_SLICE = 0.02
 
 
 
+class _BoundedReads(asyncio.StreamReaderProtocol):
+    """A client's stream whose socket reads take at most READ_LIMIT bytes each: asyncio's
+    transports read 256 KiB at a time, which the reader buffers whole before it pauses."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # Runs before the transport's first read. max_size is the selector transport's
+        # per-recv size; other transports ignore the attribute.
+        transport.max_size = READ_LIMIT  # type: ignore[attr-defined]
+        super().connection_made(transport)
+
+
 class _CloseConnection(Exception):
     """The protocol says to drop the client (serf closes without replying)."""
 
@@ -119,8 +130,15 @@ class RPCServer:
         self.failed = logs.Throttle()
 
     async def start(self, host: str, port: int) -> None:
-        self.server = await asyncio.start_server(self._accept, host, port, reuse_address=True,
-                                                 limit=READ_LIMIT, backlog=LISTEN_BACKLOG)
+        loop = asyncio.get_running_loop()
+
+        def protocol() -> asyncio.StreamReaderProtocol:
+            # What asyncio.start_server builds, with each socket read capped (see READ_LIMIT).
+            return _BoundedReads(asyncio.StreamReader(READ_LIMIT, loop), self._accept,
+                                 loop=loop)
+
+        self.server = await loop.create_server(protocol, host, port, reuse_address=True,
+                                               backlog=LISTEN_BACKLOG)
 
     async def close(self) -> None:
         if self.server is not None:

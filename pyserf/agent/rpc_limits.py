@@ -47,8 +47,10 @@ MAX_CLIENT_STREAMS = 256
 
 # -- buffers ---------------------------------------------------------------------------------
 
-# asyncio's StreamReader buffer per connection (it stops reading the socket at twice this),
-# so what a client can park in the agent before its request is parsed stays a few KiB.
+# asyncio's StreamReader buffer per connection and the most one socket read takes (the
+# server caps its transports' recv size, 256 KiB by default): the reader pauses once it holds
+# more than twice this, so a client parks at most 3 x 4 KiB in it before its request is parsed
+# (plus the kernel's socket buffer, which is not the agent's memory).
 READ_LIMIT = 4 * 1024
 
 # Bytes of one request before handshake/auth: a handshake is ~30 bytes, an auth request the

@@ -209,11 +209,15 @@ class _Raw:
                 self.unpacker.feed(data)
 
     async def closed_by_server(self, timeout: float = 2.0) -> bool:
+        """True once the server closed: an EOF, or a reset when it closed with our bytes
+        still unread; False if the connection is still open after ``timeout``."""
         try:
             while True:
                 if not await asyncio.wait_for(self.reader.read(65536), timeout):
                     return True
-        except (TimeoutError, ConnectionError):
+        except ConnectionError:
+            return True
+        except TimeoutError:
             return False
 
     async def handshake(self) -> None:
@@ -332,6 +336,33 @@ def test_pre_auth_buffer_and_handshake_timeout(monkeypatch):
         assert len(server.clients) == 1
 
     _with_server(main, auth="sekrit")
+
+def test_a_client_parks_at_most_three_read_limits_in_the_agent(monkeypatch):
+    # A client that floods the agent before its request can be parsed: each socket read takes
+    # at most READ_LIMIT and the reader pauses past 2 x READ_LIMIT, so the agent never holds
+    # more than 3 x READ_LIMIT of it (asyncio's own recv size would let in 256 KiB at once).
+    chunks: list[int] = []
+    held: list[int] = []
+    feed_data = asyncio.StreamReader.feed_data
+
+    def spy(reader: asyncio.StreamReader, data: bytes) -> None:
+        feed_data(reader, data)
+        if reader._limit == rpc_limits.READ_LIMIT:  # the agent's side (clients use 64 KiB)
+            chunks.append(len(data))
+            held.append(len(reader._buffer))
+
+    monkeypatch.setattr(asyncio.StreamReader, "feed_data", spy)
+
+    async def main(server: rpc.RPCServer, port: int, _: _FakeAgent) -> None:
+        raw = await _Raw(port).open()
+        raw.writer.write(b"\xc6\x00\x10\x00\x00" + b"x" * (1024 * 1024))  # one 1 MiB bin32
+        assert await raw.closed_by_server()
+        assert chunks, "the agent read nothing"
+        assert max(chunks) <= rpc_limits.READ_LIMIT
+        assert max(held) <= 3 * rpc_limits.READ_LIMIT
+
+    _with_server(main)
+
 
 def test_a_stalled_request_times_out(monkeypatch):
     monkeypatch.setattr(rpc, "FRAME_TIMEOUT", 0.3)
