@@ -1321,7 +1321,7 @@ def cmd_agent(args: list[str]) -> int:
     try:
         flags.tags = unmarshal_tags(tag_pairs)
     except ConfigError as exc:
-        _agent_out(f"Error: {ConfigError(exc.message, key='-tag')}")
+        _agent_out(f"Error: {exc}")
         return 1
     if tag_pairs:
         keys.add("tags")
@@ -1333,7 +1333,7 @@ def cmd_agent(args: list[str]) -> int:
         try:
             setattr(flags, key, parse_duration_ns(text) / 1e9)
         except ValueError as exc:
-            _agent_out(f"Error: {ConfigError(str(exc), key='-' + flag)}")
+            _agent_out(f"Error: {exc}")
             return 1
         keys.add(key)
 
@@ -1344,18 +1344,27 @@ def cmd_agent(args: list[str]) -> int:
     except ConfigError as exc:
         _agent_out(str(exc))
         return 1
-    for warning in sources.warnings:
-        _agent_out(warning)
     problems = sources.problems(config)
-    if fs["config-check"]:
+    if fs["config-check"]:  # a pyserf extension: every problem, then the verdict
+        for warning in sources.warnings:
+            _agent_out(warning)
         for problem in problems:
             _agent_out(str(problem))
         if problems:
             return 1
         _agent_out("Configuration is valid")
         return 0
-    if problems:
-        _agent_out(str(problems[0]))
+    # The problems serf finds while reading the config come before its warnings and the
+    # log level after them; the rest are reported by the agent as it starts (run_agent).
+    early = [p for p in problems if p.stage == "config"]
+    if early:
+        _agent_out(str(early[0]))
+        return 1
+    for warning in sources.warnings:
+        _agent_out(warning)
+    late = [p for p in problems if p.stage == "logger"]
+    if late:
+        _agent_out(str(late[0]))
         return 1
 
     # A reload requested while we are still starting must not kill us (systemd would not

@@ -34,7 +34,9 @@ __all__ = [
     "USER_EVENT_SIZE_LIMIT_MAX",
     "decode_config",
     "finalize",
+    "first_problem",
     "format_duration",
+    "go_json_unmarshal",
     "go_quote",
     "load_dir",
     "load_file",
@@ -67,29 +69,23 @@ EVENT_TYPES = (
 
 
 class ConfigError(Exception):
-    """A configuration problem, worded like serf's message for the same problem.
+    """A configuration problem, worded exactly like serf's message for the same problem.
 
-    ``message`` is serf's text, ``key`` the JSON key (or ``-flag``) at fault when known and
-    ``path`` the file involved.  ``str()`` appends `` (key 'x')`` / `` (flag -x)`` when serf's
-    text does not already name the key, so every error points at what to fix.
+    ``message`` is serf's text (``str()`` is that text alone, so operators and scripts see
+    what serf prints), ``key`` the JSON key at fault when known, ``path`` the file involved and
+    ``stage`` when serf's agent command reports it (see ``STAGES``).
     """
 
-    def __init__(self, message: str, key: str | None = None, path: str | None = None) -> None:
+    def __init__(self, message: str, key: str | None = None, path: str | None = None,
+                 stage: str = "config") -> None:
         super().__init__(message)
         self.message = message
         self.key = key
         self.path = path
+        self.stage = stage
 
     def __str__(self) -> str:
-        if not self.key:
-            return self.message
-        if self.key.startswith("-"):
-            named, where = self.key, f"flag {self.key}"
-        else:
-            named, where = f"'{self.key}'", f"key '{self.key}'"
-        if named in self.message:
-            return self.message
-        return f"{self.message} ({where})"
+        return self.message
 
 
 # --------------------------------------------------------------------------------------------
@@ -661,24 +657,55 @@ class _JSONScanner:
         return i + len(word)
 
 
-def _line_col(data: bytes, offset: int) -> tuple[int, int]:
-    line = data.count(b"\n", 0, offset) + 1
-    col = offset - (data.rfind(b"\n", 0, offset) + 1) + 1
-    return line, col
-
-
 def _decode_json_value(data: bytes) -> Any:
     """Decode the first JSON value like Go's json.Decoder (trailing data is ignored)."""
     scanner = _JSONScanner(data)
     try:
         end = scanner.top()
     except _JSONSyntaxError as exc:
-        if exc.message in ("EOF", "unexpected EOF"):
-            raise ConfigError(exc.message) from None
-        line, col = _line_col(data, exc.offset)
-        raise ConfigError(f"{exc.message} (line {line}, column {col})") from None
+        raise ConfigError(exc.message) from None
     text = data[:end].decode("utf-8", "replace")
     return json.loads(text)
+
+
+def _json_kind(value: Any) -> str:
+    """The JSON kind Go's UnmarshalTypeError names: object, array, string, number, bool."""
+    for kind, types in (("bool", bool), ("number", (int, float)), ("string", str),
+                        ("object", dict), ("array", list)):
+        if isinstance(value, types):
+            return kind
+    return "null"
+
+
+def go_json_unmarshal(data: bytes, go_type: str) -> Any:
+    """Go's json.Unmarshal of a whole file into ``[]string`` or ``map[string]string`` (what
+    serf's keyring and tags files hold), failing with Go's error texts; JSON null is None and
+    a null string inside is "" (Go leaves the zero value)."""
+    scanner = _JSONScanner(data)
+    try:
+        end = scanner.top()
+    except _JSONSyntaxError as exc:
+        if exc.message in ("EOF", "unexpected EOF"):
+            raise ValueError("unexpected end of JSON input") from None
+        raise ValueError(exc.message) from None
+    rest = scanner.ws(end)
+    if rest < len(data):
+        raise ValueError(f"invalid character {_quote_json_char(data[rest])} after top-level value")
+    value = json.loads(data[:end].decode("utf-8", "replace"))
+    if value is None:
+        return None
+    container = list if go_type == "[]string" else dict
+    if not isinstance(value, container):
+        raise ValueError(f"json: cannot unmarshal {_json_kind(value)} into Go value of type "
+                         f"{go_type}")
+    items = value if isinstance(value, list) else list(value.values())
+    for item in items:
+        if item is not None and not isinstance(item, str):
+            raise ValueError(f"json: cannot unmarshal {_json_kind(item)} into Go value of "
+                             "type string")
+    if isinstance(value, list):
+        return [item or "" for item in value]
+    return {key: item or "" for key, item in value.items()}
 
 
 def _go_kind(value: Any) -> str:
@@ -996,6 +1023,14 @@ def _interface_exists(name: str) -> bool:
     return True
 
 
+# When serf's agent command reports each kind of problem, in its order: "config" while reading
+# the configuration (before its warnings), "logger" when setting up logging, "setup" while
+# building the agent (after the bind/advertise addresses, before "Starting Serf agent..."),
+# "create" when creating the agent ("Failed to setup the Serf agent: ...") and "serf" when
+# creating Serf ("Failed to start the Serf agent: Error creating Serf: ...").
+STAGES = ("config", "logger", "setup", "create", "serf")
+
+
 def validate(cfg: AgentConfig) -> list[ConfigError]:
     """Return every problem serf would refuse to start with, in serf's checking order."""
     problems: list[ConfigError] = []
@@ -1014,48 +1049,54 @@ def validate(cfg: AgentConfig) -> list[ConfigError]:
         problems.append(
             ConfigError(
                 f"Invalid log level: {level}. Valid log levels are: [{' '.join(LOG_LEVELS)}]",
-                key="log_level",
+                key="log_level", stage="logger",
             )
         )
+    key_size_error = ""
     if cfg.encrypt_key:
         try:
             security.parse_key_b64(cfg.encrypt_key)
         except ValueError as exc:
-            problems.append(ConfigError(f"Invalid encryption key: {exc}", key="encrypt_key"))
+            # serf decodes the key before "Starting Serf agent..." but memberlist checks its
+            # size only when Serf is created.
+            if str(exc).startswith("illegal base64"):
+                problems.append(ConfigError(f"Invalid encryption key: {exc}",
+                                            key="encrypt_key", stage="setup"))
+            else:
+                key_size_error = f"Failed to create memberlist: {exc}"
     if cfg.profile not in PROFILES:
-        problems.append(ConfigError(f"Unknown profile: {cfg.profile}", key="profile"))
+        problems.append(ConfigError(f"Unknown profile: {cfg.profile}", key="profile",
+                                    stage="setup"))
     if cfg.tags_file and cfg.tags:
-        problems.append(
-            ConfigError("Tags config not allowed while using tag files", key="tags_file")
-        )
+        problems.append(ConfigError("Tags config not allowed while using tag files",
+                                    key="tags_file", stage="create"))
     if cfg.keyring_file and cfg.encrypt_key:
-        problems.append(
-            ConfigError("Encryption key not allowed while using a keyring", key="keyring_file")
-        )
-    if cfg.protocol < SERF_PROTOCOL_MIN:
-        problems.append(
-            ConfigError(
-                f"Protocol version '{cfg.protocol}' too low. Must be in range: "
-                f"[{SERF_PROTOCOL_MIN}, {SERF_PROTOCOL_MAX}]",
-                key="protocol",
-            )
-        )
-    elif cfg.protocol > SERF_PROTOCOL_MAX:
+        problems.append(ConfigError("Encryption key not allowed while using a keyring",
+                                    key="keyring_file", stage="create"))
+    if not SERF_PROTOCOL_MIN <= cfg.protocol <= SERF_PROTOCOL_MAX:
+        side = "low" if cfg.protocol < SERF_PROTOCOL_MIN else "high"
         problems.append(
             ConfigError(
-                f"Protocol version '{cfg.protocol}' too high. Must be in range: "
+                f"Protocol version '{cfg.protocol}' too {side}. Must be in range: "
                 f"[{SERF_PROTOCOL_MIN}, {SERF_PROTOCOL_MAX}]",
-                key="protocol",
+                key="protocol", stage="serf",
             )
         )
     if cfg.user_event_size_limit > USER_EVENT_SIZE_LIMIT_MAX:
         problems.append(
             ConfigError(
                 f"user event size limit exceeds limit of {USER_EVENT_SIZE_LIMIT_MAX} bytes",
-                key="user_event_size_limit",
+                key="user_event_size_limit", stage="serf",
             )
         )
+    if key_size_error and not cfg.keyring_file:
+        problems.append(ConfigError(key_size_error, key="encrypt_key", stage="serf"))
     return problems
+
+
+def first_problem(cfg: AgentConfig, stage: str) -> ConfigError | None:
+    """The problem serf reports at ``stage`` of its start-up, if any."""
+    return next((p for p in validate(cfg) if p.stage == stage), None)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1090,13 +1131,8 @@ class ConfigSources:
         return cfg
 
     def problems(self, cfg: AgentConfig) -> list[ConfigError]:
-        """validate() with keys set by flags reported as ``-flag`` names."""
-        result = []
-        for problem in validate(cfg):
-            if problem.key in self.flag_keys and problem.key in FLAG_FOR_KEY:
-                problem.key = "-" + FLAG_FOR_KEY[problem.key]
-            result.append(problem)
-        return result
+        """Every problem of ``cfg`` (see validate)."""
+        return validate(cfg)
 
     def load(self) -> AgentConfig:
         """Build and validate the config; raises the first ConfigError found."""
@@ -1105,33 +1141,3 @@ class ConfigSources:
         if problems:
             raise problems[0]
         return cfg
-
-
-# JSON key → agent command-line flag that sets it.
-FLAG_FOR_KEY: dict[str, str] = {
-    "node_name": "node",
-    "role": "role",
-    "tags": "tag",
-    "tags_file": "tags-file",
-    "bind": "bind",
-    "advertise": "advertise",
-    "interface": "iface",
-    "discover": "discover",
-    "encrypt_key": "encrypt",
-    "keyring_file": "keyring-file",
-    "log_level": "log-level",
-    "rpc_addr": "rpc-addr",
-    "event_handlers": "event-handler",
-    "start_join": "join",
-    "replay_on_join": "replay",
-    "retry_join": "retry-join",
-    "retry_interval": "retry-interval",
-    "retry_max_attempts": "retry-max",
-    "rejoin_after_leave": "rejoin",
-    "snapshot_path": "snapshot",
-    "protocol": "protocol",
-    "profile": "profile",
-    "broadcast_timeout": "broadcast-timeout",
-    "enable_syslog": "syslog",
-    "enable_compression": "disable-compression",
-}

@@ -36,9 +36,21 @@ def split_host_port(text: str, default_port: int) -> tuple[str, int]:
 
 
 def _parse_port(text: str, raw: str) -> int:
-    if not raw.isdigit() or not 0 <= int(raw) <= 65535:
-        raise AddressError(f"address {text}: invalid port")
-    return int(raw)
+    """A port as Go's net.ResolveTCPAddr reads it: a number (sign allowed, empty is 0) or a
+    service name from /etc/services; its errors name only the port, as Go's do."""
+    digits = raw[1:] if raw[:1] in ("+", "-") else raw
+    if not raw:
+        return 0
+    if digits.isascii() and digits.isdigit():
+        port = -int(digits) if raw[0] == "-" else int(digits)
+    else:
+        try:
+            port = socket.getservbyname(raw, "tcp")
+        except (OSError, UnicodeError):
+            raise AddressError(f"address tcp/{raw}: unknown port") from None
+    if not 0 <= port <= 65535:
+        raise AddressError(f"address {raw}: invalid port")
+    return port
 
 
 def parse_ip(host: str, what: str) -> str:

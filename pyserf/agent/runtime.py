@@ -61,6 +61,16 @@ class SetupError(AgentError):
     agent starts, as serf's agent command does."""
 
 
+class CreateError(AgentError):
+    """The tags or keyring file cannot be used; printed as ``==> Failed to setup the Serf
+    agent: ...`` (serf finds these while creating its agent, before starting Serf)."""
+
+
+def _go_open_error(op: str, path: str, exc: OSError) -> str:
+    """Go's *PathError text for a failed file operation: ``open x: no such file or directory``."""
+    return f"{op} {path}: {_os_reason(exc)}"
+
+
 def multierror(errors: list[str]) -> str:
     """Format several errors the way hashicorp/go-multierror does (serf prints this)."""
     noun = "error" if len(errors) == 1 else "errors"
@@ -176,8 +186,7 @@ class Agent:
             if host in ("", "0.0.0.0"):
                 host = iface_ip
             elif host != iface_ip:
-                raise SetupError(f"Failed to bind: {host} is not an address of interface "
-                                 f"{cfg.interface} (it has {iface_ip})")
+                raise SetupError(f"Interface '{cfg.interface}' has no '{host}' address")
         host = _resolve_host(host or "0.0.0.0", "Invalid bind address")
         self.bind_addr = (host, port)
         if cfg.advertise:
@@ -200,29 +209,40 @@ class Agent:
         cfg = self.config
         keys: list[bytes] = []
         if cfg.keyring_file:
-            import json
-
+            path = cfg.keyring_file
             try:
-                with open(cfg.keyring_file) as fh:
-                    raw = json.load(fh)
-            except (OSError, ValueError) as exc:
-                raise AgentError(f"Failed to read keyring file: {exc}") from exc
-            if not isinstance(raw, list) or not raw:
-                raise AgentError("Keyring file contains no keys")
+                os.stat(path)
+            except OSError as exc:
+                raise CreateError(_go_open_error("stat", path, exc)) from exc
+            raw = self._read_json(path, "keyring", "[]string") or []
             try:
-                keys = [security.parse_key_b64(k) for k in raw]
+                keys = [security._go_std_b64decode(k.encode()) for k in raw]
             except ValueError as exc:
-                raise AgentError(f"Invalid key in keyring file: {exc}") from exc
-        elif cfg.encrypt_key:
-            try:
-                keys = [security.parse_key_b64(cfg.encrypt_key)]
-            except ValueError as exc:
-                raise AgentError(f"Invalid encryption key: {exc}") from exc
-        if keys:
+                raise CreateError(f"Failed to decode key from keyring: {exc}") from exc
+            if not keys:
+                raise CreateError("Keyring file contains no keys")
+            if not keys[0]:  # the memberlist serf 0.9.4 vendors checks this first
+                raise CreateError("Failed to restore keyring: Empty primary key not allowed")
             try:
                 self.keyring = security.Keyring(keys)
             except ValueError as exc:
-                raise AgentError(f"Failed to create memberlist: {exc}") from exc
+                raise CreateError(f"Failed to restore keyring: {exc}") from exc
+
+    @staticmethod
+    def _read_json(path: str, what: str, go_type: str) -> Any:
+        """A tags or keyring file's JSON, failing with serf's texts for that file."""
+        from pyserf.agent.config import go_json_unmarshal
+
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read()
+        except OSError as exc:
+            raise CreateError(f"Failed to read {what} file: {_go_open_error('open', path, exc)}"
+                              ) from exc
+        try:
+            return go_json_unmarshal(data, go_type)
+        except ValueError as exc:
+            raise CreateError(f"Failed to decode {what} file: {exc}") from exc
 
     def _build_serf(self) -> Serf:
         cfg = self.config
@@ -245,10 +265,21 @@ class Agent:
             raise AgentError(f"Error creating Serf: {exc}") from exc
 
     async def start(self) -> None:
+        from pyserf.agent.config import first_problem
+
         log.info("agent: Serf agent starting")
         self._resolve_addresses()
-        self._load_keyring()
+        # serf's order: tags file, keyring file ("Failed to setup"), then Serf's own checks.
+        problem = first_problem(self.config, "create")
+        if problem is not None:
+            raise CreateError(str(problem))
         self._load_tags_file()
+        self._load_keyring()
+        problem = first_problem(self.config, "serf")  # includes the -encrypt key's size
+        if problem is not None:
+            raise AgentError(f"Error creating Serf: {problem}")
+        if self.config.encrypt_key and self.keyring is None:
+            self.keyring = security.Keyring([security.parse_key_b64(self.config.encrypt_key)])
         self.serf = self._build_serf()
         self.serf.on_keyring_changed = self.save_keyring
         host, port = self.bind_addr
@@ -287,6 +318,12 @@ class Agent:
                 self.snapshot = SnapshotFile(self.config.snapshot_path,
                                              self.config.rejoin_after_leave)
             except SnapshotError as exc:
+                cause = exc.__cause__
+                if isinstance(cause, OSError):
+                    path = self.config.snapshot_path
+                    raise AgentError("Error creating Serf: Failed to setup snapshot: failed to "
+                                     f"open snapshot: {_go_open_error('open', path, cause)}"
+                                     ) from exc
                 raise AgentError(str(exc)) from exc
         self.serf.start(self.loop.time())
         if self.snapshot is not None:
@@ -561,16 +598,7 @@ class Agent:
         path = self.config.tags_file
         if not path or not os.path.exists(path):
             return
-        import json
-
-        try:
-            with open(path) as fh:
-                tags = json.load(fh)
-        except (OSError, ValueError) as exc:
-            raise AgentError(f"Failed to load tags file {path!r}: {exc}") from exc
-        if not isinstance(tags, dict) or not all(
-                isinstance(k, str) and isinstance(v, str) for k, v in tags.items()):
-            raise AgentError(f"Tags file {path!r} must hold a JSON object of strings")
+        tags = self._read_json(path, "tags", "map[string]string") or {}
         self.config.tags = tags
         log.info("agent: Restored %d tag(s) from %s", len(tags), path)
 
@@ -771,18 +799,26 @@ async def _serve(config: AgentConfig, sources: Any) -> int:
             _print(f"==> {exc}")
             return 1
         logging.getLogger("pyserf").addHandler(handler.syslog)
+    from pyserf.agent.config import first_problem
+
     agent = Agent(config, handler)
+    # Like serf, a start-up failure prints its "==>" lines only: the log held back until the
+    # agent runs is dropped, never shown (no handler.open_gate() on these paths).
     try:
         agent._resolve_addresses()
+        problem = first_problem(config, "setup")
+        if problem is not None:
+            raise SetupError(str(problem))
     except SetupError as exc:
-        handler.open_gate()
         _print(f"==> {exc}")
         return 1
     _print("==> Starting Serf agent...")
     try:
         await agent.start()
+    except CreateError as exc:
+        _print(f"==> Failed to setup the Serf agent: {exc}")
+        return 1
     except AgentError as exc:
-        handler.open_gate()
         _print(f"==> Failed to start the Serf agent: {exc}")
         return 1
     try:
@@ -790,7 +826,6 @@ async def _serve(config: AgentConfig, sources: Any) -> int:
         agent.rpc = RPCServer(agent, config.rpc_auth)
         await agent.rpc.start(host, port)
     except (OSError, netutil.AddressError) as exc:
-        handler.open_gate()
         if isinstance(exc, socket.gaierror):
             exc = f"listen tcp: lookup {host}: no such host"
         elif isinstance(exc, OSError) and exc.errno:
@@ -807,7 +842,6 @@ async def _serve(config: AgentConfig, sources: Any) -> int:
         try:
             await agent.discovery.start()
         except DiscoveryError as exc:
-            handler.open_gate()
             _print(f"==> Error starting mDNS listener: {exc}")
             await agent.shutdown()
             return 1
@@ -815,7 +849,6 @@ async def _serve(config: AgentConfig, sources: Any) -> int:
         _print(f"==> Joining cluster...(replay: {str(config.replay_on_join).lower()})")
         num, error = await agent.join(list(config.start_join), config.replay_on_join)
         if error:
-            handler.open_gate()
             _print(f"==> {error.rstrip()}")
             await agent.shutdown()
             return 1

@@ -176,11 +176,15 @@ def test_leave_on_terminate_and_skip_leave_on_interrupt(cluster, tmp_path):
     ({"reconnect_interval": "abc"}, None, 'time: invalid duration "abc"'),
     ({"tags": {"a": 1}}, None, "'tags[a]' expected type 'string'"),
     ({"nodename": "x"}, None, "invalid keys: nodename"),
-    (None, "-encrypt=AAAAAAAAAAAAAAAAAAAAAAAAAAA=", "key size must be 16, 24 or 32 bytes"),
-    (None, "-protocol=9", "Protocol version '9' too high. Must be in range: [2, 5]"),
+    (None, "-encrypt=AAAAAAAAAAAAAAAAAAAAAAAAAAA=", "==> Starting Serf agent...\n==> Failed to "
+     "start the Serf agent: Error creating Serf: Failed to create memberlist: key size must be "
+     "16, 24 or 32 bytes\n"),
+    (None, "-protocol=9", "==> Starting Serf agent...\n==> Failed to start the Serf agent: "
+     "Error creating Serf: Protocol version '9' too high. Must be in range: [2, 5]\n"),
 ], ids=["duration", "tag-type", "unknown-key", "key-size", "protocol"])
 def test_config_errors_match_serf(tmp_path, content, flag, message, need_serf):
-    """pyserf and serf refuse the same bad settings with the same words, and exit 1."""
+    """pyserf and serf refuse the same bad settings with the same output, byte for byte, and
+    exit 1; the expected words are pinned too, so both cannot drift together."""
     args = []
     if content is not None:
         path = tmp_path / "bad.json"
@@ -188,8 +192,10 @@ def test_config_errors_match_serf(tmp_path, content, flag, message, need_serf):
         args.append(f"-config-file={path}")
     if flag:
         args.append(flag)
-    for cli in ("serf", "pyserf"):
-        out = run_cli(cli, "agent", "-node=x", "-bind=127.0.0.1:0", "-rpc-addr=127.0.0.1:0",
-                      *args, timeout=20)
-        assert out.returncode == 1, (cli, out.stdout)
-        assert message in out.stdout + out.stderr, (cli, out.stdout + out.stderr)
+    outs = {cli: run_cli(cli, "agent", "-node=x", "-bind=127.0.0.1:0",
+                         "-rpc-addr=127.0.0.1:0", *args, timeout=20)
+            for cli in ("serf", "pyserf")}
+    serf, mine = outs["serf"], outs["pyserf"]
+    assert (mine.returncode, mine.stdout, mine.stderr) == (1, serf.stdout, serf.stderr)
+    assert serf.returncode == 1
+    assert message in serf.stdout
