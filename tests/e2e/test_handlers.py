@@ -167,3 +167,25 @@ def test_replay_only_when_asked_and_sighup_reloads_handlers(cluster, tmp_path):
     assert info["event_handlers"] == {"user:fresh": f"touch {marker}"}
     assert run_cli("pyserf", "event", "-coalesce=false", "fresh", rpc=p1.rpc).returncode == 0
     wait_until(marker.exists, 10, what="the reloaded handler to run")
+
+
+def test_a_failing_query_handler_answers_nothing_on_serf_and_pyserf(cluster, need_serf):
+    # serf's invoke.go returns the script's exit error before it responds, so whatever a
+    # failing query handler printed goes nowhere; the same agents answer a query whose
+    # handler succeeds (the control), asked from both CLIs.
+    fail = "echo partial-$SERF_SELF_NAME; exit 3"
+    handlers = (f"-event-handler=query:fail={fail}",
+                "-event-handler=query:ok=echo fine-$SERF_SELF_NAME")
+    s1 = cluster.start("serf", "s1", *handlers)
+    p1 = cluster.start("pyserf", "p1", *handlers, f"-join={s1.ip}")
+    wait_until(lambda: len(members("serf", s1.rpc)) == len(members("pyserf", p1.rpc)) == 2,
+               10, what="s1 and p1 to see each other")
+    for cli, agent in (("serf", p1), ("pyserf", s1)):
+        out = run_cli(cli, "query", "-format=json", "-timeout=1s", "fail", rpc=agent.rpc)
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout)["Responses"] == {}, (cli, out.stdout)
+        out = run_cli(cli, "query", "-format=json", "-timeout=1s", "ok", rpc=agent.rpc)
+        assert json.loads(out.stdout)["Responses"] == {"s1": "fine-s1\n", "p1": "fine-p1\n"}
+    line = f"[ERR] agent: Error invoking script '{fail}': exit status 3"
+    wait_until(lambda: all(a.log().count(line) == 2 for a in (s1, p1)), 5,
+               what="both agents to log both failures")

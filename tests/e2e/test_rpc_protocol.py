@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import socket
+import time
 
 import msgpack
 import pytest
 
 from pyserf.client.rpc_client import RPCClient, RPCError
+from tests.e2e.harness import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -104,3 +106,61 @@ def test_monitor_stream_and_stop(agent):
         assert record["Payload"] == b"payload"
         stream.stop()
         monitor.stop()
+
+
+def _respond_story(agent, timeout: float) -> tuple[list[str], list[object], float]:
+    """Stream a query to ``agent`` and answer it over RPC: too big, fine, again, then until the
+    agent forgets the ID. (errors in order, the querier's records, seconds from the query to
+    the first 'No pending queries matching ID')."""
+    sub, querier = Raw(agent.rpc), Raw(agent.rpc)
+    for raw in (sub, querier):
+        raw.send({"Command": "handshake", "Seq": 0}, {"Version": 1})
+        assert raw.recv() == {"Error": "", "Seq": 0}
+    sub.send({"Command": "stream", "Seq": 1}, {"Type": "query"})
+    assert sub.recv() == {"Error": "", "Seq": 1}
+    started = time.monotonic()
+    querier.send({"Command": "query", "Seq": 1}, {"Name": "ask", "Payload": b"p",
+                                                  "Timeout": int(timeout * 1e9)})
+    assert querier.recv() == {"Error": "", "Seq": 1}
+    assert sub.recv() == {"Error": "", "Seq": 1}
+    qid = sub.recv()["ID"]
+    seq = iter(range(2, 1000))
+
+    def respond(payload: bytes) -> str:
+        n = next(seq)
+        sub.send({"Command": "respond", "Seq": n}, {"ID": qid, "Payload": payload})
+        header = sub.recv()
+        assert header["Seq"] == n
+        return header["Error"]
+
+    errors = [respond(b"x" * 1100), respond(b"ok"), respond(b"again")]
+    records = []
+    for _ in range(2):  # the answer, then done
+        assert querier.recv() == {"Error": "", "Seq": 1}
+        records.append(querier.recv())
+    # Polled (0.05 s apart) until the ID is forgotten; bounded by the deadline plus slack.
+    forgotten: list[float] = []
+
+    def gone() -> bool:
+        if respond(b"late") == "No pending queries matching ID":
+            forgotten.append(time.monotonic() - started)
+        return bool(forgotten)
+
+    wait_until(gone, timeout + 3.0, interval=0.05, what="the query ID to be forgotten")
+    return errors, records, forgotten[0]
+
+
+def test_respond_errors_and_the_deadline_match_serf(cluster, need_serf):
+    # serf's Query.Respond wraps every error as "failed to respond to key query: ..."; the IPC
+    # client keeps the ID until the query's deadline (RegisterQuery's timer), then forgets it.
+    timeout = 1.0
+    stories = {kind: _respond_story(cluster.start(kind, f"{kind}1"), timeout)
+               for kind in ("serf", "pyserf")}
+    for kind, (errors, records, forgotten) in stories.items():
+        assert errors == ["failed to respond to key query: response exceeds limit of 1024 bytes",
+                          "", "failed to respond to key query: response already sent"], kind
+        assert records == [{"Type": "response", "From": f"{kind}1", "Payload": b"ok"},
+                           {"Type": "done", "From": "", "Payload": None}], kind
+        # The agent's deadline is when it received the query plus the timeout, so never
+        # before `timeout` after it was sent; forgotten within the 0.05 s poll plus slack.
+        assert timeout <= forgotten < timeout + 1.5, (kind, forgotten)
