@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from pyserf.agent import logs
 from pyserf.serf.core import MemberEvent, QueryReceived, UserEventReceived
+from pyserf.serf.internal_queries import respond_error
 
 if TYPE_CHECKING:
     from pyserf.agent.runtime import Agent
@@ -265,4 +266,5 @@ class HandlerManager:
                 self.agent.serf.respond(event, bytes(output), loop.time())
                 self.agent.pump()
             except Exception as exc:
-                log.warning("agent: Failed to respond to query '%s': %s", event.name, exc)
+                log.warning("agent: Failed to respond to query 'query: %s': %s", event.name,
+                            respond_error(exc))

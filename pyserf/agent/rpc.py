@@ -589,8 +589,7 @@ class _Client:
             self.agent.serf.respond(query, body["Payload"], self.agent.loop.time())
             self.agent.pump()
         except SerfError as exc:
-            # serf's Query.Respond wraps every error so (the name is serf's, for any query).
-            self.send(seq, f"failed to respond to key query: {exc}")
+            self.send(seq, internal_queries.respond_error(exc))
             return
         self.send(seq)
 

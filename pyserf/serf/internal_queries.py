@@ -29,6 +29,12 @@ REMOVE_KEY = PREFIX + "remove-key"
 LIST_KEYS = PREFIX + "list-keys"
 
 
+def respond_error(exc: Exception) -> str:
+    """serf's Query.Respond wraps every error in this text (naming key queries whatever the
+    query is); the RPC respond reply and the agents' log lines carry it."""
+    return f"failed to respond to key query: {exc}"
+
+
 def is_internal(name: str) -> bool:
     return name.startswith(PREFIX)
 
@@ -48,7 +54,8 @@ def _respond(serf: Serf, query: QueryReceived, payload: bytes, now: float) -> No
     try:
         serf.respond(query, payload, now)
     except Exception as exc:  # noqa: BLE001 - a failed answer is logged, never fatal
-        log.error("serf: Failed to respond to %s query: %s", query.name, exc)
+        kind = "conflict" if query.name == CONFLICT else "key"
+        log.error("serf: Failed to respond to %s query: %s", kind, respond_error(exc))
 
 
 def _conflict(serf: Serf, query: QueryReceived, now: float) -> None:

@@ -212,9 +212,10 @@ def test_no_output_or_an_answered_query_sends_nothing_and_failures_are_logged(ca
     agent.respond_error = RuntimeError("response exceeds limit of 1024 bytes")
     with caplog.at_level(logging.WARNING, logger="pyserf.agent"):
         run(invoke(agent, "echo hi", query()))
-    assert any("Failed to respond to query" in r.getMessage()
-               and "response exceeds limit of 1024 bytes" in r.getMessage()
-               for r in caplog.records)
+    # serf: the query's String() ("query: <name>") and Respond's wrapped error.
+    assert [r.getMessage() for r in caplog.records] == [
+        "agent: Failed to respond to query 'query: ask': failed to respond to key query: "
+        "response exceeds limit of 1024 bytes"]
 
 
 def test_a_failing_query_handler_sends_no_response(caplog):

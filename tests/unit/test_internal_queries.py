@@ -18,7 +18,7 @@ import pytest
 from pyserf.memberlist import security
 from pyserf.serf import internal_queries as iq
 from pyserf.serf import messages as m
-from pyserf.serf.core import MemberStatus, QueryReceived
+from pyserf.serf.core import MemberStatus, QueryReceived, SerfError
 from pyserf.serf.messages import SerfMsg
 from pyserf.sim.network import SimNetwork, SimNode
 
@@ -120,6 +120,24 @@ def test_unknown_internal_query_is_logged_and_never_delivered(caplog):
     assert all(user_queries(x) == [] for x in net.nodes.values())
     warned = [r.getMessage() for r in caplog.records if "Unhandled internal" in r.getMessage()]
     assert warned == ["serf: Unhandled internal query '_serf_bogus'"] * 3
+
+
+def test_a_failed_answer_is_logged_as_serf_logs_it(caplog, monkeypatch):
+    # serf: "Failed to respond to conflict|key query: " + Query.Respond's wrapped error.
+    net = cluster(keys=[K1])
+    n1 = net.by_name["n1"].serf
+
+    def refuse(query, payload, now):  # noqa: ANN001 - mirrors Serf.respond
+        raise SerfError("response already sent")
+
+    monkeypatch.setattr(n1, "respond", refuse)
+    with caplog.at_level(logging.ERROR, logger="pyserf.serf"):
+        _, conflict = run_query(net, net.by_name["n0"], iq.CONFLICT, b"n2")
+        _, keys = run_query(net, net.by_name["n0"], iq.LIST_KEYS, iq.key_request(b""))
+    assert sorted(conflict) == ["n0"] and sorted(keys) == ["n0", "n2"]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"serf: Failed to respond to {kind} query: failed to respond to key query: response "
+        "already sent" for kind in ("conflict", "key")]
 
 
 # -- key queries ---------------------------------------------------------------------------------
