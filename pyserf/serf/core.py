@@ -541,15 +541,16 @@ class Serf:
         return names
 
     def respond(self, query: QueryReceived, payload: bytes, now: float) -> None:
-        if query.responded:
-            raise SerfError("response already sent")
-        if now > query.deadline:
-            raise SerfError("response is past the deadline")
+        # serf's order: size first, then already sent, then the deadline.
         resp = m.QueryResponse(query.ltime, query.id, self.config.node_name, 0, payload)
         raw = resp.encode()
         if len(raw) > self.config.query_response_size_limit:
             raise SerfError(f"response exceeds limit of {self.config.query_response_size_limit}"
                             " bytes")
+        if query.responded:
+            raise SerfError("response already sent")
+        if now > query.deadline:
+            raise SerfError("response is past the deadline")
         self.memberlist.send_user_packet(query.source_addr, raw)
         self._relay_response(query.relay_factor, query.source_addr, query.source_node, raw)
         query.responded = True
