@@ -237,7 +237,9 @@ class Agent:
             with open(path, "rb") as fh:
                 data = fh.read()
         except OSError as exc:
-            raise CreateError(f"Failed to read {what} file: {_go_open_error('open', path, exc)}"
+            # Go opens a directory and fails on the read.
+            op = "read" if isinstance(exc, IsADirectoryError) else "open"
+            raise CreateError(f"Failed to read {what} file: {_go_open_error(op, path, exc)}"
                               ) from exc
         try:
             return go_json_unmarshal(data, go_type)

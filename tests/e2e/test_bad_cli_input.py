@@ -129,8 +129,12 @@ AGENT_CASES: dict[str, str] = {
     "agent-keyring-no-keys": "-keyring-file=keyring.json",
     **{f"agent-keyring-{name}": f"-keyring-file=keyring-{name}.json" for name in KEYRING_FILES},
     **{f"agent-tags-{name}": f"-tags-file=tags-{name}.json" for name in TAGS_FILES},
+    "agent-keyring-file-is-a-directory": "-keyring-file=snapdir",
+    "agent-keyring-in-closed-dir": "-keyring-file=closed-dir/keyring.json",
+    "agent-tags-file-is-a-directory": "-tags-file=snapdir",
     "agent-snapshot-unopenable": "-snapshot=missing/snap",
     "agent-snapshot-is-a-directory": "-snapshot=snapdir",
+    "agent-snapshot-in-closed-dir": "-snapshot=closed-dir/snap",
     "agent-tag-no-equals": "-tag novalue",
     "agent-tag-empty-key": "-tag==b",
     "agent-tag-and-tags-file": "-tags-file=tags.json -tag a=b",
@@ -140,6 +144,9 @@ AGENT_CASES: dict[str, str] = {
     # Two problems: serf reports the one it meets first.
     "agent-profile-and-bind": "-profile=bogus -bind=127.0.0.1:99999",
     "agent-key-base64-and-advertise": "-encrypt=zz -advertise=127.0.0.1:x",
+    "agent-iface-and-bind-port": "-iface=lo -bind=0.0.0.0:99999",
+    "agent-bind-port-and-iface-missing": "-bind=127.0.0.1:99999 -iface=nosuchif0",
+    "agent-retry-interval-warning-and-protocol": "-retry-interval=-1s -protocol=9",
     # Addresses.
     "agent-bind-unclosed-bracket": "-bind=[::1",
     "agent-bind-port-range": "-bind=127.0.0.1:99999",
