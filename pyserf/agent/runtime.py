@@ -814,6 +814,9 @@ async def _serve(config: AgentConfig, sources: Any) -> int:
     except SetupError as exc:
         _print(f"==> {exc}")
         return 1
+    if config.interface and netutil.split_host_port(config.bind or "0.0.0.0", 0)[0] in (
+            "", "0.0.0.0"):  # serf says which address of the interface it took
+        _print(f"==> Using interface '{config.interface}' address '{agent.bind_addr[0]}'")
     _print("==> Starting Serf agent...")
     try:
         await agent.start()

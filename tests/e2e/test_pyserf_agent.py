@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import select
 import signal
+import subprocess
+import time
 
 import pytest
 
-from tests.e2e.harness import members, run_cli, wait_until
+from tests.e2e.harness import CHILD_ENV, PYSERF, SERF, members, next_subnet, run_cli, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -205,3 +208,34 @@ def test_config_errors_match_serf(tmp_path, content, flag, message, need_serf):
     assert (mine.returncode, mine.stdout, mine.stderr) == (1, serf.stdout, serf.stderr)
     assert serf.returncode == 1
     assert message in serf.stdout
+
+
+def _first_lines(argv: list[str], last: str, timeout: float = 15.0) -> list[str]:
+    """The agent's stdout up to the line ``last`` (bounded by ``timeout``); then it is stopped."""
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=CHILD_ENV, stdin=subprocess.DEVNULL)
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while last not in lines and time.monotonic() < deadline:
+            ready, _, _ = select.select([proc.stdout], [], [], deadline - time.monotonic())
+            line = proc.stdout.readline() if ready else ""
+            if not line:
+                break
+            lines.append(line.rstrip("\n"))
+    finally:
+        proc.kill()
+        proc.wait(5)
+    return lines
+
+
+def test_iface_with_unspecified_bind_says_which_address(need_serf):
+    """-iface=lo with -bind=0.0.0.0: both print which address of lo they bound, first."""
+    outs = []
+    for binary in ([SERF], PYSERF):
+        ip = f"{next_subnet()}.1"
+        outs.append(_first_lines([*binary, "agent", "-node=n", "-iface=lo", "-bind=0.0.0.0:0",
+                                  f"-rpc-addr={ip}:7373"], "==> Serf agent running!"))
+    expected = ["==> Using interface 'lo' address '127.0.0.1'", "==> Starting Serf agent...",
+                "==> Starting Serf agent RPC...", "==> Serf agent running!"]
+    assert outs == [expected, expected]
