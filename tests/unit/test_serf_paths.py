@@ -404,3 +404,24 @@ def test_the_serf_accessors_report_the_local_view():
     assert a.serf.num_nodes() == 2 and not a.serf.encryption_enabled()
     stats = a.serf.stats()
     assert (stats["members"], stats["encrypted"], stats["health_score"]) == ("2", "false", "0")
+
+
+def test_the_owner_of_a_contested_name_wins_the_vote_and_odd_answers_do_not_count(caplog):
+    net, (a, b, c) = cluster(3)
+    me = b.serf.memberlist.local_node
+    impostor = type(me)("n1", "10.0.0.9", 7946)
+    with caplog.at_level(logging.INFO, "pyserf.serf"):
+        b.serf.notify_conflict(me, impostor, net.now)
+        (collector,) = b.serf._queries.values()
+        # Besides the real answers: one that does not decode and one from a member that
+        # does not know the name (a nil Member); neither is a vote.
+        for sender, payload in (("x1", b"\x00junk"),
+                                ("x2", m.encode(m.SerfMsg.CONFLICT_RESPONSE, None))):
+            b.serf.notify_msg(m.QueryResponse(collector.ltime, collector.id, sender, 0,
+                                              payload).encode(), net.now)
+        net.run_until(net.now + b.serf.default_query_timeout() + 0.5)
+    assert b.serf.drops.counts["serf conflict response"] == 1
+    # n0 and n2 both see n1 at 10.0.0.2 (b's own answer is not a vote): 2 of 2.
+    assert "serf: majority in name conflict resolution [2 / 2]" in caplog.text
+    assert not [e for e in b.events if isinstance(e, core.ShutdownRequested)]
+    assert not b.serf._resolving_conflict
