@@ -749,7 +749,9 @@ class QueryStream(_Subscription):
         if not isinstance(body, dict):
             return None
         kind = body.get("Type")
-        if kind == "done":
+        # A serf agent streams empty ack/response records once its query's channels close
+        # (until its own deadline sends "done"); serf's CLI stops at the first, and so do we.
+        if kind == "done" or kind in ("ack", "response") and not body.get("From"):
             self.done = True
             self.finished = True
             self.client._expect.pop(self.seq, None)

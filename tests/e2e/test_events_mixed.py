@@ -102,15 +102,22 @@ def test_serf_cli_gets_every_response_from_a_pyserf_agent(five):
     with probability 0.9**40 = 1.5 %."""
     names = {a.name for a in five}
     lost: list[str] = []
+    unanswered = 0
     for _ in range(40):
         out = run_cli("serf", "query", "-format=json", "-timeout=5s", "who", rpc=five[0].rpc,
                       env={"GOMAXPROCS": "1"})
         assert out.returncode == 0, out.stdout + out.stderr
         data = json.loads(out.stdout)
-        if set(data["Acks"]) != names or set(data["Responses"]) != names:  # either can go
+        acks, responses = set(data["Acks"]), set(data["Responses"])
+        # The race loses the tail of ONE channel: a node's ack without its response or the
+        # reverse. A node missing from both never answered in time (a loaded machine), which
+        # is not this bug; a few such runs are tolerated, not many.
+        if acks != responses:
             lost.append(out.stdout)
             break
+        unanswered += acks != names
     assert not lost, lost
+    assert unanswered <= 3, f"{unanswered} of 40 queries lacked a whole answer"
 
 
 @contextmanager
