@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pyserf.agent import logs, netutil
-from pyserf.agent.config import LOG_LEVELS
+from pyserf.agent.config import LOG_LEVELS, first_problem, go_json_unmarshal
 from pyserf.agent.handlers import HandlerManager
 from pyserf.agent.snapshot_file import SnapshotError, SnapshotFile
 from pyserf.memberlist import codec, security
@@ -216,7 +216,7 @@ class Agent:
                 raise CreateError(_go_open_error("stat", path, exc)) from exc
             raw = self._read_json(path, "keyring", "[]string") or []
             try:
-                keys = [security._go_std_b64decode(k.encode()) for k in raw]
+                keys = [security.go_std_b64decode(k.encode()) for k in raw]
             except ValueError as exc:
                 raise CreateError(f"Failed to decode key from keyring: {exc}") from exc
             if not keys:
@@ -231,8 +231,6 @@ class Agent:
     @staticmethod
     def _read_json(path: str, what: str, go_type: str) -> Any:
         """A tags or keyring file's JSON, failing with serf's texts for that file."""
-        from pyserf.agent.config import go_json_unmarshal
-
         try:
             with open(path, "rb") as fh:
                 data = fh.read()
@@ -267,8 +265,6 @@ class Agent:
             raise AgentError(f"Error creating Serf: {exc}") from exc
 
     async def start(self) -> None:
-        from pyserf.agent.config import first_problem
-
         log.info("agent: Serf agent starting")
         self._resolve_addresses()
         # serf's order: tags file, keyring file ("Failed to setup"), then Serf's own checks.
@@ -801,8 +797,6 @@ async def _serve(config: AgentConfig, sources: Any) -> int:
             _print(f"==> {exc}")
             return 1
         logging.getLogger("pyserf").addHandler(handler.syslog)
-    from pyserf.agent.config import first_problem
-
     agent = Agent(config, handler)
     # Like serf, a start-up failure prints its "==>" lines only: the log held back until the
     # agent runs is dropped, never shown (no handler.open_gate() on these paths).

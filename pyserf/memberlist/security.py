@@ -240,7 +240,7 @@ def _corrupt(offset: int) -> KeyringError:
     return KeyringError(f"illegal base64 data at input byte {offset}")
 
 
-def _go_std_b64decode(src: bytes) -> bytes:
+def go_std_b64decode(src: bytes) -> bytes:
     """Decode padded standard base64 exactly as Go's ``StdEncoding.DecodeString`` does.
 
     Python's decoder accepts and rejects different inputs and reports no offsets; serf users
@@ -297,7 +297,7 @@ def _go_std_b64decode(src: bytes) -> bytes:
 
 def parse_key_b64(text: str) -> bytes:
     """Turn a configured base64 key into key bytes, failing with serf's wording."""
-    return validate_key(_go_std_b64decode(text.encode("utf-8")))
+    return validate_key(go_std_b64decode(text.encode("utf-8")))
 
 
 def generate_key() -> str:
