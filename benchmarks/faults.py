@@ -151,11 +151,13 @@ CHURN_STABLE_SHARE = 0.5
 
 
 def layout(name: str, n: int) -> dict[str, list[str]]:
-    if name == "pure":
-        return {"p": ["pyserf"] * n, "s": ["serf"] * n}
-    if name == "mixed":
-        return {"m": ["pyserf" if i % 2 == 0 else "serf" for i in range(n)]}
-    raise SystemExit(f"unknown layout {name!r}")
+    """Cluster label -> the implementation at each host position."""
+    pure = {"p": ["pyserf"] * n, "s": ["serf"] * n}
+    mixed = {"m": ["pyserf" if i % 2 == 0 else "serf" for i in range(n)]}
+    layouts = {"pure": pure, "mixed": mixed, "all": {**pure, **mixed}}
+    if name not in layouts:
+        raise SystemExit(f"unknown layout {name!r}: pick from {', '.join(layouts)}")
+    return layouts[name]
 
 
 def run_scenario(name: str, layout_name: str, n: int, scale: float, seed: int,
@@ -189,7 +191,7 @@ def run_scenario(name: str, layout_name: str, n: int, scale: float, seed: int,
                "clusters": {}}
         for c in clusters:
             kinds = sorted({a.kind for a in c.agents})
-            stats = {"kinds": kinds,
+            stats = {"kinds": kinds, "observer_kinds": {a.name: a.kind for a in c.agents},
                      "false_failures": fl.false_failures(c, t_start, t_end),
                      "events": fl.event_delivery(c, stable_names[c.label]),
                      "queries": fl.query_completeness(c, stable_names[c.label], t_start),
@@ -197,7 +199,7 @@ def run_scenario(name: str, layout_name: str, n: int, scale: float, seed: int,
             if ctx.heal is not None:
                 for kind in [None, *kinds] if len(kinds) > 1 else [None]:
                     key = "reconverge_s" if kind is None else f"reconverge_s_{kind}_observers"
-                    stats[key] = fl.reconvergence(c, ctx.heal, horizon, kind)
+                    stats[key] = fl.reconvergence(c, c.heal_began or ctx.heal, horizon, kind)
             if ctx.kills:
                 stats["detection"] = fl.detection_times(c, ctx.kills)
             out["clusters"][c.label] = stats
@@ -219,34 +221,34 @@ def stuck(cluster: fl.Cluster) -> dict[str, dict[str, str]]:
 # ---- summary -----------------------------------------------------------------------------------
 
 
-def headline(run: dict) -> dict[str, dict[str, float | None]]:
-    """implementation -> the figures compared; in the mixed layout, by observer kind."""
-    rows: dict[str, dict[str, float | None]] = {}
+def headline(run: dict) -> dict[str, dict[str, dict[str, float | None]]]:
+    """section ('pure' or 'mixed') -> implementation -> the compared figures. In the mixed
+    cluster an implementation's figures are its observers' verdicts and deliveries."""
+    out: dict[str, dict[str, dict[str, float | None]]] = {}
     for c in run["clusters"].values():
         ff = c["false_failures"]
-        groups = c["kinds"] if len(c["kinds"]) > 1 else [c["kinds"][0]]
-        for kind in groups:
-            mixed = len(c["kinds"]) > 1
-            row = rows.setdefault(kind, {})
-            if mixed:
-                by = [v for k, v in ff["by"].items() if k.startswith(f"{kind}->")]
-                row["fp"] = sum(v[0] for v in by)
-                row["fp_s"] = sum(v[1] for v in by)
-            else:
-                row["fp"], row["fp_s"] = ff["unfaulted"]
-            row["fp_live"] = ff["live"][0] if not mixed else None
+        mixed = len(c["kinds"]) > 1
+        for kind in c["kinds"]:
+            row = out.setdefault("mixed" if mixed else "pure", {}).setdefault(kind, {})
+            by = [v for k, v in ff["by"].items() if k.startswith(f"{kind}->")]
+            row["fp"] = sum(v[0] for v in by)
+            row["fp_s"] = sum(v[1] for v in by)
+            row["fp_live"] = None if mixed else ff["live"][0]
+            row["suspicions"] = ff["suspicions_by_observer"].get(kind, 0)
             key = f"reconverge_s_{kind}_observers" if mixed else "reconverge_s"
             row["reconverge_s"] = c.get(key)
-            det = [d for d in c.get("detection", []) if not d["graceful"]]
-            times = [max(d["by_kind"][kind]) for d in det if d["by_kind"].get(kind)
-                     and d["all"] is not None] if mixed else [d["all"] for d in det
-                                                               if d["all"] is not None]
+            times = []
+            for d in c.get("detection", []):
+                if not d["graceful"] and d["all"] is not None and d["by_kind"].get(kind):
+                    times.append(max(d["by_kind"][kind]))
             row["detect_median_s"] = statistics.median(times) if times else None
-            row["lost"] = c["events"]["lost"]
-            row["dup"] = c["events"]["duplicated"]
+            ev = c["events"]
+            mine = c["observer_kinds"]
+            row["lost"] = sum(len(v) for o, v in ev["lost_at"].items() if mine[o] == kind)
+            row["dup"] = sum(len(v) for o, v in ev["duplicated_at"].items() if mine[o] == kind)
             row["query_mean"] = c["queries"]["mean"]
             row["stuck"] = len(c["stuck"])
-    return rows
+    return out
 
 
 def ratio(a: float | None, b: float | None) -> str:
@@ -257,24 +259,33 @@ def ratio(a: float | None, b: float | None) -> str:
     return f"{a / b:.2f}"
 
 
+METRICS = ("fp", "fp_s", "fp_live", "suspicions", "reconverge_s", "detect_median_s", "lost",
+           "dup", "query_mean", "stuck")
+
+
 def summarize(runs: list[dict]) -> list[str]:
+    """Mean of each figure over the repetitions, pyserf next to serf, and their ratio."""
     lines = []
-    keys = sorted({(r["scenario"], r["layout"]) for r in runs},
-                  key=lambda k: (list(SCENARIOS).index(k[0]), k[1]))
-    for scenario, lay in keys:
-        group = [headline(r) for r in runs if (r["scenario"], r["layout"]) == (scenario, lay)]
-        lines.append(f"{scenario} [{lay}] x{len(group)}")
-        for metric in ("fp", "fp_s", "fp_live", "reconverge_s", "detect_median_s", "lost",
-                       "dup", "query_mean", "stuck"):
-            vals = {}
-            for kind in ("pyserf", "serf"):
-                xs = [g[kind][metric] for g in group if g.get(kind, {}).get(metric) is not None]
-                vals[kind] = statistics.mean(xs) if xs else None
-            if vals["pyserf"] is None and vals["serf"] is None:
+    scenarios = sorted({r["scenario"] for r in runs}, key=list(SCENARIOS).index)
+    for scenario in scenarios:
+        heads = [headline(r) for r in runs if r["scenario"] == scenario]
+        for section in ("pure", "mixed"):
+            group = [h[section] for h in heads if section in h]
+            if not group:
                 continue
-            fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
-            lines.append(f"  {metric:16} pyserf {fmt(vals['pyserf']):>8}  serf "
-                         f"{fmt(vals['serf']):>8}  ratio {ratio(vals['pyserf'], vals['serf'])}")
+            lines.append(f"{scenario} [{section}] x{len(group)}")
+            for metric in METRICS:
+                vals = {}
+                for kind in ("pyserf", "serf"):
+                    xs = [g[kind][metric] for g in group
+                          if g.get(kind, {}).get(metric) is not None]
+                    vals[kind] = statistics.mean(xs) if xs else None
+                if vals["pyserf"] is None and vals["serf"] is None:
+                    continue
+                fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
+                lines.append(f"  {metric:16} pyserf {fmt(vals['pyserf']):>8}  serf "
+                             f"{fmt(vals['serf']):>8}  ratio "
+                             f"{ratio(vals['pyserf'], vals['serf'])}")
     return lines
 
 

@@ -149,6 +149,7 @@ class Cluster:
         self.queries: list[dict] = []
         self.faults: list[Fault] = []
         self.suspects: list[tuple[float, str, str]] = []
+        self.heal_began: float | None = None
         self._lock = threading.Lock()
         self._streams: dict[str, RPCClient] = {}
         self.subnet = f"{lab.prefix}.{self.index}"
@@ -460,7 +461,10 @@ class Lab:
         return Fault(f"delay {ms}ms", cluster.names(hosts), time.monotonic())
 
     def heal(self, cluster: Cluster, hosts: Iterable[Agent] | None = None) -> float:
-        """Flush every fault rule (and netem) on the hosts; returns the time the last was healed."""
+        """Flush every fault rule (and netem) on the hosts; returns when the healing began,
+        which is what reconvergence is measured from (so it includes the flushing itself)."""
+        began = time.monotonic()
+        cluster.heal_began = began
         def flush(host: Agent) -> None:
             self.iptables(host, "-F", "FAULT_IN")
             self.iptables(host, "-F", "FAULT_OUT")
@@ -473,7 +477,7 @@ class Lab:
         for fault in cluster.faults:
             if fault.t1 == float("inf") and fault.kind in ("partition", "one-way", "isolated"):
                 fault.t1 = now
-        return now
+        return began
 
     def starve(self, cluster: Cluster, agents: list[Agent], percent: float) -> Fault:
         """Cap each agent (and the handlers it spawns) at ``percent`` of one core."""
@@ -734,6 +738,15 @@ def false_failures(cluster: Cluster, t_start: float, t_end: float, window: float
             out["detail"].append({"t": round(v.t - t_start, 2), "observer": v.observer,
                                   "member": v.member, "failed_for_s": round(seconds, 2)})
     out["by"] = {k: tuple(v) for k, v in out["by"].items()}
+    # Failed probes ("Suspect X has failed, no acks received") come before any verdict: the
+    # early sign of a detector crying wolf even when suspicion timers save the day.
+    by_kind: Counter[str] = Counter(
+        cluster.kind_of(observer) for t, observer, member in cluster.suspects
+        if t_start <= t <= t_end and member not in bad
+        and (only is None or observer in only)
+        and not _down(cluster, observer, t - window, t, CUT_OFF))
+    out["suspicions_unfaulted"] = sum(by_kind.values())
+    out["suspicions_by_observer"] = dict(by_kind)
     return out
 
 
