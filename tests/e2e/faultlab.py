@@ -20,6 +20,7 @@ What is observed, and how:
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import ipaddress
 import json
 import os
@@ -50,6 +51,7 @@ EVENT_NAME = "fe"
 _VERDICT = re.compile(r"serf: EventMember(Join|Failed|Leave)(?: \(forced\))?: (\S+)")
 _SUSPECT = re.compile(r"memberlist: Suspect (\S+) has failed")
 
+LOCK = "/run/pyserf-faultlab.lock"  # held while a lab picks its subnet
 CG_V2 = Path("/sys/fs/cgroup")
 CG_V1 = Path("/sys/fs/cgroup/cpu")
 
@@ -309,7 +311,7 @@ class Lab:
         self.workdir = workdir
         self.tag = f"pf{os.getpid() % 100000}"
         self.bridge = f"{self.tag}br"
-        self.prefix = self._free_prefix()
+        self.prefix = ""  # chosen with the bridge, under a lock (two labs may start at once)
         self.clusters: list[Cluster] = []
         self.netns: list[str] = []
         self.cgroups: list[Path] = []
@@ -331,9 +333,12 @@ class Lab:
 
     def cluster(self, label: str, kinds: list[str]) -> Cluster:
         if not self._bridge_up:
-            run("ip", "link", "add", self.bridge, "type", "bridge")
-            self._bridge_up = True
-            run("ip", "addr", "add", f"{self.prefix}.0.1/16", "dev", self.bridge)
+            with open(LOCK, "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                self.prefix = self._free_prefix()
+                run("ip", "link", "add", self.bridge, "type", "bridge")
+                self._bridge_up = True
+                run("ip", "addr", "add", f"{self.prefix}.0.1/16", "dev", self.bridge)
             run("ip", "link", "set", self.bridge, "up")
         cluster = Cluster(self, label, kinds)
         self.clusters.append(cluster)
