@@ -399,8 +399,19 @@ class Lab:
         """Start every agent (each joining its cluster's first), wait until all see all alive."""
         t0 = time.monotonic()
         list(self.pool.map(lambda c: c.start(c.agents[0], None), clusters))
-        rest = [(c, a) for c in clusters for a in c.agents[1:]]
-        list(self.pool.map(lambda ca: ca[0].start(ca[1], ca[0].agents[0].ip), rest))
+
+        def start(c: Cluster, a: Agent) -> None:
+            # Dozens of agents starting at once on 2 cores can time a join out: retry it.
+            for attempt in range(3):
+                try:
+                    return c.start(a, c.agents[0].ip)
+                except RuntimeError:
+                    if attempt == 2:
+                        raise
+                    time.sleep(2.0)
+
+        list(self.pool.map(lambda ca: start(*ca), [(c, a) for c in clusters
+                                                   for a in c.agents[1:]]))
         self.wait_converged(clusters, timeout)
         return time.monotonic() - t0
 
