@@ -200,6 +200,11 @@ class SerfConfig:
     leave_propagate_delay: float = 1.0
     reap_interval: float = 15.0
     reconnect_interval: float = 30.0
+    # Each wait for the next reconnect round is reconnect_interval * U(1 - j, 1 + j). serf
+    # waits exactly the interval, so agents started together (a fleet rolled out at once)
+    # retry in lockstep and a healed partition waits for their common next round: up to a
+    # whole interval. Spread out, the same number of attempts finds the heal within seconds.
+    reconnect_jitter: float = 0.5
     reconnect_timeout: float = 24 * 3600.0
     tombstone_timeout: float = 24 * 3600.0
     recent_intent_timeout: float = 300.0
@@ -293,7 +298,7 @@ class Serf:
         self.memberlist.start(now)
         c = self.config
         self._every(c.reap_interval, self._reap, now)
-        self._every(c.reconnect_interval, self._reconnect, now)
+        self._every(c.reconnect_interval, self._reconnect, now, c.reconnect_jitter)
         self._every(c.queue_check_interval, self._check_queues, now)
 
     def restore_clocks(self, clock: int, event_clock: int, query_clock: int) -> None:
@@ -317,15 +322,23 @@ class Serf:
             self.query_clock.witness(query_clock)
             self.query_min_time = max(self.query_min_time, ltime_add(query_clock, 1))
 
-    def _every(self, interval: float, fn: Callable[[float], None], now: float) -> None:
+    def _every(self, interval: float, fn: Callable[[float], None], now: float,
+               jitter: float = 0.0) -> None:
+        # Its own generator, seeded by the node name: drawing from self.rng would shift every
+        # other random choice of this machine (and the simulator's seeded runs).
+        spread = random.Random(f"{self.config.node_name}:{len(self._loops)}")
+
+        def wait() -> float:
+            return interval * (1.0 + jitter * (2.0 * spread.random() - 1.0))
+
         def tick(when: float) -> None:
             if self.state == SerfState.SHUTDOWN:
                 return
-            self._loops[idx] = self.scheduler.call_at(when + interval, tick)
+            self._loops[idx] = self.scheduler.call_at(when + wait(), tick)
             fn(when)
 
         idx = len(self._loops)
-        self._loops.append(self.scheduler.call_at(now + interval, tick))
+        self._loops.append(self.scheduler.call_at(now + wait(), tick))
 
     def take_events(self) -> list[MemberEvent | UserEventReceived | QueryReceived]:
         events, self._events = self._events, []
