@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import signal
 import statistics
 import sys
 import tempfile
@@ -301,6 +302,8 @@ def main() -> int:
     ap.add_argument("--keep", type=Path, default=None,
                     help="keep every agent's log under this directory")
     args = ap.parse_args()
+    # A TERM (timeout, CI) unwinds like an exception, so the lab is torn down.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     why = fl.missing_prerequisites()
     if why:
         print("cannot run the fault lab here: needs " + ", ".join(why), file=sys.stderr)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import ipaddress
+import itertools
 import json
 import os
 import random
@@ -51,6 +52,7 @@ EVENT_NAME = "fe"
 _VERDICT = re.compile(r"serf: EventMember(Join|Failed|Leave)(?: \(forced\))?: (\S+)")
 _SUSPECT = re.compile(r"memberlist: Suspect (\S+) has failed")
 
+_LABS = itertools.count()
 LOCK = "/run/pyserf-faultlab.lock"  # held while a lab picks its subnet
 CG_V2 = Path("/sys/fs/cgroup")
 CG_V1 = Path("/sys/fs/cgroup/cpu")
@@ -309,7 +311,8 @@ class Lab:
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
-        self.tag = f"pf{os.getpid() % 100000}"
+        # Unique per lab on this machine; short, as it prefixes interface names (15 chars).
+        self.tag = f"pf{os.getpid() % 100000}{next(_LABS) % 10}"
         self.bridge = f"{self.tag}br"
         self.prefix = ""  # chosen with the bridge, under a lock (two labs may start at once)
         self.clusters: list[Cluster] = []
@@ -335,6 +338,7 @@ class Lab:
         if not self._bridge_up:
             with open(LOCK, "w") as lock:
                 fcntl.flock(lock, fcntl.LOCK_EX)
+                _make_room_for_neighbours()
                 self.prefix = self._free_prefix()
                 run("ip", "link", "add", self.bridge, "type", "bridge")
                 self._bridge_up = True
@@ -383,9 +387,15 @@ class Lab:
                 cg.rmdir()
         for ns in self.netns:
             run("ip", "netns", "del", ns, check=False)
+        for cluster in self.clusters:
+            for agent in cluster.agents:  # gone with the namespace, unless something held it
+                run("ip", "link", "del", agent.veth, check=False)
         if self._bridge_up:
-            run("ip", "link", "del", self.bridge, check=False)
-        self.pool.shutdown(wait=False)
+            with open(LOCK, "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                run("ip", "link", "del", self.bridge, check=False)
+                _restore_neighbour_limits()
+        self.pool.shutdown(wait=False, cancel_futures=True)
 
     def __enter__(self) -> Lab:
         return self
@@ -551,6 +561,34 @@ class Lab:
         for fault in cluster.faults:
             if fault.kind.startswith(prefix) and fault.t1 == float("inf"):
                 fault.t1 = t
+
+
+# The kernel's ARP and NDP tables are shared by every namespace and capped by the host's
+# gc_thresh3 (1024 by default): 60 agents that each know 20 peers already overflow it, and an
+# overflowing table drops packets ("neighbor table overflow"), which would show up as false
+# failures. While any lab runs the limits are raised; the last lab to close restores them.
+NEIGH_LIMITS = {f"/proc/sys/net/ipv{v}/neigh/default/gc_thresh{i}": room
+                for v in (4, 6) for i, room in ((1, 4096), (2, 16384), (3, 32768))}
+NEIGH_SAVED = Path("/run/pyserf-faultlab.neigh.json")
+
+
+def _make_room_for_neighbours() -> None:
+    if not NEIGH_SAVED.exists():
+        NEIGH_SAVED.write_text(json.dumps({p: Path(p).read_text().strip()
+                                           for p in NEIGH_LIMITS}))
+    for path, room in NEIGH_LIMITS.items():
+        if int(Path(path).read_text()) < room:
+            Path(path).write_text(str(room))
+
+
+def _restore_neighbour_limits() -> None:
+    bridges = run("ip", "-o", "link", "show", "type", "bridge").stdout
+    if re.search(r"\d+: pf\d+br[:@]", bridges) or not NEIGH_SAVED.exists():
+        return  # another lab still runs
+    for path, value in json.loads(NEIGH_SAVED.read_text()).items():
+        with contextlib.suppress(OSError):
+            Path(path).write_text(value)
+    NEIGH_SAVED.unlink()
 
 
 def converged_report(cluster: Cluster) -> dict[str, dict[str, str]]:
