@@ -117,13 +117,20 @@ def test_starved_agents_cause_no_false_failure_of_others(run: Run) -> None:
 
 
 def test_sigstop_pauses_cause_no_false_failure_of_others(run: Run) -> None:
+    """Pauses of 1.5 s (a long GC, a busy host) outlast the 0.5 s probe timeout: others may
+    suspect the paused agents, but a paused agent must not blame others for its own pause
+    (its probes' acks wait in the socket buffer when it resumes: Lifeguard's point), so no
+    one ever suspects, let alone fails, an agent that was never paused."""
     t0 = run.start_traffic(STABLE)
-    pauser = fl.pauses(run.lab, run.clusters, STARVED, stop_for=0.3, every=2.0, limit=20)
+    pauser = fl.pauses(run.lab, run.clusters, STARVED, stop_for=1.5, every=4.0, limit=20)
     time.sleep(20)
     pauser.stop()
     fl.end_pauses(run.lab, run.clusters, STARVED)
     run.stop_traffic()
     run.no_false_failures(t0)
+    for c in run.clusters:
+        ff = fl.false_failures(c, t0, time.monotonic())
+        assert ff["suspicions_unfaulted"] == 0, (c.label, ff["suspicions_by_observer"])
     run.settle(EVERYONE)
 
 
