@@ -267,25 +267,29 @@ METRICS = ("fp", "fp_s", "fp_live", "suspicions", "reconverge_s", "detect_median
 def summarize(runs: list[dict]) -> list[str]:
     """Mean of each figure over the repetitions, pyserf next to serf, and their ratio."""
     lines = []
-    scenarios = sorted({r["scenario"] for r in runs}, key=list(SCENARIOS).index)
-    for scenario in scenarios:
-        heads = [headline(r) for r in runs if r["scenario"] == scenario]
+    keys = sorted({(r.get("label", ""), r["scenario"]) for r in runs},
+                  key=lambda k: (k[0], list(SCENARIOS).index(k[1])))
+    for label, scenario in keys:
+        heads = [headline(r) for r in runs
+                 if (r.get("label", ""), r["scenario"]) == (label, scenario)]
         for section in ("pure", "mixed"):
             group = [h[section] for h in heads if section in h]
             if not group:
                 continue
-            lines.append(f"{scenario} [{section}] x{len(group)}")
+            lines.append(f"{label + ': ' if label else ''}{scenario} [{section}] x{len(group)}")
             for metric in METRICS:
-                vals = {}
+                vals, worst = {}, {}
                 for kind in ("pyserf", "serf"):
                     xs = [g[kind][metric] for g in group
                           if g.get(kind, {}).get(metric) is not None]
                     vals[kind] = statistics.mean(xs) if xs else None
+                    worst[kind] = max(xs) if xs else None
                 if vals["pyserf"] is None and vals["serf"] is None:
                     continue
                 fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
-                lines.append(f"  {metric:16} pyserf {fmt(vals['pyserf']):>8}  serf "
-                             f"{fmt(vals['serf']):>8}  ratio "
+                lines.append(f"  {metric:16} pyserf {fmt(vals['pyserf']):>8} (max "
+                             f"{fmt(worst['pyserf']):>6})  serf {fmt(vals['serf']):>8} (max "
+                             f"{fmt(worst['serf']):>6})  ratio "
                              f"{ratio(vals['pyserf'], vals['serf'])}")
     return lines
 
@@ -298,7 +302,9 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--scale", type=float, default=1.0)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--json", type=Path, default=None,
+                    help="append the runs to this file (and rewrite its summary)")
+    ap.add_argument("--label", default="", help="tag these runs, e.g. the commit measured")
     ap.add_argument("--keep", type=Path, default=None,
                     help="keep every agent's log under this directory")
     args = ap.parse_args()
@@ -323,6 +329,7 @@ def main() -> int:
                     result = run_scenario(scenario, lay, args.n, args.scale,
                                           args.seed * 1000 + rep, workdir)
                 result["wall_s"] = round(time.monotonic() - t0, 1)
+                result["label"] = args.label
                 runs.append(result)
                 print(json.dumps(headline(result)), f"{scenario} [{lay}] rep {rep}",
                       f"{result['wall_s']}s", flush=True)
