@@ -24,12 +24,28 @@ REPO = Path(__file__).resolve().parents[2]
 # Agents run from temporary directories; make sure they import this checkout.
 CHILD_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(
     p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p), "PYTHONUNBUFFERED": "1"}
-_subnet = itertools.count(10)
+
+
+def _first_subnet() -> int:
+    """Where this process's prefixes start (the n of next_subnet). pytest-xdist workers gw0,
+    gw1, ... run test files side by side and their pids may agree modulo anything, so each
+    owns 1000 prefixes from 127.144 on (gw15 ends at 127.207, below 127.231, the fixture
+    capture's net); a lone pytest stays at its pid-derived offset in 127.100-127.140."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker:
+        return (os.getpid() % 50) * 200
+    index = int(worker.removeprefix("gw"))
+    if index >= 16:
+        raise RuntimeError(f"xdist worker {worker}: 127.x prefixes are laid out for 16")
+    return 44 * 250 + index * 1000
+
+
+_subnet = itertools.count(10 + _first_subnet())
 
 
 def next_subnet() -> str:
     """A fresh 127.<a>.<b> prefix per cluster so tests never hear each other."""
-    n = next(_subnet) + (os.getpid() % 50) * 200
+    n = next(_subnet)
     return f"127.{100 + n // 250}.{n % 250}"
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from tests.e2e import adversary_lib as adv
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.serial]
 
 # One case per attack, then the join check of its group, in campaign order.
 CASES = []

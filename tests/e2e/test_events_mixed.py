@@ -94,6 +94,7 @@ def test_query_filters_across_kinds(five):
                                        "Total Responses: 1"]
 
 
+@pytest.mark.serial
 def test_serf_cli_gets_every_response_from_a_pyserf_agent(five):
     """`serf query` against a pyserf agent whose query ends early (everyone answered) gets
     every ack and response. The loss this guards against is a scheduling race in the real

@@ -27,7 +27,7 @@ import pytest
 
 from tests.e2e.harness import Agent, Cluster, members, wait_until
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.serial]
 
 PI, PROBE_TIMEOUT, GOSSIP, PUSH_PULL = 1.0, 0.5, 0.2, 30.0  # the lan profile
 SUSPICION_MULT, N = 4, 3

@@ -334,6 +334,7 @@ def synced(monitors: dict[Any, Monitor], agents: list[Agent]) -> None:
                what="every monitor streaming")
 
 
+@pytest.mark.serial
 def test_serf_monitor_against_pyserf_streams_filters_and_stops(pair: Pair) -> None:
     agents = [pair.serf, pair.py]
     monitors = watch(agents, ("debug", "info", "warn"))

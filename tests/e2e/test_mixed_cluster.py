@@ -168,6 +168,7 @@ def test_pyserf_keys_rotates_serf_nodes_and_persists_the_keyring(cluster, need_s
     assert members("serf", s1.rpc)["p1"][1] == "alive"
 
 
+@pytest.mark.serial
 def test_query_returns_once_everyone_answered(cluster, need_serf):
     handler = "-event-handler=query:hello=echo hi-from-$SERF_SELF_NAME"
     p1 = cluster.start("pyserf", "p1", handler)

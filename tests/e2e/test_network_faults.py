@@ -20,7 +20,7 @@ import pytest
 
 from tests.e2e.harness import Agent, statuses, wait_until
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.serial]
 
 PI = 1.0
 SUSPICION_MIN = 4 * max(1.0, math.log10(2)) * PI  # SuspicionMult * max(1, log10(n)) * PI
@@ -44,12 +44,12 @@ class Firewall:
 
     def drop(self, *match: str) -> None:
         rule = [*match, "-j", "DROP"]
-        subprocess.run(["iptables", "-I", "INPUT", *rule], check=True)
+        subprocess.run(["iptables", "-w", "5", "-I", "INPUT", *rule], check=True)
         self.rules.append(rule)
 
     def clear(self) -> None:
         while self.rules:
-            subprocess.run(["iptables", "-D", "INPUT", *self.rules.pop()], check=False)
+            subprocess.run(["iptables", "-w", "5", "-D", "INPUT", *self.rules.pop()], check=False)
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from pyserf.client.rpc_client import RPCClient
 from tests.e2e.harness import Agent, Cluster, wait_until
 from tests.e2e.test_rpc_protocol import Raw as RawBase
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.serial]
 
 RSS_BOUND_MIB = 120.0
 ANSWER_WITHIN = 2.0
