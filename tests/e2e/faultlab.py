@@ -505,8 +505,11 @@ class Lab:
                 fault.t1 = now
         return began
 
-    def starve(self, cluster: Cluster, agents: list[Agent], percent: float) -> Fault:
-        """Cap each agent (and the handlers it spawns) at ``percent`` of one core."""
+    def starve(self, cluster: Cluster, agents: list[Agent], percent: float,
+               period_us: int = 100_000) -> Fault:
+        """Cap each agent (and the handlers it spawns) at ``percent`` of one core, enforced
+        per ``period_us``: a long period makes the agent run in rare bursts and fall behind
+        its socket, as on a host that is busy for whole seconds."""
         kind = cpu_cgroup_kind()
         root = CG_V2 if kind == "v2" else CG_V1
         parent = root / f"{self.lab_cgroup_name}"
@@ -517,7 +520,7 @@ class Lab:
                 with contextlib.suppress(OSError):
                     (root / "cgroup.subtree_control").write_text("+cpu")
                 (parent / "cgroup.subtree_control").write_text("+cpu")
-        period = 100_000
+        period = period_us
         for agent in agents:
             cg = parent / agent.name
             cg.mkdir(exist_ok=True)

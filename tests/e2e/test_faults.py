@@ -17,7 +17,8 @@ Timers (memberlist LAN profile, serf agent defaults) the bounds come from, at N 
   with probability failed/alive, which is 1 in a 3|3 split; one reconnect is a push-pull that
   revives the whole other side, and the news reaches everyone by gossip in GOSSIP_SPREAD = 3 s
   (0.2 s rounds to 3 peers). pyserf's longest round is 1.5 * RECONNECT;
-- user events missed while cut off come back with push-pulls (every 30 s below 32 members).
+- user events are gossiped a few times each; an agent that missed one (cut off, paused, or
+  just unlucky) gets it in a push-pull, every 30 s below 32 members.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ class Run:
         for every in self.load:
             every.stop()
 
-    def settle(self, observers: list[int], events_within: float = 20.0) -> None:
+    def settle(self, observers: list[int], events_within: float = PUSH_PULL + SLACK) -> None:
         """Both clusters converge, and every fired event reaches every observer once."""
         for c in self.clusters:
             assert self.lab.wait_converged([c], 60) is not None, fl.converged_report(c)
@@ -100,9 +101,14 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
 
 
 def test_starved_agents_cause_no_false_failure_of_others(run: Run) -> None:
-    t0 = run.start_traffic(STABLE)
-    # 1 % of a core: 5 % (the benchmark's figure) rarely bites an idle agent of 6.
-    run.each(lambda c: run.lab.starve(c, c.by_index(STARVED), 1))
+    """0.3 % of a core enforced per second: a starved agent runs a few ms, then waits most of
+    a second with its socket filling up (5 % per 100 ms, the benchmark's figure, never bites
+    an idle agent of 6). Others suspect and may fail the starved agents; the starved agents'
+    own late probes make them accuse healthy ones, who must refute in time: no agent that
+    was never starved may be declared failed."""
+    unstarved = [i for i in EVERYONE if i not in STARVED]
+    t0 = run.start_traffic([i for i in STABLE if i not in STARVED])
+    run.each(lambda c: run.lab.starve(c, c.by_index(STARVED), 0.3, period_us=1_000_000))
     time.sleep(25)
     run.each(lambda c: run.lab.unstarve(c, c.by_index(STARVED)))
     run.stop_traffic()
@@ -113,7 +119,8 @@ def test_starved_agents_cause_no_false_failure_of_others(run: Run) -> None:
     run.no_false_failures(t0)
     run.settle(EVERYONE)
     for c in run.clusters:
-        assert fl.query_completeness(c, [a.name for a in c.agents])["mean"] > 0.9
+        names = [a.name for a in c.by_index(unstarved)]
+        assert fl.query_completeness(c, names)["mean"] > 0.9
 
 
 def test_sigstop_pauses_cause_no_false_failure_of_others(run: Run) -> None:
@@ -197,3 +204,8 @@ def test_churn_loses_no_event_and_mistakes_no_leave(run: Run) -> None:
             wrong = [v.observer for v in c.verdicts if v.member == kill["agent"]
                      and kill["t"] <= v.t <= back and v.kind == "failed"]
             assert not wrong, (kill, wrong)
+            # ... and every always-up agent saw the leave, however soon it came back.
+            stable = {c.agents[i].name for i in STABLE}
+            left = {v.observer for v in c.verdicts if v.member == kill["agent"]
+                    and kill["t"] <= v.t <= back and v.kind == "leave"}
+            assert stable <= left, (kill, "no leave seen by", sorted(stable - left))
