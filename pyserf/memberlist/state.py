@@ -9,7 +9,9 @@ a shared ``Scheduler``; the caller sleeps until ``scheduler.next_wake()`` and th
 from __future__ import annotations
 
 import logging
+import math
 import random
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -46,6 +48,9 @@ PROTOCOL_MIN = 1
 PROTOCOL_MAX = 5
 PROTOCOL_CUR = 2
 MAX_PUSH_PULL_REQUESTS = 128
+# Nothing heard for this many probe intervals: we, not our peers, were cut off. A node of a
+# live cluster hears acks and gossip several times per interval.
+SILENCE_PROBES = 2
 EXPEDITE_MIN_GAP = 0.05
 # What one datagram may expand to. memberlist compresses a message that already fits a UDP
 # packet, so nothing legitimate decompresses past 64 KiB; without a budget, LZW's ~2,700x ratio
@@ -204,6 +209,11 @@ class Memberlist:
         self._expedited: Timer | None = None
         self._last_gossip = -1.0
         self._suspicions: dict[str, Suspicion] = {}
+        # When a peer last got a message through to us, and the last few silences (spans
+        # with nothing heard for longer than SILENCE_PROBES probe intervals), to tell whether
+        # an accusation of ours was raised while we were the one cut off.
+        self._heard_at = -math.inf
+        self._silences: deque[tuple[float, float]] = deque(maxlen=4)
         self._ack_handlers: dict[int, _AckHandler] = {}
         self._streams: dict[int, _StreamWait] = {}
         self._actions: list[SendPacket | OpenStream] = []
@@ -412,6 +422,7 @@ class Memberlist:
             if data and data[0] == MsgType.HAS_CRC:
                 data = codec.strip_crc(data)
             self._handle_command(data, source, now, 0, _Budget())
+            self._heard(now)
         except DecodeError as exc:
             self.drops.drop("packet", peer, exc, now)
         except Exception as exc:
@@ -546,6 +557,7 @@ class Memberlist:
         peer = _peer_text(source)
         try:
             kind, body = self._open_stream_message(data)
+            self._heard(now)
         except (StreamError, DecodeError) as exc:
             self.drops.drop("stream", peer, exc, now)
             return self._stream_payload(codec.encode_err(str(exc)[:codec.MAX_ERROR_TEXT]))
@@ -590,6 +602,7 @@ class Memberlist:
             return
         try:
             kind, body = self._open_stream_message(data)
+            self._heard(now)
         except (StreamError, DecodeError) as exc:
             wait.on_error(str(exc), now)
             return
@@ -1136,7 +1149,13 @@ class Memberlist:
             if node and node.state == NodeStateKind.SUSPECT and node.state_change == change_time:
                 log.info("memberlist: Marking %s as failed, suspect timeout reached (%d peer "
                          "confirmations)", node.name, suspicion.count)
-                self._dead_node(Dead(node.incarnation, node.name, self.config.name), when)
+                # An accusation raised while we heard from no one says more about us than
+                # about the accused, who never heard it and could not refute: the verdict
+                # stays in our own view. Gossiped (as serf's memberlist does), it reaches the
+                # others first thing after a heal and they fail a healthy member until it
+                # refutes (the fault lab's isolated node: 18 agents, ~0.05 s each).
+                self._dead_node(Dead(node.incarnation, node.name, self.config.name), when,
+                                gossip=not self._cut_off_at(suspicion.start))
 
         suspicion.timer = self.scheduler.call_at(suspicion.deadline, expire)
 
@@ -1147,8 +1166,17 @@ class Memberlist:
             old.cancel()
             suspicion.timer = self.scheduler.call_at(suspicion.deadline, old.callback)
 
+    def _heard(self, now: float) -> None:
+        if now - self._heard_at > SILENCE_PROBES * self.timing.probe_interval:
+            self._silences.append((self._heard_at, now))
+        self._heard_at = now
+
+    def _cut_off_at(self, when: float) -> bool:
+        """Did we hear from no peer around ``when`` (silent since, or inside a silence)?"""
+        return self._heard_at < when or any(a <= when <= b for a, b in self._silences)
+
     def _dead_node(self, d: Dead, now: float,
-                   on_finished: Callable[[], None] | None = None) -> None:
+                   on_finished: Callable[[], None] | None = None, gossip: bool = True) -> None:
         state = self.node_map.get(d.node)
         if state is None or d.incarnation < state.incarnation:
             return
@@ -1163,7 +1191,7 @@ class Memberlist:
                 log.warning("memberlist: Refuting a dead message (from: %s)", d.from_)
                 return
             self._broadcast(d.node, d.encode(), on_finished)
-        else:
+        elif gossip:
             self._broadcast(d.node, d.encode())
         state.incarnation = d.incarnation
         state.state = NodeStateKind.LEFT if d.node == d.from_ else NodeStateKind.DEAD

@@ -364,6 +364,10 @@ def test_suspicion_timeout_with_enough_peers_is_the_maximum_then_shrinks():
     """n=5 (<10 so log10 scale is 1): min = 4 * 1 * 1.0 = 4.0 s, max = 6 * 4 = 24 s, k = 2."""
     h = ML()
     h.add("a", "b", "c", "d")
+    # Accusations and confirmations come in as datagrams: this node hears its peers (one
+    # that heard no one keeps its verdict to itself, tests/unit/test_isolated_verdicts.py).
+    for t in (9.0, 10.0, 11.0, 12.0):
+        h.ml._heard(t)
     h.ml._suspect_node(Suspect(1, "a", "b"), 10.0)
     sus = h.ml._suspicions["a"]
     assert (sus.k, sus.min, sus.max) == (2, 4.0, 24.0)
