@@ -995,6 +995,12 @@ def cmd_monitor(args: list[str]) -> int:
         fs.parse(args)
     except FlagError:
         return 1
+    # Ctrl-C ends the monitor even when we were started with SIGINT ignored (a background job,
+    # a test runner's worker): Python leaves an inherited SIG_IGN alone, Go's signal.Notify
+    # in serf's monitor does not.
+    import signal
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     client = _connect(fs)
     if client is None:
         return 1

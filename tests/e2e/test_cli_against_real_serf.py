@@ -416,9 +416,12 @@ def test_rpc_auth(capsys, tmp_path: Path) -> None:
 def test_monitor_subprocess(serf_pair) -> None:
     a, b = serf_pair
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    # Started with SIGINT ignored, as a background job (or a test worker) is: Ctrl-C must
+    # still end it, as it ends serf's (Go's signal.Notify re-enables the signal).
     proc = subprocess.Popen(
         [sys.executable, "-m", "pyserf.cli", "monitor", "-log-level=debug", f"-rpc-addr={a.rpc}"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
