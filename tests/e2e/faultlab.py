@@ -154,6 +154,9 @@ class Cluster:
         self.faults: list[Fault] = []
         self.suspects: list[tuple[float, str, str]] = []
         self.heal_began: float | None = None
+        # Payload numbers never repeat in a cluster's life: a test's late event must not pass
+        # for the next test's event of the same number (a false duplicate).
+        self.event_numbers = itertools.count()
         self._lock = threading.Lock()
         self._streams: dict[str, RPCClient] = {}
         self.subnet = f"{lab.prefix}.{self.index}"
@@ -642,11 +645,12 @@ def traffic(lab: Lab, clusters: list[Cluster], senders: dict[str, list[Agent]],
             event_every: float, query_every: float, limit: float, rng: random.Random
             ) -> list[Every]:
     """User events and queries from random always-up agents of each cluster, throughout."""
-    def event(n: int) -> None:
+    def event(_n: int) -> None:
         for c in clusters:
             live = [a for a in senders[c.label] if a.up()]
             if live:
-                lab.pool.submit(c.fire_event, rng.choice(live), f"{c.label}-{n}")
+                lab.pool.submit(c.fire_event, rng.choice(live),
+                                f"{c.label}-{next(c.event_numbers)}")
 
     def query(_n: int) -> None:
         for c in clusters:
