@@ -30,7 +30,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter, defaultdict
@@ -40,12 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pyserf.client.rpc_client import RPCClient, RPCError
+from tests.e2e.harness import CHILD_ENV, PYSERF, SERF
 
-REPO = Path(__file__).resolve().parents[2]
-SERF = shutil.which("serf")
-PYSERF = [sys.executable, "-m", "pyserf"]
-CHILD_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(
-    p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p), "PYTHONUNBUFFERED": "1"}
 QUERY_NAME = "fq"
 EVENT_NAME = "fe"
 
