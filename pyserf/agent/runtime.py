@@ -48,6 +48,10 @@ MAX_INBOUND_STREAMS = 128
 # Connections that have not sent a byte yet are cheap but hold descriptors: keep at most this
 # many, closing the oldest when another arrives, so idle sockets never lock out real peers.
 MAX_IDLE_STREAMS = 512
+# Datagrams read straight from the socket before the due timers run (see _on_timer); bounded so
+# a flood cannot hold the loop, and a datagram never exceeds 64 KiB.
+MAX_DRAINED_DATAGRAMS = 256
+MAX_DATAGRAM = 65536
 MAX_INBOUND_BUFFERED = 64 * 1024 * 1024
 GRACEFUL_TIMEOUT = 3.0
 
@@ -150,6 +154,7 @@ class Agent:
         self.scheduler = Scheduler()
         self.serf: Serf | None = None
         self.udp: asyncio.DatagramTransport | None = None
+        self._udp_sock: socket.socket | None = None
         self.tcp_server: asyncio.Server | None = None
         self.rpc = None
         self.handlers = HandlerManager(self, config.handler_timeout)
@@ -310,6 +315,7 @@ class Agent:
                 f"\"{host}\" port {port}: listen udp {host}:{port}: bind: "
                 f"{_os_reason(exc)}") from exc
         self.udp, _ = await self.loop.create_datagram_endpoint(lambda: _UDP(self), sock=sock)
+        self._udp_sock = sock
         self.handlers.load(self.config.event_handlers)
         if self.config.snapshot_path:
             try:
@@ -368,11 +374,34 @@ class Agent:
     def _on_timer(self) -> None:
         self._timer = None
         self._timer_at = None
+        self._drain_udp()
         try:
             self.scheduler.run_due(self.loop.time())
         except Exception:
             log.exception("agent: internal error in a timer callback")
         self.pump()
+
+    def _drain_udp(self) -> None:
+        """Hand the machine the datagrams already waiting in the socket.
+
+        asyncio reads one datagram per loop turn but runs every overdue timer in the first
+        turn. After the process was paused or starved, a probe's deadlines are overdue while
+        the ack that answers it waits behind the backlog, so without this the agent suspects a
+        healthy peer whose answer it has already received. Go's memberlist reads packets on
+        its own goroutine and does not fall behind this way.
+        """
+        sock = self._udp_sock
+        if sock is None or self.udp is None or self.udp.is_closing():
+            return
+        for _ in range(MAX_DRAINED_DATAGRAMS):
+            try:
+                data, addr = sock.recvfrom(MAX_DATAGRAM)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # an ICMP error queued on the socket: report, read on
+                log.debug("memberlist: UDP error: %s", exc)
+                continue
+            self._receive(data, (addr[0], addr[1]))
 
     def spawn(self, coro) -> asyncio.Task:
         task = self.loop.create_task(coro)
@@ -404,11 +433,14 @@ class Agent:
     # -- network input --------------------------------------------------------------------
 
     def on_packet(self, data: bytes, addr: tuple[str, int]) -> None:
+        self._receive(data, addr)
+        self.pump()
+
+    def _receive(self, data: bytes, addr: tuple[str, int]) -> None:
         try:
             self.serf.memberlist.receive_packet(data, addr, self.loop.time())
         except Exception:
             log.exception("memberlist: internal error handling a packet from %s:%d", *addr)
-        self.pump()
 
     async def _on_stream(self, reader: asyncio.StreamReader,
                          writer: asyncio.StreamWriter) -> None:

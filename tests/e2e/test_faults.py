@@ -125,10 +125,9 @@ def test_starved_agents_cause_no_false_failure_of_others(run: Run) -> None:
 
 def test_sigstop_pauses_cause_no_false_failure_of_others(run: Run) -> None:
     """Pauses of 1.5 s (a long GC, a busy host) outlast the 0.5 s probe timeout: others may
-    suspect the paused agents, and a resumed agent may suspect a peer whose ack waits behind
-    its backlog of datagrams (asyncio reads one per loop turn and runs due timers in between:
-    a known race, to be fixed), but no agent that was never paused is failed: the accused
-    hears the accusation and refutes."""
+    suspect the paused agents, but no agent that was never paused is failed, and a resumed
+    pyserf agent suspects no one who was never paused: the ack of its last probe waits in its
+    socket and is read before the overdue deadline runs (tests/unit/test_udp_backlog.py)."""
     t0 = run.start_traffic(STABLE)
     pauser = fl.pauses(run.lab, run.clusters, STARVED, stop_for=1.5, every=4.0, limit=20)
     time.sleep(20)
@@ -136,6 +135,12 @@ def test_sigstop_pauses_cause_no_false_failure_of_others(run: Run) -> None:
     fl.end_pauses(run.lab, run.clusters, STARVED)
     run.stop_traffic()
     run.no_false_failures(t0)
+    for c in run.clusters:
+        paused = {a.name for a in c.by_index(STARVED)}
+        accused = [(round(t - t0, 2), observer, member) for t, observer, member in c.suspects
+                   if observer in paused and member not in paused
+                   and c.kind_of(observer) == "pyserf"]
+        assert accused == [], (c.label, accused)
     run.settle(EVERYONE)
 
 
