@@ -58,6 +58,10 @@ EXPEDITE_MIN_GAP = 0.05
 MAX_PACKET_EXPANSION = 128 * 1024
 MAX_PACKET_MESSAGES = 1024  # messages per datagram, counting every compound part
 MAX_NESTING = 4  # compress(compound(...)) is the deepest memberlist itself sends
+# Catch-up syncs per membership change, cluster-wide (see _start_eager_sync), and the least
+# time between two of one node's: a hard cap whatever the churn.
+EAGER_SYNCS = 2.0
+EAGER_MIN_GAP = 1.0
 
 Address = tuple[str, int]
 
@@ -126,9 +130,9 @@ class MemberlistConfig:
     delegate_versions: tuple[int, int, int] = (2, 5, 5)
     # pyserf extension: gossip new messages at once instead of at the next tick.
     expedite_gossip: bool = True
-    # pyserf extension: after joins and newly learned nodes, run a few extra push-pulls so a
-    # node that missed an alive by gossip catches up in about a second, not at the next
-    # periodic sync (30 s+).
+    # pyserf extension: after our join, and on some of the joins we hear of (~2 nodes per
+    # change cluster-wide), run an extra push-pull so a node that missed an alive by gossip
+    # catches up in about a second, not at the next periodic sync (30 s+).
     eager_sync: bool = True
 
 
@@ -229,7 +233,10 @@ class Memberlist:
         self.shutdown_done = False
         self.drops = DropLog(log, "memberlist")
         self._eager_timer: Timer | None = None
+        # Until when a catch-up sync that brought news is followed by another one.
         self._eager_until = 0.0
+        self._last_eager = -math.inf
+        self._news = 0  # members that joined or came back, as we heard of them
         self._pending_push_pulls = 0
 
     # -- public API ------------------------------------------------------------------------
@@ -790,24 +797,47 @@ class Memberlist:
         self._push_pull(node.address, False, now, done)
 
     def _start_eager_sync(self, now: float, follow_up: bool = False) -> None:
-        """Schedule a catch-up push-pull soon; repeat while the membership keeps changing."""
+        """A member joined (or came back): maybe run one catch-up push-pull soon.
+
+        Every node hears of every change, so each takes it with odds EAGER_SYNCS / N: about
+        EAGER_SYNCS extra exchanges cluster-wide per change, as many as the join push-pull
+        itself, and a storm of N joins costs each node a couple whatever N and however long
+        the storm lasts. ``follow_up`` (our own join just completed) always syncs once more:
+        the seed's view was a snapshot and the joins racing ours are missing from it.
+        """
         if not self.config.eager_sync or self.shutdown_done:
             return
-        self._eager_until = max(self._eager_until, now + (3.0 if follow_up else 2.0))
-        if self._eager_timer is not None and not self._eager_timer.cancelled:
+        if not follow_up and self.rng.random() * len(self.nodes) >= EAGER_SYNCS:
             return
-        delay = self.rng.uniform(0.3, 0.8)
+        self._eager_until = max(self._eager_until, now + (3.0 if follow_up else 2.0))
+        self._arm_eager_sync(now + self.rng.uniform(0.3, 0.8))
 
-        def fire(when: float) -> None:
-            self._eager_timer = None
-            if self.left or self.shutdown_done:
-                return
-            self._periodic_push_pull(when, reschedule=False)
-            if when < self._eager_until:
-                self._eager_timer = self.scheduler.call_at(
-                    when + self.rng.uniform(0.7, 1.2), fire)
+    def _arm_eager_sync(self, when: float) -> None:
+        if self._eager_timer is not None and not self._eager_timer.cancelled:
+            return  # one pending sync covers every change heard before it runs
+        when = max(when, self._last_eager + EAGER_MIN_GAP)
+        self._eager_timer = self.scheduler.call_at(when, self._eager_sync)
 
-        self._eager_timer = self.scheduler.call_at(now + delay, fire)
+    def _eager_sync(self, now: float) -> None:
+        self._eager_timer = None
+        if self.left or self.shutdown_done:
+            return
+        candidates = [n for n in self.nodes
+                      if n.name != self.config.name and n.state == NodeStateKind.ALIVE]
+        if not candidates:
+            return
+        self._last_eager = now
+        node = self.rng.choice(candidates)
+        news = self._news
+
+        def done(error: str | None, when: float) -> None:
+            if error:
+                log.error("memberlist: Push/Pull with %s failed: %s", node.name, error)
+            elif self._news > news and when < self._eager_until:
+                # Members were still turning up: we may be behind yet, sync once more.
+                self._arm_eager_sync(when + self.rng.uniform(0.7, 1.2))
+
+        self._push_pull(node.address, False, now, done)
 
     # -- probing ---------------------------------------------------------------------------
 
@@ -1106,6 +1136,7 @@ class Memberlist:
         if old_state in (NodeStateKind.DEAD, NodeStateKind.LEFT):
             self.delegate.notify_join(state, now)
             if learned_new or not is_local:
+                self._news += 1
                 self._start_eager_sync(now)
         elif old_meta != state.meta:
             self.delegate.notify_update(state, now)
