@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pyserf import SERF_PROTOCOL_MAX, SERF_PROTOCOL_MIN, __version__
 from pyserf.agent.config import (
@@ -26,7 +26,10 @@ from pyserf.agent.config import (
     parse_duration_ns,
     unmarshal_tags,
 )
-from pyserf.client.rpc_client import Member, RPCClient, RPCError
+from pyserf.client.errors import RPCError
+
+if TYPE_CHECKING:
+    from pyserf.client.rpc_client import Member, RPCClient
 
 APP = "pyserf"
 DEFAULT_RPC_ADDR = "127.0.0.1:7373"
@@ -350,6 +353,8 @@ def _flags(name: str, rpc: bool = True) -> FlagSet:
 
 
 def _connect(fs: FlagSet, prefix: str = "") -> RPCClient | None:
+    from pyserf.client.rpc_client import RPCClient  # the agent itself never needs the client
+
     try:
         return RPCClient(fs["rpc-addr"], fs["rpc-auth"])
     except RPCError as exc:

@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import math
 import os
 import socket
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any
 
 from pyserf import SERF_PROTOCOL_MAX, SERF_PROTOCOL_MIN
@@ -665,6 +663,8 @@ def _decode_json_value(data: bytes) -> Any:
     except _JSONSyntaxError as exc:
         raise ConfigError(exc.message) from None
     text = data[:end].decode("utf-8", "replace")
+    import json  # only config files need it: a flags-only agent never loads it
+
     return json.loads(text)
 
 
@@ -691,6 +691,8 @@ def go_json_unmarshal(data: bytes, go_type: str) -> Any:
     rest = scanner.ws(end)
     if rest < len(data):
         raise ValueError(f"invalid character {_quote_json_char(data[rest])} after top-level value")
+    import json  # tags and keyring files only
+
     value = json.loads(data[:end].decode("utf-8", "replace"))
     if value is None:
         return None
@@ -737,6 +739,8 @@ def _go_float_v(value: float) -> str:
         return "+Inf" if value > 0 else "-Inf"
     if value == 0:
         return "-0" if math.copysign(1.0, value) < 0 else "0"
+    from decimal import Decimal  # error messages only; _decimal is a sizeable C module
+
     sign = "-" if value < 0 else ""
     tup = Decimal(repr(abs(value))).normalize().as_tuple()
     digits = "".join(str(d) for d in tup.digits)

@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 from pyserf.agent import logs, netutil
 from pyserf.agent.config import LOG_LEVELS, first_problem, go_json_unmarshal
 from pyserf.agent.handlers import HandlerManager
-from pyserf.agent.snapshot_file import SnapshotError, SnapshotFile
 from pyserf.memberlist import codec, security
 from pyserf.memberlist.profiles import PROFILES
 from pyserf.memberlist.state import JoinOutcome, MemberlistConfig, OpenStream, SendPacket
@@ -38,6 +37,7 @@ from pyserf.serf.core import (
 
 if TYPE_CHECKING:
     from pyserf.agent.config import AgentConfig
+    from pyserf.agent.snapshot_file import SnapshotFile
 
 log = logging.getLogger("pyserf.agent")
 
@@ -318,6 +318,8 @@ class Agent:
         self._udp_sock = sock
         self.handlers.load(self.config.event_handlers)
         if self.config.snapshot_path:
+            from pyserf.agent.snapshot_file import SnapshotError, SnapshotFile
+
             try:
                 self.snapshot = SnapshotFile(self.config.snapshot_path,
                                              self.config.rejoin_after_leave)

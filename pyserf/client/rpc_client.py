@@ -22,6 +22,8 @@ from typing import Any
 
 import msgpack
 
+from pyserf.client.errors import RPCError
+
 __all__ = [
     "DEFAULT_TIMEOUT",
     "Coordinate",
@@ -44,22 +46,6 @@ CLIENT_CLOSED = "client closed"
 _NO_BODY_ERRORS = frozenset(
     {"Authentication required", "Handshake required", "Unsupported command"}
 )
-
-
-class RPCError(Exception):
-    """An error reported by the agent, or ``client closed`` when the connection is gone.
-
-    ``body`` carries the response body the server sent along with the error, if any (serf
-    sends one for join and key commands).
-    """
-
-    def __init__(self, message: str, body: Any = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.body = body
-
-    def __str__(self) -> str:
-        return self.message
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,62 @@
+"""An idle plain agent loads only what it uses, so its RSS stays close to serf's.
+
+RSS itself is measured by benchmarks/cluster_bench.py; this test pins the cause instead: the
+modules of features a plain agent (no encryption, no discover, no snapshot, no config file)
+never uses stay out of the process. ``python -X importtime`` lists every module imported.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# Each is loaded only by the feature named: importing it eagerly again costs every agent.
+LAZY = {
+    "cryptography": "encryption",
+    "re2": "filters compiled from a regular expression",
+    "zeroconf": "-discover",
+    "pyserf.agent.discovery": "-discover",
+    "pyserf.client.rpc_client": "the RPC client commands",
+    "pyserf.agent.snapshot_file": "-snapshot",
+    "pyserf.serf.snapshot": "-snapshot",
+    "json": "config, tags and keyring files",
+    "decimal": "config decoding errors",
+}
+
+
+def _idle_agent_imports() -> set[str]:
+    ip = f"127.{random.randint(64, 250)}.{random.randint(1, 250)}.{random.randint(2, 250)}"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-X", "importtime", "-m", "pyserf", "agent", "-node=rss",
+         f"-bind={ip}:7946", f"-rpc-addr={ip}:7373"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env,
+        cwd=ROOT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if "Serf agent running!" in line or time.monotonic() > deadline:
+                break
+        time.sleep(0.5)  # idle a moment: anything imported on the first timers counts too
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    return {line.rsplit("|", 1)[1].strip() for line in err.splitlines()
+            if line.startswith("import time:") and line.count("|") == 2}
+
+
+def test_idle_plain_agent_leaves_optional_modules_unloaded() -> None:
+    imported = _idle_agent_imports()
+    # The parse saw a running agent: its RPC server and runtime were imported.
+    assert {"pyserf.agent.runtime", "pyserf.agent.rpc", "asyncio"} <= imported
+    loaded = {name: why for name, why in LAZY.items()
+              if name in imported or any(m.startswith(name + ".") for m in imported)}
+    assert not loaded, f"imported by an idle plain agent, needed only for: {loaded}"
