@@ -1,21 +1,28 @@
 """An in-memory network and virtual clock that runs many serf machines in one process.
 
 The simulator drives exactly the machines the agent runs, so protocol behaviour (convergence,
-failure detection, Lifeguard bounds) can be tested deterministically and fast. Besides uniform
-UDP loss it models the faults failure detectors exist for: partitions that cut UDP and TCP both
-ways until healed, one-way loss on a link, lost or refused TCP connections, and nodes frozen as
-by SIGSTOP (no timers run and nothing is read until they resume and catch up). Every suspicion,
-refutation and member event is logged per observer, so a test can count false positives along
-the way instead of only looking at the final view.
+failure detection, Lifeguard bounds) can be tested deterministically and fast. Besides loss
+(global, per link, per node, and bursty) and configurable latency it models the faults failure
+detectors exist for: partitions that cut UDP and TCP both ways until healed, one-way loss on a
+link, lost or refused TCP connections, and nodes frozen as by SIGSTOP (no timers run and
+nothing is read until they resume and catch up). Every suspicion, refutation and member event
+is logged per observer (or handed to listeners), so a test can count false positives along the
+way instead of only looking at the final view.
+
+The engine is event-driven: one heap holds every delivery and, per node, the time its own
+scheduler next needs to run. A node is pumped only when something arrives for it or one of its
+timers is due, so the cost of a run grows with the traffic, not with traffic times nodes.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import random
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from pyserf.memberlist import codec, security
 from pyserf.memberlist.codec import MsgType, NodeStateKind, Suspect
@@ -24,13 +31,17 @@ from pyserf.memberlist.state import MemberlistConfig, OpenStream, SendPacket
 from pyserf.memberlist.suspicion import Suspicion
 from pyserf.memberlist.timers import Scheduler
 from pyserf.serf.core import MemberEvent, Serf, SerfConfig
+from pyserf.sim.counters import CounterSnapshot, NodeCounters, snapshot
+from pyserf.sim.links import GilbertElliott, Latency, Link, Sampler
 
 Address = tuple[str, int]
 # Datagrams and connections a frozen node's kernel holds for it (a socket buffer's worth).
 PAUSED_INBOX_LIMIT = 512
+# What a handler on a node is called with: the node, the virtual time, then its arguments.
+Handler = Callable[..., None]
 
 
-@dataclass
+@dataclass(eq=False)
 class SimNode:
     name: str
     addr: Address
@@ -40,8 +51,17 @@ class SimNode:
     up: bool = True
     paused: bool = False
     events: list = field(default_factory=list)
-    # What arrived while paused, handled in order on resume.
+    # What arrived while paused (handler, args), handled in order on resume.
     inbox: deque = field(default_factory=deque)
+    counters: NodeCounters = field(default_factory=NodeCounters)
+    # How often the engine handed this node input or ran its timers.
+    pumps: int = 0
+    # The scheduler wake the global heap holds an entry for; older entries are stale.
+    wake_at: float | None = None
+    # Optional: the agent's coalescing pipeline and an in-memory snapshot recorder.
+    pipeline: Any = None
+    snapshot: Any = None
+    snapshot_lines: list[str] | None = None
 
 
 @dataclass(slots=True)
@@ -70,32 +90,72 @@ class Sent(NamedTuple):
     data: bytes
 
 
-@dataclass(slots=True)
-class _Link:
-    udp_loss: float = 0.0
-    tcp_loss: float = 0.0
+def stream_kind(data: bytes, keyring: security.Keyring | None = None) -> int | None:
+    """The message type a stream opens with, looking through encryption and compression.
+
+    Compressed streams are not inflated: the writer's LZW stream starts with a 9-bit clear
+    code and then the first byte as a 9-bit literal, so bits 9..17 are the type."""
+    try:
+        if data[:1] == bytes((MsgType.ENCRYPT,)):
+            if keyring is None:
+                return None
+            data = security.decrypt(keyring, data[5:], data[:5])
+        if data[:1] == bytes((MsgType.COMPRESS,)):
+            buf = codec.unpack_body(data[1:]).get(b"Buf", b"")
+            if not isinstance(buf, bytes) or len(buf) < 3:
+                return None
+            first = (int.from_bytes(buf[:3], "little") >> 9) & 0x1FF
+            return first if first < 256 else None
+        return data[0] if data else None
+    except (ValueError, codec.DecodeError):
+        return None
 
 
 class SimNetwork:
-    def __init__(self, seed: int = 1, loss: float = 0.0, latency: tuple[float, float] = (
-            0.0005, 0.003), compression: bool = True, tcp_loss: float = 0.0,
-            trace: bool = False) -> None:
+    """The simulated network.
+
+    ``latency``: ``(lo, hi)`` uniform seconds, a ``Latency`` or a callable(rng) -> seconds.
+    ``loss``/``tcp_loss``: probability each datagram / connection is lost. ``burst``: a
+    ``GilbertElliott`` chain all datagrams step through (network-wide congestion); per link
+    use ``set_link(..., burst=...)``. ``record_log``: keep ``log`` and each node's
+    ``events`` (off for big runs; ``listeners`` still see every SimEvent). ``coalesce``: each
+    node's events pass through the agent's EventPipeline, so ``node.events`` holds what
+    handlers would see. ``snapshots``: record each node's snapshot lines in memory."""
+
+    def __init__(self, seed: int = 1, loss: float = 0.0,
+                 latency: Latency | tuple[float, float] | Sampler = (0.0005, 0.003),
+                 compression: bool = True, tcp_loss: float = 0.0, trace: bool = False,
+                 burst: GilbertElliott | None = None, record_log: bool = True,
+                 listeners: Iterable[Callable[[SimEvent], None]] = (),
+                 coalesce: bool = False, snapshots: bool = False) -> None:
         self.rng = random.Random(seed)
         self.loss = loss
         self.tcp_loss = tcp_loss
-        self.latency = latency
+        self.latency = Latency.of(latency)
+        self.burst = burst
         self.compression = compression
-        # Network deliveries; each node's own timers live on its SimNode.scheduler.
-        self.scheduler = Scheduler()
+        self.record_log = record_log
+        self.listeners: list[Callable[[SimEvent], None]] = list(listeners)
+        self.coalesce = coalesce
+        self.snapshots = snapshots
         self.now = 0.0
         self.nodes: dict[Address, SimNode] = {}
         self.by_name: dict[str, SimNode] = {}
         self.packets_sent = 0
-        self.packets_dropped = 0
+        self.packets_dropped = 0  # lost on the way (loss, partitions)
+        self.packets_received = 0  # handed to a machine
+        self.packets_undelivered = 0  # to no node, a dead node, or a full paused inbox
+        self.packets_in_flight = 0
         self.streams_failed = 0
+        self.steps = 0
         self.log: list[SimEvent] = []
         self.trace: list[Sent] | None = [] if trace else None
-        self._links: dict[tuple[str, str], _Link] = {}
+        # (when, seq, node, handler, args): handler None is a wake-up of node's own timers,
+        # node None a network-level callback handler(now, *args).
+        self._heap: list[tuple[float, int, SimNode | None, Handler | None, tuple]] = []
+        self._seq = itertools.count()
+        self._links: dict[tuple[str, str], Link] = {}
+        self._node_loss: dict[str, tuple[float, float]] = {}
         self._groups: dict[str, int] = {}
         self._refusing: set[str] = set()
 
@@ -111,6 +171,13 @@ class SimNetwork:
         serf = Serf(SerfConfig(node_name=name, tags=dict(tags or {}), **serf_overrides), ml,
                     scheduler, random.Random(self.rng.random()))
         node = SimNode(name, (ip, port), serf, scheduler)
+        if self.coalesce:
+            from pyserf.serf.coalesce import EventPipeline
+            node.pipeline = EventPipeline(scheduler, self._handled(node))
+        if self.snapshots:
+            from pyserf.serf.snapshot import SnapshotState, Snapshotter
+            node.snapshot = Snapshotter(SnapshotState())
+            node.snapshot_lines = []
         self.nodes[node.addr] = node
         self.by_name[name] = node
         self._instrument(node)
@@ -118,12 +185,24 @@ class SimNetwork:
         self._pump(node)
         return node
 
+    def _handled(self, node: SimNode) -> Callable[[Any], None]:
+        def emit(event: Any) -> None:
+            if self.record_log:
+                node.events.append(event)
+        return emit
+
     def join(self, node: SimNode, target: SimNode) -> list:
         result: list = []
         node.serf.join([(target.name, target.addr)], False, self.now,
                        lambda outcome, when: result.append(outcome))
         self._pump(node)
         return result
+
+    def _emit(self, event: SimEvent) -> None:
+        if self.record_log:
+            self.log.append(event)
+        for listener in self.listeners:
+            listener(event)
 
     def _instrument(self, node: SimNode) -> None:
         """Log when this node starts suspecting someone and when it refutes an accusation.
@@ -140,12 +219,12 @@ class SimNetwork:
             after = ml.node_map.get(s.node)
             if was != NodeStateKind.SUSPECT and after is not None and \
                     after.state == NodeStateKind.SUSPECT:
-                self.log.append(SimEvent(now, node.name, "suspect", s.node,
-                                         ml._suspicions.get(s.node)))
+                self._emit(SimEvent(now, node.name, "suspect", s.node,
+                                    ml._suspicions.get(s.node)))
 
         def observed_refute(me, accused: int, now: float) -> None:
             refute(me, accused, now)
-            self.log.append(SimEvent(now, node.name, "refute", node.name))
+            self._emit(SimEvent(now, node.name, "refute", node.name))
 
         ml._suspect_node = observed_suspect
         ml._refute = observed_refute
@@ -155,6 +234,7 @@ class SimNetwork:
     def crash(self, node: SimNode) -> None:
         """Stop a node without a leave: it just goes silent, like kill -9."""
         node.up = False
+        self.packets_undelivered += sum(1 for h, _ in node.inbox if h == self._h_packet)
         node.inbox.clear()
         node.serf.memberlist.shutdown()
         node.serf.state = node.serf.state.SHUTDOWN
@@ -168,8 +248,9 @@ class SimNetwork:
         node.paused = False
         node.scheduler.now = self.now
         while node.inbox and node.up:
-            node.inbox.popleft()(self.now)
-        self._pump(node)
+            handler, args = node.inbox.popleft()
+            handler(node, self.now, *args)
+        self._pump(node)  # queues its overdue timers on the heap at their (past) times
 
     def partition(self, *groups: Iterable[str]) -> None:
         """Cut UDP and TCP both ways between the named groups (nodes named in no group still
@@ -179,13 +260,26 @@ class SimNetwork:
     def heal(self) -> None:
         self._groups = {}
 
-    def set_link(self, src: str, dst: str, udp_loss: float = 0.0, tcp_loss: float = 0.0) -> None:
-        """One-way loss from ``src`` to ``dst`` (datagrams, and connections either way round
-        need both directions, so a TCP loss here also breaks streams from ``dst``)."""
-        if udp_loss or tcp_loss:
-            self._links[(src, dst)] = _Link(udp_loss, tcp_loss)
-        else:
+    def set_link(self, src: str, dst: str, udp_loss: float = 0.0, tcp_loss: float = 0.0,
+                 latency: Latency | tuple[float, float] | Sampler | None = None,
+                 burst: GilbertElliott | None = None) -> None:
+        """Traffic from ``src`` to ``dst``: one-way loss (datagrams; connections need both
+        directions, so a TCP loss here also breaks streams from ``dst``), its own latency,
+        and its own bursty-loss chain (a copy of ``burst``). All defaults restore the link."""
+        link = Link(udp_loss, tcp_loss, None if latency is None else Latency.of(latency),
+                    None if burst is None else burst.copy())
+        if link.is_default():
             self._links.pop((src, dst), None)
+        else:
+            self._links[(src, dst)] = link
+
+    def set_node_loss(self, name: str, udp_loss: float = 0.0, tcp_loss: float = 0.0) -> None:
+        """Lose this share of every datagram (connection) to or from ``name``: a bad NIC or
+        an overloaded host, on top of any global and per-link loss."""
+        if udp_loss or tcp_loss:
+            self._node_loss[name] = (udp_loss, tcp_loss)
+        else:
+            self._node_loss.pop(name, None)
 
     def isolate_inbound(self, name: str, udp: bool = True, tcp: bool = True) -> None:
         """Drop everything sent to ``name`` (its own sends still go out)."""
@@ -209,12 +303,24 @@ class SimNetwork:
         return src in groups and dst in groups and groups[src] != groups[dst]
 
     def _udp_lost(self, src: str, dst: str) -> bool:
-        if self._cut(src, dst):
+        if self._groups and self._cut(src, dst):
             return True
-        if self.loss and self.rng.random() < self.loss:
+        rng = self.rng
+        if self.loss and rng.random() < self.loss:
             return True
-        link = self._links.get((src, dst))
-        return link is not None and link.udp_loss > 0 and self.rng.random() < link.udp_loss
+        if self._links:
+            link = self._links.get((src, dst))
+            if link is not None:
+                if link.udp_loss > 0 and rng.random() < link.udp_loss:
+                    return True
+                if link.burst is not None and link.burst.lost(rng):
+                    return True
+        if self._node_loss:
+            for name in (src, dst):
+                node_loss = self._node_loss.get(name)
+                if node_loss is not None and node_loss[0] > 0 and rng.random() < node_loss[0]:
+                    return True
+        return self.burst is not None and self.burst.lost(rng)
 
     def _tcp_lost(self, src: str, dst: str) -> bool:
         if self._cut(src, dst) or self._cut(dst, src):
@@ -225,131 +331,209 @@ class SimNetwork:
             link = self._links.get(key)
             if link is not None and link.tcp_loss > 0 and self.rng.random() < link.tcp_loss:
                 return True
+        for name in (src, dst):
+            node_loss = self._node_loss.get(name)
+            if node_loss is not None and node_loss[1] > 0 and self.rng.random() < node_loss[1]:
+                return True
         return False
+
+    def _delay(self, src: str = "", dst: str = "") -> float:
+        if self._links:
+            link = self._links.get((src, dst))
+            if link is not None and link.latency is not None:
+                return link.latency.sample(self.rng)
+        return self.latency.sample(self.rng)
 
     # -- running -------------------------------------------------------------------------
 
-    def _running(self) -> Iterable[SimNode]:
-        return (n for n in self.nodes.values() if n.up and not n.paused)
+    def call_at(self, when: float, callback: Callable[[float], None]) -> None:
+        """Run ``callback(now)`` at virtual time ``when`` (a scripted fault, a probe)."""
+        heapq.heappush(self._heap, (when, next(self._seq), None, callback, ()))
+
+    def _push(self, when: float, node: SimNode | None, handler: Handler | None,
+              args: tuple) -> None:
+        heapq.heappush(self._heap, (when, next(self._seq), node, handler, args))
 
     def run_until(self, end: float, max_steps: int = 5_000_000) -> None:
-        for node in list(self._running()):
-            self._pump(node)  # whatever the caller just asked of a node goes out first
+        for node in self.nodes.values():
+            if node.up and not node.paused:
+                self._pump(node)  # whatever the caller just asked of a node goes out first
+        self._run(end, max_steps)
+
+    def _run(self, end: float, max_steps: int = 5_000_000) -> None:
+        heap = self._heap
+        pop = heapq.heappop
+        at_node = self._at_node
+        pump = self._pump
         for _ in range(max_steps):
-            wake = self.scheduler.next_wake()
-            wakes = []
-            for node in self._running():
-                when = node.scheduler.next_wake()
-                if when is not None:
-                    wakes.append((when, node))
-                    if wake is None or when < wake:
-                        wake = when
-            if wake is None or wake > end:
+            if not heap or heap[0][0] > end:
                 break
-            # A timer set in the past (a node that just resumed) runs now, never back in time.
-            self.now = max(self.now, wake)
-            self.scheduler.run_due(self.now)
-            for when, node in wakes:
-                if when <= self.now and node.up and not node.paused:
-                    node.scheduler.run_due(self.now)
-                    self._pump(node)
+            when, _, node, handler, args = pop(heap)
+            if handler is None:
+                if node.wake_at != when:
+                    continue  # superseded: the node's next wake moved after this was queued
+                node.wake_at = None
+                if not node.up or node.paused:
+                    continue  # resume queues the node's timers again
+                # A timer set in the past (a node that just resumed) runs now, never back.
+                now = self.now = max(self.now, when)
+                node.scheduler.run_due(now)
+                pump(node)
+            else:
+                now = self.now = max(self.now, when)
+                if node is None:
+                    handler(now, *args)
+                else:
+                    at_node(node, now, handler, args)
+            self.steps += 1
         self.now = max(self.now, end)
-        self.scheduler.now = self.now
-        for node in self._running():
-            node.scheduler.now = self.now
+        for node in self.nodes.values():
+            if node.up and not node.paused:
+                node.scheduler.now = self.now
 
     def _pump(self, node: SimNode) -> None:
+        serf = node.serf
         if not node.up:
-            node.serf.take_actions()
+            serf.take_actions()
             return
         if node.paused:
             return
-        events = node.serf.take_events()
-        for event in events:
-            if isinstance(event, MemberEvent):
-                self.log.extend(SimEvent(self.now, node.name, event.type, member.name)
-                                for member in event.members)
-        node.events.extend(events)
-        for action in node.serf.take_actions():
+        node.pumps += 1
+        events = serf.take_events()
+        if events:
+            self._on_events(node, events)
+        if node.snapshot is not None:
+            node.snapshot_lines.extend(node.snapshot.on_clock(serf.clock.time))
+        for action in serf.take_actions():
             if isinstance(action, SendPacket):
                 self._deliver_packet(node, action)
             elif isinstance(action, OpenStream):
                 self._deliver_stream(node, action)
+        wake = node.scheduler.next_wake()
+        if wake is not None and wake != node.wake_at:
+            node.wake_at = wake
+            heapq.heappush(self._heap, (wake, next(self._seq), node, None, ()))
 
-    def _delay(self) -> float:
-        return self.rng.uniform(*self.latency)
+    def _on_events(self, node: SimNode, events: list) -> None:
+        observe = self.record_log or self.listeners
+        now = self.now
+        for event in events:
+            if observe and isinstance(event, MemberEvent):
+                for member in event.members:
+                    self._emit(SimEvent(now, node.name, event.type, member.name))
+            if node.snapshot is not None:
+                node.snapshot_lines.extend(node.snapshot.on_event(event))
+            if node.pipeline is not None:
+                node.pipeline.feed(event, now)
+            elif self.record_log:
+                node.events.append(event)
 
     def _record(self, sender: SimNode, addr: Address, transport: str, data: bytes) -> None:
         if self.trace is not None:
             self.trace.append(Sent(self.now, sender.name, tuple(addr), transport, data))
 
-    def _at_node(self, node: SimNode, when: float, fn: Callable[[float], None]) -> None:
-        """Hand ``fn`` to a node: now if it runs, on resume if it is frozen, never if dead."""
+    def _at_node(self, node: SimNode, now: float, handler: Handler, args: tuple) -> None:
+        """Hand input to a node: now if it runs, on resume if it is frozen, never if dead."""
         if not node.up:
             return
         if node.paused:
             if len(node.inbox) < PAUSED_INBOX_LIMIT:
-                node.inbox.append(fn)
+                node.inbox.append((handler, args))
             return
-        node.scheduler.now = when
-        fn(when)
+        node.scheduler.now = now
+        handler(node, now, *args)
         self._pump(node)
+
+    # Handlers: what a node does with one input, called with the node's time already set.
+
+    def _h_packet(self, node: SimNode, now: float, data: bytes, src: Address) -> None:
+        self.packets_received += 1
+        counters = node.counters
+        counters.udp_received += 1
+        counters.udp_bytes_received += len(data)
+        node.serf.memberlist.receive_packet(data, src, now)
+
+    def _arrive_packet(self, now: float, node: SimNode, data: bytes, src: Address) -> None:
+        self.packets_in_flight -= 1
+        if not node.up or (node.paused and len(node.inbox) >= PAUSED_INBOX_LIMIT):
+            self.packets_undelivered += 1
+            return
+        self._at_node(node, now, self._h_packet, (data, src))
 
     def _deliver_packet(self, sender: SimNode, action: SendPacket) -> None:
         self.packets_sent += 1
-        self._record(sender, action.addr, "udp", action.data)
-        target = self.nodes.get(tuple(action.addr))
+        data = action.data
+        counters = sender.counters
+        counters.udp_sent += 1
+        counters.udp_bytes_sent += len(data)
+        if self.trace is not None:
+            self._record(sender, action.addr, "udp", data)
+        addr = action.addr
+        target = self.nodes.get(addr if type(addr) is tuple else tuple(addr))
         if self._udp_lost(sender.name, target.name if target else ""):
             self.packets_dropped += 1
             return
         if target is None:
+            self.packets_undelivered += 1
             return
+        self.packets_in_flight += 1
+        heapq.heappush(self._heap, (self.now + self._delay(sender.name, target.name),
+                                    next(self._seq), None, self._arrive_packet,
+                                    (target, data, sender.addr)))
 
-        def arrive(when: float) -> None:
-            self._at_node(target, when, lambda t: target.serf.memberlist.receive_packet(
-                action.data, sender.addr, t))
+    def _h_stream_failed(self, node: SimNode, now: float, stream_id: int, error: str) -> None:
+        node.serf.memberlist.stream_failed(stream_id, error, now)
 
-        self.scheduler.call_at(self.now + self._delay(), arrive)
+    def _h_stream_back(self, node: SimNode, now: float, stream_id: int,
+                       reply: bytes | None) -> None:
+        if reply is None:
+            node.serf.memberlist.stream_failed(stream_id, "EOF", now)
+        else:
+            node.counters.tcp_bytes_received += len(reply)
+            node.serf.memberlist.stream_reply(stream_id, reply, now)
+
+    def _h_serve(self, node: SimNode, now: float, sender: SimNode, action: OpenStream,
+                 push_pull: bool) -> None:
+        data = action.data
+        counters = node.counters
+        counters.streams_served += 1
+        counters.tcp_bytes_received += len(data)
+        frame = codec.stream_frame_length(data)
+        reply = node.serf.memberlist.handle_stream(data[:frame or None],
+                                                   (sender.addr[0], 40000), now)
+        if reply is not None:
+            counters.tcp_bytes_sent += len(reply)
+            if push_pull:
+                counters.push_pulls_served += 1
+                counters.push_pull_bytes += len(reply)
+        self._push(now + self._delay(node.name, sender.name), sender, self._h_stream_back,
+                   (action.stream_id, reply))
 
     def _deliver_stream(self, sender: SimNode, action: OpenStream) -> None:
         self._record(sender, action.addr, "tcp", action.data)
         target = self.nodes.get(tuple(action.addr))
-        ml = sender.serf.memberlist
-
-        def fail(error: str) -> Callable[[float], None]:
-            def report(when: float) -> None:
-                self._at_node(sender, when, lambda t: ml.stream_failed(action.stream_id,
-                                                                       error, t))
-            return report
-
+        counters = sender.counters
+        counters.streams_opened += 1
+        counters.tcp_bytes_sent += len(action.data)
+        push_pull = stream_kind(action.data, sender.serf.memberlist.config.keyring) \
+            == MsgType.PUSH_PULL
+        if push_pull:
+            counters.push_pulls += 1
+            counters.push_pull_bytes += len(action.data)
         # Whatever happens below, the opener gives up at its deadline (a no-op once answered).
-        self.scheduler.call_at(max(action.deadline, self.now), fail("i/o timeout"))
+        self._push(max(action.deadline, self.now), sender, self._h_stream_failed,
+                   (action.stream_id, "i/o timeout"))
         if target is not None and self._tcp_lost(sender.name, target.name):
             self.streams_failed += 1
             return
         if target is None or not target.up or target.name in self._refusing:
             self.streams_failed += 1
-            self.scheduler.call_at(self.now + 2 * self._delay(),
-                                   fail("connect: connection refused"))
+            self._push(self.now + 2 * self._delay(sender.name, target.name if target else ""),
+                       sender, self._h_stream_failed,
+                       (action.stream_id, "connect: connection refused"))
             return
-
-        def serve(when: float) -> None:
-            frame = codec.stream_frame_length(action.data)
-            reply = target.serf.memberlist.handle_stream(action.data[:frame or None],
-                                                         (sender.addr[0], 40000), when)
-
-            def back(t: float) -> None:
-                if reply is None:
-                    self._at_node(sender, t, lambda t2: ml.stream_failed(action.stream_id,
-                                                                         "EOF", t2))
-                else:
-                    self._at_node(sender, t, lambda t2: ml.stream_reply(action.stream_id,
-                                                                        reply, t2))
-
-            self.scheduler.call_at(when + self._delay(), back)
-
-        self.scheduler.call_at(self.now + self._delay(),
-                               lambda when: self._at_node(target, when, serve))
+        self._push(self.now + self._delay(sender.name, target.name), target, self._h_serve,
+                   (sender, action, push_pull))
 
     # -- observing -----------------------------------------------------------------------
 
@@ -363,6 +547,10 @@ class SimNetwork:
         return [e for e in self.log if e.kind == kind
                 and (subject is None or e.subject == subject)
                 and (observer is None or e.observer == observer)]
+
+    def snapshot_counters(self) -> CounterSnapshot:
+        """Every node's traffic counters now; two snapshots give rates (``rates``)."""
+        return snapshot(self.now, {n.name: n.counters for n in self.nodes.values()})
 
 
 def udp_messages(data: bytes, keyring: security.Keyring | None = None) -> list[bytes]:
@@ -388,7 +576,6 @@ def udp_messages(data: bytes, keyring: security.Keyring | None = None) -> list[b
     return out
 
 
-
 def build_cluster(n: int, seed: int = 7, node_kwargs: dict | None = None,
                   **net_kwargs) -> SimNetwork:
     """``n`` nodes n0..n{n-1} on 10.0.x.y, each joined to n0 in turn 50 ms apart."""
@@ -397,5 +584,5 @@ def build_cluster(n: int, seed: int = 7, node_kwargs: dict | None = None,
              for i in range(n)]
     for node in nodes[1:]:
         net.join(node, nodes[0])
-        net.run_until(net.now + 0.05)
+        net._run(net.now + 0.05)  # join pumped the joiner; no one else was touched
     return net
