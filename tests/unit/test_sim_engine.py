@@ -192,7 +192,7 @@ def test_per_node_loss_hits_only_that_nodes_datagrams():
     net.set_node_loss("n4", udp_loss=0.3)
     net.run_until(net.now + 120.0)
     sent, got = traffic.count(lambda s, d: s == "n4")
-    assert sent > 500
+    assert sent > 400
     assert 1 - got / sent == pytest.approx(0.3, abs=0.05)
     sent, got = traffic.count(lambda s, d: d == "n4")
     assert 1 - got / sent == pytest.approx(0.3, abs=0.05)
@@ -234,8 +234,9 @@ def test_bursty_loss_on_one_link_leaves_the_others_alone():
     net = build_cluster(4, seed=10)
     net.set_link("n1", "n2", burst=GilbertElliott(0.2, 0.2, loss_bad=1.0))
     traffic = Traffic(net)
-    net.run_until(net.now + 60.0)
+    net.run_until(net.now + 200.0)
     sent, got = traffic.count(lambda s, d: (s, d) == ("n1", "n2"))
+    assert sent > 100
     assert 1 - got / sent == pytest.approx(0.5, abs=0.12)
     sent, got = traffic.count(lambda s, d: (s, d) != ("n1", "n2"))
     assert sent - net.packets_in_flight <= got <= sent
