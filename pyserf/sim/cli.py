@@ -1,0 +1,261 @@
+"""``pyserf simulate``: run a cluster scenario in virtual time and report what operators plan
+with. Only the standard library is imported at the top, so ``pyserf.cli`` can take the help
+text from here without loading the simulator into every agent."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+APP = "pyserf"
+SCENARIOS = ("join", "fail", "leave", "event", "partition")
+# Room left for the interpreter and the run's own lists next to the estimate.
+MEMORY_HEADROOM = 0.8
+
+HELP = f"""
+Usage: {APP} simulate [options]
+
+  Simulates a cluster of pyserf agents in one process, in virtual time (no
+  sockets, no agents started), makes one change and reports how long each
+  node took to see it and what it cost. The same seed gives the same result.
+
+Options:
+
+  -nodes=50                 Cluster size.
+  -scenario=join            What happens:
+                              join       all nodes start and join node 0
+                                         within -join-window (a restart)
+                              fail       a converged cluster, one node is
+                                         killed (kill -9): time until each
+                                         survivor lists it failed, next to
+                                         the Lifeguard suspicion bounds
+                              leave      one node leaves gracefully: time
+                                         until each node lists it left
+                              event      one node sends a user event: time
+                                         until each node received it
+                              partition  two halves cut off from each other
+                                         for -partition-for, then healed:
+                                         time until each node lists all
+                                         members alive again
+  -loss=0                   Fraction of datagrams lost (0 to 1).
+  -profile=lan              memberlist timings: lan, wan or local.
+  -latency=MIN-MAX          One-way delay per hop, uniform between MIN and MAX
+                            (Go durations, e.g. 1ms-5ms; one value for fixed).
+                            Default by profile: lan 0.5ms-3ms, wan 10ms-100ms,
+                            local 50us-500us.
+  -seed=1                   Seed of every random choice.
+  -duration=0               Virtual time to wait for every node after the
+                            change before reporting it unconverged (0: chosen
+                            from the profile and scenario).
+  -join-window=1s           Spread of the nodes' start times (join and setup).
+  -partition-for=0          How long the partition holds (0: until both halves
+                            have failed each other).
+  -encrypt                  Encrypt gossip (AES-GCM) as with -encrypt on agents.
+  -format=text              Output format: text or json.
+  -plot=FILE.png            Also draw the convergence curve (needs matplotlib).
+"""
+
+
+def _mem_available() -> int:
+    """Bytes the kernel says a new allocation can get without swapping."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 8 << 30
+
+
+def _gib(n: float) -> str:
+    return f"{n / (1 << 30):.1f} GiB"
+
+
+def _parse_latency(text: str, parse_duration: Any) -> tuple[float, float]:
+    low, sep, high = text.partition("-")
+    lo = parse_duration(low)
+    hi = parse_duration(high) if sep else lo
+    if lo < 0 or hi < lo:
+        raise ValueError("MIN must be >= 0 and <= MAX")
+    return lo, hi
+
+
+def _fmt_s(value: float | None) -> str:
+    return "never" if value is None else f"{value:.3f} s"
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+def render_text(r: dict[str, Any]) -> str:
+    c = r["convergence_s"]
+    what = {"join": "every node lists all alive", "fail": f"{r.get('subject')} killed",
+            "leave": f"{r.get('subject')} leaves", "event": f"user event from {r.get('origin')}",
+            "partition": f"{r.get('partition_s')} s split in halves, then healed"}[r["scenario"]]
+    lines = [
+        ("Scenario", f"{r['scenario']} ({what}), {r['nodes']} nodes, {r['profile']} profile, "
+                     f"loss {r['loss']:g}, seed {r['seed']}"),
+        ("Converged", f"{'yes' if r['converged'] else 'NO'}, {r['saw_change']} of "
+                      f"{r['observers']} nodes saw it"),
+        ("Seen by", f"p50 {_fmt_s(c['p50'])}   p90 {_fmt_s(c['p90'])}   "
+                    f"p99 {_fmt_s(c['p99'])}   all {_fmt_s(c['max'])}"),
+    ]
+    if "lifeguard_s" in r:
+        lg = r["lifeguard_s"]
+        lines.append(("Lifeguard", f"suspicion {lg['min']:.2f} s with {lg['k']} confirmations, "
+                                   f"{lg['max']:.2f} s unconfirmed; all within "
+                                   f"{lg['bound']:.2f} s"))
+    if "failed_across_split" in r:
+        lines.append(("Split", f"up to {r['failed_across_split']} members failed per node "
+                               "before the heal"))
+    pp = r["push_pull"]
+    lines += [
+        ("False failures", str(r["false_positives"])),
+        ("Per node/s", f"{r['msgs_per_node_s']:.1f} msgs ({r['datagrams_per_node_s']:.1f} "
+                       f"datagrams, {r['streams_per_node_s']:.2f} streams), "
+                       f"{_size(r['bytes_per_node_s'])} over {r['window_s']:.2f} s"),
+        ("Push-pulls", f"{pp['count']} ({pp['per_node_s']:.3f}/node/s), state mean "
+                       f"{_size(pp['mean_bytes'])}, max {_size(pp['max_bytes'])}"),
+        ("Run", f"{r['virtual_s']:.1f} s virtual in {r['wall_s']:.1f} s wall"),
+    ]
+    if not r["setup_converged"]:
+        lines.append(("Warning", "the cluster had not converged before the change"))
+    width = max(len(k) for k, _ in lines) + 2
+    return "\n".join(f"{(k + ':').ljust(width)}{v}" for k, v in lines)
+
+
+def plot(path: str, report: dict[str, Any], curve: list[float]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    total = report["observers"]
+    xs = [0.0, *curve]
+    ys = [0.0, *((i + 1) / total for i in range(len(curve)))]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.step(xs, ys, where="post", label="nodes that saw it")
+    if "lifeguard_s" in report:
+        bounds = report["lifeguard_s"]
+        ax.axvline(bounds["min"], linestyle="--", color="tab:green",
+                   label=f"suspicion, {bounds['k']} confirmations")
+        ax.axvline(bounds["bound"], linestyle="--", color="tab:red", label="Lifeguard bound")
+        ax.legend(loc="lower right")
+    ax.set_xlabel("virtual seconds after the change")
+    ax.set_ylabel("fraction of nodes that saw it")
+    ax.set_ylim(0, 1.02)
+    ax.set_title(f"{report['scenario']}: {report['nodes']} nodes, {report['profile']}, "
+                 f"loss {report['loss']:g}, seed {report['seed']}")
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    plt.close(fig)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from pyserf.agent.config import parse_duration
+    from pyserf.cli import FlagError, FlagSet, err_out, go_quote, out
+    from pyserf.memberlist.profiles import PROFILES
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    fs = FlagSet("simulate", lambda: out(HELP.strip()))
+    fs.int("nodes", 50)
+    fs.string("scenario", "join")
+    fs.string("loss", "0")
+    fs.string("profile", "lan")
+    fs.string("latency", "")
+    fs.int("seed", 1)
+    fs.duration("duration", 0.0)
+    fs.duration("join-window", 1.0)
+    fs.duration("partition-for", 0.0)
+    fs.bool("encrypt")
+    fs.string("format", "text")
+    fs.string("plot", "")
+    try:
+        rest = fs.parse(args)
+        loss = float(fs["loss"])
+    except FlagError:
+        return 1
+    except ValueError:
+        err_out(f"invalid value {go_quote(fs['loss'])} for flag -loss: parse error")
+        fs.usage()
+        return 1
+    latency = None
+    if fs["latency"]:
+        try:
+            latency = _parse_latency(fs["latency"], parse_duration)
+        except ValueError as exc:
+            out(f"Error: invalid -latency {go_quote(fs['latency'])}: {exc}")
+            return 1
+    problems = []
+    if rest:
+        problems.append(f"unexpected arguments: {' '.join(rest)}")
+    if fs["nodes"] < 2:
+        problems.append("-nodes must be at least 2")
+    if fs["scenario"] not in SCENARIOS:
+        problems.append(f"-scenario must be one of {', '.join(SCENARIOS)}")
+    if not (0.0 <= loss < 1.0) or math.isnan(loss):
+        problems.append("-loss must be at least 0 and below 1")
+    if fs["profile"] not in PROFILES:
+        problems.append(f"-profile must be one of {', '.join(PROFILES)}")
+    if fs["format"] not in ("text", "json"):
+        problems.append(f'Invalid output format "{fs["format"]}"')
+    if fs["duration"] < 0 or fs["join-window"] < 0 or fs["partition-for"] < 0:
+        problems.append("-duration, -join-window and -partition-for cannot be negative")
+    if problems:
+        for problem in problems:
+            out(f"Error: {problem}")
+        return 1
+    if fs["plot"]:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            out("Error: -plot needs matplotlib: pip install matplotlib "
+                "(or pip install 'pyserf[sim]')")
+            return 1
+
+    from pyserf.sim import scenarios
+
+    # The simulated agents' own log lines (refutations, failed push-pulls) are not the
+    # operator's; what they add up to is in the report.
+    logging.getLogger("pyserf").setLevel(logging.CRITICAL)
+    nodes = fs["nodes"]
+    need, available = scenarios.estimate_bytes(nodes), _mem_available()
+    if need > MEMORY_HEADROOM * available:
+        fit = scenarios.max_nodes_for(int(MEMORY_HEADROOM * available))
+        out(f"Error: {nodes} nodes need about {_gib(need)} ({nodes}x{nodes} member-view "
+            f"entries of ~{scenarios.BYTES_PER_ENTRY} bytes), but only {_gib(available)} of "
+            f"memory is available; at most {fit} nodes fit here")
+        return 1
+
+    opts = scenarios.Options(nodes=nodes, scenario=fs["scenario"], seed=fs["seed"], loss=loss,
+                             profile=fs["profile"], latency=latency, duration=fs["duration"],
+                             join_window=fs["join-window"],
+                             partition_for=fs["partition-for"], encrypt=fs["encrypt"])
+    report = scenarios.simulate(opts)
+    curve = report.pop("curve")
+    if fs["plot"]:
+        try:
+            plot(fs["plot"], report, curve)
+        except OSError as exc:
+            out(f"Error writing {fs['plot']}: {exc}")
+            return 1
+    if fs["format"] == "json":
+        out(json.dumps(report))
+    else:
+        out(render_text(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

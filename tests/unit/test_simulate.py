@@ -1,0 +1,204 @@
+"""`pyserf simulate`: reproducible scenario reports with plausible numbers, and refusals."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+from pyserf.memberlist.profiles import LAN
+from pyserf.sim import cli, scenarios
+from pyserf.sim.scenarios import Options, lifeguard, simulate
+
+N = 20
+REQUIRED = {"nodes", "scenario", "seed", "converged", "convergence_s", "false_positives",
+            "msgs_per_node_s", "bytes_per_node_s", "wall_s"}
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    code = cli.main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def report(scenario: str, nodes: int = N, **kwargs) -> dict:
+    return simulate(Options(nodes=nodes, scenario=scenario, seed=3, **kwargs))
+
+
+def test_same_seed_same_report_in_other_processes_and_another_seed_differs():
+    """The report depends on the seed only: not on the process's string hashing (set order),
+    nor on anything left over from an earlier run in the same process."""
+    argv = [sys.executable, "-m", "pyserf.sim.cli", "-nodes=12", "-scenario=fail",
+            "-format=json"]
+
+    def one(seed: int, hashseed: str) -> dict:
+        env = {**os.environ, "PYTHONHASHSEED": hashseed}
+        done = subprocess.run([*argv, f"-seed={seed}"], capture_output=True, text=True,
+                              env=env, timeout=60, check=True)
+        result = json.loads(done.stdout)
+        del result["wall_s"]
+        return result
+
+    first = one(5, "1")
+    assert first == one(5, "2")
+    in_process = simulate(Options(nodes=12, scenario="fail", seed=5))
+    del in_process["wall_s"], in_process["curve"]
+    assert in_process == first
+    assert one(6, "1") != first
+
+
+def test_join_storm_converges_in_about_the_join_window():
+    r = report("join")
+    assert r["converged"] and r["saw_change"] == r["observers"] == N
+    # Measured from the first start: nobody lists everyone before the last node started
+    # (near the end of the 1 s window), and a LAN cluster of 20 needs no more than a few
+    # gossip rounds after that.
+    assert 0.8 <= r["convergence_s"]["p50"] <= r["convergence_s"]["max"] <= 3.0
+    assert r["false_positives"] == 0
+    assert r["msgs_per_node_s"] > 1 and r["bytes_per_node_s"] > 100
+    # Every joiner pushes and pulls with the seed at least once.
+    assert r["push_pull"]["count"] >= N - 1
+    assert 0 < r["push_pull"]["mean_bytes"] <= r["push_pull"]["max_bytes"]
+
+
+def test_kill_is_seen_by_every_survivor_within_the_lifeguard_bounds():
+    r = report("fail")
+    bounds = r["lifeguard_s"]
+    # memberlist's formulas at N = 20 on LAN: SuspicionMult 4 * log10(N) * ProbeInterval 1 s,
+    # 6x that unconfirmed, and k = SuspicionMult - 2 confirmations.
+    assert bounds["min"] == pytest.approx(4 * math.log10(N), abs=0.001)
+    assert bounds["max"] == pytest.approx(6 * 4 * math.log10(N), abs=0.01)
+    assert bounds["k"] == 2 and bounds == lifeguard(LAN, N)
+    assert r["converged"] and r["saw_change"] == N - 1
+    # No verdict before the shortest suspicion a confirmed accusation gets; all of them
+    # before a probe round, an unconfirmed suspicion and a few gossip rounds.
+    assert bounds["min"] <= r["curve"][0] and r["curve"][-1] <= bounds["bound"]
+    assert r["false_positives"] == 0
+
+
+def test_graceful_leave_and_user_event_spread_by_gossip():
+    leave = report("leave")
+    assert leave["converged"] and leave["saw_change"] == N - 1
+    assert leave["convergence_s"]["max"] < 1.0  # gossiped, no failure detection involved
+    assert leave["false_positives"] == 0
+    event = report("event")
+    assert event["converged"] and event["saw_change"] == N - 1
+    assert event["convergence_s"]["max"] < 1.0
+    assert event["false_positives"] == 0
+
+
+def test_partition_fails_the_other_half_then_heals_without_false_failures():
+    r = report("partition")
+    # Held until both halves failed each other: every node lost the other half.
+    assert r["partition_s"] == scenarios.default_partition_for(LAN, N)
+    assert r["failed_across_split"] == N // 2
+    assert r["converged"] and r["saw_change"] == N
+    # Healed by gossip to the recently dead or by serf's reconnect (jittered to 1.5x).
+    assert r["convergence_s"]["max"] <= 1.5 * scenarios.RECONNECT_INTERVAL + 2.0
+    assert r["false_positives"] == 0
+
+
+def test_json_is_one_object_with_the_documented_fields(capsys):
+    code, out, err = run_cli(capsys, "-nodes=10", "-scenario=event", "-format=json")
+    assert code == 0 and err == ""
+    result = json.loads(out)  # the whole of stdout: exactly one object
+    assert result.keys() >= REQUIRED
+    assert result["nodes"] == 10 and result["scenario"] == "event" and result["seed"] == 1
+    assert set(result["convergence_s"]) == {"p50", "p90", "p99", "max"}
+    assert isinstance(result["converged"], bool) and isinstance(result["wall_s"], float)
+
+
+def test_text_report_names_what_an_operator_plans_with(capsys):
+    code, out, _ = run_cli(capsys, "-nodes=10", "-scenario=fail")
+    assert code == 0
+    labels = [line.split(":")[0] for line in out.splitlines()]
+    assert labels == ["Scenario", "Converged", "Seen by", "Lifeguard", "False failures",
+                      "Per node/s", "Push-pulls", "Run"]
+    # Values start in one column.
+    assert len({line.index(line.split(":", 1)[1].strip()) for line in out.splitlines()}) == 1
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["-nodes=1"], "Error: -nodes must be at least 2"),
+    (["-scenario=reboot"], "Error: -scenario must be one of join, fail, leave, event, partition"),
+    (["-loss=1.5"], "Error: -loss must be at least 0 and below 1"),
+    (["-loss=nan"], "Error: -loss must be at least 0 and below 1"),
+    (["-profile=moon"], "Error: -profile must be one of lan, wan, local"),
+    (["-format=xml"], 'Error: Invalid output format "xml"'),
+    (["-latency=5ms-1ms"], 'Error: invalid -latency "5ms-1ms": MIN must be >= 0 and <= MAX'),
+    (["-duration=-1s"], "Error: -duration, -join-window and -partition-for cannot be negative"),
+    (["join"], "Error: unexpected arguments: join"),
+])
+def test_bad_values_are_refused_before_anything_runs(capsys, monkeypatch, argv, message):
+    monkeypatch.setattr(scenarios, "simulate", lambda opts: pytest.fail("ran anyway"))
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 1
+    assert out.splitlines() == [message] and err == ""
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["-bogus"], "flag provided but not defined: -bogus"),
+    (["-nodes=many"], 'invalid value "many" for flag -nodes: parse error'),
+    (["-loss=lots"], 'invalid value "lots" for flag -loss: parse error'),
+    (["-duration=5"], 'invalid value "5" for flag -duration: parse error'),
+])
+def test_unparsable_flags_print_the_error_and_usage_like_serf(capsys, monkeypatch, argv,
+                                                              message):
+    monkeypatch.setattr(scenarios, "simulate", lambda opts: pytest.fail("ran anyway"))
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 1
+    assert err.splitlines() == [message]
+    assert out.startswith("Usage: pyserf simulate [options]")
+
+
+def test_a_cluster_too_big_for_memory_is_refused_before_it_is_built(capsys, monkeypatch):
+    monkeypatch.setattr(cli, "_mem_available", lambda: 4 << 30)
+    monkeypatch.setattr(scenarios, "simulate", lambda opts: pytest.fail("built anyway"))
+    fit = scenarios.max_nodes_for(int(cli.MEMORY_HEADROOM * (4 << 30)))
+    assert scenarios.estimate_bytes(fit) <= cli.MEMORY_HEADROOM * (4 << 30) \
+        < scenarios.estimate_bytes(fit + 1)
+    code, out, _ = run_cli(capsys, f"-nodes={fit + 1}")
+    assert code == 1
+    assert out.startswith(f"Error: {fit + 1} nodes need about ")
+    assert out.rstrip().endswith(f"only 4.0 GiB of memory is available; at most {fit} nodes "
+                                 "fit here")
+
+
+def test_plot_writes_a_png_of_the_convergence_curve(capsys, tmp_path):
+    pytest.importorskip("matplotlib")
+    path = tmp_path / "curve.png"
+    code, _, _ = run_cli(capsys, "-nodes=10", "-scenario=event", f"-plot={path}")
+    assert code == 0
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_without_matplotlib_says_what_to_install(capsys, monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import fails as if not installed
+    monkeypatch.setattr(scenarios, "simulate", lambda opts: pytest.fail("ran anyway"))
+    code, out, _ = run_cli(capsys, f"-plot={tmp_path / 'x.png'}")
+    assert code == 1
+    assert "pip install matplotlib" in out
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_percentiles_count_nodes_that_never_saw_the_change_as_late():
+    assert scenarios.percentiles([1.0, 2.0, 3.0, 4.0]) == \
+        {"p50": 2.0, "p90": 4.0, "p99": 4.0, "max": 4.0}
+    times = [float(i) for i in range(99)] + [None]
+    assert scenarios.percentiles(times) == {"p50": 49.0, "p90": 89.0, "p99": 98.0, "max": None}
+
+
+def test_failure_verdicts_about_live_members_count_as_false_positives():
+    from pyserf.sim.network import SimEvent
+
+    run = scenarios.Run(Options(nodes=3))
+    run.down.add("n2")
+    for kind, subject in [("member-join", "n1"), ("member-failed", "n2"),
+                          ("member-failed", "n1"), ("member-leave", "n1")]:
+        run._on_event(SimEvent(1.0, "n0", kind, subject))
+    assert run.false_positives == 1  # n1 was up; n2 was really down; a leave is no verdict
+    assert run.alive["n0"] == -2  # joins count up, failures and leaves down
