@@ -224,11 +224,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "(or pip install 'pyserf[sim]')")
             return 1
 
-    from pyserf.sim import scenarios
-
     # The simulated agents' own log lines (refutations, failed push-pulls) are not the
     # operator's; what they add up to is in the report.
-    logging.getLogger("pyserf").setLevel(logging.CRITICAL)
+    pyserf_log = logging.getLogger("pyserf")
+    saved_level = pyserf_log.level
+    pyserf_log.setLevel(logging.CRITICAL)
+    try:
+        return _run(fs, loss, latency, out)
+    finally:
+        pyserf_log.setLevel(saved_level)  # a caller in the same process keeps its logging
+
+
+def _run(fs: dict, loss: float, latency, out) -> int:
+    from pyserf.sim import scenarios
+
     nodes = fs["nodes"]
     need, available = scenarios.estimate_bytes(nodes), _mem_available()
     if need > MEMORY_HEADROOM * available:

@@ -126,7 +126,8 @@ def test_silent_node_declared_failed_between_lifeguard_bounds(seed):
     first_suspected = min(e.time for e in net.events("suspect", "n3"))
     # A ping that left just before the crash and was never answered fails PI after it left.
     assert first_suspected - crash_at >= PI - MAX_LATENCY
-    assert minimum <= first_failed + crash_at - first_suspected <= minimum + SPREAD
+    waited = first_failed + crash_at - first_suspected
+    assert minimum - 1e-9 <= waited <= minimum + SPREAD  # sums of floats: allow rounding
 
 
 @pytest.mark.parametrize(("n", "limit"), [(9, 4), (10, 8)])
