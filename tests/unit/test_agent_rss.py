@@ -33,7 +33,10 @@ LAZY = {
 
 def _idle_agent_imports() -> set[str]:
     ip = f"127.{random.randint(64, 250)}.{random.randint(1, 250)}.{random.randint(2, 250)}"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # Under scripts/test, coverage starts in every child process (and imports json itself):
+    # the agent is measured without it.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("COVERAGE", "COV_CORE"))}
+    env["PYTHONPATH"] = str(ROOT)
     proc = subprocess.Popen(
         [sys.executable, "-X", "importtime", "-m", "pyserf", "agent", "-node=rss",
          f"-bind={ip}:7946", f"-rpc-addr={ip}:7373"],
