@@ -784,6 +784,11 @@ class Memberlist:
         if reschedule:
             interval = push_pull_scale(self.timing.push_pull_interval, len(self.nodes))
             self._schedule_push_pull(now + interval)
+        self._push_pull_random_peer(now)
+
+    def _push_pull_random_peer(self, now: float,
+                               then: Callable[[float], None] | None = None) -> None:
+        """Push-pull with one live peer picked at random; ``then(when)`` after a success."""
         candidates = [n for n in self.nodes
                       if n.name != self.config.name and n.state == NodeStateKind.ALIVE]
         if not candidates:
@@ -793,6 +798,8 @@ class Memberlist:
         def done(error: str | None, when: float) -> None:
             if error:
                 log.error("memberlist: Push/Pull with %s failed: %s", node.name, error)
+            elif then is not None:
+                then(when)
 
         self._push_pull(node.address, False, now, done)
 
@@ -822,22 +829,15 @@ class Memberlist:
         self._eager_timer = None
         if self.left or self.shutdown_done:
             return
-        candidates = [n for n in self.nodes
-                      if n.name != self.config.name and n.state == NodeStateKind.ALIVE]
-        if not candidates:
-            return
         self._last_eager = now
-        node = self.rng.choice(candidates)
         news = self._news
 
-        def done(error: str | None, when: float) -> None:
-            if error:
-                log.error("memberlist: Push/Pull with %s failed: %s", node.name, error)
-            elif self._news > news and when < self._eager_until:
+        def again(when: float) -> None:
+            if self._news > news and when < self._eager_until:
                 # Members were still turning up: we may be behind yet, sync once more.
                 self._arm_eager_sync(when + self.rng.uniform(0.7, 1.2))
 
-        self._push_pull(node.address, False, now, done)
+        self._push_pull_random_peer(now, again)
 
     # -- probing ---------------------------------------------------------------------------
 
