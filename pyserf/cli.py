@@ -322,16 +322,23 @@ RPC_HELP = """\
 class Command:
     name: str
     synopsis: str
-    help: str
+    # A callable for commands whose help lives in a module the agent should not import.
+    help_text: str | Callable[[], str]
     run: Callable[[list[str]], int]
+
+    @property
+    def help(self) -> str:
+        text = self.help_text() if callable(self.help_text) else self.help_text
+        return text.strip()
 
 
 COMMANDS: dict[str, Command] = {}
 
 
-def command(name: str, synopsis: str, help_text: str) -> Callable[[Callable], Callable]:
+def command(name: str, synopsis: str,
+            help_text: str | Callable[[], str]) -> Callable[[Callable], Callable]:
     def register(fn: Callable[[list[str]], int]) -> Callable[[list[str]], int]:
-        COMMANDS[name] = Command(name, synopsis, help_text.strip(), fn)
+        COMMANDS[name] = Command(name, synopsis, help_text, fn)
         return fn
 
     return register
@@ -1209,6 +1216,20 @@ def cmd_version(args: list[str]) -> int:
     out(f"{APP} {__version__}")
     out(f"Agent Protocol: {SERF_PROTOCOL_MAX} (Understands back to: {SERF_PROTOCOL_MIN})")
     return 0
+
+
+def _simulate_help() -> str:
+    from pyserf.sim.cli import HELP
+
+    return HELP
+
+
+@command("simulate", "Simulates a cluster in virtual time: convergence and cost",
+         _simulate_help)
+def cmd_simulate(args: list[str]) -> int:
+    from pyserf.sim.cli import main as simulate  # the simulator stays out of the agent
+
+    return simulate(args)
 
 
 # ---- agent --------------------------------------------------------------------------------------

@@ -6,7 +6,8 @@ documented normalisation, `normalise`:
 
 - a usage/help block is compared up to its ``Usage: <prog> <command>`` line only, with the
   program name read as ``serf``: the help body below it is each program's own wording (the
-  top-level usage keeps its list of commands, which is serf's);
+  top-level usage keeps its list of commands, which is serf's, less the commands only pyserf
+  has: ``simulate``);
 - Go's resolver names the DNS server it asked (``lookup x on 10.0.0.53:53:``); that is dropped.
 
 Nothing else is forgiven, and pyserf's output must never hold a Python traceback: any
@@ -226,6 +227,8 @@ def normalise(text: str) -> str:
             kept.append(f"{usage.group(1)}serf{usage.group(2)}")
             if not usage.group(2).startswith(" ["):  # the top-level command list is serf's
                 break
+            continue
+        if re.match(r"^    (?:simulate) ", line):  # pyserf-only commands in the listing
             continue
         kept.append(line)
     return "\n".join(kept)

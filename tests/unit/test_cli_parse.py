@@ -337,6 +337,7 @@ def test_every_command_listed() -> None:
     assert set(COMMANDS) == {
         "agent", "event", "force-leave", "info", "join", "keygen", "keys", "leave", "members",
         "monitor", "query", "reachability", "rtt", "tags", "version",
+        "simulate",  # pyserf's own
     }
 
 
