@@ -4,12 +4,24 @@ For each cluster size it starts N agents of one kind, joins them all to the firs
 join convergence (every agent lists N alive), a user event -> the last agent's handler ran,
 a query -> every agent's response arrived (and when the query call returned: serf always waits
 out the timeout, pyserf returns once everyone answered), kill -9 -> every survivor lists it
-failed, SIGINT -> every survivor lists it left, and idle RSS / CPU per agent. Then it prints
-pyserf/serf ratios. Usage::
+failed, SIGINT -> every survivor lists it left, and idle RSS / CPU per agent. It also reports
+the join storm itself: how long issuing the N-1 join RPCs took, the slowest join RPC, joins that
+timed out (each is retried on a fresh connection and counted, never fatal), and the CPU seconds
+the seed and the other agents spent from the first join until convergence. Then it prints
+pyserf/serf ratios, and how each figure grows from the smallest to the largest size. Usage::
 
-    python benchmarks/cluster_bench.py [--sizes 20,50] [--rounds 1] [--kinds serf,pyserf] [--check]
+    python benchmarks/cluster_bench.py [--sizes 20,50] [--rounds 1] [--kinds serf,pyserf]
+        [--check] [--json out.json] [--profile DIR] [--stop-after-join]
 
-``--check`` exits 1 when a ratio misses its target (times <= 1.0, idle CPU <= 1.5, RSS <= 30 MiB).
+``--check`` exits 1 when a target is missed: every time ratio <= 1.0, idle CPU per agent <=
+serf's, RSS per agent <= 1.5x serf's in the same run.
+
+pyserf runs as installed: the package is copied to a temporary directory and byte-compiled
+there (``compileall``), so agents load .pyc files instead of compiling every module at start
+(this environment sets PYTHONDONTWRITEBYTECODE, which otherwise makes every start compile).
+``--source`` runs the checkout itself instead. ``--profile DIR`` runs the seed and one joiner
+under cProfile (DIR/<kind>-<N>-<agent>.prof, top functions printed); those runs are for finding
+a cost, not for the ratios.
 
 Agents bind 127.200-207.x.y (a fresh /24 per cluster) and are all stopped by PID at the end.
 """
@@ -17,25 +29,33 @@ Agents bind 127.200-207.x.y (a fresh /24 per cluster) and are all stopped by PID
 from __future__ import annotations
 
 import argparse
+import compileall
+import json
 import os
+import pstats
 import random
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 from pyserf.client.rpc_client import RPCClient, RPCError  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 POLL_INTERVAL = 0.1
+JOIN_WORKERS = 16  # join RPCs in flight at once
+JOIN_ATTEMPTS = 3  # a join RPC that times out is retried on a fresh connection
 
 
 @dataclass
@@ -44,6 +64,7 @@ class Proc:
     ip: str
     popen: subprocess.Popen
     client: RPCClient | None = None
+    profiled: bool = False
 
     @property
     def rpc(self) -> str:
@@ -56,6 +77,14 @@ class Result:
     size: int
     join_times: list[float] = field(default_factory=list)  # per cluster: slowest agent
     join_tail_clusters: int = 0  # clusters where some agent needed > 2 s
+    join_issue_s: list[float] = field(default_factory=list)  # first join sent -> last returned
+    join_rpc_max_s: list[float] = field(default_factory=list)  # slowest single join RPC
+    join_rpc_p50_s: list[float] = field(default_factory=list)
+    join_timeouts: list[int] = field(default_factory=list)  # join RPCs that timed out
+    join_failed: list[int] = field(default_factory=list)  # agents never joined after retries
+    storm_cpu_seed_s: list[float] = field(default_factory=list)  # first join -> converged
+    storm_cpu_agent_s: list[float] = field(default_factory=list)  # mean over the others
+    storm_load: list[float] = field(default_factory=list)  # 1-min load average at convergence
     fail_times: list[float] = field(default_factory=list)
     leave_times: list[float] = field(default_factory=list)
     rss_mib: list[float] = field(default_factory=list)
@@ -65,9 +94,29 @@ class Result:
     query_returns: list[float] = field(default_factory=list)  # query sent -> done record
 
 
-def agent_argv(kind: str, name: str, ip: str, workdir: Path) -> list[str]:
-    base = [shutil.which("serf") or "serf"] if kind == "serf" else [sys.executable, "-m",
-                                                                     "pyserf"]
+def prepare_pyserf(tmp: Path, source: bool) -> tuple[Path, dict[str, str]]:
+    """(working directory, environment) for pyserf agents: a byte-compiled copy unless
+    ``source``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("COVERAGE", "COV_CORE"))}
+    if source:
+        env["PYTHONPATH"] = str(ROOT)
+        return ROOT, env
+    installed = tmp / "installed"
+    shutil.copytree(ROOT / "pyserf", installed / "pyserf",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    if not compileall.compile_dir(installed / "pyserf", quiet=1, workers=2):
+        raise SystemExit("compileall failed")
+    env["PYTHONPATH"] = str(installed)
+    return installed, env
+
+
+def agent_argv(kind: str, name: str, ip: str, workdir: Path, profile: Path | None) -> list[str]:
+    if kind == "serf":
+        base = [shutil.which("serf") or "serf"]
+    elif profile is not None:
+        base = [sys.executable, "-m", "cProfile", "-o", str(profile), "-m", "pyserf"]
+    else:
+        base = [sys.executable, "-m", "pyserf"]
     # The user-event handler stamps the time it ran; the query handler answers at once.
     stamp = f"user:bench=date +%s.%N > {workdir}/$SERF_SELF_NAME.ran"
     return [*base, "agent", f"-node={name}", f"-bind={ip}:7946", f"-rpc-addr={ip}:7373",
@@ -105,10 +154,10 @@ def measure_query(procs: list[Proc]) -> tuple[float, float]:
     return all_in, time.monotonic() - sent
 
 
-def connect(proc: Proc, deadline: float) -> RPCClient:
+def connect(proc: Proc, deadline: float, reply_timeout: float = 10.0) -> RPCClient:
     while True:
         try:
-            return RPCClient(proc.rpc, timeout=2.0, reply_timeout=10.0)
+            return RPCClient(proc.rpc, timeout=2.0, reply_timeout=reply_timeout)
         except (OSError, RPCError):
             if time.monotonic() > deadline or proc.popen.poll() is not None:
                 raise
@@ -138,6 +187,38 @@ def wait_all(pool: ThreadPoolExecutor, procs: list[Proc], check, timeout: float
     return done
 
 
+@dataclass
+class JoinLog:
+    latencies: list[float] = field(default_factory=list)
+    timeouts: int = 0
+    failed: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def join_one(proc: Proc, seed: str, timeout: float, joins: JoinLog) -> None:
+    """Join ``proc`` to the seed; a timed-out RPC is counted and retried on a new connection
+    (the late reply would otherwise arrive on the old one)."""
+    for _ in range(JOIN_ATTEMPTS):
+        client = None
+        try:
+            client = connect(proc, time.monotonic() + timeout, reply_timeout=timeout)
+            started = time.monotonic()
+            client.join([seed])
+            with joins.lock:
+                joins.latencies.append(time.monotonic() - started)
+            return
+        except (OSError, RPCError) as exc:
+            with joins.lock:
+                joins.timeouts += 1
+            print(f"    join of {proc.name} failed ({exc or type(exc).__name__}); retrying",
+                  flush=True)
+        finally:
+            if client is not None:
+                client.close()
+    with joins.lock:
+        joins.failed.append(proc.name)
+
+
 def usage(pids: list[int]) -> dict[int, tuple[float, float]]:
     """pid -> (cpu seconds, rss MiB)."""
     out = {}
@@ -155,36 +236,101 @@ def usage(pids: list[int]) -> dict[int, tuple[float, float]]:
     return out
 
 
-def run_cluster(kind: str, size: int, prefix: str, workdir: Path, result: Result,
-                idle_window: float, join_timeout: float) -> None:
+@dataclass
+class Setup:
+    workdir: Path
+    idle_window: float
+    join_timeout: float
+    join_rpc_timeout: float
+    py_cwd: Path
+    py_env: dict[str, str]
+    profile_dir: Path | None
+    stop_after_join: bool
+
+
+def wait_listening(proc: Proc, deadline: float) -> None:
+    """Block until the agent's RPC port accepts connections (or it died / time ran out)."""
+    while time.monotonic() < deadline and proc.popen.poll() is None:
+        try:
+            socket.create_connection((proc.ip, 7373), timeout=1.0).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+
+
+def start_agents(kind: str, size: int, prefix: str, setup: Setup) -> list[Proc]:
     procs: list[Proc] = []
-    pool = ThreadPoolExecutor(max_workers=16)
+    profiled = {0, size // 2} if setup.profile_dir is not None and kind == "pyserf" else set()
+    for i in range(size):
+        name, ip = f"{kind[0]}{i}", f"{prefix}.{i + 1}"
+        prof = setup.profile_dir / f"{kind}-{size}-{name}.prof" if i in profiled else None
+        log = open(setup.workdir / f"{name}.log", "wb")  # noqa: SIM115 (kept open for the child)
+        popen = subprocess.Popen(
+            agent_argv(kind, name, ip, setup.workdir, prof), stdout=log,
+            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            cwd=setup.py_cwd if kind == "pyserf" else None,
+            env=setup.py_env if kind == "pyserf" else None)
+        procs.append(Proc(name, ip, popen, profiled=prof is not None))
+    return procs
+
+
+def run_cluster(kind: str, size: int, prefix: str, setup: Setup, result: Result) -> None:
+    procs: list[Proc] = []
+    pool = ThreadPoolExecutor(max_workers=JOIN_WORKERS)
     try:
-        for i in range(size):
-            name, ip = f"{kind[0]}{i}", f"{prefix}.{i + 1}"
-            log = open(workdir / f"{name}.log", "wb")  # noqa: SIM115 (kept open for the child)
-            popen = subprocess.Popen(agent_argv(kind, name, ip, workdir), stdout=log,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-            procs.append(Proc(name, ip, popen))
-        deadline = time.monotonic() + 60
+        started = time.monotonic()
+        procs = start_agents(kind, size, prefix, setup)
+        deadline = time.monotonic() + 60 + size  # 200 Python starts on 2 cores take a while
+        list(pool.map(lambda p: wait_listening(p, deadline), procs))
         for proc in procs:
             proc.client = connect(proc, deadline)
+        print(f"  {kind:6} N={size}: {size} agents answering RPC after "
+              f"{time.monotonic() - started:.1f}s", flush=True)
 
         seed = procs[0]
         all_alive = lambda view: (  # noqa: E731
             len(view) == size and all(s == "alive" for s in view.values()))
-        list(pool.map(lambda p: p.client.join([f"{seed.ip}:7946"]), procs[1:]))
-        times = wait_all(pool, procs, all_alive, join_timeout)
+        pids = [p.popen.pid for p in procs]
+        cpu_before = usage(pids)
+        joins = JoinLog()
+        issued = time.monotonic()
+        list(pool.map(lambda p: join_one(p, f"{seed.ip}:7946", setup.join_rpc_timeout, joins),
+                      procs[1:]))
+        issue_s = time.monotonic() - issued
+        times = wait_all(pool, procs, all_alive, setup.join_timeout)
+        # As in earlier results, convergence counts from the last join's return (issue_s is
+        # reported beside it).
+        cpu_after = usage(pids)
+        storm = [cpu_after[pid][0] - cpu_before[pid][0] for pid in pids
+                 if pid in cpu_before and pid in cpu_after]
+        result.storm_load.append(os.getloadavg()[0])
+        result.join_issue_s.append(issue_s)
+        result.join_rpc_max_s.append(max(joins.latencies, default=float("inf")))
+        result.join_rpc_p50_s.append(statistics.median(joins.latencies)
+                                     if joins.latencies else float("inf"))
+        result.join_timeouts.append(joins.timeouts)
+        result.join_failed.append(len(joins.failed))
+        if storm:
+            result.storm_cpu_seed_s.append(storm[0])
+            result.storm_cpu_agent_s.append(statistics.mean(storm[1:]) if len(storm) > 1
+                                            else 0.0)
         slowest = max(times.values()) if len(times) == size else float("inf")
         result.join_times.append(slowest)
         if slowest > 2.0:
             result.join_tail_clusters += 1
         print(f"  {kind:6} N={size}: join converged in {slowest:.2f}s "
-              f"(median agent {statistics.median(times.values()) if times else 0:.2f}s)",
-              flush=True)
+              f"(median agent {statistics.median(times.values()) if times else 0:.2f}s); "
+              f"issuing the joins took {issue_s:.2f}s (RPC p50 {result.join_rpc_p50_s[-1]:.2f}s"
+              f", max {result.join_rpc_max_s[-1]:.2f}s, {joins.timeouts} timed out, "
+              f"{len(joins.failed)} never joined); storm CPU seed {storm[0] if storm else 0:.2f}s"
+              f", others {result.storm_cpu_agent_s[-1] if storm else 0:.2f}s each; "
+              f"load {result.storm_load[-1]:.1f}", flush=True)
+        if setup.stop_after_join:
+            time.sleep(5.0)
+            return
 
         time.sleep(3.0)  # let the join gossip drain before measuring
-        result.event_times.append(measure_event(procs, workdir))
+        result.event_times.append(measure_event(procs, setup.workdir))
         all_in, returned = measure_query(procs)
         result.query_times.append(all_in)
         result.query_returns.append(returned)
@@ -192,16 +338,16 @@ def run_cluster(kind: str, size: int, prefix: str, workdir: Path, result: Result
               f"{result.event_times[-1]:.2f}s, query answered by all in {all_in:.2f}s, "
               f"returned after {returned:.2f}s", flush=True)
         time.sleep(2.0)
-        pids = [p.popen.pid for p in procs]
         before = usage(pids)
-        time.sleep(idle_window)
+        time.sleep(setup.idle_window)
         after = usage(pids)
         for pid in pids:
             if pid in before and pid in after:
-                result.cpu_pct.append(100 * (after[pid][0] - before[pid][0]) / idle_window)
+                result.cpu_pct.append(100 * (after[pid][0] - before[pid][0])
+                                      / setup.idle_window)
                 result.rss_mib.append(after[pid][1])
 
-        victim = random.choice(procs[1:])
+        victim = random.choice([p for p in procs[1:] if not p.profiled])
         victim.popen.kill()
         victim.popen.wait()
         survivors = [p for p in procs if p is not victim]
@@ -209,7 +355,7 @@ def run_cluster(kind: str, size: int, prefix: str, workdir: Path, result: Result
         result.fail_times.append(max(times.values()) if len(times) == len(survivors)
                                  else float("inf"))
 
-        leaver = random.choice([p for p in survivors if p is not seed])
+        leaver = random.choice([p for p in survivors if p is not seed and not p.profiled])
         leaver.popen.send_signal(signal.SIGINT)
         remaining = [p for p in survivors if p is not leaver]
         times = wait_all(pool, remaining, lambda v: v.get(leaver.name) == "left", 60)
@@ -219,16 +365,32 @@ def run_cluster(kind: str, size: int, prefix: str, workdir: Path, result: Result
               f"left seen in {result.leave_times[-1]:.2f}s", flush=True)
     finally:
         pool.shutdown(wait=False)
-        for proc in procs:
-            if proc.client is not None:
-                proc.client.close()
-            if proc.popen.poll() is None:
+        stop_all(procs)
+
+
+def stop_all(procs: list[Proc]) -> None:
+    """Profiled agents get SIGINT (cProfile writes its file on a clean exit); the rest -9."""
+    for proc in procs:
+        if proc.client is not None:
+            proc.client.close()
+        if proc.popen.poll() is None:
+            if proc.profiled:
+                proc.popen.send_signal(signal.SIGINT)
+            else:
                 proc.popen.kill()
-        for proc in procs:
-            try:
-                proc.popen.wait(10)
-            except subprocess.TimeoutExpired:
-                pass
+    for proc in procs:
+        try:
+            proc.popen.wait(30 if proc.profiled else 10)
+        except subprocess.TimeoutExpired:
+            proc.popen.kill()
+            proc.popen.wait(10)
+
+
+def print_profiles(profile_dir: Path) -> None:
+    for path in sorted(profile_dir.glob("*.prof")):
+        print(f"\n== {path.name}: top 25 by own time")
+        stats = pstats.Stats(str(path))
+        stats.sort_stats("tottime").print_stats(25)
 
 
 def fmt(values: list[float]) -> str:
@@ -243,66 +405,16 @@ def ratio(a: list[float], b: list[float]) -> str:
     return f"{statistics.mean(a) / statistics.mean(b):.2f}"
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", default="20,50")
-    parser.add_argument("--rounds", type=int, default=1, help="clusters per kind and size")
-    parser.add_argument("--kinds", default="serf,pyserf")
-    parser.add_argument("--idle", type=float, default=10.0, help="idle window in seconds")
-    parser.add_argument("--join-timeout", type=float, default=100.0)
-    parser.add_argument("--check", action="store_true",
-                        help="exit 1 when a pyserf/serf ratio or the RSS target is missed")
-    args = parser.parse_args()
-    kinds = args.kinds.split(",")
-    if "serf" in kinds and not shutil.which("serf"):
-        print("serf not found: apt-get install serf", file=sys.stderr)
-        return 1
-    results: dict[tuple[str, int], Result] = {}
-    subnet = 0
-    with tempfile.TemporaryDirectory(prefix="pyserf-bench-") as tmp:
-        for size in (int(s) for s in args.sizes.split(",")):
-            for rnd in range(args.rounds):
-                for kind in kinds:
-                    res = results.setdefault((kind, size), Result(kind, size))
-                    prefix = f"127.{200 + subnet // 250}.{subnet % 250}"
-                    subnet += 1
-                    workdir = Path(tmp) / f"{kind}-{size}-{rnd}"
-                    workdir.mkdir()
-                    run_cluster(kind, size, prefix, workdir, res, args.idle,
-                                args.join_timeout)
-    print()
-    header = (f"{'N':>4} {'kind':7} {'join s':>8} {'tail>2s':>8} {'failed s':>9} "
-              f"{'left s':>7} {'event s':>8} {'query s':>8} {'q-ret s':>8} {'RSS MiB':>8} "
-              f"{'CPU %':>6}")
-    print(header)
-    for (kind, size), r in sorted(results.items(), key=lambda kv: (kv[0][1], kv[0][0])):
-        print(f"{size:>4} {kind:7} {fmt(r.join_times):>8} "
-              f"{r.join_tail_clusters:>3}/{len(r.join_times):<4} {fmt(r.fail_times):>9} "
-              f"{fmt(r.leave_times):>7} {fmt(r.event_times):>8} {fmt(r.query_times):>8} "
-              f"{fmt(r.query_returns):>8} {fmt(r.rss_mib):>8} {fmt(r.cpu_pct):>6}")
-    if "serf" in kinds and "pyserf" in kinds:
-        print("\npyserf/serf ratios (targets: times <= 1.0, CPU <= 1.5; RSS target <= 30 MiB)")
-        for size in sorted({s for _, s in results}):
-            p, s = results[("pyserf", size)], results[("serf", size)]
-            print(f"  N={size}: join {ratio(p.join_times, s.join_times)}  "
-                  f"failed {ratio(p.fail_times, s.fail_times)}  "
-                  f"left {ratio(p.leave_times, s.leave_times)}  "
-                  f"event {ratio(p.event_times, s.event_times)}  "
-                  f"query {ratio(p.query_times, s.query_times)}  "
-                  f"query-return {ratio(p.query_returns, s.query_returns)}  "
-                  f"idle CPU {ratio(p.cpu_pct, s.cpu_pct)}  "
-                  f"RSS {fmt(p.rss_mib)} MiB vs {fmt(s.rss_mib)} MiB")
-        misses = missed_targets(results)
-        for miss in misses:
-            print(f"  MISSED {miss}")
-        if args.check and misses:
-            return 1
-    return 0
-
-
 TIME_TARGET = 1.0  # pyserf/serf for every timing
-CPU_TARGET = 1.5  # pyserf/serf idle CPU
-RSS_TARGET_MIB = 30.0  # pyserf idle RSS per agent
+CPU_TARGET = 1.0  # pyserf/serf idle CPU per agent
+RSS_TARGET = 1.5  # pyserf/serf idle RSS per agent, both measured in the same run
+
+# (label, Result attribute) for the table, the growth and the JSON.
+FIGURES = [("join s", "join_times"), ("issue s", "join_issue_s"),
+           ("jrpc max", "join_rpc_max_s"), ("storm seed", "storm_cpu_seed_s"),
+           ("storm agt", "storm_cpu_agent_s"), ("failed s", "fail_times"),
+           ("left s", "leave_times"), ("event s", "event_times"), ("query s", "query_times"),
+           ("q-ret s", "query_returns"), ("RSS MiB", "rss_mib"), ("CPU %", "cpu_pct")]
 
 
 def missed_targets(results: dict[tuple[str, int], Result]) -> list[str]:
@@ -315,16 +427,111 @@ def missed_targets(results: dict[tuple[str, int], Result]) -> list[str]:
                  ("left", p.leave_times, s.leave_times, TIME_TARGET),
                  ("event", p.event_times, s.event_times, TIME_TARGET),
                  ("query", p.query_times, s.query_times, TIME_TARGET),
-                 ("idle CPU", p.cpu_pct, s.cpu_pct, CPU_TARGET)]
+                 ("idle CPU", p.cpu_pct, s.cpu_pct, CPU_TARGET),
+                 ("RSS", p.rss_mib, s.rss_mib, RSS_TARGET)]
         for name, mine, theirs, target in pairs:
             if not mine or not theirs:
                 misses.append(f"N={size} {name}: no measurement")
             elif statistics.mean(theirs) > 0 and \
                     statistics.mean(mine) / statistics.mean(theirs) > target:
                 misses.append(f"N={size} {name}: ratio {ratio(mine, theirs)} > {target}")
-        if p.rss_mib and statistics.mean(p.rss_mib) > RSS_TARGET_MIB:
-            misses.append(f"N={size} RSS {fmt(p.rss_mib)} MiB > {RSS_TARGET_MIB}")
+        if sum(p.join_failed):
+            misses.append(f"N={size} joins: {sum(p.join_failed)} agents never joined")
     return misses
+
+
+def report(results: dict[tuple[str, int], Result], kinds: list[str]) -> list[str]:
+    print()
+    print(f"{'N':>4} {'kind':7} {'tail>2s':>8} {'j-t/o':>5} "
+          + " ".join(f"{label:>9}" for label, _ in FIGURES))
+    for (kind, size), r in sorted(results.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        print(f"{size:>4} {kind:7} {r.join_tail_clusters:>3}/{len(r.join_times):<4} "
+              f"{sum(r.join_timeouts):>5} "
+              + " ".join(f"{fmt(getattr(r, attr)):>9}" for _, attr in FIGURES))
+    sizes = sorted({s for _, s in results})
+    if len(sizes) > 1:
+        lo, hi = sizes[0], sizes[-1]
+        print(f"\ngrowth N={lo} -> N={hi} (mean at {hi} / mean at {lo}; N grew {hi / lo:g}x)")
+        for kind in kinds:
+            if (kind, lo) in results and (kind, hi) in results:
+                a, b = results[(kind, lo)], results[(kind, hi)]
+                print(f"  {kind:7}" + "  ".join(
+                    f"{label} {ratio(getattr(b, attr), getattr(a, attr))}"
+                    for label, attr in FIGURES))
+    if "serf" not in kinds or "pyserf" not in kinds:
+        return []
+    print(f"\npyserf/serf ratios (targets: times <= {TIME_TARGET}, idle CPU per agent <= "
+          f"{CPU_TARGET}, RSS per agent <= {RSS_TARGET})")
+    for size in sizes:
+        p, s = results[("pyserf", size)], results[("serf", size)]
+        print(f"  N={size}: join {ratio(p.join_times, s.join_times)}  "
+              f"failed {ratio(p.fail_times, s.fail_times)}  "
+              f"left {ratio(p.leave_times, s.leave_times)}  "
+              f"event {ratio(p.event_times, s.event_times)}  "
+              f"query {ratio(p.query_times, s.query_times)}  "
+              f"query-return {ratio(p.query_returns, s.query_returns)}  "
+              f"idle CPU {ratio(p.cpu_pct, s.cpu_pct)}  "
+              f"RSS {ratio(p.rss_mib, s.rss_mib)} ({fmt(p.rss_mib)} vs {fmt(s.rss_mib)} MiB)  "
+              f"join issue {ratio(p.join_issue_s, s.join_issue_s)}  "
+              f"storm CPU/agent {ratio(p.storm_cpu_agent_s, s.storm_cpu_agent_s)}")
+    misses = missed_targets(results)
+    for miss in misses:
+        print(f"  MISSED {miss}")
+    return misses
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="20,50")
+    parser.add_argument("--rounds", type=int, default=1, help="clusters per kind and size")
+    parser.add_argument("--kinds", default="serf,pyserf")
+    parser.add_argument("--idle", type=float, default=10.0, help="idle window in seconds")
+    parser.add_argument("--join-timeout", type=float, default=100.0,
+                        help="seconds to wait for join convergence")
+    parser.add_argument("--join-rpc-timeout", type=float, default=30.0,
+                        help="seconds one join RPC may take before it is retried")
+    parser.add_argument("--source", action="store_true",
+                        help="run pyserf from the checkout (compiling at every start)")
+    parser.add_argument("--profile", type=Path, metavar="DIR",
+                        help="run the pyserf seed and one joiner under cProfile into DIR")
+    parser.add_argument("--stop-after-join", action="store_true",
+                        help="measure only the join storm")
+    parser.add_argument("--json", type=Path, help="also write the raw results here")
+    parser.add_argument("--check", action="store_true",
+                        help="exit 1 when a pyserf/serf target is missed")
+    args = parser.parse_args()
+    kinds = args.kinds.split(",")
+    if "serf" in kinds and not shutil.which("serf"):
+        print("serf not found: apt-get install serf", file=sys.stderr)
+        return 1
+    print(f"# {' '.join(sys.argv)}  (pyserf {'from source' if args.source else 'byte-compiled'}"
+          f"; load before start {os.getloadavg()[0]:.2f}; {os.cpu_count()} cores)", flush=True)
+    if args.profile is not None:
+        args.profile.mkdir(parents=True, exist_ok=True)
+    results: dict[tuple[str, int], Result] = {}
+    subnet = 0
+    with tempfile.TemporaryDirectory(prefix="pyserf-bench-") as tmp:
+        py_cwd, py_env = prepare_pyserf(Path(tmp), args.source)
+        for size in (int(s) for s in args.sizes.split(",")):
+            for rnd in range(args.rounds):
+                for kind in kinds:
+                    res = results.setdefault((kind, size), Result(kind, size))
+                    prefix = f"127.{200 + subnet // 250}.{subnet % 250}"
+                    subnet += 1
+                    workdir = Path(tmp) / f"{kind}-{size}-{rnd}"
+                    workdir.mkdir()
+                    setup = Setup(workdir, args.idle, args.join_timeout, args.join_rpc_timeout,
+                                  py_cwd, py_env, args.profile, args.stop_after_join)
+                    run_cluster(kind, size, prefix, setup, res)
+    misses = report(results, kinds)
+    if args.json is not None:
+        args.json.write_text(json.dumps(
+            {"argv": sys.argv, "byte_compiled": not args.source,
+             "results": [asdict(r) for r in results.values()], "missed": misses},
+            indent=1) + "\n")
+    if args.profile is not None:
+        print_profiles(args.profile)
+    return 1 if args.check and misses else 0
 
 
 if __name__ == "__main__":
