@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -15,6 +16,9 @@ APP = "pyserf"
 SCENARIOS = ("join", "fail", "leave", "event", "partition")
 # Room left for the interpreter and the run's own lists next to the estimate.
 MEMORY_HEADROOM = 0.8
+# Longest virtual span a time flag accepts: a run's cost grows with N times the virtual time
+# it covers, and nothing a scenario waits for takes longer (serf's reconnect retries every 30 s).
+MAX_VIRTUAL_S = 3600.0
 
 HELP = f"""
 Usage: {APP} simulate [options]
@@ -45,12 +49,12 @@ Options:
   -profile=lan              memberlist timings: lan, wan or local.
   -latency=MIN-MAX          One-way delay per hop, uniform between MIN and MAX
                             (Go durations, e.g. 1ms-5ms; one value for fixed).
-                            Default by profile: lan 0.5ms-3ms, wan 10ms-100ms,
+                            Default by profile: lan 200us-500us, wan 10ms-100ms,
                             local 50us-500us.
   -seed=1                   Seed of every random choice.
   -duration=0               Virtual time to wait for every node after the
                             change before reporting it unconverged (0: chosen
-                            from the profile and scenario).
+                            from the profile and scenario; at most 1h).
   -join-window=1s           Spread of the nodes' start times (join and setup).
   -partition-for=0          How long the partition holds (0: until both halves
                             have failed each other).
@@ -115,6 +119,9 @@ def render_text(r: dict[str, Any]) -> str:
         lines.append(("Lifeguard", f"suspicion {lg['min']:.2f} s with {lg['k']} confirmations, "
                                    f"{lg['max']:.2f} s unconfirmed; all within "
                                    f"{lg['bound']:.2f} s"))
+    if "last_join_returned_s" in r:
+        lines.append(("Joins", f"{r['joins_returned']} of {r['nodes'] - 1} returned, the "
+                               f"last at {r['last_join_returned_s']:.3f} s"))
     if "failed_across_split" in r:
         lines.append(("Split", f"up to {r['failed_across_split']} members failed per node "
                                "before the heal"))
@@ -124,8 +131,9 @@ def render_text(r: dict[str, Any]) -> str:
         ("Per node/s", f"{r['msgs_per_node_s']:.1f} msgs ({r['datagrams_per_node_s']:.1f} "
                        f"datagrams, {r['streams_per_node_s']:.2f} streams), "
                        f"{_size(r['bytes_per_node_s'])} over {r['window_s']:.2f} s"),
-        ("Push-pulls", f"{pp['count']} ({pp['per_node_s']:.3f}/node/s), state mean "
-                       f"{_size(pp['mean_bytes'])}, max {_size(pp['max_bytes'])}"),
+        ("Push-pulls", f"{pp['count']} ({pp['per_node_s']:.3f}/node/s), "
+                       f"{_size(pp['mean_bytes'])} each (both states, as sent), "
+                       f"{_size(pp['bytes_per_node_s'])}/node/s"),
         ("Run", f"{r['virtual_s']:.1f} s virtual in {r['wall_s']:.1f} s wall"),
     ]
     if not r["setup_converged"]:
@@ -212,11 +220,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         problems.append(f'Invalid output format "{fs["format"]}"')
     if fs["duration"] < 0 or fs["join-window"] < 0 or fs["partition-for"] < 0:
         problems.append("-duration, -join-window and -partition-for cannot be negative")
+    for flag in ("duration", "join-window", "partition-for"):
+        if fs[flag] > MAX_VIRTUAL_S:
+            problems.append(f"-{flag} must be at most 1h: the run's cost grows with the "
+                            "virtual time it covers")
     if problems:
         for problem in problems:
             out(f"Error: {problem}")
         return 1
     if fs["plot"]:
+        folder = os.path.dirname(os.path.abspath(fs["plot"]))
+        if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+            # Found out before the run, not after minutes of it.
+            out(f"Error: cannot write -plot {go_quote(fs['plot'])}: {folder} is not a "
+                "writable directory")
+            return 1
         try:
             import matplotlib  # noqa: F401
         except ImportError:

@@ -6,14 +6,14 @@ virtual seconds until it saw the change, together with the false failure verdict
 datagrams, streams and bytes each node sent and the push-pull exchanges over the same window.
 Everything is drawn from one seed, so a run is reproducible.
 
-Observation goes through callbacks rather than stored logs, and the per-node lists the current
-engine still fills are emptied as the run goes, so memory stays at what the machines hold
-(N*N member-view entries), not at the millions of events a 2,000-node storm produces.
+Observation goes through the engine's listeners rather than stored logs, so memory stays at
+what the machines hold (N*N member-view entries), not at the millions of events a 2,000-node
+storm produces. Traffic and push-pulls are the engine's per-node counters: what went on the
+wire, after compression and encryption.
 """
 
 from __future__ import annotations
 
-import inspect
 import math
 import random
 import time
@@ -23,13 +23,15 @@ from typing import Any
 
 from pyserf.memberlist import security
 from pyserf.memberlist.profiles import PROFILES, Timing, suspicion_timeout
-from pyserf.memberlist.state import OpenStream, SendPacket
+from pyserf.memberlist.state import JoinOutcome
 from pyserf.serf.core import UserEventReceived
+from pyserf.sim.counters import CounterSnapshot
 from pyserf.sim.network import SimEvent, SimNetwork, SimNode
 
 # One-way delay drawn uniformly per datagram or stream hop, per profile (what the profile's
-# network usually looks like: a LAN, a WAN between regions, loopback).
-DEFAULT_LATENCY = {"lan": (0.0005, 0.003), "wan": (0.010, 0.100), "local": (0.00005, 0.0005)}
+# network usually looks like: a switched LAN (ping round trips of 0.4-1 ms), a WAN between
+# regions, loopback).
+DEFAULT_LATENCY = {"lan": (0.0002, 0.0005), "wan": (0.010, 0.100), "local": (0.00005, 0.0005)}
 USER_EVENT = "simulate"
 # Serf's reconnect loop period; a healed partition waits for it (see SerfConfig).
 RECONNECT_INTERVAL = 30.0
@@ -112,18 +114,6 @@ def percentiles(times: list[float | None]) -> dict[str, float | None]:
 
 
 @dataclass
-class _Traffic:
-    """Push-pulls started and the state each side sent; what the nodes handed to the
-    network where the engine does not count it."""
-
-    datagrams: int = 0
-    streams: int = 0
-    bytes: int = 0
-    push_pulls: int = 0
-    state_sizes: list[int] = field(default_factory=list)
-
-
-@dataclass
 class _Watch:
     """Per observer, the first virtual time a condition held."""
 
@@ -148,21 +138,15 @@ class Run:
         self.timing = PROFILES[opts.profile]
         self.rng = random.Random(f"simulate:{opts.seed}")
         latency = opts.latency or DEFAULT_LATENCY[opts.profile]
-        kwargs: dict[str, Any] = {"seed": opts.seed, "loss": opts.loss, "latency": latency}
-        params = inspect.signature(SimNetwork).parameters
-        self.listening = "listeners" in params
-        if self.listening:
-            kwargs["listeners"] = [self._on_event]
-        if "record_log" in params:
-            kwargs["record_log"] = False
-        self.net = SimNetwork(**kwargs)
-        self.engine_counts = hasattr(self.net, "snapshot_counters")
-        self.traffic = _Traffic()
+        self.net = SimNetwork(seed=opts.seed, loss=opts.loss, latency=latency,
+                              record_log=False, listeners=[self._on_event])
         self.names = [f"n{i}" for i in range(opts.nodes)]
         self.key = bytes(self.rng.getrandbits(8) for _ in range(32)) if opts.encrypt else None
         # Members each node lists alive, from its own member events.
         self.alive: dict[str, int] = {}
         self.down: set[str] = set()
+        # When each joiner's join returned (its push-pull with the seed answered).
+        self.joined: dict[str, float] = {}
         self.false_positives = 0
         self.is_false: Callable[[SimEvent], bool] = lambda e: e.subject not in self.down
         self.on_member: Callable[[SimEvent], None] | None = None
@@ -181,22 +165,11 @@ class Run:
         if self.on_member is not None:
             self.on_member(e)
 
-    def _drain(self) -> None:
-        """An engine without listeners stores its events: hand them over and forget them."""
-        net = self.net
-        if not self.listening and net.log:
-            for e in net.log:
-                self._on_event(e)
-            net.log.clear()
-            for node in net.by_name.values():
-                node.events.clear()
-
     def _instrument(self, node: SimNode) -> None:
-        """See the node's user events as they are emitted, and its push-pull exchanges and
-        their sizes (and what it sends, where the engine does not count that itself)."""
-        traffic = self.traffic
-        serf, ml = node.serf, node.serf.memberlist
-        take_events, push_pull, local_state = serf.take_events, ml._push_pull, ml._local_state
+        """See the node's user events when its machine emits them: the virtual time the
+        event's datagram arrived (the engine collects events right after each input)."""
+        serf = node.serf
+        take_events = serf.take_events
 
         def watched_events() -> list:
             events = take_events()
@@ -206,55 +179,10 @@ class Run:
                         self.on_user(node.name, self.net.now)
             return events
 
-        def counted_push_pull(*args: Any, **kwargs: Any) -> None:
-            traffic.push_pulls += 1
-            push_pull(*args, **kwargs)
-
-        def sized_state(join: bool) -> bytes:
-            state = local_state(join)
-            traffic.state_sizes.append(len(state))
-            return state
-
         serf.take_events = watched_events
-        ml._push_pull = counted_push_pull
-        ml._local_state = sized_state
-        if not self.engine_counts:
-            self._count_sends(node)
 
-    def _count_sends(self, node: SimNode) -> None:
-        traffic = self.traffic
-        serf, ml = node.serf, node.serf.memberlist
-        take_actions, handle_stream = serf.take_actions, ml.handle_stream
-
-        def counted_actions() -> list:
-            actions = take_actions()
-            if node.up:
-                for action in actions:
-                    if isinstance(action, SendPacket):
-                        traffic.datagrams += 1
-                        traffic.bytes += len(action.data)
-                    elif isinstance(action, OpenStream):
-                        traffic.streams += 1
-                        traffic.bytes += len(action.data)
-            return actions
-
-        def counted_stream(data: bytes, source: Any, now: float) -> bytes | None:
-            reply = handle_stream(data, source, now)
-            if reply is not None:
-                traffic.bytes += len(reply)
-            return reply
-
-        serf.take_actions = counted_actions
-        ml.handle_stream = counted_stream
-
-    def sent(self) -> tuple[int, int, int, int]:
-        """Datagrams, streams, bytes sent and push-pulls started so far, cluster-wide."""
-        traffic = self.traffic
-        if self.engine_counts:
-            total = self.net.snapshot_counters().total
-            return (total["udp_sent"], total["streams_opened"],
-                    total["udp_bytes_sent"] + total["tcp_bytes_sent"], traffic.push_pulls)
-        return traffic.datagrams, traffic.streams, traffic.bytes, traffic.push_pulls
+    def counters(self) -> CounterSnapshot:
+        return self.net.snapshot_counters()
 
     # -- driving ---------------------------------------------------------------------------
 
@@ -268,35 +196,42 @@ class Run:
 
     def kick(self, node: SimNode) -> None:
         """Send what a direct call on a node's machine queued (the engine pumps on input)."""
-        pump = getattr(self.net, "pump", None) or self.net._pump
-        pump(node)
+        self.net._pump(node)
 
     def run_to(self, end: float, until: Callable[[], bool] | None = None) -> None:
+        """Advance virtual time to ``end``, stopping early once ``until()`` holds (checked
+        every STEP). Direct calls on machines are kicked where they are made, so this runs
+        the engine's heap only: ``run_until`` would also pump all N nodes at every step."""
         net = self.net
         while net.now < end:
-            net.run_until(min(end, net.now + STEP))
-            self._drain()
+            net._run(min(end, net.now + STEP))
             if until is not None and until():
                 return
 
     def join_storm(self) -> None:
         """Node 0 starts at 0, the rest start and join it at random times within the window
-        (a datacenter restart); the caller runs the network on."""
+        (a datacenter restart); the caller runs the network on. ``joined`` records when each
+        join returned."""
         net = self.net
         seed = self.add(0)
+        target = [(seed.name, seed.addr)]
         starts = sorted(self.rng.uniform(0.0, self.opts.join_window)
                         for _ in range(self.opts.nodes - 1))
 
         def start(index: int) -> Callable[[float], None]:
-            return lambda now: net.join(self.add(index), seed)
+            def go(now: float) -> None:
+                node = self.add(index)
 
-        call_at = getattr(net, "call_at", None)
+                def done(outcome: JoinOutcome, when: float) -> None:
+                    if outcome.contacted:
+                        self.joined[node.name] = when
+
+                node.serf.join(target, False, now, done)
+                self.kick(node)
+            return go
+
         for index, when in enumerate(starts, 1):
-            if call_at is not None:
-                call_at(when, start(index))
-            else:
-                self.run_to(when)
-                start(index)(when)
+            net.call_at(when, start(index))
 
     def everyone_alive(self) -> bool:
         n = self.opts.nodes
@@ -332,15 +267,17 @@ def simulate(opts: Options) -> dict[str, Any]:
                 watch.mark(e.observer, e.time)
 
         run.on_member = on_join
-        before, first_state = run.sent(), 0
+        before = run.counters()
         run.join_storm()
         run.run_to(duration, lambda: watch.done)
         t0 = 0.0
+        extra["joins_returned"] = len(run.joined)
+        extra["last_join_returned_s"] = round(max(run.joined.values(), default=0.0), 3)
     else:
         setup_converged = _converge_setup(run)
         subject = names[run.rng.randrange(1, opts.nodes)]
         others = set(names) - {subject}
-        before, first_state = run.sent(), len(run.traffic.state_sizes)
+        before = run.counters()
         t0 = net.now
         if opts.scenario in ("fail", "leave"):
             kind = "member-failed" if opts.scenario == "fail" else "member-leave"
@@ -374,9 +311,9 @@ def simulate(opts: Options) -> dict[str, Any]:
     # intervals of the cluster's traffic.
     run.run_to(t0 + 2 * timing.probe_interval)
     window = net.now - t0
-    after = run.sent()
-    datagrams, streams, sent, push_pulls = (b - a for a, b in zip(before, after, strict=True))
-    states = run.traffic.state_sizes[first_state:]
+    sent = run.counters().delta(before)
+    datagrams, streams = sent["udp_sent"], sent["streams_opened"]
+    push_pulls = sent["push_pulls"]
     live = opts.nodes - len(run.down)
     times: list[float | None] = [watch.seen.get(o) for o in sorted(watch.observers)]
     report: dict[str, Any] = {
@@ -394,11 +331,15 @@ def simulate(opts: Options) -> dict[str, Any]:
         "msgs_per_node_s": round((datagrams + streams) / live / window, 3),
         "datagrams_per_node_s": round(datagrams / live / window, 3),
         "streams_per_node_s": round(streams / live / window, 3),
-        "bytes_per_node_s": round(sent / live / window, 1),
+        "bytes_per_node_s": round((sent["udp_bytes_sent"] + sent["tcp_bytes_sent"])
+                                  / live / window, 1),
+        # Opened by any node (joins, the periodic sync, catch-up syncs); bytes as sent, both
+        # directions: the opener's state and the reply.
         "push_pull": {"count": push_pulls,
                       "per_node_s": round(push_pulls / live / window, 4),
-                      "mean_bytes": round(sum(states) / len(states)) if states else 0,
-                      "max_bytes": max(states, default=0)},
+                      "mean_bytes": round(sent["push_pull_bytes"] / push_pulls)
+                      if push_pulls else 0,
+                      "bytes_per_node_s": round(sent["push_pull_bytes"] / live / window, 1)},
         "setup_converged": setup_converged,
         **extra,
         "virtual_s": round(net.now, 3),

@@ -60,9 +60,35 @@ def test_join_storm_converges_in_about_the_join_window():
     assert 0.8 <= r["convergence_s"]["p50"] <= r["convergence_s"]["max"] <= 3.0
     assert r["false_positives"] == 0
     assert r["msgs_per_node_s"] > 1 and r["bytes_per_node_s"] > 100
-    # Every joiner pushes and pulls with the seed at least once.
-    assert r["push_pull"]["count"] >= N - 1
-    assert 0 < r["push_pull"]["mean_bytes"] <= r["push_pull"]["max_bytes"]
+    # Every joiner pushes and pulls with the seed at least once, and the join returns once
+    # that exchange is answered: before the joiner lists everyone.
+    pp = r["push_pull"]
+    assert pp["count"] >= N - 1 and r["joins_returned"] == N - 1
+    assert r["last_join_returned_s"] <= r["convergence_s"]["max"]
+    assert pp["mean_bytes"] > 0
+    assert pp["bytes_per_node_s"] == pytest.approx(
+        pp["count"] * pp["mean_bytes"] / N / r["window_s"], rel=0.01)
+
+
+def test_traffic_and_push_pull_sizes_are_what_went_on_the_wire():
+    """The report's bytes are the engine's counters: compressed and encrypted as sent, so
+    a run with encryption reports bigger push-pulls (the states alone would be the same
+    size) and more bytes per node."""
+    plain, sealed = report("join", nodes=10), report("join", nodes=10, encrypt=True)
+    assert plain["push_pull"]["count"] >= 9 and sealed["push_pull"]["count"] >= 9
+    assert sealed["push_pull"]["mean_bytes"] > plain["push_pull"]["mean_bytes"]
+    assert sealed["bytes_per_node_s"] > plain["bytes_per_node_s"]
+
+
+def test_waiting_for_convergence_pumps_only_nodes_with_input_or_timers():
+    """Each step of the engine pumps at most the one node it concerns; the runner's polling
+    for convergence adds no pumps of idle nodes (20 nodes x one per 0.5 s check)."""
+    run = scenarios.Run(Options(nodes=N, seed=3))
+    assert scenarios._converge_setup(run)
+    nodes = run.net.by_name.values()
+    pumps, steps = sum(n.pumps for n in nodes), run.net.steps
+    run.run_to(run.net.now + 20.0, lambda: False)
+    assert sum(n.pumps for n in nodes) - pumps <= run.net.steps - steps
 
 
 def test_kill_is_seen_by_every_survivor_within_the_lifeguard_bounds():
@@ -89,6 +115,18 @@ def test_graceful_leave_and_user_event_spread_by_gossip():
     assert event["converged"] and event["saw_change"] == N - 1
     assert event["convergence_s"]["max"] < 1.0
     assert event["false_positives"] == 0
+
+
+def test_event_time_runs_from_the_send_to_each_receipt():
+    """With a fixed 10 ms hop the first receivers see the event exactly one hop after it was
+    sent (pyserf gossips a new broadcast at once), the rest a whole number of hops later or
+    at a gossip tick; nobody is counted at the send itself."""
+    hop = 0.01
+    r = report("event", latency=(hop, hop))
+    curve = r["curve"]
+    assert r["converged"] and len(curve) == N - 1
+    assert curve[0] == pytest.approx(hop)
+    assert all(t >= hop - 1e-9 for t in curve)
 
 
 def test_partition_fails_the_other_half_then_heals_without_false_failures():
@@ -118,6 +156,8 @@ def test_text_report_names_what_an_operator_plans_with(capsys):
     labels = [line.split(":")[0] for line in out.splitlines()]
     assert labels == ["Scenario", "Converged", "Seen by", "Lifeguard", "False failures",
                       "Per node/s", "Push-pulls", "Run"]
+    code, out, _ = run_cli(capsys, "-nodes=10", "-scenario=join")
+    assert code == 0 and "Joins:" in out and "9 of 9 returned" in out
     # Values start in one column.
     assert len({line.index(line.split(":", 1)[1].strip()) for line in out.splitlines()}) == 1
 
@@ -131,6 +171,12 @@ def test_text_report_names_what_an_operator_plans_with(capsys):
     (["-format=xml"], 'Error: Invalid output format "xml"'),
     (["-latency=5ms-1ms"], 'Error: invalid -latency "5ms-1ms": MIN must be >= 0 and <= MAX'),
     (["-duration=-1s"], "Error: -duration, -join-window and -partition-for cannot be negative"),
+    (["-duration=61m"], "Error: -duration must be at most 1h: the run's cost grows with the "
+                        "virtual time it covers"),
+    (["-partition-for=2h"], "Error: -partition-for must be at most 1h: the run's cost grows "
+                            "with the virtual time it covers"),
+    (["-plot=/nonexistent/x.png"], 'Error: cannot write -plot "/nonexistent/x.png": '
+                                   "/nonexistent is not a writable directory"),
     (["join"], "Error: unexpected arguments: join"),
 ])
 def test_bad_values_are_refused_before_anything_runs(capsys, monkeypatch, argv, message):
