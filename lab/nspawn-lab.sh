@@ -355,7 +355,7 @@ cmd_stop() {  # stop NAME...: halt them all at once, then reap each one
 
 cmd_up() {
   local n=${1:-3} i
-  [[ $n =~ ^[0-9]+$ ]] && [ "$n" -ge 1 ] && [ "$n" -le 200 ] || die "up: N must be 1..200"
+  if ! [[ $n =~ ^[0-9]+$ ]] || [ "$n" -lt 1 ] || [ "$n" -gt 200 ]; then die "up: N must be 1..200"; fi
   cmd_base
   for i in $(seq 1 "$n"); do cmd_start "lab$i" "$NET.$((10 + i))"; done
 }
