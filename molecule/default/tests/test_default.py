@@ -7,7 +7,10 @@ testinfra runs every test against one host before moving on to the next, so the 
 import json
 import os
 import re
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import testinfra.utils.ansible_runner
@@ -25,6 +28,9 @@ FAILED_TIMEOUT = 22
 # While checking that peers notice a crash, hold systemd's restart back this long (RestartSec),
 # well past FAILED_TIMEOUT.
 HELD_RESTART_SEC = 30
+
+SCENARIO = Path(__file__).resolve().parents[1]
+ANSIBLE_PLAYBOOK = str(Path(sys.executable).with_name("ansible-playbook"))
 
 RUNNER = testinfra.utils.ansible_runner.AnsibleRunner(os.environ["MOLECULE_INVENTORY_FILE"])
 NODES = sorted(RUNNER.get_hosts("pyserf"))
@@ -146,9 +152,38 @@ def test_firewall_rules_persist(host):
     assert set(gossip_rules(host)) == {"tcp", "udp"}
 
 
-def test_members_all_alive(host):
-    seen = wait_all_alive(host, 30)
-    assert seen is not None and set(NODES) <= seen, seen
+def run_role_verify(*args: str) -> subprocess.CompletedProcess[str]:
+    """The role's cluster check (tasks_from: verify, as playbooks/site.yml's last play runs it)
+    through verify.yml, with molecule's inventory and ansible.cfg (ANSIBLE_CONFIG)."""
+    return subprocess.run(
+        [ANSIBLE_PLAYBOOK, "-i", os.environ["MOLECULE_INVENTORY_FILE"],
+         str(SCENARIO / "verify.yml"), *args],
+        capture_output=True, text=True, timeout=300, check=False)
+
+
+def test_role_verify_sees_every_host_alive():
+    res = run_role_verify()
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out[-4000:]
+    recap = {m[1]: m[2] for m in re.finditer(r"^(\S+)\s+: ok=(\d+) .*failed=0", res.stdout, re.M)}
+    assert set(recap) == set(NODES) and all(int(ok) > 0 for ok in recap.values()), out[-4000:]
+
+
+def test_role_verify_names_a_host_that_is_down():
+    """The same check fails, naming the host, when one agent has left the cluster."""
+    down, observer = NODES[-1], NODES[0]
+    RUNNER.get_host(down).check_output("systemctl stop pyserf")  # SIGINT: a graceful leave
+    try:
+        res = run_role_verify("--limit", observer, "-e", "pyserf_verify_retries=3")
+    finally:
+        RUNNER.get_host(down).check_output("systemctl start pyserf")
+    out = res.stdout + res.stderr
+    assert res.returncode != 0, out[-4000:]
+    assert f"{observer}: after 3 retries, pyserf members does not list as alive: {down}" in out, \
+        out[-4000:]
+    for name in NODES:
+        seen = wait_all_alive(RUNNER.get_host(name), REJOIN_TIMEOUT)
+        assert seen is not None and set(NODES) <= seen, (name, seen)
 
 
 def test_cluster_encrypted(host, cfg):
