@@ -248,3 +248,52 @@ def test_failure_verdicts_about_live_members_count_as_false_positives():
         run._on_event(SimEvent(1.0, "n0", kind, subject))
     assert run.false_positives == 1  # n1 was up; n2 was really down; a leave is no verdict
     assert run.alive["n0"] == -2  # joins count up, failures and leaves down
+
+
+def load_fidelity():
+    import importlib.util
+    from pathlib import Path
+
+    name = "benchmarks_fidelity"
+    if name not in sys.modules:
+        path = Path(__file__).resolve().parents[2] / "benchmarks" / "fidelity.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # its dataclasses look their module up
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+def test_fidelity_simulator_side_times_what_the_cluster_benchmark_times():
+    fidelity = load_fidelity()
+    n = 5
+    times = fidelity.simulate_like_bench(n, seed=1)
+    bounds = lifeguard(LAN, n)
+    # Joins are timed from the last join call's return, not from the first start: the joins
+    # take (n - 1) / JOINS_PER_S = 0.2 s, after which a loopback cluster of 5 converges in
+    # a few hops. A kill needs the Lifeguard suspicion.
+    assert 0.0 <= times["join"] < (n - 1) / fidelity.JOINS_PER_S / 2
+    assert bounds["min"] <= times["failed"] <= bounds["bound"]
+    assert 0.0 < times["event"] < 1.0
+    # On memberlist's ticker alone the same event waits for gossip rounds.
+    assert min(fidelity.event_on_ticker(n, seeds=2)) > times["event"]
+
+
+def test_fidelity_reads_the_newest_real_figures_and_puts_times_on_the_poll_grid():
+    fidelity = load_fidelity()
+    text = """# old run
+  pyserf N=20: join converged in 9.00s (median agent 0.14s)
+  pyserf N=50: join converged in 0.50s (median agent 0.14s)
+# new run
+  serf   N=20: join converged in 0.33s (median agent 0.22s)
+  pyserf N=20: join converged in 0.14s (median agent 0.14s)
+  pyserf N=20: event handled everywhere in 0.10s, query answered by all in 0.07s
+  pyserf N=20: failed seen in 7.96s, left seen in 0.34s
+  pyserf N=20: join converged in 0.20s (median agent 0.14s)
+"""
+    real, source = fidelity.parse_text(text)
+    assert real[20] == {"join": [0.14, 0.20], "failed": [7.96], "event": [0.10]}
+    assert real[50]["join"] == [0.50] and source == {20: "new run", 50: "old run"}
+    assert fidelity.parse_text(text, "serf")[0][20]["join"] == [0.33]
+    assert [fidelity.on_poll_grid(t) for t in (0.0, 0.1, 0.1001, 7.05)] == \
+        [0.0, 0.1, 0.2, pytest.approx(7.1)]
