@@ -50,6 +50,7 @@ POLL_INTERVAL = 0.1
 JOINS_PER_S = 20.0
 LOOPBACK = DEFAULT_LATENCY["local"]
 GAP = 0.25
+CORES = 2  # the machine the real figures were measured on
 METRICS = ("join", "failed", "event")
 
 # What the simulator leaves out, per measurement, for gaps beyond GAP.
@@ -273,6 +274,24 @@ def table(sim: dict[int, Sim], real: dict[int, dict[str, list[float]]]
     return rows, gaps
 
 
+def cpu_per_event(real: dict[int, dict[str, list[float]]], sizes: list[int]) -> list[str]:
+    """What the real event times imply per agent if the spread is CPU-bound: every extra
+    agent adds its share of work on the machine's cores."""
+    have = [n for n in sizes if real.get(n, {}).get("event")]
+    if len(have) < 2:
+        return []
+    a, b = min(have), max(have)
+    slope = (mean(real[b]["event"]) - mean(real[a]["event"])) / (b - a)
+    return ["", *prose(f"Real event time grows {slope * 1000:.1f} ms per agent from N={a} to "
+                        f"N={b}: with {CORES} cores busy, about {CORES * slope * 1000:.0f} ms "
+                        "of CPU per agent per event (handler fork, decoding, re-gossip), none "
+                        "of which the simulator models.")]
+
+
+def prose(text: str, indent: str = "") -> list[str]:
+    return textwrap.wrap(text, 100, subsequent_indent=indent)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="20,50")
@@ -298,26 +317,27 @@ def main() -> int:
         *rows,
     ]
     tick = scenarios.PROFILES["lan"].gossip_interval
-    lines += ["", "Event spread in the simulator is two-valued: the first expedited wave reaches "
-              "everyone within a few hops (~1 ms on loopback), or the nodes it missed wait "
-              f"for a gossip tick ({tick:g} s). Seeds needing a tick:"]
+    lines += ["", *prose("Event spread in the simulator is two-valued: the first expedited wave "
+                         "reaches everyone within a few hops (~1 ms on loopback), or the nodes "
+                         f"it missed wait for a gossip tick ({tick:g} s). Seeds needing a "
+                         "tick:")]
     for n in sizes:
         ticked = sum(1 for t in sim[n].raw["event"] if t >= tick / 2)
         lines.append(f"  N={n}: {ticked} of {len(sim[n].raw['event'])}")
-    lines += ["", "What-if, the same machines gossiping only on memberlist's ticker (no "
-              "expedited round), next to real serf:",
+    lines += ["", *prose("What-if, the same machines gossiping only on memberlist's ticker "
+                         "(no expedited round), next to real serf:"),
               f"{'what':7} {'N':>3}  {'sim s':>26}  {'real serf s':>26}  {'sim/real':>8}"]
     for n in sizes:
         mine, theirs = sim[n].event_ticker, serf.get(n, {}).get("event", [])
         ratio = mean(mine) / mean(theirs) if theirs and mean(theirs) > 0 else math.nan
         lines.append(f"{'event':7} {n:>3}  {spread(mine):>26}  {spread(theirs):>26}  "
                      f"{ratio:>8.2f}")
+    lines += cpu_per_event(real, sizes)
     if gaps:
         lines += ["", f"Gaps beyond {GAP:.0%} (sim/real):"]
         for metric in dict.fromkeys(m for m, _, _ in gaps):
             which = ", ".join(f"N={n} {r:.2f}" for m, n, r in gaps if m == metric)
-            lines += textwrap.wrap(f"- {metric} ({which}): {EXPLAIN[metric]}", 100,
-                                   subsequent_indent="  ")
+            lines += prose(f"- {metric} ({which}): {EXPLAIN[metric]}", "  ")
     text = "\n".join(lines) + "\n"
     print(text, end="")
     if args.out:
