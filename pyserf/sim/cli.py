@@ -130,7 +130,8 @@ def render_text(r: dict[str, Any]) -> str:
         ("False failures", str(r["false_positives"])),
         ("Per node/s", f"{r['msgs_per_node_s']:.1f} msgs ({r['datagrams_per_node_s']:.1f} "
                        f"datagrams, {r['streams_per_node_s']:.2f} streams), "
-                       f"{_size(r['bytes_per_node_s'])} over {r['window_s']:.2f} s"),
+                       f"{_size(r['bytes_per_node_s'])} over {r['window_s']:.2f} s"
+                       + (" (bytes: compressed sample)" if r["bytes_estimated"] else "")),
         ("Push-pulls", f"{pp['count']} ({pp['per_node_s']:.3f}/node/s), "
                        f"{_size(pp['mean_bytes'])} each (both states, as sent), "
                        f"{_size(pp['bytes_per_node_s'])}/node/s"),
