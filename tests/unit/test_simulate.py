@@ -292,7 +292,10 @@ def test_fidelity_reads_the_newest_real_figures_and_puts_times_on_the_poll_grid(
   pyserf N=20: join converged in 0.20s (median agent 0.14s)
 """
     real, source = fidelity.parse_text(text)
-    assert real[20] == {"join": [0.14, 0.20], "failed": [7.96], "event": [0.10]}
+    assert real[20] == {"join": [0.14, 0.20], "failed": [7.96], "event": [0.10],
+                        "median": [0.14, 0.14]}
+    # The second poll round started 0.14 s in: the earliest median agent of the size.
+    assert fidelity.poll_period(real, 20) == 0.14 and fidelity.poll_period(real, 99) == 0.1
     assert real[50]["join"] == [0.50] and source == {20: "new run", 50: "old run"}
     assert fidelity.parse_text(text, "serf")[0][20]["join"] == [0.33]
     assert [fidelity.on_poll_grid(t) for t in (0.0, 0.1, 0.1001, 7.05)] == \
