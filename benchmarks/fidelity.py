@@ -241,16 +241,22 @@ def parse_json(data: object, kind: str = "pyserf") -> dict[int, dict[str, list[f
 
 def load_real(path_json: Path, path_text: Path, kind: str = "pyserf"
               ) -> tuple[dict[int, dict[str, list[float]]], str]:
-    if path_json.exists():
-        try:
-            real = parse_json(json.loads(path_json.read_text()), kind)
-            if real:
-                return real, f"{path_json.relative_to(ROOT)}"
-        except (ValueError, KeyError, TypeError):
-            pass
-    real, headers = parse_text(path_text.read_text(), kind)
-    names = sorted(set(headers.values()))
-    return real, f"{path_text.relative_to(ROOT)} ({'; '.join(n for n in names if n)})"
+    """The text's figures, each size's measurements replaced by the JSON's where it has
+    them (it is written by the newest run)."""
+    real, headers = parse_text(path_text.read_text(), kind) if path_text.exists() else ({}, {})
+    names = sorted({h for h in headers.values() if h})
+    source = [f"{path_text.relative_to(ROOT)} ({'; '.join(names)})"] if real else []
+    try:
+        newer = parse_json(json.loads(path_json.read_text()), kind) if path_json.exists() \
+            else {}
+    except (ValueError, KeyError, TypeError):
+        newer = {}
+    for n, figures in newer.items():
+        mine = real.setdefault(n, {m: [] for m in FIGURES})
+        mine.update({m: values for m, values in figures.items() if values})
+    if newer:
+        source.insert(0, f"{path_json.relative_to(ROOT)} (N={','.join(map(str, sorted(newer)))})")
+    return real, "; ".join(source)
 
 
 # -- report --------------------------------------------------------------------------------

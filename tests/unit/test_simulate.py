@@ -300,3 +300,18 @@ def test_fidelity_reads_the_newest_real_figures_and_puts_times_on_the_poll_grid(
     assert fidelity.parse_text(text, "serf")[0][20]["join"] == [0.33]
     assert [fidelity.on_poll_grid(t) for t in (0.0, 0.1, 0.1001, 7.05)] == \
         [0.0, 0.1, 0.2, pytest.approx(7.1)]
+
+
+def test_fidelity_takes_the_json_figures_over_the_text_size_by_size(tmp_path, monkeypatch):
+    fidelity = load_fidelity()
+    monkeypatch.setattr(fidelity, "ROOT", tmp_path)
+    text, data = tmp_path / "bench.txt", tmp_path / "bench.json"
+    text.write_text("# run\n  pyserf N=20: join converged in 0.14s (median agent 0.13s)\n"
+                    "  pyserf N=20: failed seen in 7.96s, left seen in 0.34s\n")
+    data.write_text(json.dumps([{"kind": "pyserf", "size": 20, "join_times": [0.3]},
+                                {"kind": "serf", "size": 20, "join_times": [9.0]},
+                                {"kind": "pyserf", "size": 200, "join_times": [5.0]}]))
+    real, source = fidelity.load_real(data, text)
+    assert real[20]["join"] == [0.3] and real[20]["failed"] == [7.96]
+    assert real[20]["median"] == [0.13] and real[200]["join"] == [5.0]
+    assert source == "bench.json (N=20,200); bench.txt (run)"
