@@ -17,16 +17,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pyserf import SERF_PROTOCOL_MAX, SERF_PROTOCOL_MIN, __version__
-from pyserf.agent.config import (
-    AgentConfig,
-    ConfigError,
-    ConfigSources,
-    go_quote,
-    parse_duration,
-    parse_duration_ns,
-    unmarshal_tags,
-)
+from pyserf.agent.config import AgentConfig, ConfigError, ConfigSources, unmarshal_tags
 from pyserf.client.errors import RPCError
+from pyserf.gocompat.durations import parse_duration, parse_duration_ns
+from pyserf.gocompat.fmt import sharp_v
+from pyserf.gocompat.jsonenc import marshal_indent as go_json
+from pyserf.gocompat.strconv import FALSE, RANGE, TRUE, NumError
+from pyserf.gocompat.strconv import parse_int as go_parse_int
+from pyserf.gocompat.strconv import quote as go_quote
 
 if TYPE_CHECKING:
     from pyserf.client.rpc_client import Member, RPCClient
@@ -78,83 +76,6 @@ def columnize(lines: Sequence[str]) -> str:
     return "\n".join(rendered)
 
 
-_JSON_ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
-
-
-def _json_string(text: str) -> str:
-    parts = ['"']
-    for ch in text:
-        code = ord(ch)
-        if ch in _JSON_ESCAPES:
-            parts.append(_JSON_ESCAPES[ch])
-        elif code < 0x20 or ch in "<>&\u2028\u2029":
-            parts.append(f"\\u{code:04x}")
-        elif 0xD800 <= code <= 0xDFFF:
-            parts.append("\\ufffd")
-        else:
-            parts.append(ch)
-    parts.append('"')
-    return "".join(parts)
-
-
-def go_json(value: Any, indent: str = "") -> str:
-    """``json.MarshalIndent(v, "", "  ")`` output: HTML-safe escapes, dict order preserved.
-
-    Callers sort keys of values that are Go maps; dicts standing for Go structs keep their
-    field order.
-    """
-    inner = indent + "  "
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return repr(value)
-    if isinstance(value, str):
-        return _json_string(value)
-    if isinstance(value, dict):
-        if not value:
-            return "{}"
-        items = [f"{inner}{_json_string(str(k))}: {go_json(v, inner)}" for k, v in value.items()]
-        return "{\n" + ",\n".join(items) + "\n" + indent + "}"
-    if isinstance(value, (list, tuple)):
-        if not value:
-            return "[]"
-        items = [inner + go_json(v, inner) for v in value]
-        return "[\n" + ",\n".join(items) + "\n" + indent + "]"
-    raise TypeError(f"cannot encode {type(value).__name__}")
-
-
-def _go_sharp_v(value: Any, top: bool = True) -> str:
-    """Go's ``%#v`` for values the msgpack codec decodes into ``interface{}`` (monitor)."""
-    if value is None:
-        return "<nil>" if top else "interface {}(nil)"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        # serf's codec decodes positive fixints as int64 and wider unsigned ints as uint64,
-        # which %#v prints in hex.
-        return f"0x{value:x}" if value >= 128 else str(value)
-    if isinstance(value, float):
-        return repr(value)
-    if isinstance(value, str):
-        return go_quote(value)
-    if isinstance(value, (bytes, bytearray)):
-        name = "[]byte" if top else "[]uint8"
-        return name + "{" + ", ".join(f"0x{b:x}" for b in value) + "}"
-    if isinstance(value, dict):
-        items = ", ".join(
-            f"{_go_sharp_v(k, False)}:{_go_sharp_v(value[k], False)}"
-            for k in sorted(value, key=str)
-        )
-        return "map[interface {}]interface {}{" + items + "}"
-    if isinstance(value, (list, tuple)):
-        return "[]interface {}{" + ", ".join(_go_sharp_v(v, False) for v in value) + "}"
-    return repr(value)
-
-
 # --------------------------------------------------------------------------------------------
 # Go-compatible flag parsing
 # --------------------------------------------------------------------------------------------
@@ -162,43 +83,6 @@ def _go_sharp_v(value: Any, top: bool = True) -> str:
 
 class FlagError(Exception):
     """Flag parsing failed; the message and usage have already been printed."""
-
-
-_TRUE = {"1", "t", "T", "TRUE", "true", "True"}
-_FALSE = {"0", "f", "F", "FALSE", "false", "False"}
-
-
-def go_parse_int(text: str) -> int:
-    """``strconv.ParseInt(s, 0, 64)``: 0x/0o/0b/leading-0 prefixes and underscores."""
-    s = text
-    sign = 1
-    if s[:1] in ("+", "-"):
-        sign = -1 if s[0] == "-" else 1
-        s = s[1:]
-    if not s:
-        raise ValueError("parse error")
-    base = 10
-    body = s
-    lower = s.lower()
-    if lower.startswith("0x"):
-        base, body = 16, s[2:]
-    elif lower.startswith("0o"):
-        base, body = 8, s[2:]
-    elif lower.startswith("0b"):
-        base, body = 2, s[2:]
-    elif len(s) > 1 and s[0] == "0":
-        base, body = 8, s[1:]
-    if "_" in s:
-        check = ("0" if base != 10 else "") + body
-        if check.startswith("_") or check.endswith("_") or "__" in check:
-            raise ValueError("parse error")
-        body = body.replace("_", "")
-    if not body or any(c not in "0123456789abcdef"[:base] for c in body.lower()):
-        raise ValueError("parse error")
-    value = sign * int(body, base)
-    if not -(1 << 63) <= value < (1 << 63):
-        raise ValueError("value out of range")
-    return value
 
 
 @dataclass
@@ -276,9 +160,9 @@ class FlagSet:
                     raise FlagError("help requested")
                 raise self._fail(f"flag provided but not defined: -{name}")
             if flag.kind == "bool":
-                if value is None or value in _TRUE:
+                if value is None or value in TRUE:
                     self.values[name] = True
-                elif value in _FALSE:
+                elif value in FALSE:
                     self.values[name] = False
                 else:
                     raise self._fail(f"invalid boolean value {go_quote(value)} for -{name}: "
@@ -300,7 +184,10 @@ class FlagSet:
                     assert flag.target is not None
                     flag.target.append(value)
             except ValueError as exc:
-                reason = str(exc) if flag.kind == "int" else "parse error"
+                # Go's flag package words strconv's errors its own way.
+                reason = "parse error"
+                if isinstance(exc, NumError) and exc.err == RANGE:
+                    reason = "value out of range"
                 raise self._fail(
                     f"invalid value {go_quote(value)} for flag -{name}: {reason}"
                 ) from None
@@ -1043,7 +930,7 @@ def cmd_monitor(args: list[str]) -> int:
                 elif seq == events.seq:
                     out("Event Info:")
                     for key in sorted(rec):
-                        out(f"\t{key}: {_go_sharp_v(rec[key])}")
+                        out(f"\t{key}: {sharp_v(rec[key])}")
         except KeyboardInterrupt:
             for sub in (events, logs):
                 try:

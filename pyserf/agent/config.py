@@ -1,4 +1,4 @@
-"""Agent configuration: defaults, JSON files, merging, validation and Go-compatible parsing.
+"""Agent configuration: defaults, JSON files, merging and validation (Go texts: gocompat).
 
 Serf users keep their JSON config files and scripts when they switch to pyserf, so decoding
 errors, merge order and validation messages follow serf 0.9.4 (mapstructure + Go's JSON and
@@ -19,6 +19,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pyserf import SERF_PROTOCOL_MAX, SERF_PROTOCOL_MIN
+from pyserf.gocompat.durations import format_duration, parse_duration
+from pyserf.gocompat.errno import errno_text
+from pyserf.gocompat.fmt import json_kind, json_type, value_v
+from pyserf.gocompat.jsonerr import JSONError, decode_first
 from pyserf.memberlist import security
 
 __all__ = [
@@ -33,15 +37,10 @@ __all__ = [
     "decode_config",
     "finalize",
     "first_problem",
-    "format_duration",
-    "go_json_unmarshal",
-    "go_quote",
     "load_dir",
     "load_file",
     "load_paths",
     "merge",
-    "parse_duration",
-    "parse_duration_ns",
     "parse_event_filter",
     "parse_event_handler_spec",
     "parse_event_scripts",
@@ -205,203 +204,6 @@ _DURATION_ORDER = (
 assert set(CONFIG_KEYS) == {f.name for f in dataclasses.fields(AgentConfig)}
 
 
-# --------------------------------------------------------------------------------------------
-# Go-compatible helpers: quoting, durations, base64
-# --------------------------------------------------------------------------------------------
-
-_GO_SHORT_ESCAPES = {
-    "\a": "\\a",
-    "\b": "\\b",
-    "\f": "\\f",
-    "\n": "\\n",
-    "\r": "\\r",
-    "\t": "\\t",
-    "\v": "\\v",
-    "\\": "\\\\",
-    '"': '\\"',
-}
-
-
-def go_quote(text: str) -> str:
-    """Quote like Go's ``strconv.Quote`` (``%q``), used in flag and duration errors."""
-    out = ['"']
-    for ch in text:
-        code = ord(ch)
-        if ch in _GO_SHORT_ESCAPES:
-            out.append(_GO_SHORT_ESCAPES[ch])
-        elif 0xD800 <= code <= 0xDFFF:
-            out.append("\\ufffd" if code < 0xDC80 else f"\\x{code - 0xDC00:02x}")
-        elif ch == " " or (ch.isprintable() and not ch.isspace()):
-            out.append(ch)
-        elif code < 0x80:
-            out.append(f"\\x{code:02x}")
-        elif code < 0x10000:
-            out.append(f"\\u{code:04x}")
-        else:
-            out.append(f"\\U{code:08x}")
-    out.append('"')
-    return "".join(out)
-
-
-def _time_quote(text: str) -> str:
-    """Go's ``time`` package quoting: non-ASCII and control bytes as ``\\xNN``."""
-    out = ['"']
-    for ch in text:
-        code = ord(ch)
-        if code < 0x20 or code >= 0x80:
-            for byte in ch.encode("utf-8", "surrogateescape"):
-                out.append(f"\\x{byte:02x}")
-        else:
-            if ch in '"\\':
-                out.append("\\")
-            out.append(ch)
-    out.append('"')
-    return "".join(out)
-
-
-_UNIT_NS = {
-    "ns": 1,
-    "us": 1_000,
-    "\u00b5s": 1_000,
-    "\u03bcs": 1_000,
-    "ms": 1_000_000,
-    "s": 1_000_000_000,
-    "m": 60 * 1_000_000_000,
-    "h": 3600 * 1_000_000_000,
-}
-_MAX_NS = 1 << 63
-
-
-def parse_duration_ns(text: str) -> int:
-    """Parse a Go duration string to integer nanoseconds, with Go's exact error texts."""
-    orig = text
-    invalid = ValueError("time: invalid duration " + _time_quote(orig))
-    s = text
-    neg = False
-    if s and s[0] in "+-":
-        neg = s[0] == "-"
-        s = s[1:]
-    if s == "0":
-        return 0
-    if not s:
-        raise invalid
-    total = 0
-    while s:
-        if not (s[0] == "." or "0" <= s[0] <= "9"):
-            raise invalid
-        # integer part
-        i = 0
-        whole = 0
-        while i < len(s) and "0" <= s[i] <= "9":
-            whole = whole * 10 + (ord(s[i]) - 48)
-            if whole > _MAX_NS:
-                raise invalid
-            i += 1
-        pre = i > 0
-        s = s[i:]
-        frac = 0
-        scale = 1
-        post = False
-        if s and s[0] == ".":
-            s = s[1:]
-            i = 0
-            overflow = False
-            while i < len(s) and "0" <= s[i] <= "9":
-                if not overflow:
-                    nxt = frac * 10 + (ord(s[i]) - 48)
-                    if frac > (_MAX_NS - 1) // 10 or nxt > _MAX_NS:
-                        overflow = True
-                    else:
-                        frac = nxt
-                        scale *= 10
-                i += 1
-            post = i > 0
-            s = s[i:]
-        if not pre and not post:
-            raise invalid
-        i = 0
-        while i < len(s) and not (s[i] == "." or "0" <= s[i] <= "9"):
-            i += 1
-        if i == 0:
-            raise ValueError("time: missing unit in duration " + _time_quote(orig))
-        unit_name, s = s[:i], s[i:]
-        unit = _UNIT_NS.get(unit_name)
-        if unit is None:
-            raise ValueError(
-                "time: unknown unit " + _time_quote(unit_name) + " in duration " + _time_quote(orig)
-            )
-        if whole > _MAX_NS // unit:
-            raise invalid
-        value = whole * unit
-        if frac > 0:
-            value += int(float(frac) * (float(unit) / scale))
-            if value > _MAX_NS:
-                raise invalid
-        total += value
-        if total > _MAX_NS:
-            raise invalid
-    if neg:
-        return -total
-    if total > _MAX_NS - 1:
-        raise invalid
-    return total
-
-
-def parse_duration(text: str) -> float:
-    """Parse a Go duration string ("1h2m3.5s", "300ms", "-1s") to float seconds."""
-    return parse_duration_ns(text) / 1e9
-
-
-def _fmt_frac(value: int, prec: int) -> tuple[str, int]:
-    """Go's fmtFrac: the fraction digits of value/10**prec without trailing zeros."""
-    digits = ""
-    printed = False
-    for _ in range(prec):
-        digit = value % 10
-        printed = printed or digit != 0
-        if printed:
-            digits = str(digit) + digits
-        value //= 10
-    if printed:
-        digits = "." + digits
-    return digits, value
-
-
-def format_duration(seconds: float | int) -> str:
-    """Format seconds like Go's ``time.Duration.String()`` ("1s", "1m30s", "1.5ms")."""
-    ns = int(round(seconds * 1e9)) if isinstance(seconds, float) else int(seconds) * 10**9
-    return format_duration_ns(ns)
-
-
-def format_duration_ns(ns: int) -> str:
-    """Format integer nanoseconds like Go's ``time.Duration.String()``."""
-    if ns == 0:
-        return "0s"
-    neg = ns < 0
-    u = -ns if neg else ns
-    if u < 1_000_000_000:
-        if u < 1_000:
-            text = f"{u}ns"
-        elif u < 1_000_000:
-            frac, whole = _fmt_frac(u, 3)
-            text = f"{whole}{frac}\u00b5s"
-        else:
-            frac, whole = _fmt_frac(u, 6)
-            text = f"{whole}{frac}ms"
-    else:
-        frac, whole = _fmt_frac(u, 9)
-        secs = whole % 60
-        mins_total = whole // 60
-        text = f"{secs}{frac}s"
-        if mins_total > 0:
-            mins = mins_total % 60
-            hours = mins_total // 60
-            text = f"{mins}m{text}"
-            if hours > 0:
-                text = f"{hours}h{text}"
-    return "-" + text if neg else text
-
-
 def unmarshal_tags(pairs: Iterable[str]) -> dict[str, str]:
     """Turn ``key=value`` strings into a dict; serf's ``Invalid tag: 'x'`` on bad input."""
     result: dict[str, str] = {}
@@ -497,288 +299,10 @@ def parse_event_scripts(spec: str) -> list[EventScript]:
     return [EventScript(f, command) for f in filters]
 
 
-# --------------------------------------------------------------------------------------------
-# JSON decoding with Go-compatible errors
-# --------------------------------------------------------------------------------------------
-
-
-class _JSONSyntaxError(Exception):
-    def __init__(self, message: str, offset: int) -> None:
-        super().__init__(message)
-        self.message = message
-        self.offset = offset
-
-
-def _quote_json_char(byte: int) -> str:
-    """Go's encoding/json quoteChar for a single input byte."""
-    if byte == 0x27:
-        return "'\\''"
-    if byte == 0x22:
-        return "'\"'"
-    return "'" + go_quote(chr(byte))[1:-1] + "'"
-
-
-class _JSONScanner:
-    """Finds the first syntax error of the first JSON value, worded like Go's scanner."""
-
-    _WS = b" \t\r\n"
-    _DIGITS = b"0123456789"
-
-    def __init__(self, data: bytes) -> None:
-        self.d = data
-        self.n = len(data)
-
-    def fail(self, i: int, context: str) -> _JSONSyntaxError:
-        if i >= self.n:
-            return _JSONSyntaxError("unexpected EOF", self.n)
-        return _JSONSyntaxError(
-            f"invalid character {_quote_json_char(self.d[i])} {context}", i
-        )
-
-    def ws(self, i: int) -> int:
-        while i < self.n and self.d[i] in self._WS:
-            i += 1
-        return i
-
-    def top(self) -> int:
-        i = self.ws(0)
-        if i >= self.n:
-            raise _JSONSyntaxError("EOF", i)
-        return self.value(i)
-
-    def value(self, i: int) -> int:
-        i = self.ws(i)
-        if i >= self.n:
-            raise self.fail(i, "")
-        c = self.d[i]
-        if c == 0x7B:
-            return self.obj(i + 1)
-        if c == 0x5B:
-            return self.arr(i + 1)
-        if c == 0x22:
-            return self.string(i + 1)
-        if c == 0x2D or c in self._DIGITS:
-            return self.number(i)
-        for word in (b"true", b"false", b"null"):
-            if c == word[0]:
-                return self.literal(i, word)
-        raise self.fail(i, "looking for beginning of value")
-
-    def obj(self, i: int) -> int:
-        i = self.ws(i)
-        if i < self.n and self.d[i] == 0x7D:
-            return i + 1
-        while True:
-            if i >= self.n or self.d[i] != 0x22:
-                raise self.fail(i, "looking for beginning of object key string")
-            i = self.ws(self.string(i + 1))
-            if i >= self.n or self.d[i] != 0x3A:
-                raise self.fail(i, "after object key")
-            i = self.ws(self.value(i + 1))
-            if i < self.n and self.d[i] == 0x2C:
-                i = self.ws(i + 1)
-                continue
-            if i < self.n and self.d[i] == 0x7D:
-                return i + 1
-            raise self.fail(i, "after object key:value pair")
-
-    def arr(self, i: int) -> int:
-        i = self.ws(i)
-        if i < self.n and self.d[i] == 0x5D:
-            return i + 1
-        while True:
-            i = self.ws(self.value(i))
-            if i < self.n and self.d[i] == 0x2C:
-                i += 1
-                continue
-            if i < self.n and self.d[i] == 0x5D:
-                return i + 1
-            raise self.fail(i, "after array element")
-
-    def string(self, i: int) -> int:
-        while i < self.n:
-            c = self.d[i]
-            if c == 0x22:
-                return i + 1
-            if c == 0x5C:
-                i += 1
-                if i >= self.n:
-                    break
-                esc = self.d[i]
-                if esc in b'bfnrt\\/"':
-                    i += 1
-                    continue
-                if esc == 0x75:
-                    for k in range(1, 5):
-                        if i + k >= self.n:
-                            raise self.fail(self.n, "")
-                        if self.d[i + k] not in b"0123456789abcdefABCDEF":
-                            raise self.fail(i + k, "in \\u hexadecimal character escape")
-                    i += 5
-                    continue
-                raise self.fail(i, "in string escape code")
-            if c < 0x20:
-                raise self.fail(i, "in string literal")
-            i += 1
-        raise self.fail(self.n, "")
-
-    def digits(self, i: int) -> int:
-        while i < self.n and self.d[i] in self._DIGITS:
-            i += 1
-        return i
-
-    def number(self, i: int) -> int:
-        if self.d[i] == 0x2D:
-            i += 1
-            if i >= self.n or self.d[i] not in self._DIGITS:
-                raise self.fail(i, "in numeric literal")
-        i = i + 1 if self.d[i] == 0x30 else self.digits(i)
-        if i < self.n and self.d[i] == 0x2E:
-            i += 1
-            if i >= self.n or self.d[i] not in self._DIGITS:
-                raise self.fail(i, "after decimal point in numeric literal")
-            i = self.digits(i)
-        if i < self.n and self.d[i] in b"eE":
-            i += 1
-            if i < self.n and self.d[i] in b"+-":
-                i += 1
-            if i >= self.n or self.d[i] not in self._DIGITS:
-                raise self.fail(i, "in exponent of numeric literal")
-            i = self.digits(i)
-        return i
-
-    def literal(self, i: int, word: bytes) -> int:
-        for k in range(1, len(word)):
-            if i + k >= self.n or self.d[i + k] != word[k]:
-                expect = _quote_json_char(word[k])
-                raise self.fail(i + k, f"in literal {word.decode()} (expecting {expect})")
-        return i + len(word)
-
-
-def _decode_json_value(data: bytes) -> Any:
-    """Decode the first JSON value like Go's json.Decoder (trailing data is ignored)."""
-    scanner = _JSONScanner(data)
-    try:
-        end = scanner.top()
-    except _JSONSyntaxError as exc:
-        raise ConfigError(exc.message) from None
-    text = data[:end].decode("utf-8", "replace")
-    import json  # only config files need it: a flags-only agent never loads it
-
-    return json.loads(text)
-
-
-def _json_kind(value: Any) -> str:
-    """The JSON kind Go's UnmarshalTypeError names: object, array, string, number, bool."""
-    for kind, types in (("bool", bool), ("number", (int, float)), ("string", str),
-                        ("object", dict), ("array", list)):
-        if isinstance(value, types):
-            return kind
-    return "null"
-
-
-def go_json_unmarshal(data: bytes, go_type: str) -> Any:
-    """Go's json.Unmarshal of a whole file into ``[]string`` or ``map[string]string`` (what
-    serf's keyring and tags files hold), failing with Go's error texts; JSON null is None and
-    a null string inside is "" (Go leaves the zero value)."""
-    scanner = _JSONScanner(data)
-    try:
-        end = scanner.top()
-    except _JSONSyntaxError as exc:
-        if exc.message in ("EOF", "unexpected EOF"):
-            raise ValueError("unexpected end of JSON input") from None
-        raise ValueError(exc.message) from None
-    rest = scanner.ws(end)
-    if rest < len(data):
-        raise ValueError(f"invalid character {_quote_json_char(data[rest])} after top-level value")
-    import json  # tags and keyring files only
-
-    value = json.loads(data[:end].decode("utf-8", "replace"))
-    if value is None:
-        return None
-    container = list if go_type == "[]string" else dict
-    if not isinstance(value, container):
-        raise ValueError(f"json: cannot unmarshal {_json_kind(value)} into Go value of type "
-                         f"{go_type}")
-    items = value if isinstance(value, list) else list(value.values())
-    for item in items:
-        if item is not None and not isinstance(item, str):
-            raise ValueError(f"json: cannot unmarshal {_json_kind(item)} into Go value of "
-                             "type string")
-    if isinstance(value, list):
-        return [item or "" for item in value]
-    return {key: item or "" for key, item in value.items()}
-
-
-def _go_kind(value: Any) -> str:
-    """reflect.Kind name of a value decoded by Go's encoding/json into interface{}."""
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, (int, float)):
-        return "float64"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, dict):
-        return "map"
-    if isinstance(value, list):
-        return "slice"
-    return "invalid"
-
-
-def _go_type(value: Any) -> str:
-    """Go type name of a value decoded by encoding/json into interface{}."""
-    kind = _go_kind(value)
-    return {"map": "map[string]interface {}", "slice": "[]interface {}"}.get(kind, kind)
-
-
-def _go_float_v(value: float) -> str:
-    """Format a float64 like Go's ``%v`` (shortest digits, exponent when exp < -4 or >= 6)."""
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if value == 0:
-        return "-0" if math.copysign(1.0, value) < 0 else "0"
-    from decimal import Decimal  # error messages only; _decimal is a sizeable C module
-
-    sign = "-" if value < 0 else ""
-    tup = Decimal(repr(abs(value))).normalize().as_tuple()
-    digits = "".join(str(d) for d in tup.digits)
-    exponent = int(tup.exponent)
-    nd = len(digits)
-    dp = nd + exponent
-    exp = dp - 1
-    if exp < -4 or exp >= 6:
-        mant = digits[0] + ("." + digits[1:] if nd > 1 else "")
-        esign = "-" if exp < 0 else "+"
-        return f"{sign}{mant}e{esign}{abs(exp):02d}"
-    if dp <= 0:
-        return f"{sign}0.{'0' * -dp}{digits}"
-    if dp >= nd:
-        return f"{sign}{digits}{'0' * (dp - nd)}"
-    return f"{sign}{digits[:dp]}.{digits[dp:]}"
-
-
-def _go_value_v(value: Any) -> str:
-    """Format a JSON-decoded value like Go's ``%v`` (maps sorted, slices space-separated)."""
-    if value is None:
-        return "<nil>"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return _go_float_v(float(value))
-    if isinstance(value, dict):
-        inner = " ".join(f"{k}:{_go_value_v(value[k])}" for k in sorted(value))
-        return f"map[{inner}]"
-    if isinstance(value, list):
-        return "[" + " ".join(_go_value_v(v) for v in value) + "]"
-    return str(value)
-
-
 def _unconvertible(name: str, want: str, value: Any) -> str:
     return (
-        f"'{name}' expected type '{want}', got unconvertible type '{_go_type(value)}', "
-        f"value: '{_go_value_v(value)}'"
+        f"'{name}' expected type '{want}', got unconvertible type '{json_type(value)}', "
+        f"value: '{value_v(value)}'"
     )
 
 
@@ -802,7 +326,7 @@ def decode_config(raw: Any) -> tuple[AgentConfig, set[str]]:
     if raw is None:
         return cfg, keys
     if not isinstance(raw, dict):
-        raise ConfigError(f"'' expected a map, got '{_go_kind(raw)}'")
+        raise ConfigError(f"'' expected a map, got '{json_kind(raw)}'")
     errors: list[str] = []
     unused = set(raw)
     durations: dict[str, str] = {}
@@ -842,7 +366,7 @@ def decode_config(raw: Any) -> tuple[AgentConfig, set[str]]:
             setattr(cfg, name, int(value))
         elif kind == "map":
             if not isinstance(value, dict):
-                errors.append(f"'{name}' expected a map, got '{_go_kind(value)}'")
+                errors.append(f"'{name}' expected a map, got '{json_kind(value)}'")
                 continue
             tags: dict[str, str] = {}
             for tag_key, tag_value in value.items():
@@ -852,7 +376,7 @@ def decode_config(raw: Any) -> tuple[AgentConfig, set[str]]:
         elif kind == "list":
             if not isinstance(value, list):
                 errors.append(
-                    f"'{name}': source data must be an array or slice, got {_go_kind(value)}"
+                    f"'{name}': source data must be an array or slice, got {json_kind(value)}"
                 )
                 continue
             items: list[str] = []
@@ -876,12 +400,6 @@ def decode_config(raw: Any) -> tuple[AgentConfig, set[str]]:
     return cfg, keys
 
 
-def _go_errno_text(exc: OSError) -> str:
-    """Go's lower-case strerror text for an errno."""
-    text = os.strerror(exc.errno) if exc.errno else str(exc)
-    return text[:1].lower() + text[1:]
-
-
 def load_file(path: str) -> tuple[AgentConfig, set[str]]:
     """Read and decode one JSON config file; returns (partial config, keys it set)."""
     try:
@@ -893,10 +411,13 @@ def load_file(path: str) -> tuple[AgentConfig, set[str]]:
         ) from None
     except OSError as exc:
         raise ConfigError(
-            f"Error reading '{path}': open {path}: {_go_errno_text(exc)}", path=path
+            f"Error reading '{path}': open {path}: {errno_text(exc)}", path=path
         ) from None
     try:
-        raw = _decode_json_value(data)
+        raw = decode_first(data)
+    except JSONError as exc:
+        raise ConfigError(f"Error decoding '{path}': {exc}", path=path) from None
+    try:
         return decode_config(raw)
     except ConfigError as exc:
         msg = f"Error decoding '{path}': {exc.message}"
@@ -909,7 +430,7 @@ def load_dir(path: str) -> tuple[AgentConfig, set[str]]:
         entries = sorted(os.listdir(path))
     except OSError as exc:
         raise ConfigError(
-            f"Error reading '{path}': open {path}: {_go_errno_text(exc)}", path=path
+            f"Error reading '{path}': open {path}: {errno_text(exc)}", path=path
         ) from None
     result = AgentConfig()
     keys: set[str] = set()

@@ -38,6 +38,7 @@ import socket
 from typing import TYPE_CHECKING, Any
 
 from pyserf.agent import netutil
+from pyserf.gocompat.hostport import join_host_port
 
 if TYPE_CHECKING:
     from pyserf.agent.runtime import Agent
@@ -77,10 +78,6 @@ def txt_record(cluster: str) -> bytes:
 # Bounds on what mDNS answers may make us remember (ours: mDNS has no authentication).
 MAX_DISCOVERED = 1024
 MAX_ADDRS_PER_PEER = 16
-
-
-def _join_address(ip: str, port: int) -> str:
-    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
 
 
 class Discovery:
@@ -201,7 +198,7 @@ class Discovery:
                       exc or type(exc).__name__)
             return
         log.debug("agent.mdns: Advertising %s at %s", self.instance,
-                  _join_address(*self._self_addr))
+                  join_host_port(*self._self_addr))
 
     # -- polling ------------------------------------------------------------------------------
 
@@ -316,7 +313,7 @@ class Discovery:
         self._instances.setdefault(key, set()).add(addr)
         if addr in self.seen or addr in self._pending:
             return
-        log.debug("agent.mdns: Found %s at %s", key, _join_address(ip, port))
+        log.debug("agent.mdns: Found %s at %s", key, join_host_port(ip, port))
         self._pending.append(addr)
         if self._quiet is not None:
             self._quiet.cancel()
@@ -333,7 +330,7 @@ class Discovery:
             batch = [addr for addr in batch if addr not in self.seen]
             if not batch:
                 return
-            num, error = await self.agent.join([_join_address(*a) for a in batch], self.replay)
+            num, error = await self.agent.join([join_host_port(*a) for a in batch], self.replay)
             if error:
                 log.error("agent.mdns: Failed to join: %s", error.rstrip())
             if num > 0:

@@ -7,6 +7,8 @@ import ipaddress
 import socket
 import struct
 
+from pyserf.gocompat.hostport import AddrError, addr_parts
+
 DEFAULT_PORT = 7946
 _SIOCGIFADDR = 0x8915
 
@@ -16,41 +18,12 @@ class AddressError(ValueError):
 
 
 def split_host_port(text: str, default_port: int) -> tuple[str, int]:
-    """Parse ``ip``, ``ip:port``, ``[v6]:port`` or ``v6`` like Go's net.SplitHostPort."""
-    text = text.strip()
-    host, port = text, default_port
-    if text.startswith("["):
-        end = text.find("]")
-        if end < 0:
-            raise AddressError(f"address {text}: missing ']' in address")
-        host = text[1:end]
-        rest = text[end + 1:]
-        if rest:
-            if not rest.startswith(":"):
-                raise AddressError(f"address {text}: unexpected characters after ']'")
-            port = _parse_port(text, rest[1:])
-    elif text.count(":") == 1:
-        host, _, raw_port = text.partition(":")
-        port = _parse_port(text, raw_port)
-    return host, port
-
-
-def _parse_port(text: str, raw: str) -> int:
-    """A port as Go's net.ResolveTCPAddr reads it: a number (sign allowed, empty is 0) or a
-    service name from /etc/services; its errors name only the port, as Go's do."""
-    digits = raw[1:] if raw[:1] in ("+", "-") else raw
-    if not raw:
-        return 0
-    if digits.isascii() and digits.isdigit():
-        port = -int(digits) if raw[0] == "-" else int(digits)
-    else:
-        try:
-            port = socket.getservbyname(raw, "tcp")
-        except (OSError, UnicodeError):
-            raise AddressError(f"address tcp/{raw}: unknown port") from None
-    if not 0 <= port <= 65535:
-        raise AddressError(f"address {raw}: invalid port")
-    return port
+    """A bind or advertise address (``ip``, ``ip:port``, ``[v6]:port``, ``[v6]``) read as
+    serf's AddrParts reads it; errors are Go's (``address ::1: too many colons in address``)."""
+    try:
+        return addr_parts(text, default_port)
+    except AddrError as exc:
+        raise AddressError(str(exc)) from None
 
 
 def parse_ip(host: str, what: str) -> str:

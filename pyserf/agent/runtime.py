@@ -17,8 +17,19 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pyserf.agent import logs, netutil
-from pyserf.agent.config import LOG_LEVELS, first_problem, go_json_unmarshal
+from pyserf.agent.config import LOG_LEVELS, first_problem
 from pyserf.agent.handlers import HandlerManager
+from pyserf.gocompat.durations import format_duration
+from pyserf.gocompat.errno import errno_text
+from pyserf.gocompat.hostport import (
+    AddrError,
+    join_host_port,
+    join_parts,
+    lookup_error,
+    parse_port,
+    split_host_port,
+)
+from pyserf.gocompat.jsonerr import unmarshal_strings
 from pyserf.memberlist import codec, security
 from pyserf.memberlist.profiles import PROFILES
 from pyserf.memberlist.state import JoinOutcome, MemberlistConfig, OpenStream, SendPacket
@@ -72,7 +83,7 @@ class CreateError(AgentError):
 
 def _go_open_error(op: str, path: str, exc: OSError) -> str:
     """Go's *PathError text for a failed file operation: ``open x: no such file or directory``."""
-    return f"{op} {path}: {_os_reason(exc)}"
+    return f"{op} {path}: {errno_text(exc)}"
 
 
 def multierror(errors: list[str]) -> str:
@@ -83,11 +94,13 @@ def multierror(errors: list[str]) -> str:
 
 
 def dial_error(addr: tuple[str, int], exc: BaseException) -> str:
-    host = f"[{addr[0]}]:{addr[1]}" if ":" in addr[0] else f"{addr[0]}:{addr[1]}"
+    host = join_host_port(addr[0], addr[1])
     if isinstance(exc, ConnectionRefusedError):
         return f"dial tcp {host}: connect: connection refused"
     if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
         return f"dial tcp {host}: i/o timeout"
+    if isinstance(exc, OSError) and exc.errno:
+        return f"dial tcp {host}: {errno_text(exc)}"
     reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
     return f"dial tcp {host}: {reason.lower()}"
 
@@ -245,7 +258,7 @@ class Agent:
             raise CreateError(f"Failed to read {what} file: {_go_open_error(op, path, exc)}"
                               ) from exc
         try:
-            return go_json_unmarshal(data, go_type)
+            return unmarshal_strings(data, go_type)
         except ValueError as exc:
             raise CreateError(f"Failed to decode {what} file: {exc}") from exc
 
@@ -294,8 +307,8 @@ class Agent:
             raise AgentError(
                 f"Error creating Serf: Failed to create memberlist: Could not set up network "
                 f"transport: failed to obtain an address: Failed to start TCP listener on "
-                f"\"{host}\" port {port}: listen tcp {host}:{port}: bind: "
-                f"{_os_reason(exc)}") from exc
+                f"\"{host}\" port {port}: listen tcp {join_host_port(host, port)}: bind: "
+                f"{errno_text(exc)}") from exc
         if port == 0:
             port = self.tcp_server.sockets[0].getsockname()[1]
             self.bind_addr = (host, port)
@@ -312,8 +325,8 @@ class Agent:
             raise AgentError(
                 f"Error creating Serf: Failed to create memberlist: Could not set up network "
                 f"transport: failed to obtain an address: Failed to start UDP listener on "
-                f"\"{host}\" port {port}: listen udp {host}:{port}: bind: "
-                f"{_os_reason(exc)}") from exc
+                f"\"{host}\" port {port}: listen udp {join_host_port(host, port)}: bind: "
+                f"{errno_text(exc)}") from exc
         self.udp, _ = await self.loop.create_datagram_endpoint(lambda: _UDP(self), sock=sock)
         self._udp_sock = sock
         self.handlers.load(self.config.event_handlers)
@@ -536,10 +549,9 @@ class Agent:
         errors: list[str] = []
         port = self.bind_addr[1]
         for text in addresses:
-            name, _, host_port = text.rpartition("/") if "/" in text else ("", "", text)
             try:
-                host, p = netutil.split_host_port(host_port, port)
-            except netutil.AddressError as exc:
+                name, host, p = join_parts(text, port)
+            except ValueError as exc:
                 errors.append(f"Failed to resolve {text}: {exc}")
                 continue
             try:
@@ -549,8 +561,8 @@ class Agent:
                 pass
             try:
                 infos = await self.loop.getaddrinfo(host, p, type=socket.SOCK_STREAM)
-            except OSError as exc:
-                errors.append(f"Failed to resolve {text}: lookup {host}: {exc.strerror or exc}")
+            except (OSError, UnicodeError):  # "a..b" fails IDNA encoding
+                errors.append(f"Failed to resolve {text}: {lookup_error(host)}")
                 continue
             seen = set()
             for info in infos:
@@ -741,38 +753,20 @@ def _resolve_host(host: str, what: str) -> str:
     try:
         infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError) as exc:
-        raise SetupError(f"{what}: lookup {host}: no such host") from exc
+        raise SetupError(f"{what}: {lookup_error(host)}") from exc
     # Go's resolver prefers an IPv4 address when a name has both.
     infos.sort(key=lambda info: info[0] != socket.AF_INET)
     return str(infos[0][4][0])
 
 
 def rpc_listen_address(text: str) -> tuple[str, int]:
-    """Go's net.Listen("tcp", text) rules: a port is required; errors read as Go's."""
-    if text.startswith("["):
-        end = text.find("]")
-        if end < 0:
-            raise netutil.AddressError(f"listen tcp: address {text}: missing ']' in address")
-        host, rest = text[1:end], text[end + 1:]
-        if not rest.startswith(":"):
-            raise netutil.AddressError(f"listen tcp: address {text}: missing port in address")
-        raw_port = rest[1:]
-    else:
-        if ":" not in text:
-            raise netutil.AddressError(f"listen tcp: address {text}: missing port in address")
-        if text.count(":") > 1:
-            raise netutil.AddressError(f"listen tcp: address {text}: too many colons in address")
-        host, _, raw_port = text.partition(":")
-    if not raw_port.isdigit() or int(raw_port) > 65535:
-        raise netutil.AddressError(f"listen tcp: address {raw_port}: invalid port")
-    return host, int(raw_port)
-
-
-def _os_reason(exc: OSError) -> str:
-    """Go-style lower-case reason ("address already in use") for a socket error."""
-    if exc.errno:
-        return os.strerror(exc.errno).lower()
-    return str(exc).lower()
+    """Go's net.Listen("tcp", text) rules: a port is required (a number or a service name);
+    errors read as Go's."""
+    try:
+        host, port = split_host_port(text)
+        return host, parse_port(port)
+    except AddrError as exc:
+        raise netutil.AddressError(f"listen tcp: {exc}") from None
 
 
 def _arch(machine: str) -> str:
@@ -790,9 +784,9 @@ def _print(line: str = "") -> None:
 
 def _banner(agent: Agent) -> None:
     cfg = agent.config
-    rows = [("Node name", cfg.node_name), ("Bind addr", _hostport(agent.bind_addr))]
+    rows = [("Node name", cfg.node_name), ("Bind addr", join_host_port(*agent.bind_addr))]
     if cfg.advertise:
-        rows.append(("Advertise addr", _hostport(agent.advertise)))
+        rows.append(("Advertise addr", join_host_port(*agent.advertise)))
     rows += [("RPC addr", cfg.rpc_addr), ("Encrypted", str(agent.keyring is not None).lower()),
              ("Snapshot", str(bool(cfg.snapshot_path)).lower()), ("Profile", cfg.profile)]
     if cfg.discover:
@@ -807,10 +801,6 @@ def _banner(agent: Agent) -> None:
     _print()
     _print("==> Log data will now stream in as it occurs:")
     _print()
-
-
-def _hostport(addr: tuple[str, int]) -> str:
-    return f"[{addr[0]}]:{addr[1]}" if ":" in addr[0] else f"{addr[0]}:{addr[1]}"
 
 
 async def _serve(config: AgentConfig, sources: Any) -> int:
@@ -860,9 +850,9 @@ async def _serve(config: AgentConfig, sources: Any) -> int:
         await agent.rpc.start(host, port)
     except (OSError, netutil.AddressError) as exc:
         if isinstance(exc, socket.gaierror):
-            exc = f"listen tcp: lookup {host}: no such host"
+            exc = f"listen tcp: {lookup_error(host)}"
         elif isinstance(exc, OSError) and exc.errno:
-            exc = f"listen tcp {config.rpc_addr}: bind: {_os_reason(exc)}"
+            exc = f"listen tcp {config.rpc_addr}: bind: {errno_text(exc)}"
         _print(f"==> Error starting RPC listener: {exc}")
         await agent.shutdown()
         return 1
@@ -909,14 +899,8 @@ async def _retry_join(agent: Agent, config: AgentConfig) -> None:
             agent.shutdown_event.set()
             return
         log.warning("agent: Join failed: %s, retrying in %s", (error or "").strip(),
-                    _go_duration(interval))
+                    format_duration(interval))
         await asyncio.sleep(interval)
-
-
-def _go_duration(seconds: float) -> str:
-    if seconds >= 60 and seconds % 60 == 0:
-        return f"{int(seconds // 60)}m0s"
-    return f"{seconds:g}s"
 
 
 async def _wait_for_exit(agent: Agent, config: AgentConfig, sources: Any,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ipaddress
 import math
-import os
 import socket
 import threading
 import time
@@ -23,6 +22,15 @@ from typing import Any
 import msgpack
 
 from pyserf.client.errors import RPCError
+from pyserf.gocompat.errno import errno_text
+from pyserf.gocompat.hostport import (
+    AddrError,
+    format_tcp_addr,
+    lookup_error,
+    parse_port,
+    split_host_port,
+)
+from pyserf.gocompat.hostport import ip_string as go_ip_string
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -51,33 +59,6 @@ _NO_BODY_ERRORS = frozenset(
 # --------------------------------------------------------------------------------------------
 # Records
 # --------------------------------------------------------------------------------------------
-
-
-def go_ip_string(raw: bytes | str | None) -> str:
-    """Render an IP the way Go's ``net.IP.String()`` does (IPv4-in-IPv6 as dotted quad)."""
-    if raw is None:
-        return "<nil>"
-    if isinstance(raw, str):
-        return raw
-    if len(raw) == 0:
-        return "<nil>"
-    if len(raw) == 4:
-        return str(ipaddress.IPv4Address(raw))
-    if len(raw) == 16:
-        addr = ipaddress.IPv6Address(raw)
-        if addr.ipv4_mapped is not None:
-            return str(addr.ipv4_mapped)
-        return str(addr)
-    return "?" + raw.hex()
-
-
-def format_tcp_addr(ip: str, port: int) -> str:
-    """``host:port`` like Go's ``net.TCPAddr.String()`` (IPv6 in brackets, nil IP empty)."""
-    if ip in ("", "<nil>"):
-        return f":{port}"
-    if ":" in ip:
-        return f"[{ip}]:{port}"
-    return f"{ip}:{port}"
 
 
 @dataclass
@@ -187,90 +168,12 @@ class KeyResponse:
 # --------------------------------------------------------------------------------------------
 
 
-class _AddrError(Exception):
-    pass
-
-
-def _split_host_port(hostport: str) -> tuple[str, str]:
-    """Go's ``net.SplitHostPort`` including its error wording."""
-
-    def fail(why: str) -> _AddrError:
-        return _AddrError(f"address {hostport}: {why}")
-
-    colon = hostport.rfind(":")
-    if colon < 0:
-        raise fail("missing port in address")
-    if hostport.startswith("["):
-        end = hostport.find("]")
-        if end < 0:
-            raise fail("missing ']' in address")
-        if end + 1 == len(hostport):
-            raise fail("missing port in address")
-        if end + 1 != colon:
-            if hostport[end + 1] == ":":
-                raise fail("too many colons in address")
-            raise fail("missing port in address")
-        host = hostport[1:end]
-        j, k = 1, end + 1
-    else:
-        host = hostport[:colon]
-        if ":" in host:
-            raise fail("too many colons in address")
-        j = k = 0
-    if "[" in hostport[j:]:
-        raise fail("unexpected '[' in address")
-    if "]" in hostport[k:]:
-        raise fail("unexpected ']' in address")
-    return host, hostport[colon + 1:]
-
-
-def _parse_port(port: str) -> int:
-    body = port[1:] if port[:1] in ("+", "-") else port
-    if body.isdigit() or port == "":
-        value = int(port) if port not in ("", "+", "-") else 0
-        if value < 0 or value > 0xFFFF:
-            raise _AddrError(f"address {port}: invalid port")
-        return value
-    try:
-        return socket.getservbyname(port, "tcp")
-    except OSError:
-        raise _AddrError(f"address tcp/{port}: unknown port") from None
-
-
-def _nameserver() -> str:
-    try:
-        with open("/etc/resolv.conf", encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                parts = line.split()
-                if len(parts) >= 2 and parts[0] == "nameserver":
-                    return format_tcp_addr(parts[1], 53)
-    except OSError:
-        pass
-    return ""
-
-
-def _lookup_error(host: str) -> str:
-    labels = host.rstrip(".").split(".")
-    if labels and labels[-1].isdigit():
-        return f"lookup {host}: no such host"
-    server = _nameserver()
-    where = f" on {server}" if server else ""
-    return f"lookup {host}{where}: no such host"
-
-
-def _errno_text(exc: OSError) -> str:
-    if isinstance(exc, TimeoutError):
-        return "i/o timeout"
-    text = os.strerror(exc.errno) if exc.errno else str(exc)
-    return text[:1].lower() + text[1:]
-
-
 def dial(addr: str, timeout: float) -> socket.socket:
     """Open a TCP connection; failures raise RPCError with Go's ``dial tcp ...`` wording."""
     try:
-        host, port_text = _split_host_port(addr)
-        port = _parse_port(port_text)
-    except _AddrError as exc:
+        host, port_text = split_host_port(addr)
+        port = parse_port(port_text)
+    except AddrError as exc:
         raise RPCError(f"dial tcp: {exc}") from None
     display_host = host
     try:
@@ -282,8 +185,8 @@ def dial(addr: str, timeout: float) -> socket.socket:
         else:
             try:
                 infos = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
-            except socket.gaierror:
-                raise RPCError(f"dial tcp: {_lookup_error(host)}") from None
+            except (socket.gaierror, UnicodeError):  # "a..b" fails IDNA encoding
+                raise RPCError(f"dial tcp: {lookup_error(host)}") from None
             v4 = [i[4][0] for i in infos if i[0] == socket.AF_INET]
             v6 = [i[4][0] for i in infos if i[0] == socket.AF_INET6]
             candidates = list(dict.fromkeys(v4 + v6))
@@ -301,7 +204,7 @@ def dial(addr: str, timeout: float) -> socket.socket:
             last = f"dial tcp {shown}: " + (
                 "i/o timeout"
                 if isinstance(exc, TimeoutError)
-                else f"connect: {_errno_text(exc)}"
+                else f"connect: {errno_text(exc)}"
             )
             continue
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -34,6 +34,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pyserf.gocompat.hostport import join_host_port
 from pyserf.serf.core import MemberEvent, QueryReceived, UserEventReceived
 
 log = logging.getLogger("pyserf.serf")
@@ -76,7 +77,7 @@ def format_addr(ip: str, port: int) -> str | None:
         parsed = ipaddress.ip_address(ip)
     except ValueError:
         return None
-    return f"[{parsed}]:{port}" if parsed.version == 6 else f"{parsed}:{port}"
+    return join_host_port(str(parsed), port)
 
 
 def valid_addr(text: str) -> bool:

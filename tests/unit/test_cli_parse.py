@@ -26,10 +26,7 @@ from pyserf.cli import (
     COMMANDS,
     FlagError,
     FlagSet,
-    _go_sharp_v,
     columnize,
-    go_json,
-    go_parse_int,
     main,
     member_lines,
     members_json,
@@ -116,21 +113,6 @@ def test_help_flag_inside_flagset_prints_usage_only(capsys: pytest.CaptureFixtur
     with pytest.raises(FlagError):
         fs.parse(["-help=1"])
     assert capsys.readouterr().err == "" and calls == ["usage"]
-
-
-@pytest.mark.parametrize(
-    ("text", "value"),
-    [("10", 10), ("-3", -3), ("+4", 4), ("0x1f", 31), ("0o17", 15), ("017", 15),
-     ("0b101", 5), ("1_000", 1000), ("0", 0)],
-)
-def test_go_parse_int(text: str, value: int) -> None:
-    assert go_parse_int(text) == value
-
-
-@pytest.mark.parametrize("text", ["", "abc", "1.5", "08", "1__0", "_1", "0x"])
-def test_go_parse_int_rejects(text: str) -> None:
-    with pytest.raises(ValueError):
-        go_parse_int(text)
 
 
 # ---- formatting -----------------------------------------------------------------------------
@@ -246,30 +228,10 @@ def test_member_table_matches_serf(key: str, detailed: bool) -> None:
     assert captured in tables
 
 
-def test_go_json_escapes_like_go() -> None:
-    assert go_json({"a": "<b>&\u2028\x01\b\n\"\\", "e": {}, "l": [], "n": None}) == (
-        '{\n  "a": "\\u003cb\\u003e\\u0026\\u2028\\u0001\\u0008\\n\\"\\\\",\n'
-        '  "e": {},\n  "l": [],\n  "n": null\n}'
-    )
-    assert json.loads(go_json({"x": [1, True, "\u00e9"]})) == {"x": [1, True, "\u00e9"]}
-
-
 def test_stats_text() -> None:
     stats = {"tags": {"role": "web", "dc": "east"}, "agent": {"name": "a"}, "event_handlers": {}}
     assert stats_text(stats) == "agent:\n\tname = a\nevent_handlers:\ntags:\n\tdc = east\n" \
                                 "\trole = web"
-
-
-def test_go_sharp_v_matches_serf_monitor() -> None:
-    assert _go_sharp_v("query") == '"query"'
-    assert _go_sharp_v(None) == "<nil>"
-    assert _go_sharp_v(b"pay") == "[]byte{0x70, 0x61, 0x79}"
-    assert _go_sharp_v(4) == "4" and _go_sharp_v(7946) == "0x1f0a" and _go_sharp_v(-1) == "-1"
-    members = [{"Addr": b"\x7f\x00\x00\x3d", "Name": "t1", "Port": 7946, "Tags": {"a": "b"}}]
-    assert _go_sharp_v(members) == (
-        '[]interface {}{map[interface {}]interface {}{"Addr":[]uint8{0x7f, 0x0, 0x0, 0x3d}, '
-        '"Name":"t1", "Port":0x1f0a, "Tags":map[interface {}]interface {}{"a":"b"}}}'
-    )
 
 
 # ---- dispatch, compared with serf ----------------------------------------------------------

@@ -22,21 +22,18 @@ from pyserf.agent.config import (
     decode_config,
     finalize,
     first_problem,
-    format_duration,
-    go_json_unmarshal,
-    go_quote,
     load_dir,
     load_file,
     load_paths,
     merge,
-    parse_duration,
-    parse_duration_ns,
     parse_event_filter,
     parse_event_handler_spec,
     parse_event_scripts,
     unmarshal_tags,
     validate,
 )
+from pyserf.gocompat.durations import format_duration, parse_duration, parse_duration_ns
+from pyserf.gocompat.jsonerr import unmarshal_strings
 from tests.unit.test_codec import load_fixture
 
 # serf notices these only while starting the agent and words them so; validate() gives the
@@ -142,11 +139,6 @@ def test_serf_duration_cases_were_captured() -> None:
 )
 def test_format_duration_like_go(seconds: float, text: str) -> None:
     assert format_duration(seconds) == text
-
-
-def test_go_quote() -> None:
-    assert go_quote('a"b\\c\n') == '"a\\"b\\\\c\\n"'
-    assert go_quote("\x01\u00e9") == '"\\x01\u00e9"'
 
 
 # ---- base64 -------------------------------------------------------------------------------
@@ -472,18 +464,18 @@ def test_problems_come_in_serfs_order() -> None:
     (b'{"a": ["b"]}', "map[string]string",
      "json: cannot unmarshal array into Go value of type string"),
 ])
-def test_go_json_unmarshal_errors(data: bytes, go_type: str, error: str) -> None:
+def test_unmarshal_strings_errors(data: bytes, go_type: str, error: str) -> None:
     """Texts captured from serf 0.9.4 reading bad -keyring-file / -tags-file contents
     (tests/e2e/test_bad_cli_input.py compares them with the binary's end to end)."""
     with pytest.raises(ValueError) as info:
-        go_json_unmarshal(data, go_type)
+        unmarshal_strings(data, go_type)
     assert str(info.value) == error
 
 
-def test_go_json_unmarshal_values() -> None:
-    assert go_json_unmarshal(b" null ", "[]string") is None
-    assert go_json_unmarshal(b'["a", null]\n', "[]string") == ["a", ""]
-    assert go_json_unmarshal(b'{"a": null, "b": "c"}', "map[string]string") == {"a": "",
+def test_unmarshal_strings_values() -> None:
+    assert unmarshal_strings(b" null ", "[]string") is None
+    assert unmarshal_strings(b'["a", null]\n', "[]string") == ["a", ""]
+    assert unmarshal_strings(b'{"a": null, "b": "c"}', "map[string]string") == {"a": "",
                                                                                  "b": "c"}
 
 
@@ -550,6 +542,10 @@ def test_event_scripts_expand_per_filter() -> None:
     ("127.0.0.1:-1", "address -1: invalid port"), ("[::1]:70000", "address 70000: invalid port"),
     ("127.0.0.1:abc", "address tcp/abc: unknown port"),
     ("[::1", "address [::1: missing ']' in address"),
+    ("[::1]", ("::1", 7946)), ("::1", "address ::1: too many colons in address"),
+    ("127.0.0.1:+", ("127.0.0.1", 0)), (" 127.0.0.1", (" 127.0.0.1", 7946)),
+    ("1.2.3.4]:80", "address 1.2.3.4]:80: unexpected ']' in address"),
+    ("[::1]x", "address [::1]x: missing port in address"),
 ])
 def test_bind_and_advertise_ports_read_as_gos(text: str, result: Any) -> None:
     """Go's net.ResolveTCPAddr: service names resolve, the error names only the port (texts
