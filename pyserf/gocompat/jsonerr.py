@@ -5,6 +5,7 @@ a document is decoded: an agent without config, tags or keyring files never load
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from pyserf.gocompat.strconv import quote
@@ -79,35 +80,32 @@ class _Scanner:
         raise self.fail(i, "looking for beginning of value")
 
     def obj(self, i: int) -> int:
+        return self.items(i, 0x7D, self.member, "after object key:value pair")
+
+    def arr(self, i: int) -> int:
+        return self.items(i, 0x5D, self.value, "after array element")
+
+    def items(self, i: int, close: int, item: Callable[[int], int], after: str) -> int:
+        """The comma-separated items of an object or array, up to its closing byte."""
         i = self.ws(i)
-        if i < self.n and self.d[i] == 0x7D:
+        if i < self.n and self.d[i] == close:
             return i + 1
         while True:
-            if i >= self.n or self.d[i] != 0x22:
-                raise self.fail(i, "looking for beginning of object key string")
-            i = self.ws(self.string(i + 1))
-            if i >= self.n or self.d[i] != 0x3A:
-                raise self.fail(i, "after object key")
-            i = self.ws(self.value(i + 1))
+            i = self.ws(item(i))
             if i < self.n and self.d[i] == 0x2C:
                 i = self.ws(i + 1)
                 continue
-            if i < self.n and self.d[i] == 0x7D:
+            if i < self.n and self.d[i] == close:
                 return i + 1
-            raise self.fail(i, "after object key:value pair")
+            raise self.fail(i, after)
 
-    def arr(self, i: int) -> int:
-        i = self.ws(i)
-        if i < self.n and self.d[i] == 0x5D:
-            return i + 1
-        while True:
-            i = self.ws(self.value(i))
-            if i < self.n and self.d[i] == 0x2C:
-                i += 1
-                continue
-            if i < self.n and self.d[i] == 0x5D:
-                return i + 1
-            raise self.fail(i, "after array element")
+    def member(self, i: int) -> int:
+        if i >= self.n or self.d[i] != 0x22:
+            raise self.fail(i, "looking for beginning of object key string")
+        i = self.ws(self.string(i + 1))
+        if i >= self.n or self.d[i] != 0x3A:
+            raise self.fail(i, "after object key")
+        return self.value(i + 1)
 
     def string(self, i: int) -> int:
         while i < self.n:
