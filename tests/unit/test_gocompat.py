@@ -275,3 +275,27 @@ def test_lookup_error_names_the_server_only_for_domain_names(monkeypatch:
         "lookup nosuch.invalid on 10.0.0.53:53: no such host")
     for name in ("1.2.3.4.5", "a..b", "a:b:c", " x", "x-", "-x.y"):
         assert hostport.lookup_error(name) == f"lookup {name}: no such host"
+
+
+def test_retry_join_logs_its_interval_as_go_does(monkeypatch: pytest.MonkeyPatch,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """serf logs ``retrying in %v`` of a time.Duration: 90 s is "1m30s" (it was "90s")."""
+    import asyncio
+    import logging
+    from types import SimpleNamespace
+
+    from pyserf.agent import runtime
+    from pyserf.agent.config import AgentConfig
+
+    async def no_sleep(_: float) -> None:
+        return None
+
+    async def failing_join(addresses: list[str], replay: bool) -> tuple[int, str]:
+        return 0, "boom\n"
+
+    agent = SimpleNamespace(shutdown_event=asyncio.Event(), join=failing_join, exit_code=0)
+    config = AgentConfig(retry_join=["127.0.0.1"], retry_interval=90.0, retry_max_attempts=1)
+    monkeypatch.setattr(runtime.asyncio, "sleep", no_sleep)
+    with caplog.at_level(logging.WARNING, logger=runtime.log.name):
+        asyncio.run(runtime._retry_join(agent, config))  # type: ignore[arg-type]
+    assert "agent: Join failed: boom, retrying in 1m30s" in caplog.messages
