@@ -289,13 +289,17 @@ def test_fidelity_reads_the_newest_real_figures_and_puts_times_on_the_poll_grid(
   pyserf N=20: join converged in 0.14s (median agent 0.14s)
   pyserf N=20: event handled everywhere in 0.10s, query answered by all in 0.07s
   pyserf N=20: failed seen in 7.96s, left seen in 0.34s
-  pyserf N=20: join converged in 0.20s (median agent 0.14s)
+  pyserf N=20: join converged in 0.20s (median agent 0.14s); issuing the joins took 0.60s (RPC
 """
     real, source = fidelity.parse_text(text)
     assert real[20] == {"join": [0.14, 0.20], "failed": [7.96], "event": [0.10],
-                        "median": [0.14, 0.14]}
+                        "median": [0.14, 0.14], "issue": [0.60]}
     # The second poll round started 0.14 s in: the earliest median agent of the size.
     assert fidelity.poll_period(real, 20) == 0.14 and fidelity.poll_period(real, 99) == 0.1
+    # The simulated joins take as long to issue as the real ones did, or go at the default
+    # pace where the results do not say.
+    assert fidelity.join_window(real, 20) == 0.60
+    assert fidelity.join_window(real, 50) == 49 / fidelity.JOINS_PER_S
     assert real[50]["join"] == [0.50] and source == {20: "new run", 50: "old run"}
     assert fidelity.parse_text(text, "serf")[0][20]["join"] == [0.33]
     assert [fidelity.on_poll_grid(t) for t in (0.0, 0.1, 0.1001, 7.05)] == \
@@ -314,4 +318,5 @@ def test_fidelity_takes_the_json_figures_over_the_text_size_by_size(tmp_path, mo
     real, source = fidelity.load_real(data, text)
     assert real[20]["join"] == [0.3] and real[20]["failed"] == [7.96]
     assert real[20]["median"] == [0.13] and real[200]["join"] == [5.0]
+    assert real[200]["issue"] == [] and fidelity.join_window(real, 200) == 199 / 20
     assert source == "bench.json (N=20,200); bench.txt (run)"
