@@ -320,3 +320,23 @@ def test_fidelity_takes_the_json_figures_over_the_text_size_by_size(tmp_path, mo
     assert real[20]["median"] == [0.13] and real[200]["join"] == [5.0]
     assert real[200]["issue"] == [] and fidelity.join_window(real, 200) == 199 / 20
     assert source == "bench.json (N=20,200); bench.txt (run)"
+
+
+def test_every_flag_of_the_issue_reaches_the_run(capsys, tmp_path):
+    """-nodes, -scenario, -loss, -profile, -seed, -format and -plot together: the report is
+    of that run (the local profile's suspicion is shorter than lan's; the same run without
+    the loss differs), and the picture is written."""
+    path = tmp_path / "fail.png"
+    argv = ["-nodes=8", "-scenario=fail", "-profile=local", "-seed=2", "-format=json"]
+    code, out, _ = run_cli(capsys, *argv, "-loss=0.1", f"-plot={path}")
+    assert code == 0
+    lossy = json.loads(out)
+    assert (lossy["nodes"], lossy["scenario"], lossy["profile"], lossy["seed"],
+            lossy["loss"]) == (8, "fail", "local", 2, 0.1)
+    assert lossy["lifeguard_s"] == lifeguard(scenarios.PROFILES["local"], 8)
+    assert lossy["lifeguard_s"]["min"] < lifeguard(LAN, 8)["min"]
+    assert lossy["converged"]
+    if path.exists():  # matplotlib is optional
+        assert path.read_bytes()[:4] == b"\x89PNG"
+    code, out, _ = run_cli(capsys, *argv)
+    assert json.loads(out)["seed"] == 2 and json.loads(out) != lossy
