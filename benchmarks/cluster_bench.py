@@ -16,12 +16,14 @@ pyserf/serf ratios, and how each figure grows from the smallest to the largest s
 ``--check`` exits 1 when a target is missed: every time ratio <= 1.0, idle CPU per agent <=
 serf's, RSS per agent <= 1.5x serf's in the same run.
 
-pyserf runs as installed: the package is copied to a temporary directory and byte-compiled
-there (``compileall``), so agents load .pyc files instead of compiling every module at start
-(this environment sets PYTHONDONTWRITEBYTECODE, which otherwise makes every start compile).
-``--source`` runs the checkout itself instead. ``--profile DIR`` runs the seed and one joiner
-under cProfile (DIR/<kind>-<N>-<agent>.prof, top functions printed); those runs are for finding
-a cost, not for the ratios.
+pyserf runs as installed: HEAD's package is extracted to a temporary directory and
+byte-compiled there (``compileall``), so agents load .pyc files instead of compiling every
+module at start (this environment sets PYTHONDONTWRITEBYTECODE, which otherwise makes every
+start compile). ``--source`` runs the working tree instead. Every agent runs in its own session:
+with autogroup scheduling a session is one CPU share, so N agents sharing the benchmark's
+session would get no more CPU than one niced job elsewhere. ``--profile DIR`` runs the seed and
+one joiner under cProfile (DIR/<kind>-<N>-<agent>.prof, top functions printed); those runs are
+for finding a cost, not for the ratios.
 
 Agents bind 127.200-207.x.y (a fresh /24 per cluster) and are all stopped by PID at the end.
 """
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import compileall
+import contextlib
 import json
 import os
 import pstats
@@ -95,15 +98,18 @@ class Result:
 
 
 def prepare_pyserf(tmp: Path, source: bool) -> tuple[Path, dict[str, str]]:
-    """(working directory, environment) for pyserf agents: a byte-compiled copy unless
-    ``source``."""
+    """(working directory, environment) for pyserf agents: a byte-compiled copy of HEAD's
+    package unless ``source`` (the working tree, compiled at every start)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("COVERAGE", "COV_CORE"))}
     if source:
         env["PYTHONPATH"] = str(ROOT)
         return ROOT, env
+    # The committed package (HEAD), so a run measures a known commit whatever is being edited.
     installed = tmp / "installed"
-    shutil.copytree(ROOT / "pyserf", installed / "pyserf",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    installed.mkdir()
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", "HEAD", "pyserf"],
+                             check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(installed)], input=archive, check=True)
     if not compileall.compile_dir(installed / "pyserf", quiet=1, workers=2):
         raise SystemExit("compileall failed")
     env["PYTHONPATH"] = str(installed)
@@ -259,6 +265,10 @@ def wait_listening(proc: Proc, deadline: float) -> None:
 
 
 def start_agents(kind: str, size: int, prefix: str, setup: Setup) -> list[Proc]:
+    # Each agent gets its own session: with autogroup scheduling (on here) a session is one
+    # scheduling group, so N agents in the benchmark's session would share one CPU share with
+    # every other session's (even niced) work; as separate sessions they compete like N
+    # machines' agents would, and niced work elsewhere yields to them as intended.
     procs: list[Proc] = []
     profiled = {0, size // 2} if setup.profile_dir is not None and kind == "pyserf" else set()
     for i in range(size):
@@ -267,7 +277,7 @@ def start_agents(kind: str, size: int, prefix: str, setup: Setup) -> list[Proc]:
         log = open(setup.workdir / f"{name}.log", "wb")  # noqa: SIM115 (kept open for the child)
         popen = subprocess.Popen(
             agent_argv(kind, name, ip, setup.workdir, prof), stdout=log,
-            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
             cwd=setup.py_cwd if kind == "pyserf" else None,
             env=setup.py_env if kind == "pyserf" else None)
         procs.append(Proc(name, ip, popen, profiled=prof is not None))
@@ -497,6 +507,8 @@ def main() -> int:
     parser.add_argument("--stop-after-join", action="store_true",
                         help="measure only the join storm")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
+    parser.add_argument("--keep", type=Path, metavar="DIR",
+                        help="work in DIR (agent logs kept) instead of a temporary directory")
     parser.add_argument("--check", action="store_true",
                         help="exit 1 when a pyserf/serf target is missed")
     args = parser.parse_args()
@@ -504,13 +516,20 @@ def main() -> int:
     if "serf" in kinds and not shutil.which("serf"):
         print("serf not found: apt-get install serf", file=sys.stderr)
         return 1
-    print(f"# {' '.join(sys.argv)}  (pyserf {'from source' if args.source else 'byte-compiled'}"
-          f"; load before start {os.getloadavg()[0]:.2f}; {os.cpu_count()} cores)", flush=True)
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                          capture_output=True, text=True).stdout.strip()
+    print(f"# {' '.join(sys.argv)}  ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
+          f"pyserf {'working tree from source' if args.source else head + ' byte-compiled'}; "
+          f"load before start {os.getloadavg()[0]:.2f}; {os.cpu_count()} cores)", flush=True)
     if args.profile is not None:
         args.profile.mkdir(parents=True, exist_ok=True)
     results: dict[tuple[str, int], Result] = {}
     subnet = 0
-    with tempfile.TemporaryDirectory(prefix="pyserf-bench-") as tmp:
+    if args.keep is not None:
+        args.keep.mkdir(parents=True, exist_ok=True)
+    with (contextlib.nullcontext(tempfile.mkdtemp(prefix="pyserf-bench-", dir=args.keep))
+          if args.keep is not None else tempfile.TemporaryDirectory(prefix="pyserf-bench-")
+          ) as tmp:
         py_cwd, py_env = prepare_pyserf(Path(tmp), args.source)
         for size in (int(s) for s in args.sizes.split(",")):
             for rnd in range(args.rounds):
