@@ -20,7 +20,7 @@ from typing import Any
 
 from pyserf import SERF_PROTOCOL_MAX, SERF_PROTOCOL_MIN
 from pyserf.gocompat.durations import format_duration, parse_duration
-from pyserf.gocompat.errno import errno_text
+from pyserf.gocompat.errno import path_error
 from pyserf.gocompat.fmt import json_kind, json_type, value_v
 from pyserf.gocompat.jsonerr import JSONError, decode_first
 from pyserf.memberlist import security
@@ -411,7 +411,7 @@ def load_file(path: str) -> tuple[AgentConfig, set[str]]:
         ) from None
     except OSError as exc:
         raise ConfigError(
-            f"Error reading '{path}': open {path}: {errno_text(exc)}", path=path
+            f"Error reading '{path}': {path_error('open', path, exc)}", path=path
         ) from None
     try:
         raw = decode_first(data)
@@ -430,7 +430,7 @@ def load_dir(path: str) -> tuple[AgentConfig, set[str]]:
         entries = sorted(os.listdir(path))
     except OSError as exc:
         raise ConfigError(
-            f"Error reading '{path}': open {path}: {errno_text(exc)}", path=path
+            f"Error reading '{path}': {path_error('open', path, exc)}", path=path
         ) from None
     result = AgentConfig()
     keys: set[str] = set()

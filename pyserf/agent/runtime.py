@@ -20,7 +20,7 @@ from pyserf.agent import logs, netutil
 from pyserf.agent.config import LOG_LEVELS, first_problem
 from pyserf.agent.handlers import HandlerManager
 from pyserf.gocompat.durations import format_duration
-from pyserf.gocompat.errno import errno_text
+from pyserf.gocompat.errno import errno_text, path_error
 from pyserf.gocompat.hostport import (
     AddrError,
     join_host_port,
@@ -79,11 +79,6 @@ class SetupError(AgentError):
 class CreateError(AgentError):
     """The tags or keyring file cannot be used; printed as ``==> Failed to setup the Serf
     agent: ...`` (serf finds these while creating its agent, before starting Serf)."""
-
-
-def _go_open_error(op: str, path: str, exc: OSError) -> str:
-    """Go's *PathError text for a failed file operation: ``open x: no such file or directory``."""
-    return f"{op} {path}: {errno_text(exc)}"
 
 
 def multierror(errors: list[str]) -> str:
@@ -231,7 +226,7 @@ class Agent:
             try:
                 os.stat(path)
             except OSError as exc:
-                raise CreateError(_go_open_error("stat", path, exc)) from exc
+                raise CreateError(path_error("stat", path, exc)) from exc
             raw = self._read_json(path, "keyring", "[]string") or []
             try:
                 keys = [security.go_std_b64decode(k.encode()) for k in raw]
@@ -255,7 +250,7 @@ class Agent:
         except OSError as exc:
             # Go opens a directory and fails on the read.
             op = "read" if isinstance(exc, IsADirectoryError) else "open"
-            raise CreateError(f"Failed to read {what} file: {_go_open_error(op, path, exc)}"
+            raise CreateError(f"Failed to read {what} file: {path_error(op, path, exc)}"
                               ) from exc
         try:
             return unmarshal_strings(data, go_type)
@@ -341,7 +336,7 @@ class Agent:
                 if isinstance(cause, OSError):
                     path = self.config.snapshot_path
                     raise AgentError("Error creating Serf: Failed to setup snapshot: failed to "
-                                     f"open snapshot: {_go_open_error('open', path, cause)}"
+                                     f"open snapshot: {path_error('open', path, cause)}"
                                      ) from exc
                 raise AgentError(str(exc)) from exc
         self.serf.start(self.loop.time())

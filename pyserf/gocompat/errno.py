@@ -13,3 +13,8 @@ def errno_text(exc: OSError) -> str:
     if len(text) >= 2 and text[0].isupper() and text[1].islower():
         return text[0].lower() + text[1:]
     return text
+
+
+def path_error(op: str, path: str, exc: OSError) -> str:
+    """``*os.PathError``: ``open /x: no such file or directory``."""
+    return f"{op} {path}: {errno_text(exc)}"
