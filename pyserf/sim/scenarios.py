@@ -8,8 +8,9 @@ Everything is drawn from one seed, so a run is reproducible.
 
 Observation goes through the engine's listeners rather than stored logs, so memory stays at
 what the machines hold (N*N member-view entries), not at the millions of events a 2,000-node
-storm produces. Traffic and push-pulls are the engine's per-node counters: what went on the
-wire, after compression and encryption.
+storm produces. Traffic and push-pulls are the engine's per-node counters, in bytes on the
+wire: compressed and encrypted as the agent sends (scaled by the engine's compressed sample
+when its nodes skip compression to save time).
 """
 
 from __future__ import annotations
