@@ -82,10 +82,11 @@ EXPLAIN = {
         "each agent's handler process stamped the time: after the RPC from the client, "
         "decoding, re-gossiping, and forking `sh -c date` on every agent at once, all "
         "sharing 2 cores, which the simulator (no CPU model) cannot show; its network hops "
-        "take microseconds on loopback. The table above puts the excess in CPU per agent: "
-        "about half of it is the machines' work and the handler's fork measured here, the "
-        "rest the agent's asyncio shell. The simulated spread is itself two-valued (first "
-        "wave or a gossip tick), so with 3 real runs a size can land on either side."),
+        "take microseconds on loopback. The table above turns the excess into CPU per "
+        "agent next to what the machines and the handler's fork cost here; what that does "
+        "not cover is the agent's asyncio shell, sockets and RPC. The simulated spread is "
+        "itself two-valued (first wave or a gossip tick), so over a few real runs a size "
+        "can land on either side."),
 }
 
 
