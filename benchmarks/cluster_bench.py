@@ -1,7 +1,8 @@
 """Side-by-side cluster benchmark: pyserf agents vs the real serf binary on loopback.
 
 For each cluster size it starts N agents of one kind, joins them all to the first, and measures:
-join convergence (every agent lists N alive), a user event -> the last agent's handler ran,
+join convergence (every agent lists N alive; "join s" counts from the last join RPC's
+return, "storm s" from the first join sent), a user event -> the last agent's handler ran,
 a query -> every agent's response arrived (and when the query call returned: serf always waits
 out the timeout, pyserf returns once everyone answered), kill -9 -> every survivor lists it
 failed, SIGINT -> every survivor lists it left, and idle RSS / CPU per agent. It also reports
@@ -11,7 +12,8 @@ the seed and the other agents spent from the first join until convergence. Then 
 pyserf/serf ratios, and how each figure grows from the smallest to the largest size. Usage::
 
     python benchmarks/cluster_bench.py [--sizes 20,50] [--rounds 1] [--kinds serf,pyserf]
-        [--check] [--json out.json] [--profile DIR] [--stop-after-join]
+        [--check] [--json out.json] [--profile DIR] [--stop-after-join] [--keep DIR]
+    python benchmarks/cluster_bench.py --report out.json
 
 ``--check`` exits 1 when a target is missed: every time ratio <= 1.0, idle CPU per agent <=
 serf's, RSS per agent <= 1.5x serf's in the same run.
@@ -81,6 +83,7 @@ class Result:
     join_times: list[float] = field(default_factory=list)  # per cluster: slowest agent
     join_tail_clusters: int = 0  # clusters where some agent needed > 2 s
     join_issue_s: list[float] = field(default_factory=list)  # first join sent -> last returned
+    join_total_s: list[float] = field(default_factory=list)  # first join sent -> converged
     join_rpc_max_s: list[float] = field(default_factory=list)  # slowest single join RPC
     join_rpc_p50_s: list[float] = field(default_factory=list)
     join_timeouts: list[int] = field(default_factory=list)  # join RPCs that timed out
@@ -252,6 +255,8 @@ class Setup:
     py_env: dict[str, str]
     profile_dir: Path | None
     stop_after_join: bool
+    shared_session: bool = False
+    serf_env: dict[str, str] | None = None
 
 
 def wait_listening(proc: Proc, deadline: float) -> None:
@@ -277,9 +282,10 @@ def start_agents(kind: str, size: int, prefix: str, setup: Setup) -> list[Proc]:
         log = open(setup.workdir / f"{name}.log", "wb")  # noqa: SIM115 (kept open for the child)
         popen = subprocess.Popen(
             agent_argv(kind, name, ip, setup.workdir, prof), stdout=log,
-            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=not setup.shared_session,
             cwd=setup.py_cwd if kind == "pyserf" else None,
-            env=setup.py_env if kind == "pyserf" else None)
+            env=setup.py_env if kind == "pyserf" else setup.serf_env)
         procs.append(Proc(name, ip, popen, profiled=prof is not None))
     return procs
 
@@ -326,6 +332,7 @@ def run_cluster(kind: str, size: int, prefix: str, setup: Setup, result: Result)
                                             else 0.0)
         slowest = max(times.values()) if len(times) == size else float("inf")
         result.join_times.append(slowest)
+        result.join_total_s.append(issue_s + slowest)
         if slowest > 2.0:
             result.join_tail_clusters += 1
         print(f"  {kind:6} N={size}: join converged in {slowest:.2f}s "
@@ -420,7 +427,7 @@ CPU_TARGET = 1.0  # pyserf/serf idle CPU per agent
 RSS_TARGET = 1.5  # pyserf/serf idle RSS per agent, both measured in the same run
 
 # (label, Result attribute) for the table, the growth and the JSON.
-FIGURES = [("join s", "join_times"), ("issue s", "join_issue_s"),
+FIGURES = [("join s", "join_times"), ("issue s", "join_issue_s"), ("storm s", "join_total_s"),
            ("jrpc max", "join_rpc_max_s"), ("storm seed", "storm_cpu_seed_s"),
            ("storm agt", "storm_cpu_agent_s"), ("failed s", "fail_times"),
            ("left s", "leave_times"), ("event s", "event_times"), ("query s", "query_times"),
@@ -433,6 +440,8 @@ def missed_targets(results: dict[tuple[str, int], Result]) -> list[str]:
     for size in sorted({s for _, s in results}):
         p, s = results[("pyserf", size)], results[("serf", size)]
         pairs = [("join", p.join_times, s.join_times, TIME_TARGET),
+                 ("join issue", p.join_issue_s, s.join_issue_s, TIME_TARGET),
+                 ("join storm", p.join_total_s, s.join_total_s, TIME_TARGET),
                  ("failed", p.fail_times, s.fail_times, TIME_TARGET),
                  ("left", p.leave_times, s.leave_times, TIME_TARGET),
                  ("event", p.event_times, s.event_times, TIME_TARGET),
@@ -483,6 +492,7 @@ def report(results: dict[tuple[str, int], Result], kinds: list[str]) -> list[str
               f"idle CPU {ratio(p.cpu_pct, s.cpu_pct)}  "
               f"RSS {ratio(p.rss_mib, s.rss_mib)} ({fmt(p.rss_mib)} vs {fmt(s.rss_mib)} MiB)  "
               f"join issue {ratio(p.join_issue_s, s.join_issue_s)}  "
+              f"join storm {ratio(p.join_total_s, s.join_total_s)}  "
               f"storm CPU/agent {ratio(p.storm_cpu_agent_s, s.storm_cpu_agent_s)}")
     misses = missed_targets(results)
     for miss in misses:
@@ -506,13 +516,31 @@ def main() -> int:
                         help="run the pyserf seed and one joiner under cProfile into DIR")
     parser.add_argument("--stop-after-join", action="store_true",
                         help="measure only the join storm")
+    parser.add_argument("--shared-session", action="store_true",
+                        help="agents stay in the benchmark's session (one autogroup CPU share)")
+    parser.add_argument("--serf-gomaxprocs", type=int, metavar="N",
+                        help="run serf with GOMAXPROCS=N (its default is the core count)")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     parser.add_argument("--keep", type=Path, metavar="DIR",
                         help="work in DIR (agent logs kept) instead of a temporary directory")
     parser.add_argument("--check", action="store_true",
                         help="exit 1 when a pyserf/serf target is missed")
+    parser.add_argument("--report", type=Path, metavar="JSON",
+                        help="print the tables of an earlier --json file instead of running")
     args = parser.parse_args()
     kinds = args.kinds.split(",")
+    if args.report is not None:
+        saved = json.loads(args.report.read_text())
+        loaded = {}
+        for raw in saved["results"]:
+            res = Result(**raw)
+            if not res.join_total_s:  # files from before that figure was recorded
+                res.join_total_s = [a + b for a, b in zip(res.join_issue_s, res.join_times,
+                                                          strict=True)]
+            loaded[(res.kind, res.size)] = res
+        print(f"# {' '.join(saved['argv'])}")
+        misses = report(loaded, sorted({k for k, _ in loaded}, reverse=True))
+        return 1 if args.check and misses else 0
     if "serf" in kinds and not shutil.which("serf"):
         print("serf not found: apt-get install serf", file=sys.stderr)
         return 1
@@ -523,6 +551,9 @@ def main() -> int:
           f"load before start {os.getloadavg()[0]:.2f}; {os.cpu_count()} cores)", flush=True)
     if args.profile is not None:
         args.profile.mkdir(parents=True, exist_ok=True)
+    serf_env = None
+    if args.serf_gomaxprocs:
+        serf_env = {**os.environ, "GOMAXPROCS": str(args.serf_gomaxprocs)}
     results: dict[tuple[str, int], Result] = {}
     subnet = 0
     if args.keep is not None:
@@ -540,7 +571,8 @@ def main() -> int:
                     workdir = Path(tmp) / f"{kind}-{size}-{rnd}"
                     workdir.mkdir()
                     setup = Setup(workdir, args.idle, args.join_timeout, args.join_rpc_timeout,
-                                  py_cwd, py_env, args.profile, args.stop_after_join)
+                                  py_cwd, py_env, args.profile, args.stop_after_join,
+                                  args.shared_session, serf_env)
                     run_cluster(kind, size, prefix, setup, res)
     misses = report(results, kinds)
     if args.json is not None:
