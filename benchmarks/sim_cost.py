@@ -12,6 +12,9 @@ Each run is its own process, so RSS starts clean and trees can be compared: ``--
 runs the same storm on ``git archive REV`` too and prints the ratios. Usage::
 
     python benchmarks/sim_cost.py -n 200 -n 1000 [-n 2000] [--before HEAD] [--profile]
+
+Nodes send uncompressed unless ``--compression`` (the simulator's default since serf's
+receivers accept both; the wire size is then estimated from a sample, see SimNetwork).
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ def peak_rss_bytes() -> int:
 
 
 def storm(n: int, window: float, virtual: float | None, seed: int, record_log: bool,
-          profile: bool, compression: bool = True, eager: bool = True) -> dict:
+          profile: bool, compression: bool = False, eager: bool = True) -> dict:
     import gc
 
     from pyserf.serf.core import MemberStatus
@@ -119,6 +122,11 @@ def storm(n: int, window: float, virtual: float | None, seed: int, record_log: b
         "bytes_per_view_entry": grown / entries if entries else math.nan,
         "peak_rss_mib": peak_rss_bytes() / 2**20,
     }
+    if hasattr(net, "snapshot_counters"):
+        total = net.snapshot_counters().total
+        sampled = total.get("udp_sampled_bytes", 0)
+        if sampled:
+            result["udp_compressed_ratio_est"] = total["udp_sampled_compressed"] / sampled
     if profiler is not None:
         import io
         import pstats
@@ -151,7 +159,7 @@ def run(tree: Path, args: argparse.Namespace, n: int) -> dict:
         cmd.append("--profile")
     if args.keep_log:
         cmd.append("--keep-log")
-    if args.no_compression:
+    if not args.compression:
         cmd.append("--no-compression")
     if args.no_eager:
         cmd.append("--no-eager")
@@ -166,8 +174,9 @@ def show(label: str, r: dict) -> None:
           f"converged {conv:>7} ({r['converged_nodes']}/{r['n']})  "
           f"packets {r['packets']:>9} ({r['streams']} streams)  "
           f"{r['us_per_packet']:7.1f} us/packet (cpu {r['cpu_us_per_packet']:.1f})  "
-          f"{r['bytes_per_view_entry']:6.0f} B/view entry  peak RSS {r['peak_rss_mib']:.0f} MiB",
-          flush=True)
+          f"{r['bytes_per_view_entry']:6.0f} B/view entry  peak RSS {r['peak_rss_mib']:.0f} MiB"
+          + (f"  udp compressed/sent ~{r['udp_compressed_ratio_est']:.2f}"
+             if "udp_compressed_ratio_est" in r else ""), flush=True)
     if r.get("profile"):
         print(r["profile"])
 
@@ -184,9 +193,10 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="cProfile top 10 by own time")
     parser.add_argument("--keep-log", action="store_true",
                         help="keep the SimEvent log (new engine; the old one always does)")
-    parser.add_argument("--no-compression", action="store_true",
-                        help="nodes send uncompressed (the machines' pure-Python LZW is most "
-                             "of a packet's cost; sizes then overstate the wire)")
+    parser.add_argument("--compression", action="store_true",
+                        help="nodes LZW-compress what they send, as agents do (pure-Python "
+                             "LZW was a third of a packet's cost)")
+    parser.add_argument("--no-compression", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--no-eager", action="store_true",
                         help="turn off memberlist's eager push-pull after a newly learned node")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)

@@ -109,28 +109,56 @@ class BroadcastQueue:
         used = 0
         out: list[bytes] = []
         sent: list[Broadcast] = []
-        for transmits in sorted(self._tiers):
-            tier = self._tiers[transmits]
+        tiers = self._tiers
+        # Per tier: the longest length that fits, newest first (inline: this runs for every
+        # message of every gossip datagram).
+        pop = heapq.heappop
+        for transmits in sorted(tiers):
+            tier = tiers[transmits]
+            lengths, groups = tier.lengths, tier.groups
             while (free := limit - used - overhead) > 0:
-                item = self._take(tier, free)
-                if item is None:
+                index = bisect_right(lengths, free)
+                if index == 0:
                     break
-                used += len(item.msg) + overhead
+                length = lengths[index - 1]
+                group = groups[length]
+                heap = group.heap
+                while True:
+                    item = pop(heap)[1]
+                    if item.queued:
+                        break
+                    group.stale -= 1
+                group.live -= 1
+                if group.live == 0:
+                    del groups[length]
+                    del lengths[index - 1]
+                used += length + overhead
                 out.append(item.msg)
                 sent.append(item)
-            if not tier.groups:
-                del self._tiers[transmits]
+            if not groups:
+                del tiers[transmits]
             if limit - used - overhead <= 0:
                 break
         # Moved to their next tier only now, so that none is taken twice in one call.
         finished = []
+        push = heapq.heappush
         for item in sent:
-            item.transmits += 1
-            if item.transmits >= max_transmits:
+            transmits = item.transmits = item.transmits + 1
+            if transmits >= max_transmits:
                 self._forget(item)
                 finished.append(item)
-            else:
-                self._place(item)
+                continue
+            # _place, inline.
+            tier = tiers.get(transmits)
+            if tier is None:
+                tier = tiers[transmits] = _Tier()
+            length = len(item.msg)
+            group = tier.groups.get(length)
+            if group is None:
+                group = tier.groups[length] = _Group()
+                insort(tier.lengths, length)
+            push(group.heap, (-item.seq, item))
+            group.live += 1
         for item in finished:
             item.finish()
         return out
@@ -170,26 +198,6 @@ class BroadcastQueue:
             insort(tier.lengths, length)
         heapq.heappush(group.heap, (-item.seq, item))
         group.live += 1
-
-    @staticmethod
-    def _take(tier: _Tier, free: int) -> Broadcast | None:
-        """Pop the first message of ``tier`` in selection order that is at most ``free``
-        bytes: the longest such length, and the newest message of that length."""
-        index = bisect_right(tier.lengths, free)
-        if index == 0:
-            return None
-        length = tier.lengths[index - 1]
-        group = tier.groups[length]
-        while True:
-            _, item = heapq.heappop(group.heap)
-            if item.queued:
-                break
-            group.stale -= 1
-        group.live -= 1
-        if group.live == 0:
-            del tier.groups[length]
-            del tier.lengths[index - 1]
-        return item
 
     def _remove(self, item: Broadcast) -> None:
         """Remove a message that is in its tier (replaced or pruned)."""

@@ -95,8 +95,18 @@ def encode(msg_type: int, body: dict) -> bytes:
 # addresses
 
 
+_ip_packed: dict[str, bytes] = {}
+
+
 def ip_to_bytes(ip: str) -> bytes:
-    return ipaddress.ip_address(ip).packed
+    # Every push-pull packs each member's address: cache them (bounded like fields' reverse map).
+    found = _ip_packed.get(ip)
+    if found is None:
+        found = ipaddress.ip_address(ip).packed
+        if len(_ip_packed) >= fields.ADDRESS_CACHE_LIMIT:
+            _ip_packed.clear()
+        _ip_packed[ip] = found
+    return found
 
 
 def ip_from_bytes(raw: bytes) -> str:
@@ -194,7 +204,7 @@ class Nack:
         return cls(fields.uint(body, b"SeqNo", fields.U32_MAX))
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, frozen=True)
 class Suspect:
     incarnation: int
     node: str
@@ -210,7 +220,7 @@ class Suspect:
                    fields.node_name(body, b"Node"), fields.node_name(body, b"From", required=False))
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, frozen=True)
 class Dead:
     incarnation: int
     node: str
@@ -226,7 +236,7 @@ class Dead:
                    fields.node_name(body, b"Node"), fields.node_name(body, b"From", required=False))
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, frozen=True)
 class Alive:
     incarnation: int
     node: str
@@ -249,7 +259,30 @@ class Alive:
                    fields.blob(body, b"Vsn", MAX_VSN_BYTES))
 
 
-@dataclass(slots=True)
+# Gossip records by their exact message bytes (type byte included). A cluster relays each
+# alive, suspect and dead message to every node, often several times, and decoding plus field
+# validation is a pure function of the bytes; the records are frozen so sharing them is safe.
+# Bounded: cleared when full, since peers choose the bytes.
+DECODE_MEMO_LIMIT = 4096
+_decoded: dict[bytes, Alive | Suspect | Dead] = {}
+_GOSSIP_TYPES: dict[int, type[Alive] | type[Suspect] | type[Dead]] = {
+    MsgType.ALIVE: Alive, MsgType.SUSPECT: Suspect, MsgType.DEAD: Dead}
+
+
+def decode_gossip(data: bytes) -> Alive | Suspect | Dead:
+    """Decode an alive, suspect or dead message (``data`` starts with its type byte)."""
+    if type(data) is not bytes:
+        data = bytes(data)
+    record = _decoded.get(data)
+    if record is None:
+        record = _GOSSIP_TYPES[data[0]].decode(unpack_body(data[1:]))
+        if len(_decoded) >= DECODE_MEMO_LIMIT:
+            _decoded.clear()
+        _decoded[data] = record
+    return record
+
+
+@dataclass(slots=True, frozen=True)
 class PushNodeState:
     name: str
     addr: bytes
@@ -294,6 +327,8 @@ class PushPull:
         The node count and user state length are checked against memberlist's limits before
         anything is built, and the first malformed node state rejects the whole message.
         """
+        if type(data) is not bytes:
+            data = bytes(data)
         unpacker = msgpack.Unpacker(raw=True, strict_map_key=False,
                                     max_buffer_size=len(data) + 1, max_str_len=MAX_STREAM_STR,
                                     max_bin_len=MAX_STREAM_STR, max_array_len=MAX_STREAM_ITEMS,
@@ -305,12 +340,17 @@ class PushPull:
                 raise DecodeError("push-pull header is not a map")
             count, user_len = push_pull_sizes(header)
             nodes = []
+            known = _node_states.get
+            tell, skip = unpacker.tell, unpacker.skip
             for _ in range(count):
-                raw = next(unpacker)
-                if not isinstance(raw, dict):
-                    raise DecodeError("push-pull node state is not a map")
-                nodes.append(PushNodeState.decode(raw))
-        except StopIteration as exc:
+                # Each exchange repeats most entries of the last one: decode an entry's bytes
+                # once (with the same limits) and rebuild the record from the memo after.
+                start = tell()
+                skip()
+                entry = data[start:tell()]
+                state = known(entry)
+                nodes.append(state if state is not None else _decode_node_state(entry))
+        except (StopIteration, msgpack.OutOfData) as exc:
             raise DecodeError("push-pull message is truncated") from exc
         except DecodeError:
             raise
@@ -321,6 +361,48 @@ class PushPull:
         if len(user_state) != user_len:
             raise DecodeError("push-pull user state is truncated")
         return cls(fields.flag(header, b"Join"), nodes, user_state)
+
+
+# Push-pull entries by their bytes (see decode_stream); the records are frozen, so shared.
+_node_states: dict[bytes, PushNodeState] = {}
+
+
+def _decode_node_state(entry: bytes) -> PushNodeState:
+    raw = msgpack.unpackb(entry, raw=True, strict_map_key=False, max_str_len=MAX_STREAM_STR,
+                          max_bin_len=MAX_STREAM_STR, max_array_len=MAX_STREAM_ITEMS,
+                          max_map_len=MAX_STREAM_ITEMS)
+    if not isinstance(raw, dict):
+        raise DecodeError("push-pull node state is not a map")
+    state = PushNodeState.decode(raw)
+    if len(_node_states) >= DECODE_MEMO_LIMIT:
+        _node_states.clear()
+    _node_states[entry] = state
+    return state
+
+
+_entries: dict[tuple, bytes] = {}
+
+
+def node_state_entry(name: str, addr: str, port: int, meta: bytes, incarnation: int,
+                     state: int, *vsn: int) -> bytes:
+    """One member's encoded push-pull entry, memoised: an exchange encodes every member, and
+    most are unchanged since the last one (or, in the simulator, since another node's)."""
+    key = (name, addr, port, meta, incarnation, state, *vsn)
+    found = _entries.get(key)
+    if found is None:
+        found = pack(PushNodeState(name, ip_to_bytes(addr), port, meta, incarnation, int(state),
+                                   bytes(vsn)).to_wire())
+        if len(_entries) >= DECODE_MEMO_LIMIT:
+            _entries.clear()
+        _entries[key] = found
+    return found
+
+
+def encode_push_pull(join: bool, entries: list[bytes], user_state: bytes) -> bytes:
+    """What ``PushPull(join, nodes, user_state).encode()`` gives, from encoded entries."""
+    return b"".join((bytes((MsgType.PUSH_PULL,)),
+                     pack({"Join": join, "Nodes": len(entries), "UserStateLen": len(user_state)}),
+                     *entries, user_state))
 
 
 def push_pull_sizes(header: dict) -> tuple[int, int]:
@@ -363,9 +445,9 @@ def split_compound(data: bytes) -> tuple[list[bytes], int]:
         raise DecodeError("truncated compound length slice")
     offset = 1 + 2 * count
     parts: list[bytes] = []
-    for i in range(count):
-        (length,) = struct.unpack_from(">H", data, 1 + 2 * i)
-        if offset + length > len(data):
+    size = len(data)
+    for i, length in enumerate(struct.unpack_from(f">{count}H", data, 1)):
+        if offset + length > size:
             return parts, count - i
         parts.append(data[offset:offset + length])
         offset += length

@@ -13,6 +13,7 @@ bytes too (old-spec msgpack does not tell strings from byte slices).
 from __future__ import annotations
 
 import ipaddress
+import re
 from typing import Any
 
 U8_MAX = 0xFF
@@ -27,6 +28,13 @@ I64_MAX = (1 << 63) - 1
 MAX_NAME_BYTES = 512  # serf validates <= 128 when validate_node_names is set; we allow more
 MAX_TEXT_BYTES = 64 * 1024
 MAX_LIST_ITEMS = 4096
+# Parsed addresses by their packed bytes: every alive and push-pull entry names one, and
+# ipaddress costs microseconds per parse. Bounded (cleared when full) because peers choose them.
+ADDRESS_CACHE_LIMIT = 65536
+_ip_texts: dict[bytes, str] = {}
+# The text of an address ``ip_text`` already parsed, or None.
+known_ip_text = _ip_texts.get
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class DecodeError(ValueError):
@@ -110,9 +118,11 @@ def text(body: dict, key: bytes, max_len: int = MAX_TEXT_BYTES) -> str:
 def name_error(name: str) -> str | None:
     """Why ``name`` cannot be a node name, or None. Control characters are refused so that a
     name can never split a log line, a snapshot line or a handler's stdin record."""
-    if len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+    # A character is at most 4 UTF-8 bytes, so short names skip the encode.
+    if len(name) * 4 > MAX_NAME_BYTES and \
+            len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
         return f"node name is longer than {MAX_NAME_BYTES} bytes"
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
+    if _CONTROL.search(name):
         return f"node name {name!r} contains control characters"
     return None
 
@@ -142,12 +152,20 @@ def ip_bytes(body: dict, key: bytes, required: bool = True) -> bytes:
 
 def ip_text(raw: bytes) -> str:
     """A 4- or 16-byte address as text; an IPv4-mapped IPv6 address is shown as IPv4."""
+    found = _ip_texts.get(raw)
+    if found is not None:
+        return found
     if len(raw) == 4:
-        return str(ipaddress.IPv4Address(raw))
-    if len(raw) == 16:
+        found = str(ipaddress.IPv4Address(raw))
+    elif len(raw) == 16:
         addr = ipaddress.IPv6Address(raw)
-        return str(addr.ipv4_mapped) if addr.ipv4_mapped else str(addr)
-    raise DecodeError(f"address must be 4 or 16 bytes, got {len(raw)}")
+        found = str(addr.ipv4_mapped) if addr.ipv4_mapped else str(addr)
+    else:
+        raise DecodeError(f"address must be 4 or 16 bytes, got {len(raw)}")
+    if len(_ip_texts) >= ADDRESS_CACHE_LIMIT:
+        _ip_texts.clear()
+    _ip_texts[bytes(raw)] = found
+    return found
 
 
 def seq(body: dict, key: bytes, max_items: int = MAX_LIST_ITEMS) -> list[Any]:

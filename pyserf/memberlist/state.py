@@ -12,7 +12,7 @@ import logging
 import math
 import random
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -64,6 +64,8 @@ EAGER_SYNCS = 2.0
 EAGER_MIN_GAP = 1.0
 
 Address = tuple[str, int]
+_ALIVE = int(MsgType.ALIVE)
+_USER = int(MsgType.USER)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -238,6 +240,15 @@ class Memberlist:
         self._last_eager = -math.inf
         self._news = 0  # members that joined or came back, as we heard of them
         self._pending_push_pulls = 0
+        self._vsn_verdicts: dict[bytes, str | None] = {}
+        # Bumped whenever a member's state or the member list changes; the gossip candidates
+        # are rebuilt only then (or when a dead member ages out of gossip).
+        self._changes = 0
+        self._candidates: tuple | None = None
+        # Members in self.nodes that are dead or left, and where we are in it: while no one is
+        # down, the candidates are everyone but us, with no list to build.
+        self._down = 0
+        self._me_at: int | None = None
 
     # -- public API ------------------------------------------------------------------------
 
@@ -446,15 +457,28 @@ class Memberlist:
         if budget.messages < 0:
             raise DecodeError(f"more than {MAX_PACKET_MESSAGES} messages in one packet")
         kind = data[0]
+        # Most messages are alives and serf's user messages: tested first, and the body is
+        # sliced only where needed (the alive decoder is memoised by the whole message).
+        if kind == _ALIVE:
+            self._alive_node(codec.decode_gossip(data), now)
+            return
         body = data[1:]
-        if kind == MsgType.COMPOUND:
+        if kind == _USER:
+            self.delegate.notify_msg(body, now, source)
+        elif kind == MsgType.COMPOUND:
             parts, truncated = codec.split_compound(body)
             if truncated:
                 self.drops.drop("compound part (truncated)", _peer_text(source),
                                 f"{truncated} truncated messages", now)
             for part in parts:
                 try:
-                    self._handle_command(part, source, now, depth + 1, budget)
+                    if part and part[0] == _ALIVE and depth < MAX_NESTING and budget.messages > 0:
+                        # The usual part, without a call of its own: the checks below are
+                        # the ones _handle_command makes before it gets to an alive.
+                        budget.messages -= 1
+                        self._alive_node(codec.decode_gossip(part), now)
+                    else:
+                        self._handle_command(part, source, now, depth + 1, budget)
                 except DecodeError as exc:
                     if budget.messages < 0:
                         raise
@@ -478,13 +502,9 @@ class Memberlist:
         elif kind == MsgType.NACK:
             self._handle_nack(Nack.decode(codec.unpack_body(body)), now)
         elif kind == MsgType.SUSPECT:
-            self._suspect_node(Suspect.decode(codec.unpack_body(body)), now)
-        elif kind == MsgType.ALIVE:
-            self._alive_node(Alive.decode(codec.unpack_body(body)), now)
+            self._suspect_node(codec.decode_gossip(data), now)
         elif kind == MsgType.DEAD:
-            self._dead_node(Dead.decode(codec.unpack_body(body)), now)
-        elif kind == MsgType.USER:
-            self.delegate.notify_msg(body, now, source)
+            self._dead_node(codec.decode_gossip(data), now)
         else:
             raise DecodeError(f"msg type ({kind}) not supported")
 
@@ -676,9 +696,10 @@ class Memberlist:
     # -- push-pull -------------------------------------------------------------------------
 
     def _local_state(self, join: bool) -> bytes:
-        nodes = [PushNodeState(n.name, codec.ip_to_bytes(n.addr), n.port, n.meta, n.incarnation,
-                               int(n.state), n.vsn) for n in self.nodes]
-        return PushPull(join, nodes, self.delegate.local_state(join)).encode()
+        entry = codec.node_state_entry
+        entries = [entry(n.name, n.addr, n.port, n.meta, n.incarnation, n.state, n.pmin, n.pmax,
+                         n.pcur, n.dmin, n.dmax, n.dcur) for n in self.nodes]
+        return codec.encode_push_pull(join, entries, self.delegate.local_state(join))
 
     def _push_pull(self, addr: Address, join: bool, now: float,
                    on_done: Callable[[str | None, float], None]) -> None:
@@ -730,6 +751,17 @@ class Memberlist:
         exchange (and serf panics on a short Vsn). We admit only members whose ranges are
         well formed and overlap our own current versions.
         """
+        # Nearly every member announces the same few version ranges: remember the verdicts.
+        known = self._vsn_verdicts.get(vsn, False)
+        if known is not False:
+            return known
+        error = self._check_versions(vsn)
+        if len(self._vsn_verdicts) >= 64:
+            self._vsn_verdicts.clear()
+        self._vsn_verdicts[bytes(vsn)] = error
+        return error
+
+    def _check_versions(self, vsn: bytes) -> str | None:
         if len(vsn) < 6:
             return f"version field has {len(vsn)} bytes, not 6"
         pmin, pmax, pcur, dmin, dmax, dcur = vsn[:6]
@@ -766,11 +798,20 @@ class Memberlist:
 
     def _merge_state(self, remote: list[PushNodeState], now: float) -> None:
         name = self.config.name
+        node_map, verdicts, known_ip = self.node_map, self._vsn_verdicts, fields.known_ip_text
+        bind_port = self.config.bind_port
         for r in remote:
-            if r.port == 0:
-                r.port = self.config.bind_port  # memberlist fills in its own port, too
             if r.state == NodeStateKind.ALIVE:
-                self._alive_node(Alive(r.incarnation, r.name, r.addr, r.port, r.meta, r.vsn), now)
+                port = r.port or bind_port  # memberlist fills in its own port, too
+                # _alive_node's first test, before building the record: most entries of an
+                # exchange are members we already know at least this well.
+                state = node_map.get(r.name)
+                if (state is not None and r.incarnation <= state.incarnation
+                        and port == state.port and r.name != name
+                        and verdicts.get(r.vsn, False) is None
+                        and known_ip(r.addr) == state.addr):
+                    continue
+                self._alive_node(Alive(r.incarnation, r.name, r.addr, port, r.meta, r.vsn), now)
             elif r.state == NodeStateKind.LEFT:
                 self._dead_node(Dead(r.incarnation, r.name, r.name), now)
             elif r.state in (NodeStateKind.DEAD, NodeStateKind.SUSPECT):
@@ -880,6 +921,8 @@ class Memberlist:
                 keep.append(n)
         self.rng.shuffle(keep)
         self.nodes = keep
+        self._down = sum(1 for n in keep if n.dead_or_left())
+        self._me_at = next((i for i, n in enumerate(keep) if n.name == self.config.name), None)
 
     def _probe_node(self, node: Node, now: float) -> None:
         interval = self.awareness.scale(self.timing.probe_interval)
@@ -986,11 +1029,7 @@ class Memberlist:
 
     def _gossip(self, now: float) -> None:
         self._last_gossip = now
-        name = self.config.name
-        dead_limit = self.timing.gossip_to_the_dead_time
-        candidates = [n for n in self.nodes if n.name != name and (
-            n.state in (NodeStateKind.ALIVE, NodeStateKind.SUSPECT)
-            or (n.state == NodeStateKind.DEAD and now - n.state_change <= dead_limit))]
+        candidates = self._gossip_candidates(now)
         if not candidates:
             if self.draining:
                 # Everyone else is gone: what we wanted to say on the way out has no audience,
@@ -1008,6 +1047,29 @@ class Memberlist:
                 return
             payload = msgs[0] if len(msgs) == 1 else codec.make_compound(msgs)
             self._raw_send(node.address, payload, node)
+
+    def _gossip_candidates(self, now: float) -> list[Node]:
+        """Who may get gossip: others alive or suspect, or dead for at most
+        GossipToTheDeadTime. Rebuilt (O(N)) only after a change or when the earliest dead
+        member in the list ages out, not on each of the five rounds a second."""
+        me_at = self._me_at
+        if self._down == 0 and me_at is not None:
+            return _AllBut(self.nodes, me_at)
+        dead_limit = self.timing.gossip_to_the_dead_time
+        cached = self._candidates
+        if cached is not None:
+            changes, nodes, built, oldest_dead, candidates = cached
+            if (changes == self._changes and nodes is self.nodes and now >= built
+                    and (oldest_dead is None or now - oldest_dead <= dead_limit)):
+                return candidates
+        name = self.config.name
+        candidates = [n for n in self.nodes if n.name != name and (
+            n.state in (NodeStateKind.ALIVE, NodeStateKind.SUSPECT)
+            or (n.state == NodeStateKind.DEAD and now - n.state_change <= dead_limit))]
+        dead = [n.state_change for n in candidates if n.state == NodeStateKind.DEAD]
+        self._candidates = (self._changes, self.nodes, now, min(dead) if dead else None,
+                            candidates)
+        return candidates
 
     def _get_broadcasts(self, overhead: int, limit: int) -> list[bytes]:
         msgs = self.broadcasts.get(overhead, limit)
@@ -1066,6 +1128,14 @@ class Memberlist:
     def _alive_node(self, a: Alive, now: float, bootstrap: bool = False,
                     on_finished: Callable[[], None] | None = None) -> None:
         local_name = self.config.name
+        state = self.node_map.get(a.node)
+        if (state is not None and a.incarnation <= state.incarnation and a.port == state.port
+                and not bootstrap and a.node != local_name
+                and self._vsn_verdicts.get(a.vsn, False) is None
+                and fields.known_ip_text(a.addr) == state.addr):
+            # Old news of a member we know at that address with admissible versions, the bulk
+            # of a join storm's gossip: the checks below would end in the same silent return.
+            return
         if self.left and a.node == local_name:
             return
         if not bootstrap and a.node != local_name:
@@ -1080,7 +1150,6 @@ class Memberlist:
         except DecodeError as exc:
             log.warning("memberlist: Ignoring an alive message for '%s': %s", a.node, exc)
             return
-        state = self.node_map.get(a.node)
         updates_node = False
         learned_new = False
         if state is None:
@@ -1091,6 +1160,12 @@ class Memberlist:
             offset = self.rng.randint(0, len(self.nodes)) if self.nodes else 0
             self.nodes.append(state)
             self.nodes[offset], self.nodes[-1] = self.nodes[-1], self.nodes[offset]
+            self._changes += 1
+            self._down += 1  # until the state below is set
+            if a.node == local_name:
+                self._me_at = offset
+            elif self._me_at == offset:
+                self._me_at = len(self.nodes) - 1
             learned_new = a.node != local_name
         elif state.addr != addr or state.port != a.port:
             reclaim = (self.timing.dead_node_reclaim_time > 0 and
@@ -1131,8 +1206,11 @@ class Memberlist:
             state.addr = addr
             state.port = a.port
             if state.state != NodeStateKind.ALIVE:
+                if state.state in (NodeStateKind.DEAD, NodeStateKind.LEFT):
+                    self._down -= 1
                 state.state = NodeStateKind.ALIVE
                 state.state_change = now
+                self._changes += 1
         if old_state in (NodeStateKind.DEAD, NodeStateKind.LEFT):
             self.delegate.notify_join(state, now)
             if learned_new or not is_local:
@@ -1161,6 +1239,7 @@ class Memberlist:
         state.incarnation = s.incarnation
         state.state = NodeStateKind.SUSPECT
         state.state_change = now
+        self._changes += 1
         change_time = now
         t = self.timing
         n = len(self.nodes)
@@ -1227,7 +1306,33 @@ class Memberlist:
         state.incarnation = d.incarnation
         state.state = NodeStateKind.LEFT if d.node == d.from_ else NodeStateKind.DEAD
         state.state_change = now
+        self._changes += 1
+        self._down += 1
         self.delegate.notify_leave(state, now)
+
+
+class _AllBut(Sequence):
+    """``nodes`` without the entry at ``skip``, in order, without copying: what the gossip
+    candidates are while every other member is alive or suspect (``random.sample`` draws
+    from it exactly as from the list)."""
+
+    __slots__ = ("nodes", "skip")
+
+    def __init__(self, nodes: list[Node], skip: int) -> None:
+        self.nodes = nodes
+        self.skip = skip
+
+    def __len__(self) -> int:
+        return len(self.nodes) - 1
+
+    def __getitem__(self, index):  # type: ignore[override]
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        return self.nodes[index + 1 if index >= self.skip else index]
 
 
 class _Once:

@@ -712,8 +712,13 @@ class Serf:
         for name in pp.left_members:
             leave_time = ltime_add(pp.status_ltimes.get(name, 0), 1)  # wraps as Go's does
             self._handle_leave_intent(m.Leave(leave_time, name), now)
+        members, witness = self.members, self.clock.witness
         for name, ltime in pp.status_ltimes.items():
             if name not in left:
+                ms = members.get(name)
+                if ms is not None and ltime <= ms.status_ltime:
+                    witness(ltime)  # all _handle_join_intent does with old news
+                    continue
                 self._handle_join_intent(m.Join(ltime, name), now)
         if join and self._join_ignore > 0 and pp.event_ltime > self.event_min_time:
             self.event_min_time = pp.event_ltime
@@ -728,8 +733,15 @@ class Serf:
         """A serf message from memberlist (``source`` is the sender's address when known)."""
         if not buf:
             return
-        kind = DROP_KIND.get(buf[0], "serf message")
-        self._contained(kind, _peer_text(source), now, lambda: self._notify_msg(buf, now))
+        # What _contained does, without building its closure and peer text per message.
+        try:
+            self._notify_msg(buf, now)
+        except DecodeError as exc:
+            self.drops.drop(DROP_KIND.get(buf[0], "serf message"), _peer_text(source), exc, now)
+        except Exception as exc:
+            kind, peer = DROP_KIND.get(buf[0], "serf message"), _peer_text(source)
+            log.debug("serf: internal error handling %s from %s", kind, peer, exc_info=True)
+            self.drops.drop(f"{kind} (internal error)", peer, exc, now)
 
     def _notify_msg(self, buf: bytes, now: float) -> None:
         kind = buf[0]
@@ -738,7 +750,10 @@ class Serf:
                 raise DecodeError(f"{len(buf)}-byte message cannot be gossiped "
                                   f"(limit {MAX_GOSSIPED_MESSAGE})")
             record_type, handle, queue = self._gossiped[kind]
-            msg = record_type.decode(m.decode_body(buf[1:]))
+            if kind == SerfMsg.JOIN or kind == SerfMsg.LEAVE:
+                msg = m.decode_intent(buf)  # relayed to every node: memoised by its bytes
+            else:
+                msg = record_type.decode(m.decode_body(buf[1:]))
             if isinstance(msg, m.UserEvent) and \
                     len(msg.name.encode()) + len(msg.payload) > USER_EVENT_SIZE_HARD_LIMIT:
                 raise DecodeError(f"user event exceeds sane limit of "

@@ -185,6 +185,11 @@ def ltime(body: dict, key: bytes) -> int:
     return fields.uint(body, key, U64_MAX)
 
 
+# Member names of push-pull states, by their bytes (see PushPullState.decode); bounded.
+STATE_NAMES_LIMIT = 4096
+_state_names: dict[bytes, str] = {}
+
+
 def item_name(value: Any, what: str) -> str:
     """A node name that is a list item or map key: bounded, no control characters, not empty."""
     name = fields.item_text(value, what, fields.MAX_NAME_BYTES)
@@ -210,7 +215,7 @@ def dict_items(value: Any, what: str, max_items: int) -> list[tuple[Any, Any]]:
 # ---- intents and user events --------------------------------------------------------------------
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, frozen=True)
 class Leave:
     ltime: int
     node: str
@@ -226,7 +231,7 @@ class Leave:
                    fields.flag(body, b"Prune"))
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, frozen=True)
 class Join:
     ltime: int
     node: str
@@ -237,6 +242,26 @@ class Join:
     @classmethod
     def decode(cls, body: dict) -> Join:
         return cls(ltime(body, b"LTime"), fields.node_name(body, b"Node"))
+
+
+# Join and leave intents by their exact bytes (type byte included). Every node decodes each
+# intent several times during a join storm; decoding is pure and the records are frozen, so one
+# record can serve them all. Bounded: cleared when full, since peers choose the bytes.
+INTENT_MEMO_LIMIT = 4096
+_intents: dict[bytes, Join | Leave] = {}
+
+
+def decode_intent(buf: bytes) -> Join | Leave:
+    """Decode a join or leave intent (``buf`` starts with its type byte)."""
+    if type(buf) is not bytes:
+        buf = bytes(buf)
+    record = _intents.get(buf)
+    if record is None:
+        record = (Join if buf[0] == SerfMsg.JOIN else Leave).decode(decode_body(buf[1:]))
+        if len(_intents) >= INTENT_MEMO_LIMIT:
+            _intents.clear()
+        _intents[buf] = record
+    return record
 
 
 @dataclass(slots=True)
@@ -435,8 +460,19 @@ class PushPullState:
     @classmethod
     def decode(cls, body: dict) -> PushPullState:
         status = {}
+        # Every exchange lists every member: validated names are remembered by their bytes and
+        # plain in-range integers skip the general reader.
+        known = _state_names.get
         for key, value in fields.mapping(body, b"StatusLTimes", MAX_STATE_MEMBERS).items():
-            status[item_name(key, "StatusLTimes name")] = ltime({b"t": value}, b"t")
+            name = known(key) if type(key) is bytes else None
+            if name is None:
+                name = item_name(key, "StatusLTimes name")
+                if type(key) is bytes:
+                    if len(_state_names) >= STATE_NAMES_LIMIT:
+                        _state_names.clear()
+                    _state_names[key] = name
+            status[name] = value if type(value) is int and 0 <= value <= U64_MAX \
+                else ltime({b"t": value}, b"t")
         left = name_list(fields.seq(body, b"LeftMembers", MAX_STATE_MEMBERS), "left member")
         events = [_event_slot(v) for v in fields.seq(body, b"Events", MAX_EVENT_SLOTS)]
         return cls(ltime(body, b"LTime"), status, left, ltime(body, b"EventLTime"), events,
@@ -567,11 +603,26 @@ def decode_tag_map(raw: Any) -> dict[str, str]:
             for k, v in dict_items(raw, "tags", MAX_TAG_BYTES)}
 
 
+# Decoded tags by node meta: members often share tags, and a simulated cluster holds every
+# member once per node. The dicts are shared, so members' tags are replaced, never edited in
+# place. Bounded: cleared when full, since peers choose the bytes.
+TAGS_MEMO_LIMIT = 4096
+_tags: dict[bytes, dict[str, str]] = {}
+
+
 def decode_tags_strict(meta: bytes) -> dict[str, str]:
-    """Node meta as serf reads it; raises DecodeError where serf's decode fails."""
-    if not meta or meta[0] != TAG_MAGIC:
-        return {"role": fields.text({b"r": meta}, b"r", MAX_TAG_BYTES)}
-    return decode_tag_map(unpack_value(meta[1:], MAX_TAG_BYTES))
+    """Node meta as serf reads it; raises DecodeError where serf's decode fails. The dict
+    returned may be shared: do not modify it."""
+    tags = _tags.get(meta)
+    if tags is None:
+        if not meta or meta[0] != TAG_MAGIC:
+            tags = {"role": fields.text({b"r": meta}, b"r", MAX_TAG_BYTES)}
+        else:
+            tags = decode_tag_map(unpack_value(meta[1:], MAX_TAG_BYTES))
+        if len(_tags) >= TAGS_MEMO_LIMIT:
+            _tags.clear()
+        _tags[bytes(meta)] = tags
+    return tags
 
 
 def decode_tags(meta: bytes) -> dict[str, str]:

@@ -13,6 +13,10 @@ FIELDS = (
     "udp_sent", "udp_bytes_sent", "udp_received", "udp_bytes_received",
     "streams_opened", "streams_served", "tcp_bytes_sent", "tcp_bytes_received",
     "push_pulls", "push_pulls_served", "push_pull_bytes",
+    # Nodes that send uncompressed (the simulator's default) still estimate what the wire
+    # would carry: a deterministic sample of datagrams and streams is compressed as the agent
+    # would, and these are the sample's sizes before and after.
+    "udp_sampled_bytes", "udp_sampled_compressed", "tcp_sampled_bytes", "tcp_sampled_compressed",
 )
 
 
@@ -58,7 +62,16 @@ class CounterSnapshot:
         rates["msgs_per_node_s"] = (delta["udp_sent"] + delta["streams_opened"]) / window / count
         rates["bytes_per_node_s"] = (delta["udp_bytes_sent"] + delta["tcp_bytes_sent"]) \
             / window / count
+        rates["compressed_bytes_per_node_s_est"] = (
+            delta["udp_bytes_sent"] * _ratio(delta, "udp")
+            + delta["tcp_bytes_sent"] * _ratio(delta, "tcp")) / window / count
         return rates
+
+
+def _ratio(delta: dict[str, int], transport: str) -> float:
+    """Compressed over sent size in the sample (1.0 without one: sent as is)."""
+    sampled = delta[f"{transport}_sampled_bytes"]
+    return delta[f"{transport}_sampled_compressed"] / sampled if sampled else 1.0
 
 
 def snapshot(time: float, counters: dict[str, NodeCounters]) -> CounterSnapshot:
