@@ -279,47 +279,51 @@ def test_fidelity_simulator_side_times_what_the_cluster_benchmark_times():
     assert min(fidelity.event_on_ticker(n, seeds=2)) > times["event"]
 
 
-def test_fidelity_reads_the_newest_real_figures_and_puts_times_on_the_poll_grid():
+def test_fidelity_reads_every_real_run_and_puts_times_on_the_poll_grid():
     fidelity = load_fidelity()
-    text = """# old run
-  pyserf N=20: join converged in 9.00s (median agent 0.14s)
-  pyserf N=50: join converged in 0.50s (median agent 0.14s)
-# new run
+    text = """# header
+# first run
+  pyserf N=20: join converged in 0.24s (median agent 0.13s)
+  pyserf N=50: join converged in 0.50s (median agent 0.00s)
+# second run
   serf   N=20: join converged in 0.33s (median agent 0.22s)
-  pyserf N=20: join converged in 0.14s (median agent 0.14s)
   pyserf N=20: event handled everywhere in 0.10s, query answered by all in 0.07s
   pyserf N=20: failed seen in 7.96s, left seen in 0.34s
-  pyserf N=20: join converged in 0.20s (median agent 0.14s); issuing the joins took 0.60s (RPC
+  pyserf N=20: join converged in 0.14s (median agent 0.14s); issuing the joins took 0.60s (RPC
 """
     real, source = fidelity.parse_text(text)
-    assert real[20] == {"join": [0.14, 0.20], "failed": [7.96], "event": [0.10],
-                        "median": [0.14, 0.14], "issue": [0.60]}
-    # The second poll round started 0.14 s in: the earliest median agent of the size.
-    assert fidelity.poll_period(real, 20) == 0.14 and fidelity.poll_period(real, 99) == 0.1
+    assert real[20] == {"join": [0.24, 0.14], "failed": [7.96], "event": [0.10],
+                        "median": [0.13, 0.14], "issue": [0.60]}
+    assert real[50]["join"] == [0.50] and real[50]["median"] == [0.0]
+    assert source == {20: ["first run", "second run"], 50: ["first run"]}
+    assert fidelity.parse_text(text, "serf")[0][20]["join"] == [0.33]
+    # Every reported time is a poll round's start: the smallest positive one bounds the
+    # period (a median agent seen at the first round, at 0, says nothing).
+    assert fidelity.poll_period(real, 20) == 0.13 and fidelity.poll_period(real, 50) == 0.5
+    assert fidelity.poll_period(real, 99) == fidelity.POLL_INTERVAL
     # The simulated joins take as long to issue as the real ones did, or go at the default
     # pace where the results do not say.
     assert fidelity.join_window(real, 20) == 0.60
     assert fidelity.join_window(real, 50) == 49 / fidelity.JOINS_PER_S
-    assert real[50]["join"] == [0.50] and source == {20: "new run", 50: "old run"}
-    assert fidelity.parse_text(text, "serf")[0][20]["join"] == [0.33]
     assert [fidelity.on_poll_grid(t) for t in (0.0, 0.1, 0.1001, 7.05)] == \
         [0.0, 0.1, 0.2, pytest.approx(7.1)]
 
 
-def test_fidelity_takes_the_json_figures_over_the_text_size_by_size(tmp_path, monkeypatch):
+def test_fidelity_completes_the_text_from_the_json(tmp_path, monkeypatch):
     fidelity = load_fidelity()
     monkeypatch.setattr(fidelity, "ROOT", tmp_path)
     text, data = tmp_path / "bench.txt", tmp_path / "bench.json"
     text.write_text("# run\n  pyserf N=20: join converged in 0.14s (median agent 0.13s)\n"
                     "  pyserf N=20: failed seen in 7.96s, left seen in 0.34s\n")
-    data.write_text(json.dumps([{"kind": "pyserf", "size": 20, "join_times": [0.3]},
-                                {"kind": "serf", "size": 20, "join_times": [9.0]},
-                                {"kind": "pyserf", "size": 200, "join_times": [5.0]}]))
+    data.write_text(json.dumps({"results": [
+        {"kind": "pyserf", "size": 20, "join_times": [0.3], "event_times": [0.2]},
+        {"kind": "serf", "size": 20, "join_times": [9.0]},
+        {"kind": "pyserf", "size": 200, "join_times": [5.0]}]}))
     real, source = fidelity.load_real(data, text)
-    assert real[20]["join"] == [0.3] and real[20]["failed"] == [7.96]
-    assert real[20]["median"] == [0.13] and real[200]["join"] == [5.0]
-    assert real[200]["issue"] == [] and fidelity.join_window(real, 200) == 199 / 20
-    assert source == "bench.json (N=20,200); bench.txt (run)"
+    # The text's runs stay; the JSON adds what the text lacks.
+    assert real[20]["join"] == [0.14] and real[20]["failed"] == [7.96]
+    assert real[20]["event"] == [0.2] and real[200]["join"] == [5.0]
+    assert source == ["bench.txt: run", "bench.json (N=20,200)"]
 
 
 def test_every_flag_of_the_issue_reaches_the_run(capsys, tmp_path):
