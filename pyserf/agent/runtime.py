@@ -443,10 +443,7 @@ class Agent:
     # -- network input --------------------------------------------------------------------
 
     def on_packet(self, data: bytes, addr: tuple[str, int]) -> None:
-        # Read the rest of a backlog in this turn and pump once for all of it: asyncio would
-        # spend a loop turn (poll, callback dispatch, timer re-arm) on each datagram.
         self._receive(data, addr)
-        self._drain_udp()
         self.pump()
 
     def _receive(self, data: bytes, addr: tuple[str, int]) -> None:
