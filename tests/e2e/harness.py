@@ -78,16 +78,26 @@ class Agent:
         return self.proc.poll() is None
 
 
+def binary(kind: str) -> list[str]:
+    """The argv prefix that runs ``serf`` or ``pyserf``."""
+    return [SERF] if kind == "serf" else list(PYSERF)
+
+
+def child_env(env: dict[str, str | None] | None = None) -> dict[str, str]:
+    """CHILD_ENV with ``env`` laid over it; a None value removes that variable."""
+    merged = {**CHILD_ENV, **(env or {})}
+    return {k: v for k, v in merged.items() if v is not None}
+
+
 def run_cli(cli: str, *args: str, rpc: str | None = None, timeout: float = 20.0,
-            env: dict | None = None) -> subprocess.CompletedProcess:
+            env: dict[str, str | None] | None = None) -> subprocess.CompletedProcess:
     """Run ``serf``/``pyserf`` CLI subcommand args (the first arg is the subcommand)."""
-    base = [SERF] if cli == "serf" else list(PYSERF)
-    argv = [*base, args[0]]
+    argv = [*binary(cli), args[0]]
     if rpc:
         argv.append(f"-rpc-addr={rpc}")
     argv.extend(args[1:])
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
-                          env={**CHILD_ENV, **(env or {})})
+                          env=child_env(env))
 
 
 def members(cli: str, rpc: str) -> dict[str, tuple[str, str, dict[str, str]]]:
@@ -128,17 +138,18 @@ class Cluster:
     def start(self, kind: str, name: str, *args: str, ip: str | None = None, port: int = 7946,
               rpc_port: int = 7373, wait: bool = True, cwd: Path | None = None) -> Agent:
         ip = ip or self._ip()
-        base = [SERF] if kind == "serf" else list(PYSERF)
-        argv = [*base, "agent", f"-node={name}", f"-bind={ip}:{port}",
+        argv = [*binary(kind), "agent", f"-node={name}", f"-bind={ip}:{port}",
                 f"-rpc-addr={ip}:{rpc_port}", *args]
         return self._launch(Agent(kind, name, ip, None, self.tmp / f"{name}.log", list(args),
                                   port, rpc_port), argv, wait, cwd)
 
-    def start_in_netns(self, netns: str, name: str, *args: str, wait: bool = True) -> Agent:
-        """Start a pyserf agent inside a network namespace (flags decide bind and RPC)."""
-        argv = ["ip", "netns", "exec", netns, *PYSERF, "agent", f"-node={name}", *args]
-        return self._launch(Agent("pyserf", name, "", None, self.tmp / f"{name}.log",
-                                  list(args)), argv, wait, None)
+    def start_in_netns(self, netns: str, name: str, *args: str, kind: str = "pyserf",
+                       ip: str = "", wait: bool = True) -> Agent:
+        """Start an agent inside a network namespace (flags decide bind and RPC; ``ip`` is
+        only recorded, for tests that address the agent from outside)."""
+        argv = ["ip", "netns", "exec", netns, *binary(kind), "agent", f"-node={name}", *args]
+        return self._launch(Agent(kind, name, ip, None, self.tmp / f"{name}.log", list(args)),
+                            argv, wait, None)
 
     def _launch(self, agent: Agent, argv: list[str], wait: bool, cwd: Path | None) -> Agent:
         with open(agent.log_path, "wb") as log:

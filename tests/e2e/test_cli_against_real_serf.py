@@ -2,23 +2,19 @@
 
 Each check runs the real ``serf`` CLI and ``pyserf.cli.main`` against the same real agent and
 compares output and exit code.  Row order and tag order come from Go maps, so those are
-normalised before comparing.  Agents use 127.0.0.60-69 and RPC ports 17460-17469 only and are
-stopped by PID (SIGTERM, then SIGKILL after 5 s).
+normalised before comparing.  Agents come from tests/e2e/harness.py (a 127.x.y prefix per
+cluster) and are stopped by PID.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,118 +22,67 @@ import pytest
 
 from pyserf.cli import main
 from pyserf.client.rpc_client import RPCClient, RPCError
-
-SERF = shutil.which("serf")
-REPO = Path(__file__).resolve().parents[2]
+from tests.e2e.harness import (
+    PYSERF,
+    SERF,
+    Agent,
+    Cluster,
+    child_env,
+    next_subnet,
+    run_cli,
+    statuses,
+    wait_until,
+)
 
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.skipif(SERF is None, reason="the real `serf` binary is not on PATH"),
 ]
 
-
-@dataclass
-class Agent:
-    name: str
-    ip: str
-    rpc: str
-    proc: subprocess.Popen
-    log: Path
-
-    def log_text(self) -> str:
-        try:
-            return self.log.read_text(errors="replace")[-3000:]
-        except OSError:
-            return ""
+# The CLIs run here must not pick the agent address or token up from the caller's shell.
+NO_RPC_ENV: dict[str, str | None] = dict.fromkeys(
+    ("SERF_RPC_ADDR", "PYSERF_RPC_ADDR", "SERF_RPC_AUTH", "PYSERF_RPC_AUTH"))
 
 
-def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
-    """Poll ``check`` until it returns something truthy; bounded by ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            result = check()
-        except (RPCError, OSError) as exc:
-            last_error = exc
-            result = None
-        if result:
-            return result
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} ({last_error})")
+def status_is(rpc: str, name: str, status: str | None) -> Callable[[], bool]:
+    """A wait_until predicate for the member's status (None: not listed).  False while the
+    agent does not answer (its own row is always listed), so waiting for a member to be gone
+    cannot pass on a failed call."""
+    def check() -> bool:
+        seen = statuses(rpc)
+        return bool(seen) and seen.get(name) == status
+    return check
 
 
-def start_agent(tmp: Path, name: str, index: int, *extra: str) -> Agent:
-    ip = f"127.0.0.{60 + index}"
-    rpc = f"127.0.0.1:{17460 + index}"
-    log = tmp / f"{name}.log"
-    with open(log, "wb") as fh:
-        proc = subprocess.Popen(
-            [SERF, "agent", f"-node={name}", f"-bind={ip}", f"-rpc-addr={rpc}", *extra],
-            stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        )
-    agent = Agent(name, ip, rpc, proc, log)
-
-    def ready() -> bool:
-        if proc.poll() is not None:
-            raise AssertionError(f"agent {name} exited early:\n{agent.log_text()}")
-        with RPCClient(rpc, timeout=1.0, reply_timeout=5.0):
-            return True  # the handshake worked (stats would need the auth token)
-
-    try:
-        wait_for(ready, 15, f"agent {name} RPC")
-    except BaseException:
-        stop_agent(agent)
-        raise
-    return agent
-
-
-def stop_agent(agent: Agent) -> None:
-    if agent.proc.poll() is None:
-        agent.proc.send_signal(signal.SIGTERM)
-        try:
-            agent.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            agent.proc.kill()
-            agent.proc.wait(5)
-
-
-def member_status(rpc: str, name: str) -> str | None:
-    with RPCClient(rpc, timeout=2.0, reply_timeout=5.0) as client:
-        for member in client.members():
-            if member.name == name:
-                return member.status
-    return None
+def stop_serf(cluster: Cluster, agent: Agent) -> None:
+    """SIGTERM (no graceful leave in serf), SIGKILL after 5 s."""
+    cluster.stop(agent, signal.SIGTERM, timeout=5)
 
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("SERF_RPC_ADDR", "PYSERF_RPC_ADDR", "SERF_RPC_AUTH", "PYSERF_RPC_AUTH"):
+    for name in NO_RPC_ENV:
         monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture(scope="module")
 def serf_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Agent, Agent]]:
-    tmp = tmp_path_factory.mktemp("serf-pair")
-    agents: list[Agent] = []
+    cluster = Cluster(tmp_path_factory.mktemp("serf-pair"))
     try:
-        a = start_agent(tmp, "e2e-a", 0, "-tag", "role=web", "-tag", "dc=east",
-                        "-event-handler", "query:ping=echo pong-a")
-        agents.append(a)
-        b = start_agent(tmp, "e2e-b", 1, "-tag", "role=db",
-                        "-event-handler", "query:ping=echo pong-b", f"-join={a.ip}")
-        agents.append(b)
-        wait_for(lambda: member_status(a.rpc, "e2e-b") == "alive", 15, "e2e-b alive on a")
+        a = cluster.start("serf", "e2e-a", "-tag", "role=web", "-tag", "dc=east",
+                          "-event-handler", "query:ping=echo pong-a")
+        b = cluster.start("serf", "e2e-b", "-tag", "role=db",
+                          "-event-handler", "query:ping=echo pong-b", f"-join={a.ip}")
+        wait_until(status_is(a.rpc, "e2e-b", "alive"), 15, what="e2e-b alive on a")
         yield a, b
     finally:
-        for agent in agents:
-            stop_agent(agent)
+        for agent in cluster.agents:
+            stop_serf(cluster, agent)
+        cluster.close()
 
 
 def serf_cli(*args: str, timeout: float = 30) -> tuple[int, str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SERF_RPC")}
-    proc = subprocess.run([SERF, *args], capture_output=True, text=True, timeout=timeout,
-                          env=env)
+    proc = run_cli("serf", *args, timeout=timeout, env=NO_RPC_ENV)
     return proc.returncode, proc.stdout, proc.stderr
 
 
@@ -190,7 +135,7 @@ def test_members_text_and_detailed(capsys, serf_pair) -> None:
     a, _ = serf_pair
     code, out = assert_same(capsys, "members", f"-rpc-addr={a.rpc}")
     assert code == 0 and len(out.strip().split("\n")) == 2
-    assert re.search(r"^e2e-a  127\.0\.0\.60:7946  alive  ", out, re.M)
+    assert re.search(rf"^e2e-a  {re.escape(a.ip)}:7946  alive  ", out, re.M)
     code, out = assert_same(capsys, "members", "-detailed", f"-rpc-addr={a.rpc}")
     assert "Protocol Version: 5  Available Protocol Range: [2, 5]" in out
 
@@ -228,8 +173,9 @@ def test_members_filters_and_errors(capsys, serf_pair, filters: list[str]) -> No
 
 
 def test_members_errors_without_agent(capsys) -> None:
-    assert_same(capsys, "members", "-rpc-addr=127.0.0.1:17469")
-    assert_same(capsys, "members", "-rpc-addr=127.0.0.1")
+    nobody = f"{next_subnet()}.1"  # a prefix no cluster of this run uses
+    assert_same(capsys, "members", f"-rpc-addr={nobody}:7373")
+    assert_same(capsys, "members", f"-rpc-addr={nobody}")
     assert_same(capsys, "members", "-bogus")
 
 
@@ -337,8 +283,8 @@ def test_rtt_keys_reachability(capsys, serf_pair) -> None:
     a, _ = serf_pair
     pattern = re.compile(r"^Estimated e2e-b <-> e2e-a rtt: \d+\.\d{3} ms\n$")
     # Coordinates exist only after the first probe between the pair has completed.
-    wait_for(lambda: serf_cli("rtt", f"-rpc-addr={a.rpc}", "e2e-b")[0] == 0, 15,
-             "a coordinate for e2e-b")
+    wait_until(lambda: serf_cli("rtt", f"-rpc-addr={a.rpc}", "e2e-b")[0] == 0, 15,
+               what="a coordinate for e2e-b")
     s_code, s_out, _ = serf_cli("rtt", f"-rpc-addr={a.rpc}", "e2e-b")
     p_code, p_out, _ = py_cli(capsys, "rtt", f"-rpc-addr={a.rpc}", "e2e-b")
     assert s_code == p_code == 0 and pattern.match(s_out) and pattern.match(p_out)
@@ -354,60 +300,48 @@ def test_rtt_keys_reachability(capsys, serf_pair) -> None:
 # ---- force-leave / leave / auth ------------------------------------------------------------
 
 
-def test_force_leave(capsys, serf_pair, tmp_path: Path) -> None:
+def test_force_leave(capsys, serf_pair, cluster: Cluster) -> None:
     a, _ = serf_pair
     assert assert_same(capsys, "force-leave", f"-rpc-addr={a.rpc}", "nosuch") == (0, "")
     assert assert_same(capsys, "force-leave", "-prune", f"-rpc-addr={a.rpc}", "nosuch") == (0, "")
     assert_same(capsys, "force-leave", f"-rpc-addr={a.rpc}")
 
-    victim = start_agent(tmp_path, "e2e-victim", 2, f"-join={a.ip}")
-    try:
-        wait_for(lambda: member_status(a.rpc, "e2e-victim") == "alive", 15, "victim alive")
-        victim.proc.kill()
-        victim.proc.wait(5)
-        wait_for(lambda: member_status(a.rpc, "e2e-victim") == "failed", 30, "victim failed")
-        code, out, _ = py_cli(capsys, "force-leave", f"-rpc-addr={a.rpc}", "e2e-victim")
-        assert (code, out) == (0, "")
-        wait_for(lambda: member_status(a.rpc, "e2e-victim") == "left", 15, "victim left")
-        code, out = assert_same(capsys, "members", "-status=left", f"-rpc-addr={a.rpc}")
-        assert out.startswith("e2e-victim  127.0.0.62:7946  left")
-        code, out, _ = py_cli(capsys, "force-leave", "-prune", f"-rpc-addr={a.rpc}",
-                              "e2e-victim")
-        assert code == 0
-        wait_for(lambda: member_status(a.rpc, "e2e-victim") is None, 15, "victim pruned")
-    finally:
-        stop_agent(victim)
+    victim = cluster.start("serf", "e2e-victim", f"-join={a.ip}")
+    wait_until(status_is(a.rpc, "e2e-victim", "alive"), 15, what="victim alive")
+    cluster.stop(victim, signal.SIGKILL, timeout=5)
+    wait_until(status_is(a.rpc, "e2e-victim", "failed"), 30, what="victim failed")
+    code, out, _ = py_cli(capsys, "force-leave", f"-rpc-addr={a.rpc}", "e2e-victim")
+    assert (code, out) == (0, "")
+    wait_until(status_is(a.rpc, "e2e-victim", "left"), 15, what="victim left")
+    code, out = assert_same(capsys, "members", "-status=left", f"-rpc-addr={a.rpc}")
+    assert out.startswith(f"e2e-victim  {victim.ip}:7946  left")
+    code, out, _ = py_cli(capsys, "force-leave", "-prune", f"-rpc-addr={a.rpc}", "e2e-victim")
+    assert code == 0
+    wait_until(status_is(a.rpc, "e2e-victim", None), 15, what="victim pruned")
 
 
-def test_leave(capsys, tmp_path: Path) -> None:
-    first = start_agent(tmp_path, "e2e-leave-1", 3)
-    second = start_agent(tmp_path, "e2e-leave-2", 4)
-    try:
-        s_code, s_out, s_err = serf_cli("leave", f"-rpc-addr={first.rpc}", "extra-arg")
-        p_code, p_out, p_err = py_cli(capsys, "leave", f"-rpc-addr={second.rpc}", "extra-arg")
-        assert (p_code, p_out, p_err) == (s_code, s_out, s_err) == (0, "Graceful leave complete\n",
-                                                                    "")
-        assert first.proc.wait(15) == 0
-        assert second.proc.wait(15) == 0
-        assert_same(capsys, "leave", f"-rpc-addr={second.rpc}")  # agent gone now
-    finally:
-        stop_agent(first)
-        stop_agent(second)
+def test_leave(capsys, cluster: Cluster) -> None:
+    first = cluster.start("serf", "e2e-leave-1")
+    second = cluster.start("serf", "e2e-leave-2")
+    s_code, s_out, s_err = serf_cli("leave", f"-rpc-addr={first.rpc}", "extra-arg")
+    p_code, p_out, p_err = py_cli(capsys, "leave", f"-rpc-addr={second.rpc}", "extra-arg")
+    assert (p_code, p_out, p_err) == (s_code, s_out, s_err) == (0, "Graceful leave complete\n",
+                                                                "")
+    assert first.proc.wait(15) == 0
+    assert second.proc.wait(15) == 0
+    assert_same(capsys, "leave", f"-rpc-addr={second.rpc}")  # agent gone now
 
 
-def test_rpc_auth(capsys, tmp_path: Path) -> None:
+def test_rpc_auth(capsys, cluster: Cluster, tmp_path: Path) -> None:
     conf = tmp_path / "auth.json"
     conf.write_text(json.dumps({"rpc_auth": "s3cret", "tags": {"auth": "yes"}}))
-    agent = start_agent(tmp_path, "e2e-auth", 5, f"-config-file={conf}")
-    try:
-        code, out = assert_same(capsys, "members", f"-rpc-addr={agent.rpc}")
-        assert (code, out) == (1, "Error retrieving members: Authentication required\n")
-        code, out = assert_same(capsys, "members", "-rpc-auth=wrong", f"-rpc-addr={agent.rpc}")
-        assert out == "Error connecting to Serf agent: Invalid authentication token\n"
-        code, out = assert_same(capsys, "members", "-rpc-auth=s3cret", f"-rpc-addr={agent.rpc}")
-        assert code == 0 and "auth=yes" in out
-    finally:
-        stop_agent(agent)
+    agent = cluster.start("serf", "e2e-auth", f"-config-file={conf}")
+    code, out = assert_same(capsys, "members", f"-rpc-addr={agent.rpc}")
+    assert (code, out) == (1, "Error retrieving members: Authentication required\n")
+    code, out = assert_same(capsys, "members", "-rpc-auth=wrong", f"-rpc-addr={agent.rpc}")
+    assert out == "Error connecting to Serf agent: Invalid authentication token\n"
+    code, out = assert_same(capsys, "members", "-rpc-auth=s3cret", f"-rpc-addr={agent.rpc}")
+    assert code == 0 and "auth=yes" in out
 
 
 # ---- monitor and the RPC client as a library -------------------------------------------------
@@ -415,12 +349,11 @@ def test_rpc_auth(capsys, tmp_path: Path) -> None:
 
 def test_monitor_subprocess(serf_pair) -> None:
     a, b = serf_pair
-    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     # Started with SIGINT ignored, as a background job (or a test worker) is: Ctrl-C must
     # still end it, as it ends serf's (Go's signal.Notify re-enables the signal).
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pyserf.cli", "monitor", "-log-level=debug", f"-rpc-addr={a.rpc}"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
+        [*PYSERF, "monitor", "-log-level=debug", f"-rpc-addr={a.rpc}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=child_env(NO_RPC_ENV), text=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
     lines: list[str] = []
@@ -430,10 +363,11 @@ def test_monitor_subprocess(serf_pair) -> None:
     try:
         # The stream subscription precedes the log one, so the agent's replayed log lines
         # show that both are in place before the event is sent.
-        wait_for(lambda: any("[INFO]" in line for line in list(lines)), 15, "monitor logs")
+        wait_until(lambda: any("[INFO]" in line for line in list(lines)), 15,
+                   what="monitor logs")
         with RPCClient(b.rpc) as client:
             client.user_event("monitor-check", b"xyz", coalesce=False)
-        wait_for(lambda: block in "".join(list(lines)), 15, "the event in the monitor")
+        wait_until(lambda: block in "".join(list(lines)), 15, what="the event in the monitor")
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=10)
     finally:
@@ -507,7 +441,7 @@ def test_client_monitor_and_errors(serf_pair) -> None:
         assert stats["agent"]["name"] == "e2e-a" and stats["serf"]["members"] == "2"
         filtered = client.members_filtered(tags={"role": "web"})
         assert [m.name for m in filtered] == ["e2e-a"]
-        assert filtered[0].address == "127.0.0.60:7946" and filtered[0].delegate_cur == 5
+        assert filtered[0].address == f"{a.ip}:7946" and filtered[0].delegate_cur == 5
         with pytest.raises(RPCError) as info:
             client.members_filtered(name="(")
         assert str(info.value) == "client closed"

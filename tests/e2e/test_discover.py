@@ -42,25 +42,12 @@ class Lab:
         return f"{SUBNET}.{10 + index}"
 
     def start_serf(self, index: int, name: str, *args: str) -> Agent:
-        ns = self.spaces[index]
-        log_path = self.tmp / f"{name}.log"
-        argv = ["ip", "netns", "exec", ns, SERF, "agent", f"-node={name}", f"-rpc-addr={RPC}",
-                *args]
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, cwd=self.tmp)
-        agent = Agent("serf", name, self.ip(index), proc, log_path, list(args))
-        self.cluster.agents.append(agent)
-        wait_until(lambda: "agent running" in agent.log() or not agent.alive(), 15,
-                   what=f"{name} to start")
-        assert agent.alive(), f"{name} exited:\n{agent.log()}"
-        return agent
+        return self.cluster.start_in_netns(self.spaces[index], name, f"-rpc-addr={RPC}", *args,
+                                           kind="serf", ip=self.ip(index))
 
     def start_pyserf(self, index: int, name: str, *args: str) -> Agent:
-        agent = self.cluster.start_in_netns(self.spaces[index], name, f"-rpc-addr={RPC}",
-                                            *args)
-        agent.ip = self.ip(index)
-        return agent
+        return self.cluster.start_in_netns(self.spaces[index], name, f"-rpc-addr={RPC}", *args,
+                                           ip=self.ip(index))
 
     def members(self, index: int) -> dict[str, tuple[str, str]]:
         """name -> (addr, status) as the agent in namespace ``index`` lists them."""

@@ -162,9 +162,8 @@ def ns_members(ns: str, cli: str) -> dict[str, tuple[str, str]]:
 def test_pyserf_and_serf_over_a_v6_only_veth(v6_pair, cluster: Cluster, need_serf):
     ns_a, ns_b = v6_pair
     cluster.start_in_netns(ns_a, "p6", f"-bind=[{V6_A}]:7946", f"-rpc-addr={NS_RPC}")
-    argv = ["ip", "netns", "exec", ns_b, SERF, "agent", "-node=s6", f"-bind=[{V6_B}]:7946",
-            f"-rpc-addr={NS_RPC}", f"-join=[{V6_A}]:7946"]
-    cluster._launch(Agent("serf", "s6", V6_B, None, cluster.tmp / "s6.log"), argv, True, None)
+    cluster.start_in_netns(ns_b, "s6", f"-bind=[{V6_B}]:7946", f"-rpc-addr={NS_RPC}",
+                           f"-join=[{V6_A}]:7946", kind="serf", ip=V6_B)
     expected = {"p6": (f"[{V6_A}]:7946", "alive"), "s6": (f"[{V6_B}]:7946", "alive")}
     wait_until(lambda: all(ns_members(ns, cli) == expected for ns in v6_pair
                            for cli in ("serf", "pyserf")), 15,
