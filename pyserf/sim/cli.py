@@ -173,7 +173,9 @@ def plot(path: str, report: dict[str, Any], curve: list[float]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from pyserf.agent.config import parse_duration
-    from pyserf.cli import FlagError, FlagSet, err_out, go_quote, out
+    from pyserf.cli.flags import FlagError, FlagSet
+    from pyserf.cli.output import err_out, out
+    from pyserf.gocompat.strconv import quote as go_quote
     from pyserf.memberlist.profiles import PROFILES
 
     args = list(sys.argv[1:] if argv is None else argv)

@@ -1,0 +1,19 @@
+"""``simulate``: the cluster simulator (pyserf.sim), imported only when this command runs."""
+
+from __future__ import annotations
+
+from pyserf.cli.registry import command
+
+
+def _simulate_help() -> str:
+    from pyserf.sim.cli import HELP
+
+    return HELP
+
+
+@command("simulate", "Simulates a cluster in virtual time: convergence and cost",
+         _simulate_help)
+def cmd_simulate(args: list[str]) -> int:
+    from pyserf.sim.cli import main as simulate  # the simulator stays out of the agent
+
+    return simulate(args)
