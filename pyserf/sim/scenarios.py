@@ -42,9 +42,9 @@ STEP = 0.5
 
 # Memory per member-view entry (one node's record of one member: memberlist's node state,
 # serf's member and status, its tags and the dict slots) and per node (machines, timers,
-# queues). tracemalloc on a converged 100-node cluster: 14.6 MB, 1,461 bytes per entry with
-# the per-node share included; a 500-node fail run peaked at 338 MB RSS (estimate: 380 MB).
-BYTES_PER_ENTRY = 1400
+# queues). Measured peaks since the decode memos and shared frozen records: 967 MiB at 1,000
+# nodes and 3.54 GB at 2,000 (870-1,000 bytes per entry); 1,000 keeps the estimate above both.
+BYTES_PER_ENTRY = 1000
 BYTES_PER_NODE = 60_000
 
 
