@@ -18,6 +18,7 @@ from typing import Protocol
 
 import msgpack
 
+from pyserf.gocompat.hostport import join_host_port
 from pyserf.memberlist import codec, fields, security
 from pyserf.memberlist.awareness import Awareness
 from pyserf.memberlist.broadcast import BroadcastQueue
@@ -1371,5 +1372,4 @@ class _Budget:
 
 
 def _peer_text(addr: Address) -> str:
-    host = str(addr[0])
-    return f"[{host}]:{addr[1]}" if ":" in host else f"{host}:{addr[1]}"
+    return join_host_port(str(addr[0]), addr[1])

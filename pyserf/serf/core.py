@@ -16,6 +16,7 @@ from enum import IntEnum
 from typing import Any
 
 from pyserf import SERF_PROTOCOL_MAX, SERF_PROTOCOL_MIN
+from pyserf.gocompat.hostport import join_host_port
 from pyserf.memberlist import codec
 from pyserf.memberlist.broadcast import BroadcastQueue
 from pyserf.memberlist.codec import DecodeError
@@ -75,7 +76,7 @@ def reply_address_error(ip: str, port: int) -> str | None:
 
 
 def _peer_text(source: Address | None) -> str:
-    return f"{source[0]}:{source[1]}" if source else "a peer"
+    return join_host_port(str(source[0]), source[1]) if source else "a peer"
 
 
 class MemberStatus(IntEnum):
