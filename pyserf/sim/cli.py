@@ -172,9 +172,9 @@ def plot(path: str, report: dict[str, Any], curve: list[float]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from pyserf.gocompat.durations import parse_duration
     from pyserf.cli.flags import FlagError, FlagSet
     from pyserf.cli.output import err_out, out
+    from pyserf.gocompat.durations import parse_duration
     from pyserf.gocompat.strconv import quote as go_quote
     from pyserf.memberlist.profiles import PROFILES
 
