@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import subprocess
 import sys
 from typing import Any
@@ -187,8 +188,10 @@ def test_gocompat_imports_no_json_or_decimal() -> None:
             "pyserf.gocompat.jsonerr, pyserf.gocompat.jsonenc\n"
             "from pyserf.gocompat import fmt\nfmt.value_v(1.5)\n"
             "print(sorted(m for m in ('json', 'decimal', '_decimal') if m in sys.modules))")
+    # Without the coverage tracer the test command starts in every child: it imports json.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("COVERAGE", "COV_CORE"))}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout
+                         check=True, env=env).stdout
     assert out.strip() == "[]"
 
 
