@@ -141,24 +141,13 @@ class BroadcastQueue:
                 break
         # Moved to their next tier only now, so that none is taken twice in one call.
         finished = []
-        push = heapq.heappush
         for item in sent:
             transmits = item.transmits = item.transmits + 1
             if transmits >= max_transmits:
                 self._forget(item)
                 finished.append(item)
                 continue
-            # _place, inline.
-            tier = tiers.get(transmits)
-            if tier is None:
-                tier = tiers[transmits] = _Tier()
-            length = len(item.msg)
-            group = tier.groups.get(length)
-            if group is None:
-                group = tier.groups[length] = _Group()
-                insort(tier.lengths, length)
-            push(group.heap, (-item.seq, item))
-            group.live += 1
+            self._place(item)
         for item in finished:
             item.finish()
         return out

@@ -29,8 +29,9 @@ MAX_NAME_BYTES = 512  # serf validates <= 128 when validate_node_names is set; w
 MAX_TEXT_BYTES = 64 * 1024
 MAX_LIST_ITEMS = 4096
 # Parsed addresses by their packed bytes: every alive and push-pull entry names one, and
-# ipaddress costs microseconds per parse. Bounded (cleared when full) because peers choose them.
-ADDRESS_CACHE_LIMIT = 65536
+# ipaddress costs microseconds per parse. Bounded (cleared when full) because peers choose them;
+# the size suits one agent like the decode memos' (the simulator grows all of them together).
+ADDRESS_CACHE_LIMIT = 4096
 _ip_texts: dict[bytes, str] = {}
 # The text of an address ``ip_text`` already parsed, or None.
 known_ip_text = _ip_texts.get

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from pyserf.memberlist import codec, security
+from pyserf.memberlist import codec, fields, security
 from pyserf.memberlist.codec import MsgType, NodeStateKind, Suspect
 from pyserf.memberlist.profiles import LAN, Timing
 from pyserf.memberlist.state import MemberlistConfig, OpenStream, SendPacket
@@ -609,6 +609,7 @@ def _grow_memos(nodes: int) -> None:
     agent): a memo that is cleared more often than its entries recur saves nothing."""
     from pyserf.serf import messages
     want = 4 * nodes
+    fields.ADDRESS_CACHE_LIMIT = max(fields.ADDRESS_CACHE_LIMIT, want)
     codec.DECODE_MEMO_LIMIT = max(codec.DECODE_MEMO_LIMIT, want)
     messages.INTENT_MEMO_LIMIT = max(messages.INTENT_MEMO_LIMIT, want)
     messages.TAGS_MEMO_LIMIT = max(messages.TAGS_MEMO_LIMIT, want)
