@@ -16,7 +16,7 @@ import pytest
 import testinfra.utils.ansible_runner
 
 PORT = 7946
-PYSERF = "/opt/pyserf/venv/bin/pyserf"
+PYSERF = "pyserf"  # on PATH (/usr/local/bin/pyserf), as an operator types it
 CONFIG = "/etc/pyserf/config.json"
 REJOIN_TIMEOUT = 60  # seconds: kill -9 -> restarted -> every agent sees all alive again
 RULES_FILE = "/etc/iptables/rules.v4"
@@ -86,6 +86,17 @@ def test_config_file(host, cfg):
     assert cfg["rpc_addr"] == "127.0.0.1:7373"
     # retry_join: the first three hosts of the group, minus this one
     assert len(cfg["retry_join"]) == 2
+
+
+def test_pyserf_on_path_for_every_login(host):
+    """A plain `pyserf` works over ssh (how every check in this file runs it) and in any
+    user's login shell: /usr/local/bin/pyserf points into the venv."""
+    link = host.file("/usr/local/bin/pyserf")
+    assert link.is_symlink and link.linked_to == "/opt/pyserf/venv/bin/pyserf"
+    res = host.run("runuser -u nobody -- sh -lc 'command -v pyserf && pyserf members'")
+    assert res.rc == 0, res.stderr
+    assert res.stdout.splitlines()[0] == "/usr/local/bin/pyserf"
+    assert host.backend.get_hostname() in res.stdout
 
 
 @pytest.mark.parametrize("proto", ["tcp", "udp"])
