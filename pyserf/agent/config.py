@@ -135,6 +135,8 @@ class AgentConfig:
     disable_coordinates: bool = False
     # pyserf extension: kill an event handler still running after this long (0 = never).
     handler_timeout: float = 0.0
+    # pyserf extension: keep a block of alive members in a hosts file (agent/hosts_file.py).
+    hosts_file: dict[str, Any] = field(default_factory=dict)
 
     def event_scripts(self) -> list[EventScript]:
         """All handler specs expanded to one script per filter (serf's EventScripts)."""
@@ -190,6 +192,7 @@ _KINDS: dict[str, str] = {
     "statsd_addr": "str",
     "broadcast_timeout": "dur",
     "handler_timeout": "dur",
+    "hosts_file": "obj",
 }
 CONFIG_KEYS: tuple[str, ...] = tuple(_KINDS)
 # serf parses the duration strings in this order after decoding, reporting the first failure.
@@ -373,6 +376,11 @@ def decode_config(raw: Any) -> tuple[AgentConfig, set[str]]:
                 text = _decode_string(f"{name}[{tag_key}]", tag_value, errors)
                 tags[tag_key] = text or ""
             setattr(cfg, name, tags)
+        elif kind == "obj":  # checked as a whole by validate()
+            if not isinstance(value, dict):
+                errors.append(f"'{name}' expected a map, got '{json_kind(value)}'")
+                continue
+            setattr(cfg, name, copy.deepcopy(value))
         elif kind == "list":
             if not isinstance(value, list):
                 errors.append(
@@ -505,6 +513,9 @@ def merge(
             merged = dict(result.tags)
             merged.update(value)
             result.tags = merged
+        elif kind == "obj":  # a later block replaces the whole earlier one
+            if value:
+                setattr(result, name, copy.deepcopy(value))
         elif kind == "list":
             setattr(result, name, list(getattr(result, name)) + list(value))
     return result
@@ -614,6 +625,13 @@ def validate(cfg: AgentConfig) -> list[ConfigError]:
                 key="user_event_size_limit", stage="serf",
             )
         )
+    if cfg.hosts_file:
+        from pyserf.agent.hosts_file import HostsFileError, parse_settings  # only when used
+
+        try:
+            parse_settings(cfg.hosts_file)
+        except HostsFileError as exc:
+            problems.append(ConfigError(str(exc), key="hosts_file"))
     if key_size_error and not cfg.keyring_file:
         problems.append(ConfigError(key_size_error, key="encrypt_key", stage="serf"))
     return problems

@@ -340,6 +340,10 @@ class Agent:
                                      ) from exc
                 raise AgentError(str(exc)) from exc
         self.serf.start(self.loop.time())
+        if self.config.hosts_file:  # keeps a block of members in a hosts file (pyserf extension)
+            from pyserf.agent.hosts_file import attach
+
+            self.hosts_file = attach(self)
         if self.snapshot is not None:
             state = self.snapshot.state
             self.serf.restore_clocks(state.clock, state.event_clock, state.query_clock)
@@ -715,6 +719,8 @@ class Agent:
         if self.rpc is not None:
             await self.rpc.close()
         await self.handlers.close()
+        if self.leaving and getattr(self, "hosts_file", None) is not None:
+            self.hosts_file.remove()  # a graceful leave takes this node's block away
         if self.snapshot is not None:
             self.snapshot.close()
         for task in list(self._tasks):
