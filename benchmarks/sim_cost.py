@@ -52,7 +52,7 @@ def storm(n: int, window: float, virtual: float | None, seed: int, record_log: b
           profile: bool, compression: bool = False, eager: bool = True) -> dict:
     import gc
 
-    from pyserf.serf.core import MemberStatus
+    from pyserf.serf.members import MemberStatus
     from pyserf.sim import network
     from pyserf.sim.network import SimNetwork
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pyserf.agent import logs
-from pyserf.serf.core import MemberEvent, QueryReceived, UserEventReceived
+from pyserf.serf.events import MemberEvent, QueryReceived, UserEventReceived
 from pyserf.serf.internal_queries import respond_error
 
 if TYPE_CHECKING:

@@ -42,13 +42,9 @@ from pyserf.agent.rpc_limits import (
 )
 from pyserf.memberlist import codec, security
 from pyserf.serf import filters, internal_queries
-from pyserf.serf.core import (
-    Member,
-    MemberEvent,
-    QueryReceived,
-    SerfError,
-    UserEventReceived,
-)
+from pyserf.serf.config import SerfError
+from pyserf.serf.events import MemberEvent, QueryReceived, UserEventReceived
+from pyserf.serf.members import Member
 
 if TYPE_CHECKING:
     from pyserf.agent.runtime import Agent

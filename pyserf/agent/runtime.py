@@ -36,15 +36,9 @@ from pyserf.memberlist.state import JoinOutcome, MemberlistConfig, OpenStream, S
 from pyserf.memberlist.timers import Scheduler
 from pyserf.serf import internal_queries
 from pyserf.serf.coalesce import EventPipeline
-from pyserf.serf.core import (
-    MemberEvent,
-    QueryReceived,
-    Serf,
-    SerfConfig,
-    SerfError,
-    ShutdownRequested,
-    UserEventReceived,
-)
+from pyserf.serf.config import SerfConfig, SerfError
+from pyserf.serf.core import Serf
+from pyserf.serf.events import MemberEvent, QueryReceived, ShutdownRequested, UserEventReceived
 
 if TYPE_CHECKING:
     from pyserf.agent.config import AgentConfig

@@ -11,7 +11,8 @@ from collections.abc import Callable
 from typing import Any
 
 from pyserf.memberlist.timers import Scheduler, Timer
-from pyserf.serf.core import Member, MemberEvent, UserEventReceived
+from pyserf.serf.events import MemberEvent, UserEventReceived
+from pyserf.serf.members import Member
 
 MEMBER_TYPES = ("member-join", "member-leave", "member-failed", "member-update", "member-reap")
 

@@ -16,7 +16,8 @@ from pyserf.memberlist.codec import DecodeError
 from pyserf.serf import messages as m
 
 if TYPE_CHECKING:
-    from pyserf.serf.core import QueryReceived, Serf
+    from pyserf.serf.core import Serf
+    from pyserf.serf.events import QueryReceived
 
 log = logging.getLogger("pyserf.serf")
 

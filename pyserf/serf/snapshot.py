@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pyserf.gocompat.hostport import join_host_port
-from pyserf.serf.core import MemberEvent, QueryReceived, UserEventReceived
+from pyserf.serf.events import MemberEvent, QueryReceived, UserEventReceived
 
 log = logging.getLogger("pyserf.serf")
 

@@ -30,7 +30,9 @@ from pyserf.memberlist.profiles import LAN, Timing
 from pyserf.memberlist.state import MemberlistConfig, OpenStream, SendPacket
 from pyserf.memberlist.suspicion import Suspicion
 from pyserf.memberlist.timers import Scheduler
-from pyserf.serf.core import MemberEvent, Serf, SerfConfig
+from pyserf.serf.config import SerfConfig
+from pyserf.serf.core import Serf
+from pyserf.serf.events import MemberEvent
 from pyserf.sim.counters import CounterSnapshot, NodeCounters, snapshot
 from pyserf.sim.links import GilbertElliott, Latency, Link, Sampler
 

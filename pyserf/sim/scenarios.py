@@ -25,7 +25,7 @@ from typing import Any
 from pyserf.memberlist import security
 from pyserf.memberlist.profiles import PROFILES, Timing, suspicion_timeout
 from pyserf.memberlist.state import JoinOutcome
-from pyserf.serf.core import UserEventReceived
+from pyserf.serf.events import UserEventReceived
 from pyserf.sim.counters import CounterSnapshot
 from pyserf.sim.network import SimEvent, SimNetwork, SimNode
 

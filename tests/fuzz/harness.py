@@ -295,11 +295,11 @@ class Harness:
         return reply
 
     def serf_msg(self, data: bytes) -> None:
-        self._call("notify_msg", lambda: self.serf.notify_msg(data, self.now))
+        self._call("notify_msg", lambda: self.serf.memberlist.delegate.notify_msg(data, self.now))
 
     def serf_state(self, data: bytes, join: bool = False) -> None:
         self._call("merge_remote_state",
-                   lambda: self.serf.merge_remote_state(data, join, self.now))
+                   lambda: self.serf.memberlist.delegate.merge_remote_state(data, join, self.now))
 
     def start_join(self, target: tuple[str, int] = ("10.0.0.99", PORT)) -> tuple[int, list]:
         """Start a join towards ``target``; returns the stream id and the outcome list."""

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pyserf.memberlist.timers import Scheduler
 from pyserf.serf.coalesce import EventPipeline, MemberEventCoalescer, UserEventCoalescer
-from pyserf.serf.core import Member, MemberEvent, MemberStatus, QueryReceived, UserEventReceived
+from pyserf.serf.events import MemberEvent, QueryReceived, UserEventReceived
+from pyserf.serf.members import Member, MemberStatus
 
 
 def member(name: str, tags: dict | None = None) -> Member:

@@ -23,7 +23,8 @@ from typing import Any
 import pytest
 
 from pyserf.agent import handlers
-from pyserf.serf.core import Member, MemberEvent, MemberStatus, QueryReceived, UserEventReceived
+from pyserf.serf.events import MemberEvent, QueryReceived, UserEventReceived
+from pyserf.serf.members import Member, MemberStatus
 
 
 def dump_command(out: Path) -> str:

@@ -18,7 +18,9 @@ import pytest
 from pyserf.memberlist import security
 from pyserf.serf import internal_queries as iq
 from pyserf.serf import messages as m
-from pyserf.serf.core import MemberStatus, QueryReceived, SerfError
+from pyserf.serf.config import SerfError
+from pyserf.serf.events import QueryReceived
+from pyserf.serf.members import MemberStatus
 from pyserf.serf.messages import SerfMsg
 from pyserf.sim.network import SimNetwork, SimNode
 

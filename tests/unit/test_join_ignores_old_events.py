@@ -9,7 +9,7 @@ is pending and filters them once the cluster's event time is known.
 from __future__ import annotations
 
 from pyserf.serf import messages as m
-from pyserf.serf.core import UserEventReceived
+from pyserf.serf.events import UserEventReceived
 from pyserf.sim.network import SimNetwork, SimNode
 
 
@@ -30,7 +30,7 @@ def gossip_overtakes_join(ignore_old: bool) -> tuple[SimNetwork, SimNode, SimNod
     net._pump(b)
     # The gossip of the old event lands before the push-pull reply does.
     raw = m.UserEvent(old_ltime, "old-news", b"x", False).encode()
-    b.serf.notify_msg(raw, net.now, a.addr)
+    b.serf.memberlist.delegate.notify_msg(raw, net.now, a.addr)
     assert not b.serf.drops.counts
     net._pump(b)
     net.run_until(net.now + 3.0)

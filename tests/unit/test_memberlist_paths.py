@@ -25,7 +25,7 @@ from pyserf.memberlist.state import (
     SendPacket,
 )
 from pyserf.serf import messages as m
-from pyserf.serf.core import UserEventReceived
+from pyserf.serf.events import UserEventReceived
 from pyserf.sim.network import SimNetwork, udp_messages
 
 KEY1 = bytes(range(16))
@@ -286,7 +286,7 @@ def test_an_exception_in_the_delegate_never_escapes_handle_stream(monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("delegate bug")
 
-    monkeypatch.setattr(a.serf, "notify_msg", broken)
+    monkeypatch.setattr(ml.delegate, "notify_msg", broken)
     user = _reliable_user(m.UserEvent(1, "deploy", b"v1", False).encode())
     assert ml.handle_stream(user, b.addr, net.now) is None
     assert ml.drops.counts["stream (internal error)"] == 1

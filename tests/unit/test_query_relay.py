@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 
 from pyserf.memberlist import codec
 from pyserf.serf import messages as m
-from pyserf.serf.core import MemberStatus, QueryReceived
+from pyserf.serf.events import QueryReceived
+from pyserf.serf.members import MemberStatus
 from pyserf.serf.messages import SerfMsg
 from pyserf.sim.network import SimNetwork, SimNode
 
@@ -55,7 +56,7 @@ def cluster(n: int, seed: int = 21, **serf_overrides: object) -> tuple[SimNetwor
 
 def spy(node: SimNode, wire: Wire) -> None:
     """Record every serf message ``node`` receives, then handle it as usual."""
-    original = node.serf.notify_msg
+    original = node.serf.memberlist.delegate.notify_msg
     log = wire.seen.setdefault(node.name, [])
 
     def notify_msg(buf: bytes, now: float, source: tuple[str, int] | None = None) -> None:
@@ -63,7 +64,7 @@ def spy(node: SimNode, wire: Wire) -> None:
             log.append((bytes(buf), source))
         original(buf, now, source)
 
-    node.serf.notify_msg = notify_msg  # type: ignore[method-assign]
+    node.serf.memberlist.delegate.notify_msg = notify_msg  # type: ignore[method-assign]
 
 
 def drop_link(receiver: SimNode, sender: SimNode) -> list[int]:
@@ -232,7 +233,7 @@ def test_a_relay_whose_destination_cannot_receive_is_dropped_not_forwarded():
     for ip, port in (("0.0.0.0", 7946), ("224.0.0.1", 7946), ("255.255.255.255", 7946),
                      ("10.1.0.1", 0), ("10.1.0.1", 7946)):
         raw = m.Relay(codec.ip_to_bytes(ip), port, "n0", inner).encode()
-        relay_node.serf.notify_msg(raw, net.now, net.by_name["n2"].addr)
+        relay_node.serf.memberlist.delegate.notify_msg(raw, net.now, net.by_name["n2"].addr)
     assert sent == [("10.1.0.1", 7946)]  # only the usable destination was forwarded to
     assert relay_node.serf.drops.counts["serf relay"] == 4
     assert all(ms.member.status == MemberStatus.ALIVE for ms in relay_node.serf.members.values())

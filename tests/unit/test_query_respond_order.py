@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from pyserf.serf.core import QueryReceived, SerfError
+from pyserf.serf.config import SerfError
+from pyserf.serf.events import QueryReceived
 from pyserf.sim.network import SimNetwork
 
 

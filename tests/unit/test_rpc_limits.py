@@ -17,7 +17,8 @@ import pytest
 
 from pyserf.agent import handlers, logs, rpc, rpc_limits
 from pyserf.agent.rpc_limits import RequestError, decode_body, decode_header
-from pyserf.serf.core import Member, MemberStatus, UserEventReceived
+from pyserf.serf.events import UserEventReceived
+from pyserf.serf.members import Member, MemberStatus
 from tests.unit.test_logs import restore_pyserf_logger  # noqa: F401 - a fixture
 
 # -- typed decoding ------------------------------------------------------------------------

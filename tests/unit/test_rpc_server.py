@@ -24,7 +24,7 @@ from pyserf.agent import logs, rpc, rpc_limits
 from pyserf.agent.config import AgentConfig
 from pyserf.agent.runtime import Agent
 from pyserf.memberlist import security
-from pyserf.serf.core import UserEventReceived
+from pyserf.serf.events import UserEventReceived
 from tests.unit.test_logs import restore_pyserf_logger  # noqa: F401 - a fixture
 from tests.unit.test_rpc_limits import _Raw
 

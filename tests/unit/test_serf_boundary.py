@@ -26,8 +26,10 @@ from pyserf.memberlist.state import Node, SendPacket
 from pyserf.serf import internal_queries
 from pyserf.serf import messages as m
 from pyserf.serf.clock import LamportClock
+from pyserf.serf.config import SerfError
 from pyserf.serf.coordinate import Coordinate, encode_ack_payload
-from pyserf.serf.core import DROP_KIND, QueryReceived, SerfError, UserEventReceived
+from pyserf.serf.delegate import DROP_KIND
+from pyserf.serf.events import QueryReceived, UserEventReceived
 from pyserf.serf.messages import SerfMsg
 from pyserf.sim.network import SimNetwork, SimNode
 
@@ -65,7 +67,7 @@ def serf_state(node: SimNode) -> Any:
 
 def assert_still_works(net: SimNetwork, a: SimNode, b: SimNode) -> None:
     """a encodes its push-pull state, sets tags, sends an event and a query that b sees."""
-    state = m.PushPullState.decode_state(a.serf.local_state(False))
+    state = m.PushPullState.decode_state(a.serf.memberlist.delegate.local_state(False))
     assert state.ltime == a.serf.clock.time
     done: list = []
     a.serf.set_tags({"role": "after"}, net.now, lambda error, when: done.append(error))
@@ -81,7 +83,7 @@ def assert_still_works(net: SimNetwork, a: SimNode, b: SimNode) -> None:
 
 
 def deliver(node: SimNode, data: bytes, now: float) -> None:
-    node.serf.notify_msg(data, now)
+    node.serf.memberlist.delegate.notify_msg(data, now)
 
 
 def assert_dropped_whole(send: Callable[[SimNode, float], None], kind: str) -> None:
@@ -218,7 +220,8 @@ def test_values_that_nest_or_multiply_are_refused_before_msgpack_builds_them():
     deep = b"\x91" * 10_000 + b"\x00"
     deliver(a, bytes([SerfMsg.JOIN]) + b"\x81\xa5Extra" + deep, net.now)
     declared = b"\x81\xacStatusLTimes\xdf\x00\x10\x00\x00"  # a map of 10^6 entries, no body
-    a.serf.merge_remote_state(bytes([SerfMsg.PUSH_PULL]) + declared, False, net.now)
+    a.serf.memberlist.delegate.merge_remote_state(
+        bytes([SerfMsg.PUSH_PULL]) + declared, False, net.now)
     assert a.serf.drops.counts["serf join"] == 2
     assert a.serf.drops.counts["serf push-pull"] == 1
     assert serf_state(a) == before
@@ -287,15 +290,16 @@ HOSTILE_STATE = [
                          ids=[f"{k}-{str(v)[:20]!r}" for k, v in HOSTILE_STATE])
 def test_hostile_push_pull_state_is_dropped_whole(key, value):
     state = msg(SerfMsg.PUSH_PULL, dict(VALID_STATE, **{key: value}))
-    assert_dropped_whole(lambda node, now: node.serf.merge_remote_state(state, False, now),
-                         "serf push-pull")
+    assert_dropped_whole(
+        lambda node, now: node.serf.memberlist.delegate.merge_remote_state(state, False, now),
+        "serf push-pull")
 
 
 def test_push_pull_with_a_bad_prefix_or_nothing_is_dropped():
     net, a, b = cluster()
     before = serf_state(a)
-    a.serf.merge_remote_state(b"", False, net.now)
-    a.serf.merge_remote_state(msg(SerfMsg.JOIN, VALID_STATE), False, net.now)
+    a.serf.memberlist.delegate.merge_remote_state(b"", False, net.now)
+    a.serf.memberlist.delegate.merge_remote_state(msg(SerfMsg.JOIN, VALID_STATE), False, net.now)
     assert a.serf.drops.counts["serf push-pull"] == 2
     assert serf_state(a) == before
 
@@ -409,7 +413,7 @@ def assert_leaves(net: SimNetwork, a: SimNode, b: SimNode, seen_as: str = "left"
 def test_push_pull_clocks_at_uint64_max(key):
     net, a, b = cluster()
     state = dict(VALID_STATE, **{key: U64_MAX})
-    a.serf.merge_remote_state(msg(SerfMsg.PUSH_PULL, state), False, net.now)
+    a.serf.memberlist.delegate.merge_remote_state(msg(SerfMsg.PUSH_PULL, state), False, net.now)
     clock = {"LTime": a.serf.clock, "EventLTime": a.serf.event_clock,
              "QueryLTime": a.serf.query_clock}[key]
     assert clock.time == U64_MAX  # witnessed max - 1, so now at the top of the range
@@ -420,7 +424,7 @@ def test_push_pull_clocks_at_uint64_max(key):
 def test_push_pull_leave_time_wraps_instead_of_overflowing():
     net, a, b = cluster()
     state = dict(VALID_STATE, StatusLTimes={"a": U64_MAX, "b": U64_MAX}, LeftMembers=["a", "b"])
-    a.serf.merge_remote_state(msg(SerfMsg.PUSH_PULL, state), False, net.now)
+    a.serf.memberlist.delegate.merge_remote_state(msg(SerfMsg.PUSH_PULL, state), False, net.now)
     assert a.serf.drops.total() == 0
     assert net.views()["a"] == {"a": "alive", "b": "alive"}  # leave time wrapped to 0: stale
     assert_still_works(net, a, b)
@@ -446,7 +450,7 @@ def test_snapshot_clocks_out_of_range_are_ignored_and_max_wraps():
 def test_tags_serf_cannot_decode_give_an_untagged_member(meta):
     net, a, b = cluster()
     node = Node("c", "10.0.0.3", 7946, meta)
-    a.serf.notify_join(node, net.now)
+    a.serf.memberlist.delegate.notify_join(node, net.now)
     assert {x.name: x.tags for x in a.serf.member_list()}["c"] == {}
     assert a.serf.drops.counts["serf tags"] == 1
     assert m.decode_tags(b"\xff" + pack({"role": "web"})) == {"role": "web"}
@@ -473,7 +477,8 @@ HOSTILE_COORDS = {
 def test_hostile_coordinates_are_dropped(name):
     net, a, b = cluster()
     before = serf_state(a)
-    a.serf.notify_ping_complete(Node("b", "10.0.0.2", 7946), 0.01, HOSTILE_COORDS[name])
+    a.serf.memberlist.delegate.notify_ping_complete(
+        Node("b", "10.0.0.2", 7946), 0.01, HOSTILE_COORDS[name])
     assert a.serf.drops.counts["serf coordinate"] == 1
     assert serf_state(a) == before
 
@@ -482,7 +487,7 @@ def test_extreme_finite_coordinates_never_raise():
     net, a, b = cluster()
     huge = ack_payload(dict(GOOD_COORD, Vec=[1e300] * 8, Height=1e300, Adjustment=-1e300))
     for _ in range(5):
-        a.serf.notify_ping_complete(Node("b", "10.0.0.2", 7946), 0.01, huge)
+        a.serf.memberlist.delegate.notify_ping_complete(Node("b", "10.0.0.2", 7946), 0.01, huge)
     assert a.serf.coordinates.coord.valid()
     assert encode_ack_payload(a.serf.coordinates.coord)
 
@@ -533,10 +538,11 @@ def test_an_internal_error_in_a_handler_is_contained(monkeypatch):
     monkeypatch.setattr(a.serf, "_handle_user_event", broken)
     deliver(a, msg(SerfMsg.USER_EVENT, VALID[SerfMsg.USER_EVENT]), net.now)
     monkeypatch.setattr(a.serf, "_handle_join_intent", broken)
-    a.serf.merge_remote_state(msg(SerfMsg.PUSH_PULL, VALID_STATE), False, net.now)
+    a.serf.memberlist.delegate.merge_remote_state(
+        msg(SerfMsg.PUSH_PULL, VALID_STATE), False, net.now)
     monkeypatch.setattr(a.serf, "_emit_member_event", broken)
-    a.serf.notify_join(Node("c", "10.0.0.3", 7946, b""), net.now)
-    a.serf.notify_leave(Node("b", "10.0.0.2", 7946), net.now)
+    a.serf.memberlist.delegate.notify_join(Node("c", "10.0.0.3", 7946, b""), net.now)
+    a.serf.memberlist.delegate.notify_leave(Node("b", "10.0.0.2", 7946), net.now)
     assert a.serf.drops.counts["serf user-event (internal error)"] == 1
     assert a.serf.drops.counts["serf push-pull (internal error)"] == 1
     assert a.serf.drops.counts["serf member-join (internal error)"] == 1
@@ -548,8 +554,8 @@ def test_drops_are_logged_at_most_once_a_second(caplog):
     bad = msg(SerfMsg.JOIN, {"LTime": "x", "Node": "b"})
     with caplog.at_level(logging.ERROR, logger="pyserf.serf"):
         for i in range(100):
-            a.serf.notify_msg(bad, net.now + i * 0.001, ("10.0.0.66", 7946))
-        a.serf.notify_msg(bad, net.now + 1.5, ("10.0.0.66", 7946))
+            a.serf.memberlist.delegate.notify_msg(bad, net.now + i * 0.001, ("10.0.0.66", 7946))
+        a.serf.memberlist.delegate.notify_msg(bad, net.now + 1.5, ("10.0.0.66", 7946))
     assert a.serf.drops.counts["serf join"] == 101
     lines = [r.getMessage() for r in caplog.records if "dropped serf join" in r.getMessage()]
     assert len(lines) == 2
@@ -600,4 +606,4 @@ def test_events_and_queries_sharing_one_lamport_time_are_capped():
     assert sum(isinstance(e, QueryReceived) for e in a.events) == m.MAX_SLOT_EVENTS
     assert a.serf.drops.counts["serf user-event (slot full)"] == 5
     assert a.serf.drops.counts["serf query (slot full)"] == 5
-    m.PushPullState.decode_state(a.serf.local_state(False))
+    m.PushPullState.decode_state(a.serf.memberlist.delegate.local_state(False))

@@ -7,12 +7,9 @@ import msgpack
 
 from pyserf.memberlist.broadcast import BroadcastQueue
 from pyserf.serf import messages as m
-from pyserf.serf.core import (
-    MAX_EVENT_BUFFER_BYTES,
-    MAX_QUEUE_BYTES,
-    USER_EVENT_SIZE_HARD_LIMIT,
-    UserEventReceived,
-)
+from pyserf.serf.core import MAX_QUEUE_BYTES
+from pyserf.serf.events import UserEventReceived
+from pyserf.serf.user_events import MAX_EVENT_BUFFER_BYTES, USER_EVENT_SIZE_HARD_LIMIT
 from pyserf.sim.network import SimNetwork
 
 PEER = ("10.0.0.66", 7946)
@@ -32,11 +29,13 @@ def node():
 def test_a_received_event_over_serfs_sane_limit_is_dropped():
     net, a = node()
     before = a.serf.drops.total()
-    a.serf.notify_msg(event(5, "big", bytes(USER_EVENT_SIZE_HARD_LIMIT)), net.now, PEER)
+    a.serf.memberlist.delegate.notify_msg(
+        event(5, "big", bytes(USER_EVENT_SIZE_HARD_LIMIT)), net.now, PEER)
     assert not [e for e in a.serf.take_events() if isinstance(e, UserEventReceived)]
     assert len(a.serf.event_broadcasts) == 0
     assert a.serf.drops.total() == before + 1
-    a.serf.notify_msg(event(6, "ok", bytes(USER_EVENT_SIZE_HARD_LIMIT - 2)), net.now, PEER)
+    a.serf.memberlist.delegate.notify_msg(
+        event(6, "ok", bytes(USER_EVENT_SIZE_HARD_LIMIT - 2)), net.now, PEER)
     assert [e.name for e in a.serf.take_events() if isinstance(e, UserEventReceived)] == ["ok"]
 
 
@@ -46,7 +45,7 @@ def test_an_event_flood_keeps_queues_and_buffer_within_their_bounds():
     delivered = 0
     for i in range(6000):
         # Many events per Lamport time (as a flood at one time would send), then new times.
-        a.serf.notify_msg(event(10 + i // 100, f"e{i}", payload), net.now, PEER)
+        a.serf.memberlist.delegate.notify_msg(event(10 + i // 100, f"e{i}", payload), net.now, PEER)
         delivered += sum(isinstance(e, UserEventReceived) for e in a.serf.take_events())
     queue = a.serf.event_broadcasts
     assert len(queue) <= a.serf.config.max_queue_depth

@@ -15,9 +15,14 @@ from pyserf.memberlist import codec
 from pyserf.memberlist.codec import Alive
 from pyserf.memberlist.state import JoinOutcome, MemberlistConfig
 from pyserf.memberlist.timers import Scheduler
-from pyserf.serf import coordinate, core
+from pyserf.serf import coordinate
 from pyserf.serf import messages as m
-from pyserf.serf.core import MAX_HELD_EVENTS, MAX_RECENT_INTENTS, Serf, SerfConfig, SerfError
+from pyserf.serf.config import SerfConfig, SerfError
+from pyserf.serf.core import Serf
+from pyserf.serf.events import MemberEvent, QueryReceived, ShutdownRequested, UserEventReceived
+from pyserf.serf.intents import MAX_RECENT_INTENTS
+from pyserf.serf.members import MemberStatus, SerfState
+from pyserf.serf.user_events import MAX_HELD_EVENTS
 from pyserf.sim.network import SimNetwork
 
 
@@ -37,7 +42,7 @@ def standalone(**overrides) -> Serf:
 
 
 def member_events(node, kind: str) -> list[str]:
-    return [mb.name for e in node.events if isinstance(e, core.MemberEvent) and e.type == kind
+    return [mb.name for e in node.events if isinstance(e, MemberEvent) and e.type == kind
             for mb in e.members]
 
 
@@ -76,7 +81,8 @@ def test_tags_too_big_to_announce_are_refused_and_the_old_ones_kept():
     with pytest.raises(SerfError, match="Encoded length of tags exceeds limit of 512 bytes"):
         a.serf.set_tags({"t": "x" * 600}, net.now, lambda err, when: None)
     assert a.serf.config.tags == {"role": "web"}
-    assert a.serf.node_meta(codec.META_MAX_SIZE) == m.encode_tags({"role": "web"}, 5)
+    assert a.serf.memberlist.delegate.node_meta(
+        codec.META_MAX_SIZE) == m.encode_tags({"role": "web"}, 5)
 
 
 def test_user_event_limits_before_and_after_encoding():
@@ -119,7 +125,7 @@ def test_leaving_alone_takes_just_the_propagation_delay():
     net.run_until(start + 5.0)
     # Nobody to tell: no broadcast to wait for, only serf's leave_propagate_delay (1 s).
     assert done == [start + a.serf.config.leave_propagate_delay]
-    assert a.serf.state == core.SerfState.LEFT
+    assert a.serf.state == SerfState.LEFT
 
 
 # -- force-leave and reaping -----------------------------------------------------------------
@@ -172,7 +178,7 @@ def test_pruning_a_leaving_member_waits_for_its_leave_to_finish():
     start = net.now
     c.serf.leave(start, lambda err, when: None)
     net._pump(c)
-    wait_for(net, lambda: a.serf.members["n2"].member.status == core.MemberStatus.LEAVING,
+    wait_for(net, lambda: a.serf.members["n2"].member.status == MemberStatus.LEAVING,
              1.0, step=0.01)
     a.serf.force_leave("n2", True, net.now, lambda err, when: None)
     pruned_at = net.now
@@ -189,11 +195,11 @@ def test_pruning_a_leaving_member_waits_for_its_leave_to_finish():
 
 def test_a_leave_intent_that_overtakes_the_members_alive_makes_it_join_as_leaving():
     net, (a, b) = cluster(2)
-    a.serf.notify_msg(m.Leave(a.serf.clock.time + 5, "x").encode(), net.now)
+    a.serf.memberlist.delegate.notify_msg(m.Leave(a.serf.clock.time + 5, "x").encode(), net.now)
     alive = Alive(1, "x", codec.ip_to_bytes("10.0.0.50"), 7946, m.encode_tags({}, 5),
                   bytes([1, 5, 2, 2, 5, 5]))
     a.serf.memberlist.receive_packet(alive.encode(), b.addr, net.now)
-    assert a.serf.members["x"].member.status == core.MemberStatus.LEAVING
+    assert a.serf.members["x"].member.status == MemberStatus.LEAVING
     assert a.serf.members["x"].status_ltime == a.serf.clock.time - 1
 
 
@@ -201,11 +207,11 @@ def test_recent_intents_are_bounded_and_expire():
     serf = standalone()
     serf.start(0.0)
     for i in range(MAX_RECENT_INTENTS + 1):
-        serf.notify_msg(m.Join(i + 1, f"x{i}").encode(), 0.0)
+        serf.memberlist.delegate.notify_msg(m.Join(i + 1, f"x{i}").encode(), 0.0)
     assert len(serf.recent_intents) == MAX_RECENT_INTENTS
     assert "x0" not in serf.recent_intents and f"x{MAX_RECENT_INTENTS}" in serf.recent_intents
     expiry = serf.config.recent_intent_timeout
-    serf.notify_msg(m.Join(10**6, "late").encode(), expiry - 1.0)
+    serf.memberlist.delegate.notify_msg(m.Join(10**6, "late").encode(), expiry - 1.0)
     # The reaper drops intents older than recent_intent_timeout and keeps the fresh one.
     serf._reap(expiry + 1.0)
     assert list(serf.recent_intents) == ["late"]
@@ -225,12 +231,12 @@ def test_events_gossiped_during_an_ignore_old_join_are_held_bounded_and_released
     # held buffer (1,024); one more is dropped and counted.
     events = [m.UserEvent(10 + i // 128, f"e{i}", b"", False) for i in range(MAX_HELD_EVENTS)]
     for ev in [*events, m.UserEvent(30, "extra", b"", False)]:
-        b.serf.notify_msg(ev.encode(), net.now)
+        b.serf.memberlist.delegate.notify_msg(ev.encode(), net.now)
     assert b.serf.drops.counts["serf user-event (held during join)"] == 1
-    assert not [e for e in b.serf.take_events() if isinstance(e, core.UserEventReceived)]
+    assert not [e for e in b.serf.take_events() if isinstance(e, UserEventReceived)]
     net.run_until(net.now + 1.0)
     assert out and out[0].contacted == 1
-    released = [e for e in b.events if isinstance(e, core.UserEventReceived)]
+    released = [e for e in b.events if isinstance(e, UserEventReceived)]
     # All newer than the cluster's event time (6) when b joined: delivered and gossiped on.
     assert sorted(e.name for e in released) == sorted(ev.name for ev in events)
 
@@ -239,9 +245,10 @@ def test_a_recycled_event_slot_gives_back_its_bytes():
     serf = standalone()
     serf.start(0.0)
     size = len(serf.event_buffer)
-    serf.notify_msg(m.UserEvent(3, "first", b"x" * 100, False).encode(), 0.0)
+    serf.memberlist.delegate.notify_msg(m.UserEvent(3, "first", b"x" * 100, False).encode(), 0.0)
     assert serf._event_buffer_bytes == len("first") + 100
-    serf.notify_msg(m.UserEvent(3 + size, "second", b"y" * 10, False).encode(), 0.0)
+    serf.memberlist.delegate.notify_msg(
+        m.UserEvent(3 + size, "second", b"y" * 10, False).encode(), 0.0)
     # Same slot (ltime mod the buffer size): the first event's bytes no longer count.
     assert serf.event_buffer[3] == (3 + size, [("second", b"y" * 10)])
     assert serf._event_buffer_bytes == len("second") + 10
@@ -288,7 +295,7 @@ def test_a_tag_filtered_query_reaches_only_the_matching_members():
     seen = _query(a.serf, net.now, filter_tags={"role": "^web"}, request_ack=True)
     net.run_until(net.now + 2.0)
     assert sorted(seen["acks"]) == ["n0", "n2"]
-    received = {n.name: [e.name for e in n.events if isinstance(e, core.QueryReceived)]
+    received = {n.name: [e.name for e in n.events if isinstance(e, QueryReceived)]
                 for n in nodes[:3]}
     assert received == {"n0": ["q"], "n1": [], "n2": ["q"]}
 
@@ -296,16 +303,16 @@ def test_a_tag_filtered_query_reaches_only_the_matching_members():
 def test_duplicate_answers_count_once_and_late_ones_are_ignored(caplog):
     net, (a, b) = cluster(2)
     seen = _query(a.serf, net.now, request_ack=True)
-    q = next(e for e in a.serf.take_events() if isinstance(e, core.QueryReceived))
+    q = next(e for e in a.serf.take_events() if isinstance(e, QueryReceived))
     ack = m.QueryResponse(q.ltime, q.id, "n1", m.QUERY_FLAG_ACK, None).encode()
     resp = m.QueryResponse(q.ltime, q.id, "n1", 0, b"r").encode()
     for raw in (ack, ack, resp, resp):  # a relayed copy arrives besides the direct one
-        a.serf.notify_msg(raw, net.now)
+        a.serf.memberlist.delegate.notify_msg(raw, net.now)
     assert seen["acks"] == ["n1"] and seen["responses"] == ["n1"]
     net.run_until(net.now + 6.0)
     assert len(seen["done"]) == 1
     with caplog.at_level(logging.WARNING, "pyserf.serf"):
-        a.serf.notify_msg(resp, net.now)
+        a.serf.memberlist.delegate.notify_msg(resp, net.now)
     assert seen["responses"] == ["n1"]
     assert f"reply for non-running query (LTime: {q.ltime}, ID: {q.id}) From: n1" in caplog.text
 
@@ -314,7 +321,7 @@ def test_responding_twice_is_refused():
     net, (a, b) = cluster(2)
     _query(a.serf, net.now)
     net.run_until(net.now + 0.5)
-    q = next(e for e in b.events if isinstance(e, core.QueryReceived))
+    q = next(e for e in b.events if isinstance(e, QueryReceived))
     b.serf.respond(q, b"one", net.now)
     with pytest.raises(SerfError, match="^response already sent$"):
         b.serf.respond(q, b"two", net.now)
@@ -324,7 +331,7 @@ def test_a_relayed_response_too_big_for_the_limit_goes_only_direct(caplog):
     net, (a, b, c) = cluster(3)
     _query(a.serf, net.now, relay_factor=1)
     net.run_until(net.now + 0.5)
-    q = next(e for e in b.events if isinstance(e, core.QueryReceived))
+    q = next(e for e in b.events if isinstance(e, QueryReceived))
     b.serf.take_actions()
     # The response fits its 1,024-byte limit exactly; wrapped in a relay message it does not.
     payload = b"p" * 1024
@@ -343,8 +350,8 @@ def test_queries_older_than_the_snapshot_clock_are_not_delivered_again():
     for ltime in (50, 101):
         q = m.Query(ltime, ltime, codec.ip_to_bytes("10.0.0.1"), 7946, "n0", [], 0, 0,
                     10**9, f"q{ltime}", b"")
-        b.serf.notify_msg(q.encode(), net.now)
-    assert [e.name for e in b.serf.take_events() if isinstance(e, core.QueryReceived)] == ["q101"]
+        b.serf.memberlist.delegate.notify_msg(q.encode(), net.now)
+    assert [e.name for e in b.serf.take_events() if isinstance(e, QueryReceived)] == ["q101"]
 
 
 def test_a_name_conflict_at_protocol_3_cannot_vote_and_keeps_running(caplog):
@@ -353,10 +360,10 @@ def test_a_name_conflict_at_protocol_3_cannot_vote_and_keeps_running(caplog):
     me = a.serf.memberlist.local_node
     other = type(me)("a", "10.0.0.9", 7946)
     with caplog.at_level(logging.ERROR, "pyserf.serf"):
-        a.serf.notify_conflict(me, other, net.now)
+        a.serf.memberlist.delegate.notify_conflict(me, other, net.now)
     assert "Failed to start name resolution query: Feature not supported" in caplog.text
     assert not a.serf._resolving_conflict
-    assert not [e for e in a.serf.take_events() if isinstance(e, core.ShutdownRequested)]
+    assert not [e for e in a.serf.take_events() if isinstance(e, ShutdownRequested)]
 
 
 # -- periodic guards -------------------------------------------------------------------------
@@ -384,13 +391,15 @@ def test_pings_without_or_with_an_unusable_coordinate_leave_ours_alone():
     node = a.serf.memberlist.node_map["n1"]
     before = a.serf.coordinates.coord.copy()
     cache = dict(a.serf.coordinate_cache)
-    a.serf.notify_ping_complete(node, 0.01, None)
+    a.serf.memberlist.delegate.notify_ping_complete(node, 0.01, None)
     assert a.serf.drops.total() == 0  # an ack without a coordinate is normal, not a bad message
     theirs = coordinate.Coordinate.from_wire(b.serf.coordinates.coord.to_wire())
-    a.serf.notify_ping_complete(node, -1.0, coordinate.encode_ack_payload(theirs))
+    a.serf.memberlist.delegate.notify_ping_complete(
+        node, -1.0, coordinate.encode_ack_payload(theirs))
     assert a.serf.coordinates.coord.to_wire() == before.to_wire()
     assert a.serf.coordinate_cache.keys() == cache.keys()
-    a.serf.notify_ping_complete(node, 0.01, coordinate.encode_ack_payload(theirs))
+    a.serf.memberlist.delegate.notify_ping_complete(
+        node, 0.01, coordinate.encode_ack_payload(theirs))
     assert a.serf.coordinate_cache["n1"].to_wire() == theirs.to_wire()
 
 
@@ -398,7 +407,7 @@ def test_the_serf_accessors_report_the_local_view():
     net, (a, b) = cluster(2, tags={"role": "web"})
     me = a.serf.local_member()
     assert (me.name, me.addr, me.port, me.tags, me.status) == (
-        "n0", "10.0.0.1", 7946, {"role": "web"}, core.MemberStatus.ALIVE)
+        "n0", "10.0.0.1", 7946, {"role": "web"}, MemberStatus.ALIVE)
     me.tags["role"] = "changed"  # a copy: the member list is not edited through it
     assert a.serf.local_member().tags == {"role": "web"}
     assert a.serf.num_nodes() == 2 and not a.serf.encryption_enabled()
@@ -411,17 +420,18 @@ def test_the_owner_of_a_contested_name_wins_the_vote_and_odd_answers_do_not_coun
     me = b.serf.memberlist.local_node
     impostor = type(me)("n1", "10.0.0.9", 7946)
     with caplog.at_level(logging.INFO, "pyserf.serf"):
-        b.serf.notify_conflict(me, impostor, net.now)
+        b.serf.memberlist.delegate.notify_conflict(me, impostor, net.now)
         (collector,) = b.serf._queries.values()
         # Besides the real answers: one that does not decode and one from a member that
         # does not know the name (a nil Member); neither is a vote.
         for sender, payload in (("x1", b"\x00junk"),
                                 ("x2", m.encode(m.SerfMsg.CONFLICT_RESPONSE, None))):
-            b.serf.notify_msg(m.QueryResponse(collector.ltime, collector.id, sender, 0,
-                                              payload).encode(), net.now)
+            b.serf.memberlist.delegate.notify_msg(
+                m.QueryResponse(collector.ltime, collector.id, sender, 0,
+                                payload).encode(), net.now)
         net.run_until(net.now + b.serf.default_query_timeout() + 0.5)
     assert b.serf.drops.counts["serf conflict response"] == 1
     # n0 and n2 both see n1 at 10.0.0.2 (b's own answer is not a vote): 2 of 2.
     assert "serf: majority in name conflict resolution [2 / 2]" in caplog.text
-    assert not [e for e in b.events if isinstance(e, core.ShutdownRequested)]
+    assert not [e for e in b.events if isinstance(e, ShutdownRequested)]
     assert not b.serf._resolving_conflict

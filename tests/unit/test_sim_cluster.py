@@ -225,7 +225,7 @@ def test_graceful_leave_reaches_everyone_directly():
 
 
 def test_name_conflict_newcomer_loses_the_vote():
-    from pyserf.serf.core import ShutdownRequested
+    from pyserf.serf.events import ShutdownRequested
 
     net = SimNetwork(seed=26)
     a = net.add_node("a", "10.0.0.1")

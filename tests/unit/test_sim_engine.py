@@ -7,7 +7,7 @@ import pytest
 
 from pyserf.memberlist.codec import MsgType
 from pyserf.memberlist.security import Keyring
-from pyserf.serf.core import MemberEvent
+from pyserf.serf.events import MemberEvent
 from pyserf.sim.links import GilbertElliott, Latency
 from pyserf.sim.network import SimEvent, SimNetwork, SimNode, build_cluster, stream_kind
 

@@ -13,7 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pyserf.serf import snapshot
-from pyserf.serf.core import Member, MemberEvent, MemberStatus, UserEventReceived
+from pyserf.serf.events import MemberEvent, UserEventReceived
+from pyserf.serf.members import Member, MemberStatus
 from pyserf.serf.snapshot import SnapshotState, Snapshotter, replay
 
 SERF_WRITTEN = """alive: s2 127.0.0.31:7946

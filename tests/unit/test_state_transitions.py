@@ -24,7 +24,11 @@ from pyserf.memberlist.profiles import LAN
 from pyserf.memberlist.state import Memberlist, MemberlistConfig, Node
 from pyserf.memberlist.timers import Scheduler
 from pyserf.serf import messages as m
-from pyserf.serf.core import MAX_RECENT_INTENTS, MemberStatus, Serf, SerfConfig, SerfMsg
+from pyserf.serf.config import SerfConfig
+from pyserf.serf.core import Serf
+from pyserf.serf.intents import MAX_RECENT_INTENTS
+from pyserf.serf.members import MemberStatus
+from pyserf.serf.messages import SerfMsg
 
 ME = "me"
 MY_ADDR = "10.0.0.1"
@@ -612,7 +616,7 @@ class SF:
 
 def test_a_joining_member_is_alive_with_its_address_tags_and_versions():
     h = SF()
-    h.serf.notify_join(h.node("a", "10.0.0.2", 8000, {"role": "web"}), 1.0)
+    h.serf.memberlist.delegate.notify_join(h.node("a", "10.0.0.2", 8000, {"role": "web"}), 1.0)
     ms = h.serf.members["a"]
     mem = ms.member
     assert (mem.addr, mem.port, mem.tags, mem.status) == (
@@ -628,7 +632,7 @@ def test_a_joining_member_is_alive_with_its_address_tags_and_versions():
 def test_a_join_intent_seen_before_the_member_sets_its_status_time():
     h = SF()
     assert h.serf._handle_join_intent(m.Join(7, "a"), 1.0) is True
-    h.serf.notify_join(h.node("a"), 2.0)
+    h.serf.memberlist.delegate.notify_join(h.node("a"), 2.0)
     assert h.serf.members["a"].status_ltime == 7
     assert h.status("a") == MemberStatus.ALIVE
 
@@ -637,7 +641,7 @@ def test_a_leave_intent_seen_before_the_member_makes_it_leaving():
     h = SF()
     h.serf._handle_join_intent(m.Join(5, "a"), 1.0)
     assert h.serf._handle_leave_intent(m.Leave(7, "a"), 1.0) is True
-    h.serf.notify_join(h.node("a"), 2.0)
+    h.serf.memberlist.delegate.notify_join(h.node("a"), 2.0)
     assert h.status("a") == MemberStatus.LEAVING
     assert h.serf.members["a"].status_ltime == 7
 
@@ -671,9 +675,9 @@ def test_recent_intents_are_bounded_oldest_first():
 
 def test_an_alive_member_that_disappears_has_failed():
     h = SF()
-    h.serf.notify_join(h.node("a"), 1.0)
+    h.serf.memberlist.delegate.notify_join(h.node("a"), 1.0)
     h.serf.take_events()
-    h.serf.notify_leave(h.node("a"), 9.0)
+    h.serf.memberlist.delegate.notify_leave(h.node("a"), 9.0)
     ms = h.serf.members["a"]
     assert (ms.member.status, ms.leave_time) == (MemberStatus.FAILED, 9.0)
     assert h.serf.failed_members == [ms]
@@ -683,11 +687,11 @@ def test_an_alive_member_that_disappears_has_failed():
 
 def test_a_leaving_member_that_disappears_has_left():
     h = SF()
-    h.serf.notify_join(h.node("a"), 1.0)
+    h.serf.memberlist.delegate.notify_join(h.node("a"), 1.0)
     h.serf._handle_leave_intent(m.Leave(3, "a"), 2.0)
     assert h.status("a") == MemberStatus.LEAVING
     h.serf.take_events()
-    h.serf.notify_leave(h.node("a"), 9.0)
+    h.serf.memberlist.delegate.notify_leave(h.node("a"), 9.0)
     ms = h.serf.members["a"]
     assert (ms.member.status, ms.leave_time) == (MemberStatus.LEFT, 9.0)
     assert h.serf.left_members == [ms]
@@ -697,12 +701,12 @@ def test_a_leaving_member_that_disappears_has_left():
 
 def test_leave_notifications_for_unknown_or_gone_members_change_nothing():
     h = SF()
-    h.serf.notify_leave(h.node("zz"), 1.0)
+    h.serf.memberlist.delegate.notify_leave(h.node("zz"), 1.0)
     assert "zz" not in h.serf.members
-    h.serf.notify_join(h.node("a"), 1.0)
-    h.serf.notify_leave(h.node("a"), 2.0)
+    h.serf.memberlist.delegate.notify_join(h.node("a"), 1.0)
+    h.serf.memberlist.delegate.notify_leave(h.node("a"), 2.0)
     h.serf.take_events()
-    h.serf.notify_leave(h.node("a"), 3.0)  # already failed
+    h.serf.memberlist.delegate.notify_leave(h.node("a"), 3.0)  # already failed
     assert h.status("a") == MemberStatus.FAILED
     assert h.serf.members["a"].leave_time == 2.0
     assert len(h.serf.failed_members) == 1
@@ -712,12 +716,12 @@ def test_leave_notifications_for_unknown_or_gone_members_change_nothing():
 @pytest.mark.parametrize("how", ["failed", "left"])
 def test_a_failed_or_left_member_that_comes_back_is_alive_again(how):
     h = SF()
-    h.serf.notify_join(h.node("a", "10.0.0.2"), 1.0)
+    h.serf.memberlist.delegate.notify_join(h.node("a", "10.0.0.2"), 1.0)
     if how == "left":
         h.serf._handle_leave_intent(m.Leave(3, "a"), 2.0)
-    h.serf.notify_leave(h.node("a"), 3.0)
+    h.serf.memberlist.delegate.notify_leave(h.node("a"), 3.0)
     h.serf.take_events()
-    h.serf.notify_join(h.node("a", "10.0.0.9", 7000, {"v": "2"}, vsn=VSN), 4.0)
+    h.serf.memberlist.delegate.notify_join(h.node("a", "10.0.0.9", 7000, {"v": "2"}, vsn=VSN), 4.0)
     ms = h.serf.members["a"]
     mem = ms.member
     assert (mem.status, mem.addr, mem.port, mem.tags) == (
@@ -730,32 +734,33 @@ def test_a_failed_or_left_member_that_comes_back_is_alive_again(how):
 
 def test_a_join_for_an_alive_member_keeps_other_members_lists():
     h = SF()
-    h.serf.notify_join(h.node("a"), 1.0)
-    h.serf.notify_join(h.node("b"), 1.0)
-    h.serf.notify_leave(h.node("b"), 2.0)
-    h.serf.notify_join(h.node("a", "10.0.0.3"), 3.0)
+    h.serf.memberlist.delegate.notify_join(h.node("a"), 1.0)
+    h.serf.memberlist.delegate.notify_join(h.node("b"), 1.0)
+    h.serf.memberlist.delegate.notify_leave(h.node("b"), 2.0)
+    h.serf.memberlist.delegate.notify_join(h.node("a", "10.0.0.3"), 3.0)
     assert [x.member.name for x in h.serf.failed_members] == ["b"]
     assert h.serf.members["a"].member.addr == "10.0.0.3"
 
 
 def test_an_update_changes_address_tags_and_versions():
     h = SF()
-    h.serf.notify_join(h.node("a", tags={"v": "1"}), 1.0)
+    h.serf.memberlist.delegate.notify_join(h.node("a", tags={"v": "1"}), 1.0)
     h.serf.take_events()
-    h.serf.notify_update(h.node("a", "10.0.0.7", 7001, {"v": "2"}, vsn=VSN), 2.0)
+    h.serf.memberlist.delegate.notify_update(
+        h.node("a", "10.0.0.7", 7001, {"v": "2"}, vsn=VSN), 2.0)
     mem = h.serf.members["a"].member
     assert (mem.addr, mem.port, mem.tags, mem.protocol_cur, mem.delegate_cur) == (
         "10.0.0.7", 7001, {"v": "2"}, 2, 5)
     assert mem.status == MemberStatus.ALIVE
     assert h.events() == [("member-update", ["a"])]
-    h.serf.notify_update(h.node("zz"), 3.0)
+    h.serf.memberlist.delegate.notify_update(h.node("zz"), 3.0)
     assert "zz" not in h.serf.members
     assert h.events() == []
 
 
 def test_leave_intents_are_ordered_by_lamport_time():
     h = SF()
-    h.serf.notify_join(h.node("a"), 1.0)
+    h.serf.memberlist.delegate.notify_join(h.node("a"), 1.0)
     h.serf._handle_join_intent(m.Join(5, "a"), 1.0)
     assert h.serf.members["a"].status_ltime == 5
     assert h.serf._handle_leave_intent(m.Leave(5, "a"), 2.0) is False  # not newer
@@ -768,7 +773,7 @@ def test_leave_intents_are_ordered_by_lamport_time():
 
 def test_a_join_intent_cancels_a_leave_in_progress():
     h = SF()
-    h.serf.notify_join(h.node("a"), 1.0)
+    h.serf.memberlist.delegate.notify_join(h.node("a"), 1.0)
     h.serf._handle_leave_intent(m.Leave(6, "a"), 2.0)
     assert h.serf._handle_join_intent(m.Join(6, "a"), 2.0) is False  # not newer
     assert h.status("a") == MemberStatus.LEAVING
@@ -780,8 +785,8 @@ def test_a_join_intent_cancels_a_leave_in_progress():
 
 def test_a_join_intent_does_not_revive_a_failed_member():
     h = SF()
-    h.serf.notify_join(h.node("a"), 1.0)
-    h.serf.notify_leave(h.node("a"), 2.0)
+    h.serf.memberlist.delegate.notify_join(h.node("a"), 1.0)
+    h.serf.memberlist.delegate.notify_leave(h.node("a"), 2.0)
     assert h.serf._handle_join_intent(m.Join(4, "a"), 3.0) is True
     assert h.status("a") == MemberStatus.FAILED
     assert h.serf.members["a"].status_ltime == 4
@@ -800,10 +805,10 @@ def test_a_join_intent_for_an_unknown_member_is_remembered_once():
 def test_a_leave_intent_for_a_failed_member_makes_it_left_at_once():
     """force-leave: serf moves a failed member to left and reports it (forced)."""
     h = SF()
-    h.serf.notify_join(h.node("a"), 1.0)
-    h.serf.notify_join(h.node("b"), 1.0)
-    h.serf.notify_leave(h.node("a"), 2.0)
-    h.serf.notify_leave(h.node("b"), 2.0)
+    h.serf.memberlist.delegate.notify_join(h.node("a"), 1.0)
+    h.serf.memberlist.delegate.notify_join(h.node("b"), 1.0)
+    h.serf.memberlist.delegate.notify_leave(h.node("a"), 2.0)
+    h.serf.memberlist.delegate.notify_leave(h.node("b"), 2.0)
     h.serf.take_events()
     assert h.serf._handle_leave_intent(m.Leave(3, "a"), 3.0) is True
     ms = h.serf.members["a"]
@@ -815,12 +820,12 @@ def test_a_leave_intent_for_a_failed_member_makes_it_left_at_once():
 
 def test_leave_intents_for_leaving_or_left_members_are_accepted_without_events():
     h = SF()
-    h.serf.notify_join(h.node("a"), 1.0)
+    h.serf.memberlist.delegate.notify_join(h.node("a"), 1.0)
     h.serf._handle_leave_intent(m.Leave(3, "a"), 2.0)
     h.serf.take_events()
     assert h.serf._handle_leave_intent(m.Leave(4, "a"), 2.0) is True
     assert h.status("a") == MemberStatus.LEAVING
-    h.serf.notify_leave(h.node("a"), 3.0)
+    h.serf.memberlist.delegate.notify_leave(h.node("a"), 3.0)
     h.serf.take_events()
     assert h.serf._handle_leave_intent(m.Leave(5, "a"), 4.0) is True
     assert h.status("a") == MemberStatus.LEFT
@@ -854,7 +859,7 @@ def test_a_leave_intent_about_ourselves_while_leaving_is_taken():
 def test_a_pruning_leave_of_a_leaving_member_waits_for_the_leave_to_propagate():
     """The erase waits broadcast_timeout + leave_propagate_delay = 5 + 1 = 6 s."""
     h = SF()
-    h.serf.notify_join(h.node("a"), 1.0)
+    h.serf.memberlist.delegate.notify_join(h.node("a"), 1.0)
     h.serf.take_events()
     assert h.serf._handle_leave_intent(m.Leave(3, "a", prune=True), 10.0) is True
     assert h.status("a") == MemberStatus.LEAVING
@@ -867,8 +872,8 @@ def test_a_pruning_leave_of_a_leaving_member_waits_for_the_leave_to_propagate():
 
 def test_a_pruning_leave_of_a_failed_member_erases_it_at_once():
     h = SF()
-    h.serf.notify_join(h.node("a"), 1.0)
-    h.serf.notify_leave(h.node("a"), 2.0)
+    h.serf.memberlist.delegate.notify_join(h.node("a"), 1.0)
+    h.serf.memberlist.delegate.notify_leave(h.node("a"), 2.0)
     h.serf.coordinate_cache["a"] = h.serf.coordinates.coord.copy()
     h.serf.coordinates.latency["a"] = [0.1]
     h.serf.take_events()
@@ -882,9 +887,9 @@ def test_a_pruning_leave_of_a_failed_member_erases_it_at_once():
 
 def test_a_pruning_leave_of_a_left_member_erases_it_at_once():
     h = SF()
-    h.serf.notify_join(h.node("a"), 1.0)
+    h.serf.memberlist.delegate.notify_join(h.node("a"), 1.0)
     h.serf._handle_leave_intent(m.Leave(3, "a"), 2.0)
-    h.serf.notify_leave(h.node("a"), 3.0)
+    h.serf.memberlist.delegate.notify_leave(h.node("a"), 3.0)
     h.serf.take_events()
     assert h.serf._handle_leave_intent(m.Leave(4, "a", prune=True), 4.0) is True
     assert "a" not in h.serf.members
@@ -894,11 +899,11 @@ def test_a_pruning_leave_of_a_left_member_erases_it_at_once():
 
 def test_a_delayed_prune_spares_a_member_replaced_meanwhile():
     h = SF()
-    h.serf.notify_join(h.node("a"), 1.0)
+    h.serf.memberlist.delegate.notify_join(h.node("a"), 1.0)
     h.serf._handle_leave_intent(m.Leave(3, "a", prune=True), 10.0)
-    h.serf.notify_leave(h.node("a"), 11.0)
+    h.serf.memberlist.delegate.notify_leave(h.node("a"), 11.0)
     h.serf._handle_leave_intent(m.Leave(4, "a", prune=True), 12.0)  # erased now
-    h.serf.notify_join(h.node("a"), 13.0)  # back, as a new member state
+    h.serf.memberlist.delegate.notify_join(h.node("a"), 13.0)  # back, as a new member state
     h.serf.take_events()
     h.run(20.0)  # the first prune's timer (at 16) must leave the new state alone
     assert h.status("a") == MemberStatus.ALIVE
@@ -909,10 +914,10 @@ def test_reap_erases_failed_and_left_members_only_after_their_timeouts():
     h = SF(reconnect_timeout=100.0, tombstone_timeout=50.0, recent_intent_timeout=30.0)
     s = h.serf
     for name in ("f", "l"):
-        s.notify_join(h.node(name), 0.0)
+        s.memberlist.delegate.notify_join(h.node(name), 0.0)
     s._handle_leave_intent(m.Leave(2, "l"), 0.0)
-    s.notify_leave(h.node("f"), 10.0)
-    s.notify_leave(h.node("l"), 10.0)
+    s.memberlist.delegate.notify_leave(h.node("f"), 10.0)
+    s.memberlist.delegate.notify_leave(h.node("l"), 10.0)
     s._upsert_intent("x", SerfMsg.JOIN, 1, 10.0)
     s.take_events()
     s._reap(40.0)  # intent age exactly 30: kept
@@ -974,14 +979,14 @@ def test_serf_transitions_log_what_serf_logs(caplog):
     h = SF(reconnect_timeout=10.0)
     h.serf.start(0.0)
     for name in ("a", "b", "c"):
-        h.serf.notify_join(h.node(name, "10.0.0.2"), 0.0)
-    h.serf.notify_leave(h.node("a"), 1.0)
+        h.serf.memberlist.delegate.notify_join(h.node(name, "10.0.0.2"), 0.0)
+    h.serf.memberlist.delegate.notify_leave(h.node("a"), 1.0)
     caplog.clear()
-    h.serf.notify_leave(h.node("a"), 2.0)
+    h.serf.memberlist.delegate.notify_leave(h.node("a"), 2.0)
     assert logged(caplog) == [("WARNING", "serf: Bad state when leave: 4")]
     h.serf._handle_leave_intent(m.Leave(50, ME), 2.0)
     assert ("DEBUG", "serf: Refuting an older leave intent") in logged(caplog)
-    h.serf.notify_leave(h.node("b"), 2.0)
+    h.serf.memberlist.delegate.notify_leave(h.node("b"), 2.0)
     h.serf._handle_leave_intent(m.Leave(60, "b", prune=True), 3.0)
     assert ("INFO", "serf: EventMemberReap (forced): b 10.0.0.2") in logged(caplog)
     h.serf._reap(11.5)
@@ -993,8 +998,8 @@ def test_reap_keeps_the_later_members_after_an_expired_one():
     h = SF(reconnect_timeout=100.0)
     s = h.serf
     for name, at in (("recent", 50.0), ("old", 10.0), ("recent2", 60.0)):
-        s.notify_join(h.node(name), 0.0)
-        s.notify_leave(h.node(name), at)
+        s.memberlist.delegate.notify_join(h.node(name), 0.0)
+        s.memberlist.delegate.notify_leave(h.node(name), at)
     s.take_events()
     s._reap(110.5)
     assert [x.member.name for x in s.failed_members] == ["recent", "recent2"]
@@ -1064,14 +1069,15 @@ def test_undecodable_tags_give_a_member_without_tags_and_a_counted_drop(caplog):
     h = SF()
     n = h.node("a")
     n.meta = bytes((m.TAG_MAGIC,)) + b"\\xc1"
-    h.serf.notify_join(n, 1.0)
+    h.serf.memberlist.delegate.notify_join(n, 1.0)
     assert h.status("a") == MemberStatus.ALIVE
     assert h.serf.members["a"].member.tags == {}
     assert h.serf.drops.counts == {"serf tags": 1}
     assert [r.levelname for r in caplog.records if "dropped serf tags" in r.getMessage()] == [
         "ERROR"]
     caplog.clear()
-    h.serf.notify_update(n, 1.5)  # within a second of the last line: counted, not logged
+    # within a second of the last line: counted, not logged
+    h.serf.memberlist.delegate.notify_update(n, 1.5)
     assert h.serf.drops.counts == {"serf tags": 2}
     assert not [r for r in caplog.records if "dropped serf tags" in r.getMessage()]
     assert h.events() == [("member-join", ["a"]), ("member-update", ["a"])]
@@ -1085,7 +1091,7 @@ def test_a_leave_intent_for_an_unknown_member_is_remembered_with_its_time():
 
 def test_a_pruning_leave_of_a_member_already_leaving_erases_it_after_the_delay():
     h = SF()
-    h.serf.notify_join(h.node("a"), 1.0)
+    h.serf.memberlist.delegate.notify_join(h.node("a"), 1.0)
     h.serf._handle_leave_intent(m.Leave(3, "a"), 2.0)
     h.serf.take_events()
     assert h.serf._handle_leave_intent(m.Leave(4, "a", prune=True), 10.0) is True
@@ -1099,8 +1105,8 @@ def test_a_pruning_leave_of_a_member_already_leaving_erases_it_after_the_delay()
 def test_a_forced_leave_is_logged_as_forced(caplog):
     caplog.set_level("INFO", logger="pyserf")
     h = SF()
-    h.serf.notify_join(h.node("a", "10.0.0.2"), 1.0)
-    h.serf.notify_leave(h.node("a"), 2.0)
+    h.serf.memberlist.delegate.notify_join(h.node("a", "10.0.0.2"), 1.0)
+    h.serf.memberlist.delegate.notify_leave(h.node("a"), 2.0)
     caplog.clear()
     h.serf._handle_leave_intent(m.Leave(3, "a"), 3.0)
     assert logged(caplog) == [("INFO", "serf: EventMemberLeave (forced): a 10.0.0.2")]

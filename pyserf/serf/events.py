@@ -1,0 +1,51 @@
+"""The events the serf layer reports upwards (member changes, user events, queries)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from pyserf.memberlist.state import Address
+from pyserf.serf.members import Member
+
+log = logging.getLogger("pyserf.serf")
+
+
+MEMBER_EVENT_LOG = {"member-join": "EventMemberJoin", "member-leave": "EventMemberLeave",
+                    "member-failed": "EventMemberFailed", "member-update": "EventMemberUpdate",
+                    "member-reap": "EventMemberReap"}
+
+
+@dataclass(slots=True)
+class MemberEvent:
+    type: str  # member-join, member-leave, member-failed, member-update, member-reap
+    members: list[Member]
+
+
+@dataclass(slots=True)
+class UserEventReceived:
+    ltime: int
+    name: str
+    payload: bytes
+    coalesce: bool
+
+
+@dataclass(slots=True)
+class QueryReceived:
+    ltime: int
+    name: str
+    payload: bytes
+    id: int
+    source_addr: Address
+    source_node: str
+    deadline: float
+    relay_factor: int
+    responded: bool = False
+
+
+@dataclass(slots=True)
+class ShutdownRequested:
+    """The serf layer decided this agent must stop (it lost a name conflict)."""
+
+    reason: str
+

@@ -1,0 +1,102 @@
+"""Join and leave intents: Lamport-clocked claims about a member's status, and the recent
+intents about members not known yet."""
+
+from __future__ import annotations
+
+import logging
+
+from pyserf.serf import messages as m
+from pyserf.serf.members import MemberState, MemberStatus, SerfState
+from pyserf.serf.messages import SerfMsg
+
+log = logging.getLogger("pyserf.serf")
+
+# Intents about nodes we do not know yet, kept for recent_intent_timeout. Serf's recentIntents
+# map is unbounded; here a peer naming a fresh node in every message evicts the oldest entry.
+MAX_RECENT_INTENTS = 16 * 1024
+
+
+class Intents:
+    """Serf's intent handling; mixed into Serf, whose state it uses."""
+
+    def _handle_leave_intent(self, msg: m.Leave, now: float) -> bool:
+        self.clock.witness(msg.ltime)
+        ms = self.members.get(msg.node)
+        if ms is None:
+            return self._upsert_intent(msg.node, SerfMsg.LEAVE, msg.ltime, now)
+        if msg.ltime <= ms.status_ltime:
+            return False
+        if msg.node == self.config.node_name and self.state == SerfState.ALIVE:
+            log.debug("serf: Refuting an older leave intent")
+            self._broadcast_join(self.clock.time)
+            return False
+        ms.status_ltime = msg.ltime
+        status = ms.member.status
+        if status == MemberStatus.ALIVE:
+            ms.member.status = MemberStatus.LEAVING
+            if msg.prune:
+                self._prune(ms, now)
+            return True
+        if status == MemberStatus.FAILED:
+            ms.member.status = MemberStatus.LEFT
+            self.failed_members = [x for x in self.failed_members if x is not ms]
+            self.left_members.append(ms)
+            self._emit_member_event("member-leave", ms.member, " (forced)")
+            if msg.prune:
+                self._prune(ms, now)
+            return True
+        if status in (MemberStatus.LEAVING, MemberStatus.LEFT):
+            if msg.prune:
+                self._prune(ms, now)
+            return True
+        return False
+
+    def _prune(self, ms: MemberState, now: float) -> None:
+        def erase(when: float) -> None:
+            if self.members.get(ms.member.name) is not ms:
+                return
+            log.info("serf: EventMemberReap (forced): %s %s", ms.member.name, ms.member.addr)
+            self.left_members = [x for x in self.left_members if x is not ms]
+            self._erase(ms)
+
+        if ms.member.status == MemberStatus.LEAVING:
+            # Let the graceful leave finish before the member disappears.
+            delay = self.config.broadcast_timeout + self.config.leave_propagate_delay
+            self.scheduler.call_at(now + delay, erase)
+        else:
+            erase(now)
+
+    def _handle_join_intent(self, msg: m.Join, now: float) -> bool:
+        self.clock.witness(msg.ltime)
+        ms = self.members.get(msg.node)
+        if ms is None:
+            return self._upsert_intent(msg.node, SerfMsg.JOIN, msg.ltime, now)
+        if msg.ltime <= ms.status_ltime:
+            return False
+        ms.status_ltime = msg.ltime
+        if ms.member.status == MemberStatus.LEAVING:
+            ms.member.status = MemberStatus.ALIVE
+        return True
+
+    def _broadcast_join(self, ltime: int) -> None:
+        msg = m.Join(ltime, self.config.node_name)
+        self.clock.witness(ltime)
+        self._handle_join_intent(msg, self.scheduler.now)
+        self.intent_broadcasts.queue(msg.encode())
+
+    def _upsert_intent(self, node: str, kind: int, ltime: int, now: float) -> bool:
+        existing = self.recent_intents.get(node)
+        if existing is None or ltime > existing[1]:
+            self.recent_intents.pop(node, None)  # re-inserted last: the dict is oldest-first
+            self.recent_intents[node] = (kind, ltime, now)
+            while len(self.recent_intents) > MAX_RECENT_INTENTS:
+                del self.recent_intents[next(iter(self.recent_intents))]
+            return True
+        return False
+
+    def _recent_intent(self, node: str, kind: int) -> int | None:
+        existing = self.recent_intents.get(node)
+        if existing is not None and existing[0] == kind:
+            return existing[1]
+        return None
+

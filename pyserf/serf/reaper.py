@@ -1,0 +1,63 @@
+"""Serf's periodic upkeep: reaping failed and left members, reconnecting to failed ones, and
+bounding the broadcast queues."""
+
+from __future__ import annotations
+
+import logging
+
+from pyserf.serf.events import MemberEvent
+from pyserf.serf.members import MemberState
+
+log = logging.getLogger("pyserf.serf")
+
+
+class Reaper:
+    """Serf's periodic tasks; mixed into Serf, whose state it uses."""
+
+    def _erase(self, ms: MemberState) -> None:
+        self.members.pop(ms.member.name, None)
+        self.coordinates.forget(ms.member.name)
+        self.coordinate_cache.pop(ms.member.name, None)
+        self._events.append(MemberEvent("member-reap", [ms.member.copy()]))
+
+    def _reap(self, now: float) -> None:
+        def reap(old: list[MemberState], timeout: float) -> list[MemberState]:
+            keep = []
+            for ms in old:
+                if now - ms.leave_time <= timeout:
+                    keep.append(ms)
+                    continue
+                log.info("serf: EventMemberReap: %s", ms.member.name)
+                self._erase(ms)
+            return keep
+
+        self.failed_members = reap(self.failed_members, self.config.reconnect_timeout)
+        self.left_members = reap(self.left_members, self.config.tombstone_timeout)
+        expiry = self.config.recent_intent_timeout
+        for name in [n for n, (_, _, t) in self.recent_intents.items() if now - t > expiry]:
+            del self.recent_intents[name]
+
+    def _reconnect(self, now: float) -> None:
+        failed = len(self.failed_members)
+        if failed == 0:
+            return
+        alive = max(1, len(self.members) - failed - len(self.left_members))
+        if self.rng.random() > failed / alive:
+            log.debug("serf: forgoing reconnect for random throttling")
+            return
+        ms = self.rng.choice(self.failed_members)
+        member = ms.member
+        log.info("serf: attempting reconnect to %s %s:%d", member.name, member.addr, member.port)
+        self.memberlist.join([(member.name, (member.addr, member.port))], now,
+                             lambda outcome, when: None)
+
+    def _check_queues(self, now: float) -> None:
+        for name, queue in (("Intent", self.intent_broadcasts), ("Event", self.event_broadcasts),
+                            ("Query", self.query_broadcasts)):
+            depth = len(queue)
+            if depth >= 128:
+                log.warning("serf: %s queue depth: %d", name, depth)
+            if depth > self.config.max_queue_depth:
+                log.warning("serf: %s queue depth (%d) exceeds limit (%d), dropping messages!",
+                            name, depth, self.config.max_queue_depth)
+                queue.prune(self.config.max_queue_depth)
