@@ -135,6 +135,15 @@ class AgentConfig:
     disable_coordinates: bool = False
     # pyserf extension: kill an event handler still running after this long (0 = never).
     handler_timeout: float = 0.0
+    # pyserf extension (issue 14): the HTTP API, off unless http_addr is set (pyserf/http).
+    http_addr: str = ""
+    http_token: str = ""
+    http_metrics_auth: bool = False
+    http_tls_cert: str = ""
+    http_tls_key: str = ""
+    http_max_connections: int = 256
+    http_max_body_bytes: int = 64 * 1024
+    http_idle_timeout: float = 30.0
     # pyserf extension: keep a block of alive members in a hosts file (agent/hosts_file.py).
     hosts_file: dict[str, Any] = field(default_factory=dict)
 
@@ -192,6 +201,14 @@ _KINDS: dict[str, str] = {
     "statsd_addr": "str",
     "broadcast_timeout": "dur",
     "handler_timeout": "dur",
+    "http_addr": "str",
+    "http_token": "str",
+    "http_metrics_auth": "bool",
+    "http_tls_cert": "str",
+    "http_tls_key": "str",
+    "http_max_connections": "int",
+    "http_max_body_bytes": "int",
+    "http_idle_timeout": "dur",
     "hosts_file": "obj",
 }
 CONFIG_KEYS: tuple[str, ...] = tuple(_KINDS)
@@ -203,6 +220,7 @@ _DURATION_ORDER = (
     "retry_interval",
     "broadcast_timeout",
     "handler_timeout",
+    "http_idle_timeout",
 )
 assert set(CONFIG_KEYS) == {f.name for f in dataclasses.fields(AgentConfig)}
 
@@ -632,6 +650,9 @@ def validate(cfg: AgentConfig) -> list[ConfigError]:
             parse_settings(cfg.hosts_file)
         except HostsFileError as exc:
             problems.append(ConfigError(str(exc), key="hosts_file"))
+    from pyserf.http.settings import http_problems  # pure; aiohttp is not imported
+
+    problems.extend(http_problems(cfg, ConfigError))
     if key_size_error and not cfg.keyring_file:
         problems.append(ConfigError(key_size_error, key="encrypt_key", stage="serf"))
     return problems

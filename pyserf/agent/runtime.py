@@ -159,6 +159,7 @@ class Agent:
         self._udp_sock: socket.socket | None = None
         self.tcp_server: asyncio.Server | None = None
         self.rpc = None
+        self.http = None  # pyserf.http.server.HTTPListener when http_addr is set
         self.handlers = HandlerManager(self, config.handler_timeout)
         self.pipeline = EventPipeline(self.scheduler, self._dispatch)
         self.event_listeners: list[Callable[[Any], None]] = []
@@ -697,6 +698,43 @@ class Agent:
         self.serf.user_event(name, payload, coalesce)
         self.pump()
 
+    # -- the rest of pyserf.agent.api.AgentAPI (what the HTTP listener uses) -----------------
+
+    def members(self) -> list:
+        return self.serf.member_list()
+
+    def local_member(self) -> Any:
+        return self.serf.local_member()
+
+    def local_tags(self) -> dict[str, str]:
+        return dict(self.serf.config.tags)
+
+    def stop(self, exit_code: int) -> None:
+        self.exit_code = exit_code
+        self.spawn(self.shutdown())
+
+    def coordinate(self, node: str) -> dict | None:
+        coord = self.serf.coordinate_cache.get(node)
+        return None if coord is None else coord.to_wire()
+
+    def subscribe(self, listener: Callable[[Any], None]) -> Callable[[], None]:
+        self.event_listeners.append(listener)
+        return lambda: listener in self.event_listeners and self.event_listeners.remove(listener)
+
+    def query(self, name: str, payload: bytes, *, filter_nodes: list[str],
+              filter_tags: dict[str, str], request_ack: bool, relay_factor: int,
+              timeout: float, on_ack: Callable[[str], None],
+              on_response: Callable[[str, bytes], None], on_done: Callable[[], None]) -> Any:
+        """A query that ends once every member it reaches has answered (or at its timeout)."""
+        collector = self.serf.query(
+            name, payload, self.loop.time(), filter_nodes=filter_nodes, filter_tags=filter_tags,
+            request_ack=request_ack, relay_factor=relay_factor, timeout=timeout,
+            finish_early=True, on_ack=lambda node, when: on_ack(node),
+            on_response=lambda node, data, when: on_response(node, data),
+            on_done=lambda when: on_done())
+        self.pump()
+        return collector
+
     async def shutdown(self) -> None:
         discovery = getattr(self, "discovery", None)  # set by _serve when discover is set
         if discovery is not None:
@@ -712,6 +750,8 @@ class Agent:
             self.tcp_server.close()
         if self.rpc is not None:
             await self.rpc.close()
+        if self.http is not None:
+            await self.http.close()
         await self.handlers.close()
         if self.leaving and getattr(self, "hosts_file", None) is not None:
             self.hosts_file.remove()  # a graceful leave takes this node's block away
@@ -852,6 +892,16 @@ async def _serve(config: AgentConfig, sources: Any) -> int:
         await agent.shutdown()
         return 1
     _print("==> Starting Serf agent RPC...")
+    if config.http_addr:
+        from pyserf.http.server import start_listener  # aiohttp: only when enabled
+
+        try:
+            agent.http = await start_listener(agent, config)
+        except OSError as exc:  # ssl.SSLError is an OSError
+            _print(f"==> Error starting HTTP listener on {config.http_addr}: {exc}")
+            await agent.shutdown()
+            return 1
+        _print(f"==> Starting HTTP API on {config.http_addr}...")
     if config.discover:
         from pyserf.agent.discovery import Discovery, DiscoveryError
 

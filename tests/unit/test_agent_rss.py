@@ -28,6 +28,8 @@ LAZY = {
     "pyserf.serf.snapshot": "-snapshot",
     "json": "config, tags and keyring files",
     "decimal": "config decoding errors",
+    "aiohttp": "http_addr (the HTTP API)",
+    "pyserf.http.server": "http_addr (the HTTP API)",
 }
 
 

@@ -243,7 +243,7 @@ PYSERF_PROGRAM = "pyserf"
 PYSERF_VERSION_LINE = f"pyserf {__version__}"
 OPTION = re.compile(r"^  -([a-z][\w-]*)", re.MULTILINE)
 # pyserf's own options, documented in its help but absent from serf's (README: Beyond Serf).
-PYSERF_EXTRA_OPTIONS = {"wait-full", "config-check"}
+PYSERF_EXTRA_OPTIONS = {"wait-full", "config-check", "http-addr"}
 CLI_CASES = [case_id for case_id in serf_cases("")
              if not case_id.startswith(("agent-", "encrypt:", "duration:", "file:"))]
 

@@ -33,6 +33,8 @@ Options:
                            alphabetical order. Repeatable.
   -config-check            Validate the configuration and exit (0 when valid).
   -discover=cluster        Cluster name for mDNS peer discovery.
+  -http-addr=addr:port     Serve the HTTP API (issue 14) on this address; off
+                           by default. See the http_* config keys.
   -encrypt=foo             Base64 key (16, 24 or 32 bytes) encrypting gossip.
   -keyring-file            File persisting the encryption keyring.
   -event-handler=foo       Script to run on events, "[filter=]script".
@@ -77,7 +79,7 @@ STRING_KEYS = {
     "keyring-file": "keyring_file", "log-level": "log_level", "node": "node_name",
     "role": "role", "rpc-addr": "rpc_addr", "profile": "profile",
     "snapshot": "snapshot_path", "discover": "discover", "iface": "interface",
-    "tags-file": "tags_file",
+    "tags-file": "tags_file", "http-addr": "http_addr",
 }
 LIST_KEYS = {"event-handler": "event_handlers", "join": "start_join", "retry-join": "retry_join"}
 BOOL_KEYS = {"replay": "replay_on_join", "syslog": "enable_syslog",
@@ -191,8 +193,8 @@ def cmd_agent(args: list[str]) -> int:
 
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     # The agent never speaks TLS. Keeping the ssl module out of the process (asyncio treats it
-    # as optional) saves about 4.5 MiB of OpenSSL per agent.
-    if "asyncio" not in sys.modules:
+    # as optional) saves about 4.5 MiB of OpenSSL per agent. The HTTP listener may (https).
+    if "asyncio" not in sys.modules and not config.http_addr:
         sys.modules.setdefault("ssl", None)  # type: ignore[arg-type]
     from pyserf.agent.runtime import run_agent
 
