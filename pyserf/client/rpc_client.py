@@ -10,7 +10,6 @@ while waiting for one reply, records of other open streams are buffered in arriv
 from __future__ import annotations
 
 import ipaddress
-import math
 import socket
 import threading
 import time
@@ -31,6 +30,8 @@ from pyserf.gocompat.hostport import (
     split_host_port,
 )
 from pyserf.gocompat.hostport import ip_string as go_ip_string
+from pyserf.serf.coordinate import Coordinate
+from pyserf.serf.members import Member
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -59,86 +60,6 @@ _NO_BODY_ERRORS = frozenset(
 # --------------------------------------------------------------------------------------------
 # Records
 # --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Member:
-    """One cluster member as reported by ``members``/``members-filtered``."""
-
-    name: str
-    addr: str
-    port: int
-    tags: dict[str, str]
-    status: str
-    protocol_min: int = 0
-    protocol_max: int = 0
-    protocol_cur: int = 0
-    delegate_min: int = 0
-    delegate_max: int = 0
-    delegate_cur: int = 0
-    raw_addr: bytes = b""
-
-    @property
-    def address(self) -> str:
-        """``ip:port`` exactly as ``serf members`` prints it."""
-        return format_tcp_addr(self.addr, self.port)
-
-    @classmethod
-    def from_record(cls, rec: Mapping[str, Any]) -> Member:
-        raw = rec.get("Addr") or b""
-        if isinstance(raw, str):
-            raw = raw.encode("latin-1", "replace")
-        return cls(
-            name=rec.get("Name") or "",
-            addr=go_ip_string(raw),
-            port=int(rec.get("Port") or 0),
-            tags=dict(rec.get("Tags") or {}),
-            status=rec.get("Status") or "",
-            protocol_min=int(rec.get("ProtocolMin") or 0),
-            protocol_max=int(rec.get("ProtocolMax") or 0),
-            protocol_cur=int(rec.get("ProtocolCur") or 0),
-            delegate_min=int(rec.get("DelegateMin") or 0),
-            delegate_max=int(rec.get("DelegateMax") or 0),
-            delegate_cur=int(rec.get("DelegateCur") or 0),
-            raw_addr=bytes(raw),
-        )
-
-
-@dataclass
-class Coordinate:
-    """A Vivaldi network coordinate (serf's ``coordinate.Coordinate``)."""
-
-    vec: list[float] = field(default_factory=list)
-    error: float = 0.0
-    adjustment: float = 0.0
-    height: float = 0.0
-
-    @classmethod
-    def from_record(cls, rec: Mapping[str, Any]) -> Coordinate:
-        return cls(
-            vec=[float(v) for v in (rec.get("Vec") or [])],
-            error=float(rec.get("Error") or 0.0),
-            adjustment=float(rec.get("Adjustment") or 0.0),
-            height=float(rec.get("Height") or 0.0),
-        )
-
-    def distance_to_ns(self, other: Coordinate) -> int:
-        """Estimated RTT in integer nanoseconds, computed like serf (truncating)."""
-        if len(self.vec) != len(other.vec):
-            raise ValueError("coordinate dimensionality does not match")
-        dist = math.sqrt(sum((a - b) ** 2 for a, b in zip(self.vec, other.vec, strict=True)))
-        dist += self.height + other.height
-        adjusted = dist + self.adjustment + other.adjustment
-        if adjusted > 0.0:
-            dist = adjusted
-        return int(dist * 1.0e9)
-
-    def distance_to(self, other: Coordinate) -> float:
-        """Estimated RTT in seconds (Go ``Duration.Seconds()`` of the truncated value)."""
-        ns = self.distance_to_ns(other)
-        sec, nsec = divmod(abs(ns), 1_000_000_000)
-        value = float(sec) + float(nsec) / 1e9
-        return -value if ns < 0 else value
 
 
 @dataclass

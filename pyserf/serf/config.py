@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 
 from pyserf import SERF_PROTOCOL_MAX
-
-log = logging.getLogger("pyserf.serf")
 
 
 @dataclass

@@ -1,5 +1,8 @@
 """Vivaldi network coordinates, as serf carries them in ping acks (``serf rtt``).
 
+Dependency-free (the standard library and the wire field error) so the RPC client shares
+``Coordinate`` and its distance without importing the protocol machines.
+
 Each node keeps a coordinate (an 8-dimensional position plus a height and an adjustment); a
 measured round trip to a peer pulls or pushes it like a spring, so the distance between two
 coordinates estimates their RTT without measuring it.
@@ -10,12 +13,11 @@ from __future__ import annotations
 import math
 import random
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-
-import msgpack
+from typing import Any
 
 from pyserf.memberlist.fields import DecodeError
-from pyserf.serf import messages
 
 DIMENSIONALITY = 8
 ERROR_MAX = 1.5
@@ -26,11 +28,7 @@ HEIGHT_MIN = 10.0e-6
 LATENCY_FILTER = 3
 GRAVITY_RHO = 150.0
 ZERO_THRESHOLD = 1.0e-6
-PAYLOAD_VERSION = 1
 MAX_RTT = 10.0
-# Values in an ack's coordinate payload: a four-field map (8 values) plus the 8-vector, with
-# room for fields a newer serf might add.
-MAX_PAYLOAD_VALUES = 64
 
 
 @dataclass
@@ -55,6 +53,30 @@ class Coordinate:
         dist = self.raw_distance(other)
         adjusted = dist + self.adjustment + other.adjustment
         return adjusted if adjusted > 0.0 else dist
+
+    def distance_to_ns(self, other: Coordinate) -> int:
+        """Estimated RTT in integer nanoseconds, as serf's DistanceTo (truncating)."""
+        if len(self.vec) != len(other.vec):
+            raise ValueError("coordinate dimensionality does not match")
+        return int(self.distance(other) * 1.0e9)
+
+    def distance_to(self, other: Coordinate) -> float:
+        """Estimated RTT in seconds (Go ``Duration.Seconds()`` of the truncated value)."""
+        ns = self.distance_to_ns(other)
+        sec, nsec = divmod(abs(ns), 1_000_000_000)
+        value = float(sec) + float(nsec) / 1e9
+        return -value if ns < 0 else value
+
+    @classmethod
+    def from_record(cls, rec: Mapping[str, Any]) -> Coordinate:
+        """A coordinate from an RPC ``get-coordinate`` reply, as a client reads it (lenient:
+        absent fields are zero)."""
+        return cls(
+            vec=[float(v) for v in (rec.get("Vec") or [])],
+            error=float(rec.get("Error") or 0.0),
+            adjustment=float(rec.get("Adjustment") or 0.0),
+            height=float(rec.get("Height") or 0.0),
+        )
 
     def to_wire(self) -> dict:
         return {"Adjustment": self.adjustment, "Error": self.error, "Height": self.height,
@@ -91,23 +113,6 @@ def _component(value: object, what: str) -> float:
     if not math.isfinite(number):
         raise DecodeError(f"coordinate {what} is not finite")
     return number
-
-
-def encode_ack_payload(coord: Coordinate) -> bytes:
-    return bytes((PAYLOAD_VERSION,)) + msgpack.packb(coord.to_wire(), use_bin_type=False)
-
-
-def decode_ack_payload(payload: bytes) -> Coordinate:
-    """A ping ack's payload: version byte, then a msgpack coordinate (bounded: a coordinate is
-    one map of four fields and an 8-vector)."""
-    if not payload:
-        raise DecodeError("empty ping payload")
-    if payload[0] != PAYLOAD_VERSION:
-        raise DecodeError(f"Unsupported ping payload version {payload[0]}")
-    body = messages.unpack_value(payload[1:], MAX_PAYLOAD_VALUES)
-    if not isinstance(body, dict):
-        raise DecodeError("coordinate payload is not a map")
-    return Coordinate.from_wire(body)
 
 
 def _diff(a: list[float], b: list[float]) -> list[float]:

@@ -12,7 +12,7 @@ from pyserf.gocompat.hostport import join_host_port
 from pyserf.memberlist import codec
 from pyserf.memberlist.codec import DecodeError
 from pyserf.memberlist.state import Address, Node
-from pyserf.serf import coordinate, internal_queries
+from pyserf.serf import internal_queries, ping_delegate
 from pyserf.serf import messages as m
 from pyserf.serf.clock import ltime_add
 from pyserf.serf.config import SerfError
@@ -335,7 +335,7 @@ class SerfDelegate:
             log.error("serf: Failed to start name resolution query: %s", exc)
 
     def ack_payload(self) -> bytes | None:
-        return coordinate.encode_ack_payload(self.serf.coordinates.coord)
+        return ping_delegate.encode_ack_payload(self.serf.coordinates.coord)
 
     def notify_ping_complete(self, node: Node, rtt: float, payload: bytes | None) -> None:
         """A direct ping finished: move our coordinate and remember the peer's."""
@@ -345,7 +345,7 @@ class SerfDelegate:
                         lambda: self._ping_complete(node, rtt, payload))
 
     def _ping_complete(self, node: Node, rtt: float, payload: bytes) -> None:
-        theirs = coordinate.decode_ack_payload(payload)
+        theirs = ping_delegate.decode_ack_payload(payload)
         try:
             self.serf.coordinates.update(node.name, theirs, rtt)
         except ValueError as exc:  # serf logs these at TRACE: a rejected, not a bad, message

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from pyserf.memberlist.state import Address
 from pyserf.serf.members import Member
 
-log = logging.getLogger("pyserf.serf")
-
+if TYPE_CHECKING:
+    from pyserf.memberlist.state import Address
 
 MEMBER_EVENT_LOG = {"member-join": "EventMemberJoin", "member-leave": "EventMemberLeave",
                     "member-failed": "EventMemberFailed", "member-update": "EventMemberUpdate",

@@ -27,10 +27,11 @@ from pyserf.serf import internal_queries
 from pyserf.serf import messages as m
 from pyserf.serf.clock import LamportClock
 from pyserf.serf.config import SerfError
-from pyserf.serf.coordinate import Coordinate, encode_ack_payload
+from pyserf.serf.coordinate import Coordinate
 from pyserf.serf.delegate import DROP_KIND
 from pyserf.serf.events import QueryReceived, UserEventReceived
 from pyserf.serf.messages import SerfMsg
+from pyserf.serf.ping_delegate import encode_ack_payload
 from pyserf.sim.network import SimNetwork, SimNode
 
 NEWLINE_NAME = "x\nleave\nclock: 18446744073709551615"

@@ -15,7 +15,7 @@ from pyserf.memberlist import codec
 from pyserf.memberlist.codec import Alive
 from pyserf.memberlist.state import JoinOutcome, MemberlistConfig
 from pyserf.memberlist.timers import Scheduler
-from pyserf.serf import coordinate
+from pyserf.serf import coordinate, ping_delegate
 from pyserf.serf import messages as m
 from pyserf.serf.config import SerfConfig, SerfError
 from pyserf.serf.core import Serf
@@ -395,11 +395,11 @@ def test_pings_without_or_with_an_unusable_coordinate_leave_ours_alone():
     assert a.serf.drops.total() == 0  # an ack without a coordinate is normal, not a bad message
     theirs = coordinate.Coordinate.from_wire(b.serf.coordinates.coord.to_wire())
     a.serf.memberlist.delegate.notify_ping_complete(
-        node, -1.0, coordinate.encode_ack_payload(theirs))
+        node, -1.0, ping_delegate.encode_ack_payload(theirs))
     assert a.serf.coordinates.coord.to_wire() == before.to_wire()
     assert a.serf.coordinate_cache.keys() == cache.keys()
     a.serf.memberlist.delegate.notify_ping_complete(
-        node, 0.01, coordinate.encode_ack_payload(theirs))
+        node, 0.01, ping_delegate.encode_ack_payload(theirs))
     assert a.serf.coordinate_cache["n1"].to_wire() == theirs.to_wire()
 
 
