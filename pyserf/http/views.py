@@ -92,6 +92,7 @@ class MemberFilter:
     status: Any = None
     name: Any = None
     tags: list[tuple[str, Any]] = field(default_factory=list)
+    _memo: dict[int, dict[str, bool]] = field(default_factory=dict, repr=False)
 
     @classmethod
     def parse(cls, params: Mapping[str, str] | Any) -> MemberFilter:
@@ -116,11 +117,20 @@ class MemberFilter:
         return out
 
     def matches(self, member: Member) -> bool:
-        if self.status is not None and not self.status.match(member.status.label()):
+        if self.status is not None and not self._match(self.status, member.status.label()):
             return False
-        if self.name is not None and not self.name.match(member.name):
+        if self.name is not None and not self._match(self.name, member.name):
             return False
-        return all(pattern.match(member.tags.get(key, "")) for key, pattern in self.tags)
+        return all(self._match(pattern, member.tags.get(key, "")) for key, pattern in self.tags)
+
+    def _match(self, pattern: Any, text: str) -> bool:
+        """Memoised per filter (one request): statuses and tag values repeat across members,
+        and one RE2 match from Python costs ~15 us."""
+        memo = self._memo.setdefault(id(pattern), {})
+        found = memo.get(text)
+        if found is None:
+            found = memo[text] = pattern.match(text) is not None
+        return found
 
 
 def parse_duration_param(text: str, field_name: str, default: float, maximum: float) -> float:

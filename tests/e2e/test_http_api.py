@@ -461,3 +461,31 @@ def test_connection_cap_and_slow_headers(cluster: Cluster) -> None:
         sock.close()
     assert call(h1, "GET", "/v1/agent/members", token=None)[0] == 200
     assert "connection refused: 3 at the limit of 3" in h1.log()
+
+
+def test_streamed_query_and_keyring_rotation(cluster: Cluster) -> None:
+    old, new = (base64.b64encode(bytes([n]) * 16).decode() for n in (1, 2))
+    k1 = start(cluster, "k1", f"-encrypt={old}")
+    cluster.start("pyserf", "k2", f"-encrypt={old}", f"-join={k1.ip}")
+    wait_until(lambda: len(call(k1, "GET", "/v1/agent/members?status=alive")[2]) == 2, 10,
+               what="k2 to join")
+    # A streamed query: SSE acks as they arrive, then done (the body ends there).
+    conn = http.client.HTTPConnection(k1.ip, HTTP_PORT, timeout=30)
+    conn.request("POST", "/v1/query/who?stream&ack&timeout=5s", body=b"hi")
+    resp = conn.getresponse()
+    assert resp.status == 200 and resp.getheader("Content-Type") == "text/event-stream"
+    blocks = [dict(line.split(": ", 1) for line in block.splitlines())
+              for block in resp.read().decode().split("\n\n") if block]
+    conn.close()
+    assert [b["event"] for b in blocks][-1] == "done"
+    assert sorted(json.loads(b["data"])["From"] for b in blocks if b["event"] == "ack") == [
+        "k1", "k2"]
+    # Keyring rotation through the API, checked by listing.
+    status, _, body = call(k1, "GET", "/v1/agent/keyring")
+    assert (status, body["Keys"], body["NumResp"]) == (200, {old: 2}, 2)
+    for method in ("POST", "PUT"):
+        status, _, body = call(k1, method, "/v1/agent/keyring", json.dumps({"Key": new}))
+        assert (status, body["NumErr"], body["NumResp"]) == (200, 0, 2), body
+    status, _, body = call(k1, "DELETE", "/v1/agent/keyring", json.dumps({"Key": old}))
+    assert status == 200, body
+    assert call(k1, "GET", "/v1/agent/keyring")[2]["Keys"] == {new: 2}
