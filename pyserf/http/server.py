@@ -22,7 +22,6 @@ import asyncio
 import hmac
 import json
 import logging
-import ssl
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -33,6 +32,8 @@ from pyserf.http.routes import Endpoints, Hub, json_response
 from pyserf.http.views import ApiError
 
 if TYPE_CHECKING:
+    import ssl
+
     from pyserf.agent.api import AgentAPI
 
 log = logging.getLogger("pyserf.agent")
@@ -70,7 +71,10 @@ class _Refuse(asyncio.Protocol):
 
 
 def tls_context(cert: str, key: str) -> ssl.SSLContext:
-    """A server context from PEM files (TLS 1.2 at least); ssl.SSLError/OSError if unusable."""
+    """A server context from PEM files (TLS 1.2 at least); ssl.SSLError/OSError if unusable.
+    (ssl is imported here only: without TLS the agent keeps OpenSSL out, see cli agent.)"""
+    import ssl
+
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(cert, key)

@@ -194,7 +194,7 @@ def cmd_agent(args: list[str]) -> int:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     # The agent never speaks TLS. Keeping the ssl module out of the process (asyncio treats it
     # as optional) saves about 4.5 MiB of OpenSSL per agent. The HTTP listener may (https).
-    if "asyncio" not in sys.modules and not config.http_addr:
+    if "asyncio" not in sys.modules and not (config.http_addr and config.http_tls_cert):
         sys.modules.setdefault("ssl", None)  # type: ignore[arg-type]
     from pyserf.agent.runtime import run_agent
 
