@@ -330,7 +330,7 @@ def machine_cpu_per_event(n: int, seed: int = 1) -> float:
     run.run_to(run.net.now + span)
     idle = time.process_time() - started
     origin = run.net.by_name[run.names[-1]]
-    origin.serf.user_event("bench", b"go", False)
+    origin.serf.user_event("bench", b"go", False, run.net.now)
     run.kick(origin)
     started = time.process_time()
     run.run_to(run.net.now + span)

@@ -350,7 +350,7 @@ class Agent:
         serf = self.serf
         if serf is None:
             return
-        for action in serf.take_actions():
+        for action in serf.actions():
             if isinstance(action, SendPacket):
                 # asyncio closes a datagram transport for good when sendto raises anything
                 # but OSError (a port of 70000 raises OverflowError): the machine emits
@@ -360,7 +360,7 @@ class Agent:
                     self.udp.sendto(action.data, action.addr)
             elif isinstance(action, OpenStream):
                 self.spawn(self._run_stream(action))
-        events = serf.take_events()
+        events = serf.events()
         if events:
             now = self.loop.time()
             for event in events:
@@ -373,7 +373,7 @@ class Agent:
                     log.exception("agent: internal error delivering an event")
         if self.snapshot is not None:
             self.snapshot.write(self.snapshot.recorder.on_clock(serf.clock.time))
-        wake = self.scheduler.next_wake()
+        wake = serf.get_timer()
         if wake != self._timer_at:
             if self._timer is not None:
                 self._timer.cancel()
@@ -385,7 +385,7 @@ class Agent:
         self._timer_at = None
         self._drain_udp()
         try:
-            self.scheduler.run_due(self.loop.time())
+            self.serf.handle_timer(self.loop.time())
         except Exception:
             log.exception("agent: internal error in a timer callback")
         self.pump()
@@ -447,7 +447,7 @@ class Agent:
 
     def _receive(self, data: bytes, addr: tuple[str, int]) -> None:
         try:
-            self.serf.memberlist.receive_packet(data, addr, self.loop.time())
+            self.serf.receive_packet(data, addr, self.loop.time())
         except Exception:
             log.exception("memberlist: internal error handling a packet from %s:%d", *addr)
 
@@ -490,8 +490,7 @@ class Agent:
                 read_stream_message(reader, self._inbound_budget, first),
                 max(0.0, deadline - self.loop.time()))
             if data:
-                reply = self.serf.memberlist.handle_stream(data, (peer[0], peer[1]),
-                                                           self.loop.time())
+                reply = self.serf.receive_stream(data, (peer[0], peer[1]), self.loop.time())
                 self.pump()
                 if reply:
                     writer.write(reply)
@@ -507,7 +506,7 @@ class Agent:
             self.pump()
 
     async def _run_stream(self, action: OpenStream) -> None:
-        ml = self.serf.memberlist
+        serf = self.serf
         writer = None
         try:
             remaining = max(0.05, action.deadline - self.loop.time())
@@ -520,16 +519,16 @@ class Agent:
             remaining = max(0.05, action.deadline - self.loop.time())
             await asyncio.wait_for(writer.drain(), remaining)
             data = await asyncio.wait_for(read_stream_message(reader), remaining)
-            ml.stream_reply(action.stream_id, data, self.loop.time())
+            serf.stream_reply(action.stream_id, data, self.loop.time())
         except _DialError as exc:
-            ml.stream_failed(action.stream_id, str(exc), self.loop.time())
+            serf.stream_failed(action.stream_id, str(exc), self.loop.time())
         except (TimeoutError, OSError, codec.DecodeError) as exc:
             text = "i/o timeout" if isinstance(exc, asyncio.TimeoutError) else str(exc)
-            ml.stream_failed(action.stream_id, f"read tcp {action.addr[0]}:{action.addr[1]}: "
-                             f"{text}", self.loop.time())
+            serf.stream_failed(action.stream_id, f"read tcp {action.addr[0]}:{action.addr[1]}: "
+                               f"{text}", self.loop.time())
         except Exception:
             log.exception("memberlist: internal error in an outgoing stream")
-            ml.stream_failed(action.stream_id, "internal error", self.loop.time())
+            serf.stream_failed(action.stream_id, "internal error", self.loop.time())
         finally:
             if writer is not None:
                 writer.close()
@@ -695,7 +694,7 @@ class Agent:
             log.error("agent: Failed to write keyring file %s: %s", path, exc)
 
     def user_event(self, name: str, payload: bytes, coalesce: bool) -> None:
-        self.serf.user_event(name, payload, coalesce)
+        self.serf.user_event(name, payload, coalesce, self.loop.time())
         self.pump()
 
     # -- the rest of pyserf.agent.api.AgentAPI (what the HTTP listener uses) -----------------

@@ -1,7 +1,7 @@
 """The serf layer: member statuses, Lamport-clocked intents, user events and queries.
 
 Sans-I/O like the memberlist machine below it: it is the memberlist delegate, shares the same
-scheduler, and reports what happened as events in ``take_events()``.
+scheduler, and reports what happened as events in ``events()``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,14 @@ from pyserf.memberlist import codec
 from pyserf.memberlist.broadcast import BroadcastQueue
 from pyserf.memberlist.drops import DropLog
 from pyserf.memberlist.fields import U64_MAX
-from pyserf.memberlist.state import Address, JoinOutcome, Memberlist, MemberlistConfig
+from pyserf.memberlist.state import (
+    Address,
+    JoinOutcome,
+    Memberlist,
+    MemberlistConfig,
+    OpenStream,
+    SendPacket,
+)
 from pyserf.memberlist.timers import Scheduler
 from pyserf.serf import coordinate
 from pyserf.serf import messages as m
@@ -101,7 +108,7 @@ class Serf(Intents, UserEvents, Queries, Reaper):
                             self.intent_broadcasts),
             SerfMsg.JOIN: (m.Join, lambda x, now: self._handle_join_intent(x, now),
                            self.intent_broadcasts),
-            SerfMsg.USER_EVENT: (m.UserEvent, lambda x, now: self._handle_user_event(x),
+            SerfMsg.USER_EVENT: (m.UserEvent, lambda x, now: self._handle_user_event(x, now),
                                  self.event_broadcasts),
             SerfMsg.QUERY: (m.Query, lambda x, now: self._handle_query(x, now),
                             self.query_broadcasts),
@@ -163,12 +170,44 @@ class Serf(Intents, UserEvents, Queries, Reaper):
         idx = len(self._loops)
         self._loops.append(self.scheduler.call_at(now + wait(), tick))
 
-    def take_events(self) -> list[MemberEvent | UserEventReceived | QueryReceived]:
+    # -- the facade: the only way an I/O shell drives this machine ---------------------------
+    # Input: datagrams, inbound streams, the results of streams we opened, and the timer. Output:
+    # actions() (datagrams to send, streams to open) and events() (what happened). Every input
+    # takes the time; nothing here reads a clock.
+
+    def receive_packet(self, data: bytes, addr: Address, now: float) -> None:
+        """One datagram from ``addr``; nothing a peer sends raises out of here."""
+        self.memberlist.receive_packet(data, addr, now)
+
+    def receive_stream(self, data: bytes, addr: Address, now: float) -> bytes | None:
+        """One inbound stream message; returns the reply to write back (or None)."""
+        return self.memberlist.handle_stream(data, addr, now)
+
+    def stream_reply(self, stream_id: int, data: bytes, now: float) -> None:
+        """The reply on a stream this machine asked to open (an OpenStream action)."""
+        self.memberlist.stream_reply(stream_id, data, now)
+
+    def stream_failed(self, stream_id: int, error: str, now: float) -> None:
+        """A stream this machine asked to open failed (dial, write, read or deadline)."""
+        self.memberlist.stream_failed(stream_id, error, now)
+
+    def handle_timer(self, now: float) -> None:
+        """Run everything due at ``now``; call it at (or after) get_timer()."""
+        self.scheduler.run_due(now)
+
+    def get_timer(self) -> float | None:
+        """When handle_timer must next be called, or None when nothing is scheduled."""
+        return self.scheduler.next_wake()
+
+    def actions(self) -> list[SendPacket | OpenStream]:
+        """Datagrams to send and streams to open, oldest first; each is returned once."""
+        return self.memberlist.take_actions()
+
+    def events(self) -> list[MemberEvent | UserEventReceived | QueryReceived
+                             | ShutdownRequested]:
+        """What happened since the last call, oldest first; each is returned once."""
         events, self._events = self._events, []
         return events
-
-    def take_actions(self) -> list:
-        return self.memberlist.take_actions()
 
     def shutdown(self) -> None:
         if self.state != SerfState.LEFT:

@@ -156,7 +156,7 @@ class SerfDelegate:
                 continue
             ltime, items = slot
             for name, payload in items:
-                self.serf._handle_user_event(m.UserEvent(ltime, name, payload, False))
+                self.serf._handle_user_event(m.UserEvent(ltime, name, payload, False), now)
 
     def notify_msg(self, buf: bytes, now: float, source: Address | None = None) -> None:
         """A serf message from memberlist (``source`` is the sender's address when known)."""

@@ -28,7 +28,7 @@ MAX_HELD_EVENT_BYTES = 1024 * 1024
 class UserEvents:
     """Serf's user event handling; mixed into Serf, whose state it uses."""
 
-    def user_event(self, name: str, payload: bytes, coalesce: bool) -> None:
+    def user_event(self, name: str, payload: bytes, coalesce: bool, now: float) -> None:
         limit = self.config.user_event_size_limit
         size = len(name.encode()) + len(payload)
         if size > limit:
@@ -43,10 +43,10 @@ class UserEvents:
             raise SerfError(f"encoded user event exceeds configured limit of {limit} bytes "
                             "after encoding")
         self.event_clock.increment()
-        self._handle_user_event(msg)
+        self._handle_user_event(msg, now)
         self.event_broadcasts.queue(raw)
 
-    def _handle_user_event(self, msg: m.UserEvent) -> bool:
+    def _handle_user_event(self, msg: m.UserEvent, now: float) -> bool:
         self.event_clock.witness(msg.ltime)
         if msg.ltime < self.event_min_time:
             return False
@@ -65,12 +65,11 @@ class UserEvents:
                 return False
             if self._event_buffer_bytes + cost > MAX_EVENT_BUFFER_BYTES:
                 self.drops.drop("serf user-event (buffer full)", "a peer", f"recent events "
-                                f"hold {self._event_buffer_bytes} bytes", self.scheduler.now)
+                                f"hold {self._event_buffer_bytes} bytes", now)
                 return False
             if len(seen[1]) >= m.MAX_SLOT_EVENTS:
                 self.drops.drop("serf user-event (slot full)", "a peer", f"more than "
-                                f"{m.MAX_SLOT_EVENTS} events at time {msg.ltime}",
-                                self.scheduler.now)
+                                f"{m.MAX_SLOT_EVENTS} events at time {msg.ltime}", now)
                 return False
             seen[1].append(item)
         else:
@@ -95,6 +94,6 @@ class UserEvents:
     def _release_held_events(self, now: float) -> None:
         held, self._held_events, self._held_event_bytes = self._held_events, [], 0
         for msg, buf in held:
-            if self._handle_user_event(msg):
+            if self._handle_user_event(msg, now):
                 self._rebroadcast(self.event_broadcasts, buf, now)
 

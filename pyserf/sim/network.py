@@ -390,7 +390,7 @@ class SimNetwork:
                     continue  # resume queues the node's timers again
                 # A timer set in the past (a node that just resumed) runs now, never back.
                 now = self.now = max(self.now, when)
-                node.scheduler.run_due(now)
+                node.serf.handle_timer(now)
                 pump(node)
             else:
                 now = self.now = max(self.now, when)
@@ -407,22 +407,22 @@ class SimNetwork:
     def _pump(self, node: SimNode) -> None:
         serf = node.serf
         if not node.up:
-            serf.take_actions()
+            serf.actions()
             return
         if node.paused:
             return
         node.pumps += 1
-        events = serf.take_events()
+        events = serf.events()
         if events:
             self._on_events(node, events)
         if node.snapshot is not None:
             node.snapshot_lines.extend(node.snapshot.on_clock(serf.clock.time))
-        for action in serf.take_actions():
+        for action in serf.actions():
             if isinstance(action, SendPacket):
                 self._deliver_packet(node, action)
             elif isinstance(action, OpenStream):
                 self._deliver_stream(node, action)
-        wake = node.scheduler.next_wake()
+        wake = serf.get_timer()
         if wake is not None and wake != node.wake_at:
             node.wake_at = wake
             heapq.heappush(self._heap, (wake, next(self._seq), node, None, ()))
@@ -464,7 +464,7 @@ class SimNetwork:
         counters = node.counters
         counters.udp_received += 1
         counters.udp_bytes_received += len(data)
-        node.serf.memberlist.receive_packet(data, src, now)
+        node.serf.receive_packet(data, src, now)
 
     def _arrive_packet(self, now: float, node: SimNode, data: bytes, src: Address) -> None:
         self.packets_in_flight -= 1
@@ -531,15 +531,15 @@ class SimNetwork:
             counters.udp_sampled_compressed += size + overhead
 
     def _h_stream_failed(self, node: SimNode, now: float, stream_id: int, error: str) -> None:
-        node.serf.memberlist.stream_failed(stream_id, error, now)
+        node.serf.stream_failed(stream_id, error, now)
 
     def _h_stream_back(self, node: SimNode, now: float, stream_id: int,
                        reply: bytes | None) -> None:
         if reply is None:
-            node.serf.memberlist.stream_failed(stream_id, "EOF", now)
+            node.serf.stream_failed(stream_id, "EOF", now)
         else:
             node.counters.tcp_bytes_received += len(reply)
-            node.serf.memberlist.stream_reply(stream_id, reply, now)
+            node.serf.stream_reply(stream_id, reply, now)
 
     def _h_serve(self, node: SimNode, now: float, sender: SimNode, action: OpenStream,
                  push_pull: bool) -> None:
@@ -548,8 +548,7 @@ class SimNetwork:
         counters.streams_served += 1
         counters.tcp_bytes_received += len(data)
         frame = codec.stream_frame_length(data)
-        reply = node.serf.memberlist.handle_stream(data[:frame or None],
-                                                   (sender.addr[0], 40000), now)
+        reply = node.serf.receive_stream(data[:frame or None], (sender.addr[0], 40000), now)
         if reply is not None:
             counters.tcp_bytes_sent += len(reply)
             if push_pull:

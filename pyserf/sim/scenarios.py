@@ -170,7 +170,7 @@ class Run:
         """See the node's user events when its machine emits them: the virtual time the
         event's datagram arrived (the engine collects events right after each input)."""
         serf = node.serf
-        take_events = serf.take_events
+        take_events = serf.events
 
         def watched_events() -> list:
             events = take_events()
@@ -180,7 +180,7 @@ class Run:
                         self.on_user(node.name, self.net.now)
             return events
 
-        serf.take_events = watched_events
+        serf.events = watched_events
 
     def counters(self) -> CounterSnapshot:
         return self.net.snapshot_counters()
@@ -299,7 +299,7 @@ def simulate(opts: Options) -> dict[str, Any]:
             watch = _Watch(others, t0=t0)
             run.on_user = watch.mark
             origin = net.by_name[subject]
-            origin.serf.user_event(USER_EVENT, b"x" * 16, False)
+            origin.serf.user_event(USER_EVENT, b"x" * 16, False, net.now)
             run.kick(origin)
             extra["origin"] = subject
         else:

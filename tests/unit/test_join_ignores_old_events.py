@@ -21,7 +21,7 @@ def gossip_overtakes_join(ignore_old: bool) -> tuple[SimNetwork, SimNode, SimNod
     """b joins a while a's old event is gossiped to b before a's push-pull reply arrives."""
     net = SimNetwork(seed=7)
     a = net.add_node("a", "10.0.0.1")
-    a.serf.user_event("old-news", b"x", coalesce=False)
+    a.serf.user_event("old-news", b"x", coalesce=False, now=net.now)
     net.run_until(1.0)
     [old_ltime] = [slot[0] for slot in a.serf.event_buffer if slot is not None]
     b = net.add_node("b", "10.0.0.2")
@@ -42,7 +42,7 @@ def test_old_event_gossiped_before_the_join_reply_is_not_delivered() -> None:
     net, a, b = gossip_overtakes_join(ignore_old=True)
     assert user_events(b) == []
     # Events fired after the join are delivered as usual.
-    a.serf.user_event("fresh", b"y", coalesce=False)
+    a.serf.user_event("fresh", b"y", coalesce=False, now=net.now)
     net.run_until(net.now + 2.0)
     assert user_events(b) == ["fresh"]
 

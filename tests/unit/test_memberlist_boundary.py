@@ -46,7 +46,7 @@ def pair(seed: int = 1) -> tuple[SimNetwork, object, object]:
 
 def deliver(net: SimNetwork, node, data: bytes) -> list:
     node.serf.memberlist.receive_packet(data, ATTACKER, net.now)
-    return node.serf.take_actions()
+    return node.serf.actions()
 
 
 def sends_to(actions: list, addr: tuple[str, int]) -> list[SendPacket]:
@@ -235,7 +235,7 @@ def test_a_join_answered_by_a_malformed_push_pull_reports_an_error():
     outcomes: list[JoinOutcome] = []
     a.serf.join([("x", ("10.0.0.99", 7946))], False, net.now,
                 lambda outcome, when: outcomes.append(outcome))
-    streams = [x for x in a.serf.take_actions() if isinstance(x, OpenStream)]
+    streams = [x for x in a.serf.actions() if isinstance(x, OpenStream)]
     assert len(streams) == 1
     bad_replies = [
         raw(MsgType.PUSH_PULL, {"Join": False, "Nodes": 1, "UserStateLen": 0})
@@ -253,7 +253,7 @@ def test_a_join_whose_merge_raises_still_reports_once(monkeypatch):
     b = net.add_node("b", "10.0.0.2")
     outcomes: list[JoinOutcome] = []
     a.serf.join([("b", b.addr)], False, net.now, lambda outcome, when: outcomes.append(outcome))
-    (stream,) = [x for x in a.serf.take_actions() if isinstance(x, OpenStream)]
+    (stream,) = [x for x in a.serf.actions() if isinstance(x, OpenStream)]
     reply = b.serf.memberlist.handle_stream(stream.data, a.addr, net.now)
 
     def explode(*args, **kwargs):

@@ -139,9 +139,9 @@ def test_packet_under_another_key_is_dropped_and_counted_one_under_ours_is_answe
     ping = Ping(7, "a").encode()
     ml.receive_packet(security.encrypt(security.Keyring([KEY2]), ping, b""), SENDER, net.now)
     assert ml.drops.counts["packet (decrypt)"] == 1
-    assert packets(a.serf.take_actions()) == []
+    assert packets(a.serf.actions()) == []
     ml.receive_packet(security.encrypt(security.Keyring([KEY1]), ping, b""), SENDER, net.now)
-    (reply,) = packets(a.serf.take_actions())
+    (reply,) = packets(a.serf.actions())
     assert reply.addr == SENDER
     ack = udp_messages(reply.data, security.Keyring([KEY1]))[0]  # gossip may ride along
     assert ack[0] == MsgType.ACK and Ack.decode(codec.unpack_body(ack[1:])).seq_no == 7
@@ -196,9 +196,9 @@ def test_nesting_deeper_than_the_limit_is_dropped_at_the_limit_it_is_answered():
     a = net.add_node("a", "10.0.0.1")
     ml = a.serf.memberlist
     ml.receive_packet(_wrapped(Ping(1, "a").encode(), MAX_NESTING), SENDER, net.now)
-    assert len(packets(a.serf.take_actions())) == 1
+    assert len(packets(a.serf.actions())) == 1
     ml.receive_packet(_wrapped(Ping(2, "a").encode(), MAX_NESTING + 1), SENDER, net.now)
-    assert packets(a.serf.take_actions()) == []
+    assert packets(a.serf.actions()) == []
     assert ml.drops.counts["packet"] == 1
 
 
@@ -214,7 +214,7 @@ def test_a_datagram_stops_at_its_message_budget():
     # the next one trips the budget and the rest of the datagram is dropped.
     answered = 3 * 255 + (MAX_PACKET_MESSAGES - 1 - 3 * 256 - 1)
     assert answered == 1019
-    assert len(packets(a.serf.take_actions())) == answered
+    assert len(packets(a.serf.actions())) == answered
     assert ml.drops.counts["packet"] == 1
     with pytest.raises(ValueError, match="at most 255 parts"):
         codec.make_compound([ping] * 256)
@@ -304,9 +304,9 @@ def test_a_reliable_user_message_is_framed_and_delivered_to_serf():
     stream = _reliable_user(event) + b"trailing bytes of the next message"
     frame = codec.stream_frame_length(stream)
     assert frame == len(_reliable_user(event))
-    a.serf.take_events()
+    a.serf.events()
     assert a.serf.memberlist.handle_stream(stream[:frame], b.addr, net.now) is None
-    received = [e for e in a.serf.take_events() if isinstance(e, UserEventReceived)]
+    received = [e for e in a.serf.events() if isinstance(e, UserEventReceived)]
     assert [(e.name, e.payload) for e in received] == [("deploy", b"v1")]
 
 

@@ -138,7 +138,7 @@ def test_each_node_transmits_a_broadcast_exactly_its_retransmit_limit(n, limit):
     net = build_cluster(n, seed=41, compression=False, trace=True)
     net.run_until(net.now + 5.0)
     mark = len(net.trace)
-    net.by_name["n2"].serf.user_event("deploy", b"retransmit-count", False)
+    net.by_name["n2"].serf.user_event("deploy", b"retransmit-count", False, net.now)
     net.run_until(net.now + 10.0)
     sent: dict[str, int] = {}
     for packet in net.trace[mark:]:

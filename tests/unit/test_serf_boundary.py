@@ -72,7 +72,7 @@ def assert_still_works(net: SimNetwork, a: SimNode, b: SimNode) -> None:
     assert state.ltime == a.serf.clock.time
     done: list = []
     a.serf.set_tags({"role": "after"}, net.now, lambda error, when: done.append(error))
-    a.serf.user_event("after-attack", b"ok", False)
+    a.serf.user_event("after-attack", b"ok", False, net.now)
     a.serf.query("after-query", b"", net.now, on_ack=lambda n, t: None,
                  on_response=lambda n, p, t: None, on_done=lambda t: None)
     net._pump(a)
@@ -183,7 +183,7 @@ def test_valid_messages_take_effect():
 
 def test_through_memberlist_a_hostile_serf_message_is_a_serf_drop():
     bad = codec.encode_user(msg(SerfMsg.QUERY, dict(VALID[SerfMsg.QUERY], Port=70000)))
-    assert_dropped_whole(lambda node, now: node.serf.memberlist.receive_packet(
+    assert_dropped_whole(lambda node, now: node.serf.receive_packet(
         bad, ("10.0.0.66", 7946), now), "serf query")
 
 
@@ -329,14 +329,14 @@ HOSTILE_RELAYS = {
 
 
 def sent_packets(node: SimNode) -> list[SendPacket]:
-    return [x for x in node.serf.take_actions() if isinstance(x, SendPacket)]
+    return [x for x in node.serf.actions() if isinstance(x, SendPacket)]
 
 
 @pytest.mark.parametrize("name", sorted(HOSTILE_RELAYS))
 def test_hostile_relay_is_dropped_and_sends_nothing(name):
     net, a, b = cluster()
     net.run_until(net.now + 1.0)
-    a.serf.take_actions()
+    a.serf.actions()
     before = serf_state(a)
     deliver(a, HOSTILE_RELAYS[name], net.now)
     assert sent_packets(a) == []
@@ -347,7 +347,7 @@ def test_hostile_relay_is_dropped_and_sends_nothing(name):
 def test_valid_relay_is_forwarded():
     net, a, b = cluster()
     net.run_until(net.now + 1.0)
-    a.serf.take_actions()
+    a.serf.actions()
     deliver(a, relay(), net.now)
     assert [p.addr for p in sent_packets(a)] == [("10.0.0.2", 7946)]
     assert a.serf.drops.total() == 0

@@ -31,12 +31,12 @@ def test_a_received_event_over_serfs_sane_limit_is_dropped():
     before = a.serf.drops.total()
     a.serf.memberlist.delegate.notify_msg(
         event(5, "big", bytes(USER_EVENT_SIZE_HARD_LIMIT)), net.now, PEER)
-    assert not [e for e in a.serf.take_events() if isinstance(e, UserEventReceived)]
+    assert not [e for e in a.serf.events() if isinstance(e, UserEventReceived)]
     assert len(a.serf.event_broadcasts) == 0
     assert a.serf.drops.total() == before + 1
     a.serf.memberlist.delegate.notify_msg(
         event(6, "ok", bytes(USER_EVENT_SIZE_HARD_LIMIT - 2)), net.now, PEER)
-    assert [e.name for e in a.serf.take_events() if isinstance(e, UserEventReceived)] == ["ok"]
+    assert [e.name for e in a.serf.events() if isinstance(e, UserEventReceived)] == ["ok"]
 
 
 def test_an_event_flood_keeps_queues_and_buffer_within_their_bounds():
@@ -46,7 +46,7 @@ def test_an_event_flood_keeps_queues_and_buffer_within_their_bounds():
     for i in range(6000):
         # Many events per Lamport time (as a flood at one time would send), then new times.
         a.serf.memberlist.delegate.notify_msg(event(10 + i // 100, f"e{i}", payload), net.now, PEER)
-        delivered += sum(isinstance(e, UserEventReceived) for e in a.serf.take_events())
+        delivered += sum(isinstance(e, UserEventReceived) for e in a.serf.events())
     queue = a.serf.event_broadcasts
     assert len(queue) <= a.serf.config.max_queue_depth
     assert queue.nbytes <= MAX_QUEUE_BYTES

@@ -88,15 +88,15 @@ def test_tags_too_big_to_announce_are_refused_and_the_old_ones_kept():
 def test_user_event_limits_before_and_after_encoding():
     net, (a,) = cluster(1)
     with pytest.raises(SerfError) as exc:
-        a.serf.user_event("e", b"x" * 512, False)
+        a.serf.user_event("e", b"x" * 512, False, net.now)
     assert str(exc.value) == "user event exceeds configured limit of 512 bytes before encoding"
     # 500 bytes of name and payload fit; msgpack's field names push the encoding past 512.
     with pytest.raises(SerfError) as exc:
-        a.serf.user_event("e", b"x" * 499, False)
+        a.serf.user_event("e", b"x" * 499, False, net.now)
     assert str(exc.value) == "encoded user event exceeds configured limit of 512 bytes after " \
                              "encoding"
     clock = a.serf.event_clock.time
-    a.serf.user_event("e", b"x" * 400, False)
+    a.serf.user_event("e", b"x" * 400, False, net.now)
     assert a.serf.event_clock.time == clock + 1  # only an accepted event uses up a time
 
 
@@ -198,7 +198,7 @@ def test_a_leave_intent_that_overtakes_the_members_alive_makes_it_join_as_leavin
     a.serf.memberlist.delegate.notify_msg(m.Leave(a.serf.clock.time + 5, "x").encode(), net.now)
     alive = Alive(1, "x", codec.ip_to_bytes("10.0.0.50"), 7946, m.encode_tags({}, 5),
                   bytes([1, 5, 2, 2, 5, 5]))
-    a.serf.memberlist.receive_packet(alive.encode(), b.addr, net.now)
+    a.serf.receive_packet(alive.encode(), b.addr, net.now)
     assert a.serf.members["x"].member.status == MemberStatus.LEAVING
     assert a.serf.members["x"].status_ltime == a.serf.clock.time - 1
 
@@ -233,7 +233,7 @@ def test_events_gossiped_during_an_ignore_old_join_are_held_bounded_and_released
     for ev in [*events, m.UserEvent(30, "extra", b"", False)]:
         b.serf.memberlist.delegate.notify_msg(ev.encode(), net.now)
     assert b.serf.drops.counts["serf user-event (held during join)"] == 1
-    assert not [e for e in b.serf.take_events() if isinstance(e, UserEventReceived)]
+    assert not [e for e in b.serf.events() if isinstance(e, UserEventReceived)]
     net.run_until(net.now + 1.0)
     assert out and out[0].contacted == 1
     released = [e for e in b.events if isinstance(e, UserEventReceived)]
@@ -303,7 +303,7 @@ def test_a_tag_filtered_query_reaches_only_the_matching_members():
 def test_duplicate_answers_count_once_and_late_ones_are_ignored(caplog):
     net, (a, b) = cluster(2)
     seen = _query(a.serf, net.now, request_ack=True)
-    q = next(e for e in a.serf.take_events() if isinstance(e, QueryReceived))
+    q = next(e for e in a.serf.events() if isinstance(e, QueryReceived))
     ack = m.QueryResponse(q.ltime, q.id, "n1", m.QUERY_FLAG_ACK, None).encode()
     resp = m.QueryResponse(q.ltime, q.id, "n1", 0, b"r").encode()
     for raw in (ack, ack, resp, resp):  # a relayed copy arrives besides the direct one
@@ -332,7 +332,7 @@ def test_a_relayed_response_too_big_for_the_limit_goes_only_direct(caplog):
     _query(a.serf, net.now, relay_factor=1)
     net.run_until(net.now + 0.5)
     q = next(e for e in b.events if isinstance(e, QueryReceived))
-    b.serf.take_actions()
+    b.serf.actions()
     # The response fits its 1,024-byte limit exactly; wrapped in a relay message it does not.
     payload = b"p" * 1024
     while len(m.QueryResponse(q.ltime, q.id, "n1", 0, payload).encode()) > 1024:
@@ -340,7 +340,7 @@ def test_a_relayed_response_too_big_for_the_limit_goes_only_direct(caplog):
     with caplog.at_level(logging.ERROR, "pyserf.serf"):
         b.serf.respond(q, payload, net.now)
     assert "relayed response exceeds limit of 1024 bytes" in caplog.text
-    sent = [x for x in b.serf.take_actions() if hasattr(x, "addr")]
+    sent = [x for x in b.serf.actions() if hasattr(x, "addr")]
     assert [tuple(x.addr) for x in sent] == [a.addr]  # direct to the origin only
 
 
@@ -351,7 +351,7 @@ def test_queries_older_than_the_snapshot_clock_are_not_delivered_again():
         q = m.Query(ltime, ltime, codec.ip_to_bytes("10.0.0.1"), 7946, "n0", [], 0, 0,
                     10**9, f"q{ltime}", b"")
         b.serf.memberlist.delegate.notify_msg(q.encode(), net.now)
-    assert [e.name for e in b.serf.take_events() if isinstance(e, QueryReceived)] == ["q101"]
+    assert [e.name for e in b.serf.events() if isinstance(e, QueryReceived)] == ["q101"]
 
 
 def test_a_name_conflict_at_protocol_3_cannot_vote_and_keeps_running(caplog):
@@ -363,7 +363,7 @@ def test_a_name_conflict_at_protocol_3_cannot_vote_and_keeps_running(caplog):
         a.serf.memberlist.delegate.notify_conflict(me, other, net.now)
     assert "Failed to start name resolution query: Feature not supported" in caplog.text
     assert not a.serf._resolving_conflict
-    assert not [e for e in a.serf.take_events() if isinstance(e, ShutdownRequested)]
+    assert not [e for e in a.serf.events() if isinstance(e, ShutdownRequested)]
 
 
 # -- periodic guards -------------------------------------------------------------------------
@@ -374,7 +374,7 @@ def test_the_queue_depth_guard_prunes_to_max_queue_depth(caplog):
     a = net.add_node("a", "10.0.0.1", max_queue_depth=100)
     # Alone, nothing is gossiped away: the event queue only grows.
     for i in range(200):
-        a.serf.user_event(f"e{i}", b"", False)
+        a.serf.user_event(f"e{i}", b"", False, net.now)
     assert len(a.serf.event_broadcasts) == 200
     with caplog.at_level(logging.WARNING, "pyserf.serf"):
         net.run_until(a.serf.config.queue_check_interval + 0.01)

@@ -92,7 +92,7 @@ def test_tag_update_propagates_as_member_update():
 def test_user_event_reaches_everyone_once():
     net = build(8, seed=13)
     net.run_until(net.now + 3.0)
-    net.by_name["n4"].serf.user_event("deploy", b'{"v":2}', False)
+    net.by_name["n4"].serf.user_event("deploy", b'{"v":2}', False, net.now)
     net._pump(net.by_name["n4"])
     net.run_until(net.now + 3.0)
     for node in net.nodes.values():
@@ -248,7 +248,7 @@ def test_new_messages_are_gossiped_without_waiting_for_the_tick():
     net.run_until(net.now + 5.0)
     origin = net.by_name["n7"]
     start = net.now
-    origin.serf.user_event("ev", b"x", False)
+    origin.serf.user_event("ev", b"x", False, net.now)
     net._pump(origin)
 
     def everyone_has_it() -> bool:

@@ -608,7 +608,7 @@ class SF:
         return self.serf.members[name].member.status
 
     def events(self) -> list[tuple[str, list[str]]]:
-        return [(e.type, [x.name for x in e.members]) for e in self.serf.take_events()]
+        return [(e.type, [x.name for x in e.members]) for e in self.serf.events()]
 
     def run(self, until: float) -> None:
         run_until(self.scheduler, until)
@@ -624,7 +624,7 @@ def test_a_joining_member_is_alive_with_its_address_tags_and_versions():
     assert (mem.protocol_min, mem.protocol_max, mem.protocol_cur) == (1, 5, 3)
     assert (mem.delegate_min, mem.delegate_max, mem.delegate_cur) == (2, 5, 4)
     assert (ms.status_ltime, ms.leave_time) == (0, 0.0)
-    events = h.serf.take_events()
+    events = h.serf.events()
     assert [(e.type, e.members) for e in events] == [("member-join", [mem])]
     assert events[0].members[0] is not mem  # the event carries a copy
 
@@ -676,7 +676,7 @@ def test_recent_intents_are_bounded_oldest_first():
 def test_an_alive_member_that_disappears_has_failed():
     h = SF()
     h.serf.memberlist.delegate.notify_join(h.node("a"), 1.0)
-    h.serf.take_events()
+    h.serf.events()
     h.serf.memberlist.delegate.notify_leave(h.node("a"), 9.0)
     ms = h.serf.members["a"]
     assert (ms.member.status, ms.leave_time) == (MemberStatus.FAILED, 9.0)
@@ -690,7 +690,7 @@ def test_a_leaving_member_that_disappears_has_left():
     h.serf.memberlist.delegate.notify_join(h.node("a"), 1.0)
     h.serf._handle_leave_intent(m.Leave(3, "a"), 2.0)
     assert h.status("a") == MemberStatus.LEAVING
-    h.serf.take_events()
+    h.serf.events()
     h.serf.memberlist.delegate.notify_leave(h.node("a"), 9.0)
     ms = h.serf.members["a"]
     assert (ms.member.status, ms.leave_time) == (MemberStatus.LEFT, 9.0)
@@ -705,7 +705,7 @@ def test_leave_notifications_for_unknown_or_gone_members_change_nothing():
     assert "zz" not in h.serf.members
     h.serf.memberlist.delegate.notify_join(h.node("a"), 1.0)
     h.serf.memberlist.delegate.notify_leave(h.node("a"), 2.0)
-    h.serf.take_events()
+    h.serf.events()
     h.serf.memberlist.delegate.notify_leave(h.node("a"), 3.0)  # already failed
     assert h.status("a") == MemberStatus.FAILED
     assert h.serf.members["a"].leave_time == 2.0
@@ -720,7 +720,7 @@ def test_a_failed_or_left_member_that_comes_back_is_alive_again(how):
     if how == "left":
         h.serf._handle_leave_intent(m.Leave(3, "a"), 2.0)
     h.serf.memberlist.delegate.notify_leave(h.node("a"), 3.0)
-    h.serf.take_events()
+    h.serf.events()
     h.serf.memberlist.delegate.notify_join(h.node("a", "10.0.0.9", 7000, {"v": "2"}, vsn=VSN), 4.0)
     ms = h.serf.members["a"]
     mem = ms.member
@@ -745,7 +745,7 @@ def test_a_join_for_an_alive_member_keeps_other_members_lists():
 def test_an_update_changes_address_tags_and_versions():
     h = SF()
     h.serf.memberlist.delegate.notify_join(h.node("a", tags={"v": "1"}), 1.0)
-    h.serf.take_events()
+    h.serf.events()
     h.serf.memberlist.delegate.notify_update(
         h.node("a", "10.0.0.7", 7001, {"v": "2"}, vsn=VSN), 2.0)
     mem = h.serf.members["a"].member
@@ -809,7 +809,7 @@ def test_a_leave_intent_for_a_failed_member_makes_it_left_at_once():
     h.serf.memberlist.delegate.notify_join(h.node("b"), 1.0)
     h.serf.memberlist.delegate.notify_leave(h.node("a"), 2.0)
     h.serf.memberlist.delegate.notify_leave(h.node("b"), 2.0)
-    h.serf.take_events()
+    h.serf.events()
     assert h.serf._handle_leave_intent(m.Leave(3, "a"), 3.0) is True
     ms = h.serf.members["a"]
     assert ms.member.status == MemberStatus.LEFT
@@ -822,11 +822,11 @@ def test_leave_intents_for_leaving_or_left_members_are_accepted_without_events()
     h = SF()
     h.serf.memberlist.delegate.notify_join(h.node("a"), 1.0)
     h.serf._handle_leave_intent(m.Leave(3, "a"), 2.0)
-    h.serf.take_events()
+    h.serf.events()
     assert h.serf._handle_leave_intent(m.Leave(4, "a"), 2.0) is True
     assert h.status("a") == MemberStatus.LEAVING
     h.serf.memberlist.delegate.notify_leave(h.node("a"), 3.0)
-    h.serf.take_events()
+    h.serf.events()
     assert h.serf._handle_leave_intent(m.Leave(5, "a"), 4.0) is True
     assert h.status("a") == MemberStatus.LEFT
     assert h.serf.members["a"].status_ltime == 5
@@ -836,7 +836,7 @@ def test_leave_intents_for_leaving_or_left_members_are_accepted_without_events()
 def test_a_leave_intent_about_ourselves_while_alive_is_refuted_with_a_join():
     h = SF()
     h.serf.start(0.0)
-    h.serf.take_events()
+    h.serf.events()
     h.serf.intent_broadcasts.reset()
     before = h.serf.members[ME].status_ltime
     assert h.serf._handle_leave_intent(m.Leave(10, ME), 1.0) is False
@@ -860,7 +860,7 @@ def test_a_pruning_leave_of_a_leaving_member_waits_for_the_leave_to_propagate():
     """The erase waits broadcast_timeout + leave_propagate_delay = 5 + 1 = 6 s."""
     h = SF()
     h.serf.memberlist.delegate.notify_join(h.node("a"), 1.0)
-    h.serf.take_events()
+    h.serf.events()
     assert h.serf._handle_leave_intent(m.Leave(3, "a", prune=True), 10.0) is True
     assert h.status("a") == MemberStatus.LEAVING
     h.run(15.999)
@@ -876,7 +876,7 @@ def test_a_pruning_leave_of_a_failed_member_erases_it_at_once():
     h.serf.memberlist.delegate.notify_leave(h.node("a"), 2.0)
     h.serf.coordinate_cache["a"] = h.serf.coordinates.coord.copy()
     h.serf.coordinates.latency["a"] = [0.1]
-    h.serf.take_events()
+    h.serf.events()
     assert h.serf._handle_leave_intent(m.Leave(3, "a", prune=True), 3.0) is True
     assert "a" not in h.serf.members
     assert "a" not in h.serf.coordinate_cache
@@ -890,7 +890,7 @@ def test_a_pruning_leave_of_a_left_member_erases_it_at_once():
     h.serf.memberlist.delegate.notify_join(h.node("a"), 1.0)
     h.serf._handle_leave_intent(m.Leave(3, "a"), 2.0)
     h.serf.memberlist.delegate.notify_leave(h.node("a"), 3.0)
-    h.serf.take_events()
+    h.serf.events()
     assert h.serf._handle_leave_intent(m.Leave(4, "a", prune=True), 4.0) is True
     assert "a" not in h.serf.members
     assert h.serf.left_members == []
@@ -904,7 +904,7 @@ def test_a_delayed_prune_spares_a_member_replaced_meanwhile():
     h.serf.memberlist.delegate.notify_leave(h.node("a"), 11.0)
     h.serf._handle_leave_intent(m.Leave(4, "a", prune=True), 12.0)  # erased now
     h.serf.memberlist.delegate.notify_join(h.node("a"), 13.0)  # back, as a new member state
-    h.serf.take_events()
+    h.serf.events()
     h.run(20.0)  # the first prune's timer (at 16) must leave the new state alone
     assert h.status("a") == MemberStatus.ALIVE
     assert h.events() == []
@@ -919,7 +919,7 @@ def test_reap_erases_failed_and_left_members_only_after_their_timeouts():
     s.memberlist.delegate.notify_leave(h.node("f"), 10.0)
     s.memberlist.delegate.notify_leave(h.node("l"), 10.0)
     s._upsert_intent("x", SerfMsg.JOIN, 1, 10.0)
-    s.take_events()
+    s.events()
     s._reap(40.0)  # intent age exactly 30: kept
     assert "x" in s.recent_intents
     s._reap(40.001)
@@ -1000,7 +1000,7 @@ def test_reap_keeps_the_later_members_after_an_expired_one():
     for name, at in (("recent", 50.0), ("old", 10.0), ("recent2", 60.0)):
         s.memberlist.delegate.notify_join(h.node(name), 0.0)
         s.memberlist.delegate.notify_leave(h.node(name), at)
-    s.take_events()
+    s.events()
     s._reap(110.5)
     assert [x.member.name for x in s.failed_members] == ["recent", "recent2"]
     assert "old" not in s.members
@@ -1093,7 +1093,7 @@ def test_a_pruning_leave_of_a_member_already_leaving_erases_it_after_the_delay()
     h = SF()
     h.serf.memberlist.delegate.notify_join(h.node("a"), 1.0)
     h.serf._handle_leave_intent(m.Leave(3, "a"), 2.0)
-    h.serf.take_events()
+    h.serf.events()
     assert h.serf._handle_leave_intent(m.Leave(4, "a", prune=True), 10.0) is True
     h.run(15.9)
     assert h.status("a") == MemberStatus.LEAVING
