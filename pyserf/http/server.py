@@ -6,8 +6,9 @@ client sends is hostile until proven otherwise:
 - connections: at most ``max_connections`` at once; one more is answered 429 and closed at
   accept, before a byte is parsed;
 - time: a connection that has not finished a request's headers within ``idle_timeout`` (a
-  slowloris), or sits idle between requests that long, is closed; a body must arrive within
-  it too; TLS handshakes are bounded by it;
+  slowloris), or sits idle between requests that long, is closed (aiohttp's keep-alive timer
+  runs from the accept and partial data does not reset it); a body must arrive within
+  ``idle_timeout`` too, and so must a TLS handshake;
 - size: request lines and header fields at most 8 KiB, 64 header lines, bodies at most
   ``max_body`` bytes (413; compressed bodies are not inflated);
 - auth: ``Authorization: Bearer <token>`` compared in constant time (401 without, 403 wrong).
@@ -22,7 +23,6 @@ import asyncio
 import hmac
 import json
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -40,7 +40,6 @@ log = logging.getLogger("pyserf.agent")
 
 MAX_LINE = 8190
 MAX_HEADERS = 64
-SWEEP_INTERVAL = 1.0
 # How long agent shutdown waits for requests still running (streams are told to end first).
 SHUTDOWN_GRACE = 1.0
 _STATUS_FIX = {
@@ -97,10 +96,6 @@ class HTTPListener:
         self.endpoints = Endpoints(agent, self.hub, max_body, idle_timeout)
         self.runner: web.AppRunner | None = None
         self.server: asyncio.Server | None = None
-        self._sweeper: asyncio.Task | None = None
-        # Per connection (transport): requests in progress, and when it last did anything.
-        self._busy: dict[Any, int] = {}
-        self._since: dict[Any, float] = {}
         self.refused = 0
 
     @property
@@ -139,35 +134,13 @@ class HTTPListener:
             await self.runner.cleanup()
             raise
         self.hub.start()
-        self._sweeper = loop.create_task(self._sweep(handlers))
 
     async def close(self) -> None:
         self.hub.stop()
-        if self._sweeper is not None:
-            self._sweeper.cancel()
         if self.server is not None:
             self.server.close()
         if self.runner is not None:
             await self.runner.cleanup()
-
-    async def _sweep(self, handlers: Any) -> None:
-        """Close connections that have sat without a request in progress for too long: idle
-        keep-alives and clients still dribbling their headers (aiohttp has no header
-        timeout)."""
-        while True:
-            await asyncio.sleep(SWEEP_INTERVAL)
-            now = time.monotonic()
-            for handler in handlers.connections:
-                transport = handler.transport
-                if transport is None or self._busy.get(transport):
-                    continue
-                since = self._since.setdefault(transport, now)
-                if now - since > self.idle_timeout:
-                    transport.close()
-            live = {h.transport for h in handlers.connections}
-            for gone in [t for t in self._since if t not in live]:
-                self._since.pop(gone, None)
-                self._busy.pop(gone, None)
 
     def _authorized(self, request: web.Request) -> None:
         if not self.token:
@@ -185,8 +158,6 @@ class HTTPListener:
     async def _middleware(self, request: web.Request,
                           handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
                           ) -> web.StreamResponse:
-        transport = request.transport
-        self._busy[transport] = self._busy.get(transport, 0) + 1
         try:
             self._authorized(request)
             return await handler(request)
@@ -199,9 +170,6 @@ class HTTPListener:
             field, fix = _STATUS_FIX.get(exc.status, ("", ""))
             headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
             return error_response(ApiError(exc.status, exc.reason.lower(), field, fix), headers)
-        finally:
-            self._busy[transport] -= 1
-            self._since[transport] = time.monotonic()
 
 
 async def start_listener(agent: AgentAPI, config: Any) -> HTTPListener:

@@ -451,10 +451,18 @@ def test_connection_cap_and_slow_headers(cluster: Cluster) -> None:
     with socket.create_connection((h1.ip, HTTP_PORT), timeout=10) as extra:
         answer = extra.recv(4096)
     assert answer.startswith(b"HTTP/1.1 429") and b'"Field": "connection"' in answer
-    # A client dribbling its headers is cut off after the idle timeout.
-    idle[0].sendall(b"GET /v1/agent/members HTTP/1.1\r\nHo")
+    # A client dribbling its headers, a byte every 0.2 s, is cut off after the idle timeout.
     began = time.monotonic()
-    for sock in idle:
+    dribble = b"GET /v1/agent/members HTTP/1.1\r\nX-Slow: " + b"a" * 100
+    try:
+        for byte in dribble:
+            idle[0].sendall(bytes([byte]))
+            time.sleep(0.2)
+        raise AssertionError("a slow header was read for 20 s")
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    assert time.monotonic() - began < 8
+    for sock in idle[1:]:
         assert sock.recv(4096) == b""  # closed by the agent
     assert time.monotonic() - began < 8
     for sock in idle:
