@@ -37,6 +37,13 @@ MAIN_CASES = {
     "tags_string": "pyserf_install_method=pip pyserf_tags=role=web",
     "join_string": "pyserf_install_method=pip pyserf_retry_join=a,b",
     "extra_list": "pyserf_install_method=pip pyserf_extra_config='[\"profile\"]'",
+    "ok_scripts_hosts": "pyserf_install_method=pip "
+    "pyserf_handler_scripts='[{\"name\": \"a.sh\", \"content\": \"x\"}]' "
+    "pyserf_hosts_file='{\"path\": \"/etc/hosts\", \"domain\": \"lan\"}'",
+    "script_path_name": "pyserf_install_method=pip "
+    "pyserf_handler_scripts='[{\"name\": \"../a.sh\", \"content\": \"x\"}]'",
+    "script_no_body": "pyserf_install_method=pip pyserf_handler_scripts='[{\"name\": \"a.sh\"}]'",
+    "hosts_relative": "pyserf_install_method=pip pyserf_hosts_file='{\"path\": \"hosts\"}'",
 }
 VERIFY_CASES = {"verify_bad_retries": "pyserf_verify_retries=many"}
 FAILED_LINE = re.compile(
@@ -91,7 +98,7 @@ def first_failure(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str | N
     return failures
 
 
-@pytest.mark.parametrize("host", ["ok_prebuilt", "ok_pip"])
+@pytest.mark.parametrize("host", ["ok_prebuilt", "ok_pip", "ok_scripts_hosts"])
 def test_complete_settings_pass(first_failure: dict[str, str | None], host: str) -> None:
     assert first_failure[host] is None
 
@@ -132,6 +139,9 @@ def test_argument_spec_rejects(
     [
         ("tags_string", 'pyserf_tags must be a map of string keys to string values'),
         ("join_string", 'pyserf_retry_join must be a list of strings, got "a,b"'),
+        ("script_path_name", "each pyserf_handler_scripts entry needs a plain file name"),
+        ("script_no_body", "each pyserf_handler_scripts entry needs a plain file name"),
+        ("hosts_relative", "pyserf_hosts_file must be {} (off) or a map with an absolute path"),
     ],
 )
 def test_assert_catches_what_the_spec_lets_through(

@@ -197,6 +197,89 @@ def test_role_verify_names_a_host_that_is_down():
         assert seen is not None and set(NODES) <= seen, (name, seen)
 
 
+EVENTS_LOG = "/var/lib/pyserf/member-events.log"
+SCRIPT = "/etc/pyserf/handlers/record-member-events.sh"
+
+
+def test_handler_script_deployed_and_ran_on_member_events(host, cfg):
+    """The role installed the script from pyserf_handler_scripts, the config references it, and
+    the agent ran it for the join of every member of the cluster."""
+    script = host.file(SCRIPT)
+    assert script.is_file and script.user == "root" and script.group == "pyserf"
+    assert script.mode == 0o750, oct(script.mode)
+    assert cfg["event_handlers"] == [f"member-join,member-leave,member-failed={SCRIPT}"]
+    seen: set[str] = set()
+    deadline = time.monotonic() + 20
+    while not set(NODES) <= seen and time.monotonic() < deadline:
+        log = host.run(f"cat {EVENTS_LOG}").stdout
+        seen = {line.split()[1] for line in log.splitlines() if line.startswith("member-join ")}
+        time.sleep(0.5)
+    assert set(NODES) <= seen, log
+
+
+def hosts_block(h) -> list[str]:
+    text = h.file("/etc/hosts").content_string
+    inner = text.split("# BEGIN pyserf hosts_file", 1)[1].split("# END pyserf hosts_file")[0]
+    return [line.split() for line in inner.splitlines()[1:] if line]
+
+
+def test_etc_hosts_kept_by_the_agent(host):
+    """/etc/hosts is a link into the agent's directory, keeps the container's own lines and
+    has one line per member with its .lan alias; the resolver answers with it."""
+    link = host.file("/etc/hosts")
+    assert link.is_symlink and link.linked_to == "/var/lib/pyserf-hosts/hosts"
+    assert "localhost" in link.content_string  # the lines the file had before
+    addrs = member_addrs(host)
+    deadline = time.monotonic() + 20
+    while (block := hosts_block(host)) != [[addrs[n], n, f"{n}.lan"] for n in NODES] \
+            and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert block == [[addrs[n], n, f"{n}.lan"] for n in NODES], block
+    other = next(n for n in NODES if n != host.backend.get_hostname())
+    res = host.run(f"runuser -u nobody -- getent hosts {other}.lan")
+    assert res.rc == 0 and res.stdout.split()[0] == addrs[other], res.stdout + res.stderr
+
+
+def test_changed_handler_script_reloads_not_restarts():
+    """A new script text through the role: the agent is reloaded (same PID) and the next
+    member event runs the new text. The playbook then puts the scenario's script back."""
+    target = RUNNER.get_host(NODES[0])
+    pid = unit_prop(target, "MainPID")
+    marker = "changed-script"
+    changed = [{"name": "record-member-events.sh", "content":
+                f"#!/bin/sh\necho {marker} \"$SERF_EVENT\" >>{EVENTS_LOG}\n"}]
+    converge = SCENARIO / "converge.yml"
+    res = subprocess.run(
+        [ANSIBLE_PLAYBOOK, "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(converge),
+         "--limit", NODES[0], "-e", json.dumps({"pyserf_handler_scripts": changed})],
+        capture_output=True, text=True, timeout=300, check=False)
+    out = res.stdout + res.stderr
+    try:
+        assert res.returncode == 0, out[-4000:]
+        # the role runs as ../roles/pyserf from playbooks/site.yml
+        assert re.search(r"RUNNING HANDLER \[\S*pyserf : Reload pyserf\]", out), out[-4000:]
+        assert not re.search(r"RUNNING HANDLER \[\S*pyserf : Restart pyserf\]", out), \
+            out[-4000:]
+        assert unit_prop(target, "MainPID") == pid
+        # a member event (another agent's user-visible leave and rejoin) runs the new text
+        peer = RUNNER.get_host(NODES[1])
+        peer.check_output("systemctl restart pyserf")
+        deadline = time.monotonic() + REJOIN_TIMEOUT
+        while marker not in target.run(f"cat {EVENTS_LOG}").stdout \
+                and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert marker in target.run(f"cat {EVENTS_LOG}").stdout
+    finally:
+        back = subprocess.run(
+            [ANSIBLE_PLAYBOOK, "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(converge),
+             "--limit", NODES[0]], capture_output=True, text=True, timeout=300, check=False)
+    assert back.returncode == 0, (back.stdout + back.stderr)[-4000:]
+    assert unit_prop(target, "MainPID") == pid  # putting it back reloads again
+    for name in NODES:
+        seen = wait_all_alive(RUNNER.get_host(name), REJOIN_TIMEOUT)
+        assert seen is not None and set(NODES) <= seen, (name, seen)
+
+
 def test_cluster_encrypted(host, cfg):
     assert cfg.get("encrypt_key")
     res = host.run(f"{PYSERF} info -format=json")
