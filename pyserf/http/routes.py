@@ -180,8 +180,8 @@ class Endpoints:
         raw = await self._body(request)
         try:
             body = json.loads(raw) if raw.strip() else {}
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ApiError(400, f"body: not JSON: {exc}", "body",
+        except (ValueError, RecursionError) as exc:  # RecursionError: "[[[[..." nesting
+            raise ApiError(400, f"body: not JSON: {str(exc)[:200]}", "body",
                            "send a JSON object") from None
         if not isinstance(body, dict):
             raise ApiError(400, "body: not a JSON object", "body", "send a JSON object")

@@ -170,6 +170,12 @@ class HTTPListener:
             field, fix = _STATUS_FIX.get(exc.status, ("", ""))
             headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
             return error_response(ApiError(exc.status, exc.reason.lower(), field, fix), headers)
+        except (asyncio.CancelledError, ConnectionError):
+            raise
+        except Exception:  # a bug must not leak a traceback page or kill the connection loop
+            log.exception("agent.http: internal error serving %s %s", request.method,
+                          request.path[:200])
+            return error_response(ApiError(500, "internal error", "", "see the agent's log"))
 
 
 async def start_listener(agent: AgentAPI, config: Any) -> HTTPListener:
@@ -182,9 +188,12 @@ async def start_listener(agent: AgentAPI, config: Any) -> HTTPListener:
     context = None
     if config.http_tls_cert:
         context = tls_context(config.http_tls_cert, config.http_tls_key)
-    elif config.http_token and host not in ("127.0.0.1", "::1", "localhost"):
+    elif config.http_token and not host.startswith("127.") and host not in ("::1", "localhost"):
         log.warning("agent.http: the bearer token is sent in clear text to %s; set "
                     "http_tls_cert and http_tls_key to encrypt it", config.http_addr)
+    if config.http_metrics_auth:
+        log.warning("agent.http: http_metrics_auth has no effect yet: this agent does not "
+                    "serve /metrics (issue 14, item 1)")
     listener = HTTPListener(agent, token=config.http_token,
                             max_connections=config.http_max_connections,
                             max_body=config.http_max_body_bytes,

@@ -216,6 +216,8 @@ def test_errors_are_json_naming_the_field_and_the_fix(cluster: Cluster) -> None:
         ("GET", "/v1/agent/members?index=1&wait=forever", None, 400, "wait"),
         ("PUT", "/v1/agent/join", None, 400, "address"),
         ("PUT", "/v1/agent/tags", "[1]", 400, "body"),
+        ("PUT", "/v1/agent/tags", "[" * 4000, 400, "body"),  # nesting past the recursion limit
+        ("PUT", "/v1/agent/tags", b"\xff\xfe", 400, "body"),
         ("PUT", "/v1/agent/tags", '{"Set": {"a": 1}}', 400, "Set"),
         ("PUT", "/v1/event/fire/big", "x" * 1000, 413, "payload"),  # user_event_size_limit
         ("PUT", "/v1/event/fire/huge", "x" * 5000, 413, "body"),  # http_max_body_bytes
