@@ -196,12 +196,16 @@ class Endpoints:
             index = parse_index(params["index"])
             wait = parse_duration_param(params.get("wait", ""), "wait", DEFAULT_WAIT, MAX_WAIT)
             await self.hub.wait_change(index, wait)
-        out = []
-        for count, member in enumerate(self.agent.members(), 1):
-            if member_filter.matches(member):
-                out.append(member_json(member))
-            if count % MATCH_SLICE == 0:
-                await asyncio.sleep(0)
+        members = self.agent.members()
+        if member_filter.empty():
+            out = [member_json(m) for m in members]
+        else:
+            out = []
+            for count, member in enumerate(members, 1):
+                if member_filter.matches(member):
+                    out.append(member_json(member))
+                if count % MATCH_SLICE == 0:
+                    await asyncio.sleep(0)
         return json_response(out, headers={"X-Serf-Index": str(self.hub.index)})
 
     async def self_info(self, request: web.Request) -> web.Response:

@@ -116,6 +116,9 @@ class MemberFilter:
             out.tags.append((key, _compile(expr, "tag")))
         return out
 
+    def empty(self) -> bool:
+        return self.status is None and self.name is None and not self.tags
+
     def matches(self, member: Member) -> bool:
         if self.status is not None and not self._match(self.status, member.status.label()):
             return False
