@@ -57,6 +57,8 @@ MAX_WAITERS = 1024
 MAX_QUERIES = 64
 MAX_JOIN_ADDRESSES = 64
 MAX_NAME = 512
+# Each streamed event is checked against every filter of every stream.
+MAX_TYPE_FILTERS = 64
 DEFAULT_HEARTBEAT = 15.0
 MIN_HEARTBEAT = 1.0
 STREAM_BUFFER = 64 * 1024
@@ -391,6 +393,9 @@ class Endpoints:
 
     async def stream(self, request: web.Request) -> web.StreamResponse:
         matchers = parse_event_filter(request.query.get("type", "*"))
+        if len(matchers) > MAX_TYPE_FILTERS:
+            raise ApiError(400, f"type: {len(matchers)} filters", "type",
+                           f"give at most {MAX_TYPE_FILTERS} comma-separated filters")
         if not all(m.valid() for m in matchers):
             raise ApiError(400, "type: unknown event type", "type",
                            "use member-join, member-leave, member-failed, member-update, "

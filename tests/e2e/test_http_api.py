@@ -223,6 +223,7 @@ def test_errors_are_json_naming_the_field_and_the_fix(cluster: Cluster) -> None:
         ("PUT", "/v1/event/fire/huge", "x" * 5000, 413, "body"),  # http_max_body_bytes
         ("POST", "/v1/query/_serf_ping", None, 403, "name"),
         ("GET", "/v1/event/stream?type=bogus", None, 400, "type"),
+        ("GET", "/v1/event/stream?type=" + ",".join(["user"] * 65), None, 400, "type"),
     ]:
         status, headers, answer = call(h1, method, path, body, token=None)
         assert (status, answer["Field"]) == (code, field), (path, answer)
@@ -332,6 +333,7 @@ def test_a_bad_certificate_stops_the_agent_with_a_clear_error(cluster: Cluster,
 # ---- blocking queries and the event stream ---------------------------------------------------
 
 
+@pytest.mark.serial  # waits out timed waits
 def test_blocking_query_wakes_when_membership_changes(cluster: Cluster) -> None:
     h1 = start(cluster, "w1")
     # The index moves with each (coalesced) member event, w1's own join among them. With
@@ -419,6 +421,7 @@ def test_member_events_on_the_stream(cluster: Cluster) -> None:
 # ---- hostile clients -------------------------------------------------------------------------
 
 
+@pytest.mark.serial  # bounds how long a request may take meanwhile
 def test_a_client_that_never_reads_is_dropped_without_blocking_the_agent(
         cluster: Cluster) -> None:
     h1 = start(cluster, "r1")
