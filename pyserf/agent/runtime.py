@@ -32,13 +32,21 @@ from pyserf.gocompat.hostport import (
 from pyserf.gocompat.jsonerr import unmarshal_strings
 from pyserf.memberlist import codec, security
 from pyserf.memberlist.profiles import PROFILES
-from pyserf.memberlist.state import JoinOutcome, MemberlistConfig, OpenStream, SendPacket
+from pyserf.memberlist.state import MemberlistConfig, OpenStream, SendPacket
 from pyserf.memberlist.timers import Scheduler
 from pyserf.serf import internal_queries
 from pyserf.serf.coalesce import EventPipeline
 from pyserf.serf.config import SerfConfig, SerfError
 from pyserf.serf.core import Serf
-from pyserf.serf.events import MemberEvent, QueryReceived, ShutdownRequested, UserEventReceived
+from pyserf.serf.events import (
+    OPERATION_RESULTS,
+    Handle,
+    KeyringChanged,
+    MemberEvent,
+    QueryReceived,
+    ShutdownRequested,
+    UserEventReceived,
+)
 
 if TYPE_CHECKING:
     from pyserf.agent.config import AgentConfig
@@ -171,6 +179,8 @@ class Agent:
         self.advertise: tuple[str, int] = ("0.0.0.0", netutil.DEFAULT_PORT)
         self.keyring: security.Keyring | None = None
         self.leaving = False
+        # Operations waiting for the event that reports their outcome.
+        self._operations: dict[Handle, asyncio.Future[Any]] = {}
         # Process exit status once shutdown_event is set (RPC leave, retry-join giving up).
         self.exit_code = 0
         self.snapshot: SnapshotFile | None = None
@@ -287,7 +297,6 @@ class Agent:
         if self.config.encrypt_key and self.keyring is None:
             self.keyring = security.Keyring([security.parse_key_b64(self.config.encrypt_key)])
         self.serf = self._build_serf()
-        self.serf.on_keyring_changed = self.save_keyring
         host, port = self.bind_addr
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         try:
@@ -364,6 +373,14 @@ class Agent:
         if events:
             now = self.loop.time()
             for event in events:
+                if isinstance(event, OPERATION_RESULTS):
+                    waiting = self._operations.pop(event.handle, None)
+                    if waiting is not None and not waiting.done():
+                        waiting.set_result(event)
+                    continue
+                if isinstance(event, KeyringChanged):
+                    self.save_keyring()
+                    continue
                 try:
                     if self.snapshot is not None:
                         self.snapshot.write(self.snapshot.recorder.on_event(event))
@@ -572,11 +589,8 @@ class Agent:
         if logged:
             log.info("agent: joining: [%s] replay: %s", " ".join(addresses), str(replay).lower())
         targets, errors = await self.resolve_join_targets(addresses)
-        future: asyncio.Future[JoinOutcome] = self.loop.create_future()
-        self.serf.join(targets, not replay, self.loop.time(),
-                       lambda outcome, when: future.done() or future.set_result(outcome))
-        self.pump()
-        outcome = await future
+        handle = self.serf.join(targets, not replay, self.loop.time())
+        outcome = (await self._outcome(handle)).outcome
         if outcome.contacted:
             if logged:
                 log.info("agent: joined: %d nodes", outcome.contacted)
@@ -589,10 +603,10 @@ class Agent:
             log.warning("agent: error joining: %s", error)
         return 0, error
 
-    async def _wait(self, start: Callable[[Callable[[str | None, float], None]], None]
-                    ) -> str | None:
-        future: asyncio.Future[str | None] = self.loop.create_future()
-        start(lambda error, when: future.done() or future.set_result(error))
+    async def _outcome(self, handle: Handle) -> Any:
+        """Wait for the event that reports the outcome of the operation behind ``handle``."""
+        future: asyncio.Future[Any] = self.loop.create_future()
+        self._operations[handle] = future
         self.pump()
         return await future
 
@@ -619,15 +633,14 @@ class Agent:
         self.leaving = True
         if self.snapshot is not None:
             self.snapshot.write(["leave\n"])
-        return await self._wait(lambda done: self.serf.leave(self.loop.time(), done))
+        return (await self._outcome(self.serf.leave(self.loop.time()))).error
 
     async def force_leave(self, node: str, prune: bool) -> str | None:
         log.info("agent: Force leaving node: %s", node)
-        return await self._wait(
-            lambda done: self.serf.force_leave(node, prune, self.loop.time(), done))
+        return (await self._outcome(self.serf.force_leave(node, prune, self.loop.time()))).error
 
     async def set_tags(self, tags: dict[str, str]) -> str | None:
-        error = await self._wait(lambda done: self.serf.set_tags(tags, self.loop.time(), done))
+        error = (await self._outcome(self.serf.set_tags(tags, self.loop.time()))).error
         self._save_tags()
         return error
 

@@ -32,10 +32,15 @@ from pyserf.serf.config import SerfConfig, SerfError
 from pyserf.serf.delegate import SerfDelegate
 from pyserf.serf.events import (
     MEMBER_EVENT_LOG,
+    ForceLeaveFinished,
+    Handle,
+    JoinFinished,
+    KeyringChanged,
+    LeaveFinished,
     MemberEvent,
-    QueryReceived,
-    ShutdownRequested,
-    UserEventReceived,
+    SerfEvent,
+    TagsSet,
+    new_handle,
 )
 from pyserf.serf.intents import Intents
 from pyserf.serf.members import Member, MemberState, MemberStatus, SerfState
@@ -92,13 +97,11 @@ class Serf(Intents, UserEvents, Queries, Reaper):
         self.event_broadcasts = BroadcastQueue(mult, num, soon)
         self.query_broadcasts = BroadcastQueue(mult, num, soon)
         self.state = SerfState.ALIVE
-        self._events: list[MemberEvent | UserEventReceived | QueryReceived
-                           | ShutdownRequested] = []
+        self._events: list[SerfEvent] = []
         self._queries: dict[int, QueryCollector] = {}  # by LTime
         self._join_ignore = 0
         self._held_events: list[tuple[m.UserEvent, bytes]] = []
         self._held_event_bytes = 0
-        self.on_keyring_changed: Callable[[], None] | None = None
         # Messages refused at the decode boundary, counted by kind, logged at most once a second
         # per peer and kind.
         self.drops = DropLog(log, "serf")
@@ -203,8 +206,7 @@ class Serf(Intents, UserEvents, Queries, Reaper):
         """Datagrams to send and streams to open, oldest first; each is returned once."""
         return self.memberlist.take_actions()
 
-    def events(self) -> list[MemberEvent | UserEventReceived | QueryReceived
-                             | ShutdownRequested]:
+    def events(self) -> list[SerfEvent]:
         """What happened since the last call, oldest first; each is returned once."""
         events, self._events = self._events, []
         return events
@@ -248,14 +250,41 @@ class Serf(Intents, UserEvents, Queries, Reaper):
         }
 
     def keyring_changed(self) -> None:
-        """Hook for the agent to persist the keyring file after a key query changed it."""
-        if self.on_keyring_changed is not None:
-            self.on_keyring_changed()
+        """A key query changed the keyring: reported so the agent can persist it."""
+        self._events.append(KeyringChanged())
 
     # -- operations ------------------------------------------------------------------------
 
-    def join(self, targets: list[tuple[str, Address]], ignore_old: bool, now: float,
-             on_done: Callable[[JoinOutcome, float], None]) -> None:
+    def join(self, targets: list[tuple[str, Address]], ignore_old: bool, now: float) -> Handle:
+        """Join through ``targets``; a JoinFinished naming the handle reports the outcome."""
+        handle = new_handle()
+        self._join(targets, ignore_old, now,
+                   lambda outcome, when: self._events.append(JoinFinished(handle, outcome, when)))
+        return handle
+
+    def leave(self, now: float) -> Handle:
+        """Graceful leave; a LeaveFinished naming the handle reports the outcome."""
+        handle = new_handle()
+        self._leave(now, lambda error, when: self._events.append(LeaveFinished(handle, error,
+                                                                               when)))
+        return handle
+
+    def force_leave(self, node: str, prune: bool, now: float) -> Handle:
+        """Mark ``node`` left (and erase it when ``prune``); a ForceLeaveFinished follows."""
+        handle = new_handle()
+        self._force_leave(node, prune, now, lambda error, when: self._events.append(
+            ForceLeaveFinished(handle, error, when)))
+        return handle
+
+    def set_tags(self, tags: dict[str, str], now: float) -> Handle:
+        """Replace this node's tags (SerfError when they do not fit); a TagsSet follows."""
+        handle = new_handle()
+        self._set_tags(tags, now,
+                       lambda error, when: self._events.append(TagsSet(handle, error, when)))
+        return handle
+
+    def _join(self, targets: list[tuple[str, Address]], ignore_old: bool, now: float,
+              on_done: Callable[[JoinOutcome, float], None]) -> None:
         if self.state != SerfState.ALIVE:
             outcome = JoinOutcome(errors=["Serf can't Join after Leave or Shutdown"])
             on_done(outcome, now)
@@ -274,7 +303,7 @@ class Serf(Intents, UserEvents, Queries, Reaper):
 
         self.memberlist.join(targets, now, done)
 
-    def leave(self, now: float, on_done: Callable[[str | None, float], None]) -> None:
+    def _leave(self, now: float, on_done: Callable[[str | None, float], None]) -> None:
         """Graceful leave: intent, then memberlist leave, then a short propagation delay."""
         if self.state == SerfState.LEFT:
             on_done(None, now)
@@ -320,8 +349,8 @@ class Serf(Intents, UserEvents, Queries, Reaper):
         else:
             after_intent(None, now)
 
-    def force_leave(self, node: str, prune: bool, now: float,
-                    on_done: Callable[[str | None, float], None]) -> None:
+    def _force_leave(self, node: str, prune: bool, now: float,
+                     on_done: Callable[[str | None, float], None]) -> None:
         msg = m.Leave(self.clock.time, node, prune)
         self.clock.increment()
         self._handle_leave_intent(msg, now)
@@ -332,8 +361,8 @@ class Serf(Intents, UserEvents, Queries, Reaper):
                                  self.config.broadcast_timeout,
                                  "timed out broadcasting node removal", on_done)
 
-    def set_tags(self, tags: dict[str, str], now: float,
-                 on_done: Callable[[str | None, float], None]) -> None:
+    def _set_tags(self, tags: dict[str, str], now: float,
+                  on_done: Callable[[str | None, float], None]) -> None:
         if len(m.encode_tags(tags, self.config.protocol_version)) > codec.META_MAX_SIZE:
             raise SerfError(
                 f"Encoded length of tags exceeds limit of {codec.META_MAX_SIZE} bytes")

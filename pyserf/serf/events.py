@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pyserf.serf.members import Member
 
 if TYPE_CHECKING:
-    from pyserf.memberlist.state import Address
+    from pyserf.memberlist.state import Address, JoinOutcome
 
 MEMBER_EVENT_LOG = {"member-join": "EventMemberJoin", "member-leave": "EventMemberLeave",
                     "member-failed": "EventMemberFailed", "member-update": "EventMemberUpdate",
@@ -48,3 +49,62 @@ class ShutdownRequested:
 
     reason: str
 
+
+
+# ---- the outcomes of operations ---------------------------------------------------------------
+# An operation (join, leave, force_leave, set_tags) returns a Handle at once; its outcome arrives
+# later in events() as one of these records naming that handle, with the time it finished.
+
+_handle_ids = itertools.count(1)
+
+
+@dataclass(frozen=True, slots=True)
+class Handle:
+    """Names one operation; unique in the process, so shells may pool them across machines."""
+
+    id: int
+
+
+def new_handle() -> Handle:
+    return Handle(next(_handle_ids))
+
+
+@dataclass(frozen=True, slots=True)
+class JoinFinished:
+    handle: Handle
+    outcome: JoinOutcome
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class LeaveFinished:
+    handle: Handle
+    error: str | None  # None: left gracefully
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class ForceLeaveFinished:
+    handle: Handle
+    error: str | None  # None: the leave intent finished gossiping (or nobody was left to tell)
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class TagsSet:
+    handle: Handle
+    error: str | None  # None: the new tags finished gossiping
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class KeyringChanged:
+    """A key query changed this node's keyring (the agent rewrites its keyring file)."""
+
+
+OperationFinished = JoinFinished | LeaveFinished | ForceLeaveFinished | TagsSet
+OPERATION_RESULTS = (JoinFinished, LeaveFinished, ForceLeaveFinished, TagsSet)
+
+# Everything Serf.events() returns.
+SerfEvent = (MemberEvent | UserEventReceived | QueryReceived | ShutdownRequested | KeyringChanged
+             | OperationFinished)

@@ -32,7 +32,7 @@ from pyserf.memberlist.suspicion import Suspicion
 from pyserf.memberlist.timers import Scheduler
 from pyserf.serf.config import SerfConfig
 from pyserf.serf.core import Serf
-from pyserf.serf.events import MemberEvent
+from pyserf.serf.events import OPERATION_RESULTS, Handle, JoinFinished, MemberEvent
 from pyserf.sim.counters import CounterSnapshot, NodeCounters, snapshot
 from pyserf.sim.links import GilbertElliott, Latency, Link, Sampler
 
@@ -147,6 +147,8 @@ class SimNetwork:
         self._udp_seen = 0
         self._tcp_seen = 0
         self.record_log = record_log
+        # Operations (join, leave, ...) waiting for the event that reports their outcome.
+        self._operations: dict[Handle, Callable[[Any, float], None]] = {}
         self.listeners: list[Callable[[SimEvent], None]] = list(listeners)
         self.coalesce = coalesce
         self.snapshots = snapshots
@@ -206,10 +208,18 @@ class SimNetwork:
 
     def join(self, node: SimNode, target: SimNode) -> list:
         result: list = []
-        node.serf.join([(target.name, target.addr)], False, self.now,
+        self.when_done(node, node.serf.join([(target.name, target.addr)], False, self.now),
                        lambda outcome, when: result.append(outcome))
-        self._pump(node)
         return result
+
+    def when_done(self, node: SimNode, handle: Handle,
+                  callback: Callable[[Any, float], None]) -> None:
+        """Call ``callback(outcome, when)`` once the event reporting the operation behind
+        ``handle`` comes out of ``node``'s machine (the outcome: a JoinOutcome, else the error
+        text or None). Pumps the node now, as a shell does after an operation: what it queued
+        goes out, and an outcome known at once is reported at once."""
+        self._operations[handle] = callback
+        self._pump(node)
 
     def _emit(self, event: SimEvent) -> None:
         if self.record_log:
@@ -431,6 +441,12 @@ class SimNetwork:
         observe = self.record_log or self.listeners
         now = self.now
         for event in events:
+            if isinstance(event, OPERATION_RESULTS):
+                callback = self._operations.pop(event.handle, None)
+                if callback is not None:
+                    callback(event.outcome if isinstance(event, JoinFinished) else event.error,
+                             event.at)
+                continue
             if observe and isinstance(event, MemberEvent):
                 for member in event.members:
                     self._emit(SimEvent(now, node.name, event.type, member.name))

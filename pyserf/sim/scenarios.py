@@ -227,8 +227,7 @@ class Run:
                     if outcome.contacted:
                         self.joined[node.name] = when
 
-                node.serf.join(target, False, now, done)
-                self.kick(node)
+                net.when_done(node, node.serf.join(target, False, now), done)
             return go
 
         for index, when in enumerate(starts, 1):
@@ -292,8 +291,8 @@ def simulate(opts: Options) -> dict[str, Any]:
                 extra["lifeguard_s"] = lifeguard(timing, opts.nodes)
             else:
                 # The agent shuts down once its leave went out, as `serf leave` does.
-                node.serf.leave(net.now, lambda error, when: net.crash(node))
-                run.kick(node)
+                net.when_done(node, node.serf.leave(net.now),
+                              lambda error, when: net.crash(node))
             extra["subject"] = subject
         elif opts.scenario == "event":
             watch = _Watch(others, t0=t0)

@@ -304,8 +304,9 @@ class Harness:
     def start_join(self, target: tuple[str, int] = ("10.0.0.99", PORT)) -> tuple[int, list]:
         """Start a join towards ``target``; returns the stream id and the outcome list."""
         outcome: list = []
-        self._call("join", lambda: self.serf.join(
-            [("", target)], False, self.now, lambda o, t: outcome.append(o)))
+        self._call("join", lambda: self.net.when_done(
+            self.node, self.serf.join([("", target)], False, self.now),
+            lambda o, t: outcome.append(o)))
         streams = [a for n, a in self.net.sent if isinstance(a, OpenStream) and a.addr == target]
         if not streams:
             raise Violation("join-no-stream", f"join to {target} opened no stream")

@@ -26,7 +26,8 @@ def gossip_overtakes_join(ignore_old: bool) -> tuple[SimNetwork, SimNode, SimNod
     [old_ltime] = [slot[0] for slot in a.serf.event_buffer if slot is not None]
     b = net.add_node("b", "10.0.0.2")
     joined: list = []
-    b.serf.join([("a", a.addr)], ignore_old, net.now, lambda outcome, when: joined.append(outcome))
+    net.when_done(b, b.serf.join([("a", a.addr)], ignore_old, net.now),
+                  lambda outcome, when: joined.append(outcome))
     net._pump(b)
     # The gossip of the old event lands before the push-pull reply does.
     raw = m.UserEvent(old_ltime, "old-news", b"x", False).encode()

@@ -24,6 +24,7 @@ from pyserf.memberlist.state import (
     SendPacket,
 )
 from pyserf.memberlist.timers import Scheduler
+from pyserf.serf.events import JoinFinished
 from pyserf.sim.network import SimNetwork
 
 VSN = bytes([1, 5, 2, 2, 5, 5])
@@ -229,12 +230,16 @@ def test_stream_framer_refuses_more_than_its_limit():
             framer.feed(bytes((MsgType.PUSH_PULL,)) + b"\x83" + b"\x00" * 100)
 
 
+def join_outcomes(node, handle) -> list[JoinOutcome]:
+    """The outcomes the node's machine reported for the join behind ``handle``."""
+    return [e.outcome for e in node.serf.events()
+            if isinstance(e, JoinFinished) and e.handle == handle]
+
+
 def test_a_join_answered_by_a_malformed_push_pull_reports_an_error():
     net = SimNetwork(seed=3)
     a = net.add_node("a", "10.0.0.1")
-    outcomes: list[JoinOutcome] = []
-    a.serf.join([("x", ("10.0.0.99", 7946))], False, net.now,
-                lambda outcome, when: outcomes.append(outcome))
+    handle = a.serf.join([("x", ("10.0.0.99", 7946))], False, net.now)
     streams = [x for x in a.serf.actions() if isinstance(x, OpenStream)]
     assert len(streams) == 1
     bad_replies = [
@@ -243,6 +248,7 @@ def test_a_join_answered_by_a_malformed_push_pull_reports_an_error():
     ]
     ml = a.serf.memberlist
     ml.stream_reply(streams[0].stream_id, bad_replies[0], net.now)
+    outcomes = join_outcomes(a, handle)
     assert len(outcomes) == 1 and outcomes[0].contacted == 0 and outcomes[0].errors
     assert ml._pending_push_pulls == 0
 
@@ -251,8 +257,7 @@ def test_a_join_whose_merge_raises_still_reports_once(monkeypatch):
     net = SimNetwork(seed=4)
     a = net.add_node("a", "10.0.0.1")
     b = net.add_node("b", "10.0.0.2")
-    outcomes: list[JoinOutcome] = []
-    a.serf.join([("b", b.addr)], False, net.now, lambda outcome, when: outcomes.append(outcome))
+    handle = a.serf.join([("b", b.addr)], False, net.now)
     (stream,) = [x for x in a.serf.actions() if isinstance(x, OpenStream)]
     reply = b.serf.memberlist.handle_stream(stream.data, a.addr, net.now)
 
@@ -261,6 +266,7 @@ def test_a_join_whose_merge_raises_still_reports_once(monkeypatch):
 
     monkeypatch.setattr(a.serf.memberlist, "_merge_remote", explode)
     a.serf.memberlist.stream_reply(stream.stream_id, reply, net.now)
+    outcomes = join_outcomes(a, handle)
     assert len(outcomes) == 1 and outcomes[0].contacted == 0
     assert a.serf.memberlist._pending_push_pulls == 0
 

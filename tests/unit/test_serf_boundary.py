@@ -71,7 +71,8 @@ def assert_still_works(net: SimNetwork, a: SimNode, b: SimNode) -> None:
     state = m.PushPullState.decode_state(a.serf.memberlist.delegate.local_state(False))
     assert state.ltime == a.serf.clock.time
     done: list = []
-    a.serf.set_tags({"role": "after"}, net.now, lambda error, when: done.append(error))
+    net.when_done(a, a.serf.set_tags({"role": "after"}, net.now),
+                  lambda error, when: done.append(error))
     a.serf.user_event("after-attack", b"ok", False, net.now)
     a.serf.query("after-query", b"", net.now, on_ack=lambda n, t: None,
                  on_response=lambda n, p, t: None, on_done=lambda t: None)
@@ -403,7 +404,7 @@ def test_ltime_max_is_witnessed_and_everything_still_encodes(name):
 
 def assert_leaves(net: SimNetwork, a: SimNode, b: SimNode, seen_as: str = "left") -> None:
     done: list = []
-    a.serf.leave(net.now, lambda error, when: done.append(error))
+    net.when_done(a, a.serf.leave(net.now), lambda error, when: done.append(error))
     net._pump(a)
     net.run_until(net.now + 10.0)
     assert done == [None]

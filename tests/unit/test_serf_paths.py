@@ -79,7 +79,7 @@ def test_a_configuration_serf_refuses_is_refused_with_its_text(refused, accepted
 def test_tags_too_big_to_announce_are_refused_and_the_old_ones_kept():
     net, (a, b) = cluster(2, tags={"role": "web"})
     with pytest.raises(SerfError, match="Encoded length of tags exceeds limit of 512 bytes"):
-        a.serf.set_tags({"t": "x" * 600}, net.now, lambda err, when: None)
+        a.serf.set_tags({"t": "x" * 600}, net.now)
     assert a.serf.config.tags == {"role": "web"}
     assert a.serf.memberlist.delegate.node_meta(
         codec.META_MAX_SIZE) == m.encode_tags({"role": "web"}, 5)
@@ -103,17 +103,18 @@ def test_user_event_limits_before_and_after_encoding():
 def test_operations_after_leave_and_shutdown_get_serfs_answers():
     net, (a, b) = cluster(2)
     out: list = []
-    a.serf.leave(net.now, lambda err, when: out.append(("first", err)))
-    a.serf.leave(net.now, lambda err, when: out.append(("again", err)))
+    net.when_done(a, a.serf.leave(net.now), lambda err, when: out.append(("first", err)))
+    net.when_done(a, a.serf.leave(net.now), lambda err, when: out.append(("again", err)))
     assert out == [("again", "Leave already in progress")]
     wait_for(net, lambda: len(out) == 2, 10.0)
     assert out[1] == ("first", None)
-    a.serf.leave(net.now, lambda err, when: out.append(("after", err)))
-    a.serf.join([("n1", b.addr)], False, net.now, lambda o, when: out.append(("join", o)))
+    net.when_done(a, a.serf.leave(net.now), lambda err, when: out.append(("after", err)))
+    net.when_done(a, a.serf.join([("n1", b.addr)], False, net.now),
+                  lambda o, when: out.append(("join", o)))
     assert out[2:] == [("after", None), ("join", JoinOutcome(
         errors=["Serf can't Join after Leave or Shutdown"]))]
     b.serf.shutdown()
-    b.serf.leave(net.now, lambda err, when: out.append(("shut", err)))
+    net.when_done(b, b.serf.leave(net.now), lambda err, when: out.append(("shut", err)))
     assert out[-1] == ("shut", "Leave called after Shutdown")
 
 
@@ -121,7 +122,8 @@ def test_leaving_alone_takes_just_the_propagation_delay():
     net, (a,) = cluster(1)
     done: list[float] = []
     start = net.now
-    a.serf.leave(start, lambda err, when: done.append(when) if err is None else None)
+    net.when_done(a, a.serf.leave(start),
+                  lambda err, when: done.append(when) if err is None else None)
     net.run_until(start + 5.0)
     # Nobody to tell: no broadcast to wait for, only serf's leave_propagate_delay (1 s).
     assert done == [start + a.serf.config.leave_propagate_delay]
@@ -137,14 +139,14 @@ def test_force_leave_turns_a_failed_member_into_left_everywhere_then_prune_erase
     wait_for(net, lambda: all(v["n2"] == "failed" for v in net.views().values()), 30.0)
     assert a.serf.stats()["failed"] == "1" and a.serf.stats()["left"] == "0"
     done: list = []
-    a.serf.force_leave("n2", False, net.now, lambda err, when: done.append(err))
+    net.when_done(a, a.serf.force_leave("n2", False, net.now), lambda err, when: done.append(err))
     net.run_until(net.now + 3.0)
     assert done == [None]
     assert [v["n2"] for v in net.views().values()] == ["left", "left"]
     assert member_events(a, "member-leave") == member_events(b, "member-leave") == ["n2"]
     assert a.serf.stats()["failed"] == "0" and a.serf.stats()["left"] == "1"
     # A left member pruned by force-leave goes at once (not at the tombstone timeout).
-    a.serf.force_leave("n2", True, net.now, lambda err, when: done.append(err))
+    net.when_done(a, a.serf.force_leave("n2", True, net.now), lambda err, when: done.append(err))
     net.run_until(net.now + 3.0)
     assert done == [None, None]
     assert [sorted(v) for v in net.views().values()] == [["n0", "n1"], ["n0", "n1"]]
@@ -156,7 +158,7 @@ def test_force_leave_with_prune_of_a_failed_member_reaps_it_in_one_step():
     net, (a, b, c) = cluster(3, seed=2)
     net.crash(c)
     wait_for(net, lambda: all(v["n2"] == "failed" for v in net.views().values()), 30.0)
-    a.serf.force_leave("n2", True, net.now, lambda err, when: None)
+    a.serf.force_leave("n2", True, net.now)
     net.run_until(net.now + 3.0)
     assert member_events(b, "member-leave") == ["n2"]
     assert member_events(b, "member-reap") == ["n2"]
@@ -168,7 +170,8 @@ def test_force_leave_with_nobody_alive_finishes_at_once():
     net.crash(b)
     wait_for(net, lambda: net.views()["n0"]["n1"] == "failed", 30.0)
     done: list = []
-    a.serf.force_leave("n1", False, net.now, lambda err, when: done.append((err, when)))
+    net.when_done(a, a.serf.force_leave("n1", False, net.now),
+                  lambda err, when: done.append((err, when)))
     assert done == [(None, net.now)]
     assert net.views()["n0"]["n1"] == "left"
 
@@ -176,11 +179,11 @@ def test_force_leave_with_nobody_alive_finishes_at_once():
 def test_pruning_a_leaving_member_waits_for_its_leave_to_finish():
     net, (a, b, c) = cluster(3, seed=3)
     start = net.now
-    c.serf.leave(start, lambda err, when: None)
+    c.serf.leave(start)
     net._pump(c)
     wait_for(net, lambda: a.serf.members["n2"].member.status == MemberStatus.LEAVING,
              1.0, step=0.01)
-    a.serf.force_leave("n2", True, net.now, lambda err, when: None)
+    a.serf.force_leave("n2", True, net.now)
     pruned_at = net.now
     delay = a.serf.config.broadcast_timeout + a.serf.config.leave_propagate_delay
     net.run_until(pruned_at + delay - 0.01)
@@ -226,7 +229,7 @@ def test_events_gossiped_during_an_ignore_old_join_are_held_bounded_and_released
     b = net.add_node("b", "10.0.0.2")
     a.serf.event_clock.witness(5)
     out: list = []
-    b.serf.join([("a", a.addr)], True, net.now, lambda o, when: out.append(o))
+    net.when_done(b, b.serf.join([("a", a.addr)], True, net.now), lambda o, when: out.append(o))
     # Events gossiped to b before its join reply: 8 Lamport times of 128 events fill the
     # held buffer (1,024); one more is dropped and counted.
     events = [m.UserEvent(10 + i // 128, f"e{i}", b"", False) for i in range(MAX_HELD_EVENTS)]

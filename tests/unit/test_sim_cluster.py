@@ -37,7 +37,8 @@ def test_join_to_nobody_reports_the_error():
     net = SimNetwork(seed=4)
     a = net.add_node("a", "10.0.0.1")
     out = []
-    a.serf.join([("", ("10.0.0.99", 7946))], False, net.now, lambda o, t: out.append(o))
+    net.when_done(a, a.serf.join([("", ("10.0.0.99", 7946))], False, net.now),
+                  lambda o, t: out.append(o))
     net._pump(a)
     net.run_until(1.0)
     assert out[0].contacted == 0
@@ -63,7 +64,7 @@ def test_graceful_leave_is_seen_as_left():
     net.run_until(net.now + 3.0)
     leaver = net.by_name["n2"]
     done = []
-    leaver.serf.leave(net.now, lambda err, t: done.append((err, t)))
+    net.when_done(leaver, leaver.serf.leave(net.now), lambda err, t: done.append((err, t)))
     net._pump(leaver)
     net.run_until(net.now + 5.0)
     assert done and done[0][0] is None
@@ -77,7 +78,8 @@ def test_tag_update_propagates_as_member_update():
     net.run_until(net.now + 3.0)
     node = net.by_name["n1"]
     done = []
-    node.serf.set_tags({"role": "lb", "v": "2"}, net.now, lambda e, t: done.append(e))
+    net.when_done(node, node.serf.set_tags({"role": "lb", "v": "2"}, net.now),
+                  lambda e, t: done.append(e))
     net._pump(node)
     net.run_until(net.now + 3.0)
     assert done == [None]
@@ -132,7 +134,7 @@ def test_leave_racing_a_push_pull_is_still_a_leave():
     bar = net.add_node("bar", "10.0.0.2")
     net.join(foo, bar)
     net.run_until(2.0)
-    bar.serf.leave(net.now, lambda err, t: None)
+    bar.serf.leave(net.now)
     net._pump(bar)
     foo.serf.memberlist.push_pull_now(net.now)  # anti-entropy right in the leave window
     net._pump(foo)
@@ -148,7 +150,8 @@ def test_simultaneous_leave_of_the_last_two_nodes_completes():
     net.run_until(2.0)
     results = []
     for node in (a, b):
-        node.serf.leave(net.now, lambda err, t, n=node.name: results.append((n, err, t)))
+        net.when_done(node, node.serf.leave(net.now),
+                      lambda err, t, n=node.name: results.append((n, err, t)))
         net._pump(node)
     start = net.now
     net.run_until(net.now + 8.0)
@@ -188,7 +191,7 @@ def test_failed_and_left_members_are_reaped_after_their_timeouts():
     net.run_until(3.0)
     crash_at = net.now
     net.crash(nodes[3])
-    nodes[2].serf.leave(net.now, lambda err, t: None)
+    nodes[2].serf.leave(net.now)
     net._pump(nodes[2])
     # Failed between PI + min and PI + max suspicion (n = 4: min = 4 * max(1, log10 4) = 4 s).
     deadline = crash_at + LAN.probe_interval + LAN.suspicion_max_timeout_mult * 4.0
@@ -213,7 +216,7 @@ def test_graceful_leave_reaches_everyone_directly():
     net.run_until(net.now + 5.0)
     leaver = net.by_name["n7"]
     start = net.now
-    leaver.serf.leave(net.now, lambda err, t: None)
+    leaver.serf.leave(net.now)
     net._pump(leaver)
     while net.now < start + 1.0:
         net.run_until(net.now + 0.05)
