@@ -502,3 +502,24 @@ def test_streamed_query_and_keyring_rotation(cluster: Cluster) -> None:
     status, _, body = call(k1, "DELETE", "/v1/agent/keyring", json.dumps({"Key": old}))
     assert status == 200, body
     assert call(k1, "GET", "/v1/agent/keyring")[2]["Keys"] == {new: 2}
+
+
+@needs_curl
+def test_event_stream_read_by_curl(cluster: Cluster) -> None:
+    h1 = start(cluster, "q1", http_token=TOKEN)
+    reader = subprocess.Popen(
+        [CURL, "-sN", "--max-time", "30", "-H", f"Authorization: Bearer {TOKEN}",
+         f"http://{h1.ip}:{HTTP_PORT}/v1/event/stream?type=user:hello"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert [reader.stdout.readline() for _ in range(2)] == [": stream open\n", "\n"]
+        call(h1, "PUT", "/v1/event/fire/other?coalesce=false", "no")
+        call(h1, "PUT", "/v1/event/fire/hello?coalesce=false", "world")
+        lines = [reader.stdout.readline() for _ in range(4)]
+        assert lines[0].startswith("id: ") and lines[1:] == [
+            "event: user\n", lines[2], "\n"]
+        data = json.loads(lines[2].removeprefix("data: "))
+        assert (data["Name"], base64.b64decode(data["Payload"])) == ("hello", b"world")
+    finally:
+        reader.kill()
+        reader.wait(5)
