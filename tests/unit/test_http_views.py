@@ -9,19 +9,10 @@ import pytest
 from multidict import MultiDict
 
 from pyserf.agent.config import AgentConfig, ConfigError, parse_event_filter, validate
+from pyserf.http import views
 from pyserf.http.settings import http_problems, parse_http_addr
 from pyserf.http.sse import EventRing, Subscriber, TypeFilter, comment, frame
-from pyserf.http.views import (
-    MAX_WAIT,
-    ApiError,
-    MemberFilter,
-    event_json,
-    member_json,
-    parse_bool,
-    parse_duration_param,
-    parse_index,
-    parse_int,
-)
+from pyserf.http.views import ApiError, MemberFilter
 from pyserf.serf.events import MemberEvent, QueryReceived, UserEventReceived
 from pyserf.serf.members import Member, MemberStatus
 
@@ -31,23 +22,23 @@ def _member(name: str, status: MemberStatus = MemberStatus.ALIVE, **tags: str) -
 
 
 def test_member_json_has_consuls_keys_and_serfs_status_word() -> None:
-    out = member_json(_member("web-1", MemberStatus.LEFT, role="web"))
+    out = views.member_json(_member("web-1", MemberStatus.LEFT, role="web"))
     assert out == {"Name": "web-1", "Addr": "10.0.0.1", "Port": 7946, "Tags": {"role": "web"},
                    "Status": "left", "ProtocolMin": 1, "ProtocolMax": 5, "ProtocolCur": 2,
                    "DelegateMin": 2, "DelegateMax": 5, "DelegateCur": 5}
 
 
 def test_event_json_shapes_member_user_and_query_events() -> None:
-    kind, name, record = event_json(MemberEvent("member-join", [_member("a")]))
+    kind, name, record = views.event_json(MemberEvent("member-join", [_member("a")]))
     assert (kind, name, record["Members"][0]["Name"]) == ("member-join", "", "a")
-    kind, name, record = event_json(UserEventReceived(7, "deploy", b"v1", False))
+    kind, name, record = views.event_json(UserEventReceived(7, "deploy", b"v1", False))
     assert (kind, name) == ("user", "deploy")
     assert record == {"Event": "user", "LTime": 7, "Name": "deploy", "Payload": "djE=",
                       "Coalesce": False}
     query = QueryReceived(3, "uptime", b"", 9, ("10.0.0.2", 7946), "b", 0.0, 0)
-    kind, name, record = event_json(query)
+    kind, name, record = views.event_json(query)
     assert (kind, name, record["Payload"], record["From"]) == ("query", "uptime", None, "b")
-    assert event_json(object()) is None
+    assert views.event_json(object()) is None
 
 
 def _filter(**params: str | list[str]) -> MemberFilter:
@@ -91,25 +82,25 @@ def test_backtracking_pattern_is_linear_time() -> None:
 
 
 def test_parameters_parse_or_say_how_to_fix() -> None:
-    assert parse_duration_param("", "wait", 5.0, MAX_WAIT) == 5.0
-    assert parse_duration_param("1m30s", "wait", 5.0, MAX_WAIT) == 90.0
-    assert parse_duration_param("2", "wait", 5.0, MAX_WAIT) == 2.0
-    assert parse_duration_param("9999h", "wait", 5.0, MAX_WAIT) == MAX_WAIT
+    assert views.parse_duration_param("", "wait", 5.0, views.MAX_WAIT) == 5.0
+    assert views.parse_duration_param("1m30s", "wait", 5.0, views.MAX_WAIT) == 90.0
+    assert views.parse_duration_param("2", "wait", 5.0, views.MAX_WAIT) == 2.0
+    assert views.parse_duration_param("9999h", "wait", 5.0, views.MAX_WAIT) == views.MAX_WAIT
     for bad in ("-1s", "soon", "1e400", "nan"):
         with pytest.raises(ApiError, match="not a duration"):
-            parse_duration_param(bad, "wait", 5.0, MAX_WAIT)
-    assert parse_index("") == 0 and parse_index("42") == 42
+            views.parse_duration_param(bad, "wait", 5.0, views.MAX_WAIT)
+    assert views.parse_index("") == 0 and views.parse_index("42") == 42
     for bad in ("-1", "1.5", "٣", "9" * 20):
         with pytest.raises(ApiError) as err:
-            parse_index(bad)
+            views.parse_index(bad)
         assert err.value.field == "index"
-    assert parse_bool({"prune": ""}, "prune") and not parse_bool({}, "prune")
-    assert not parse_bool({"prune": "false"}, "prune")
+    assert views.parse_bool({"prune": ""}, "prune") and not views.parse_bool({}, "prune")
+    assert not views.parse_bool({"prune": "false"}, "prune")
     with pytest.raises(ApiError):
-        parse_bool({"prune": "maybe"}, "prune")
-    assert parse_int({"relay": "3"}, "relay", 0, 5, 0) == 3
+        views.parse_bool({"prune": "maybe"}, "prune")
+    assert views.parse_int({"relay": "3"}, "relay", 0, 5, 0) == 3
     with pytest.raises(ApiError):
-        parse_int({"relay": "6"}, "relay", 0, 5, 0)
+        views.parse_int({"relay": "6"}, "relay", 0, 5, 0)
 
 
 def test_sse_frames_carry_id_type_and_one_data_line() -> None:
