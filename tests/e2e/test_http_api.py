@@ -479,7 +479,8 @@ def test_connection_cap_and_slow_headers(cluster: Cluster) -> None:
 def test_streamed_query_and_keyring_rotation(cluster: Cluster) -> None:
     old, new = (base64.b64encode(bytes([n]) * 16).decode() for n in (1, 2))
     k1 = start(cluster, "k1", f"-encrypt={old}")
-    cluster.start("pyserf", "k2", f"-encrypt={old}", f"-join={k1.ip}")
+    cluster.start("pyserf", "k2", f"-encrypt={old}", f"-join={k1.ip}",
+                  "-event-handler", "query:who=echo pong")
     wait_until(lambda: len(call(k1, "GET", "/v1/agent/members?status=alive")[2]) == 2, 10,
                what="k2 to join")
     # A streamed query: SSE acks as they arrive, then done (the body ends there).
@@ -493,6 +494,11 @@ def test_streamed_query_and_keyring_rotation(cluster: Cluster) -> None:
     assert [b["event"] for b in blocks][-1] == "done"
     assert sorted(json.loads(b["data"])["From"] for b in blocks if b["event"] == "ack") == [
         "k1", "k2"]
+    answers = [json.loads(b["data"]) for b in blocks if b["event"] == "response"]
+    assert [(a["From"], base64.b64decode(a["Payload"])) for a in answers] == [("k2", b"pong\n")]
+    # Not streamed: one JSON answer once everyone answered.
+    status, _, body = call(k1, "POST", "/v1/query/who?timeout=5s", b"")
+    assert status == 200 and body["Responses"] == {"k2": base64.b64encode(b"pong\n").decode()}
     # Keyring rotation through the API, checked by listing.
     status, _, body = call(k1, "GET", "/v1/agent/keyring")
     assert (status, body["Keys"], body["NumResp"]) == (200, {old: 2}, 2)
