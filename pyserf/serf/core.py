@@ -298,7 +298,7 @@ class Serf(Intents, UserEvents, Queries, Reaper):
                 if not self._join_ignore:
                     self._release_held_events(when)
             if outcome.contacted:
-                self._broadcast_join(self.clock.time)
+                self._broadcast_join(self.clock.time, when)
             on_done(outcome, when)
 
         self.memberlist.join(targets, now, done)

@@ -195,7 +195,8 @@ class SerfDelegate:
             elif handle(msg, now):
                 self.serf._rebroadcast(queue, bytes(buf), now)
         elif kind == SerfMsg.QUERY_RESPONSE:
-            self.serf._handle_query_response(m.QueryResponse.decode(m.decode_body(buf[1:])))
+            self.serf._handle_query_response(m.QueryResponse.decode(m.decode_body(buf[1:])),
+                                             now)
         elif kind == SerfMsg.RELAY:
             relay = m.Relay.decode(buf[1:])
             dest = (codec.ip_from_bytes(relay.dest_ip), relay.dest_port)

@@ -16,13 +16,13 @@ MEMBER_EVENT_LOG = {"member-join": "EventMemberJoin", "member-leave": "EventMemb
                     "member-reap": "EventMemberReap"}
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class MemberEvent:
     type: str  # member-join, member-leave, member-failed, member-update, member-reap
     members: list[Member]
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class UserEventReceived:
     ltime: int
     name: str
@@ -30,6 +30,7 @@ class UserEventReceived:
     coalesce: bool
 
 
+# Not frozen: respond() marks it answered (serf's Query allows one response).
 @dataclass(slots=True)
 class QueryReceived:
     ltime: int
@@ -43,7 +44,7 @@ class QueryReceived:
     responded: bool = False
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class ShutdownRequested:
     """The serf layer decided this agent must stop (it lost a name conflict)."""
 

@@ -28,7 +28,7 @@ class Intents:
             return False
         if msg.node == self.config.node_name and self.state == SerfState.ALIVE:
             log.debug("serf: Refuting an older leave intent")
-            self._broadcast_join(self.clock.time)
+            self._broadcast_join(self.clock.time, now)
             return False
         ms.status_ltime = msg.ltime
         status = ms.member.status
@@ -78,10 +78,10 @@ class Intents:
             ms.member.status = MemberStatus.ALIVE
         return True
 
-    def _broadcast_join(self, ltime: int) -> None:
+    def _broadcast_join(self, ltime: int, now: float) -> None:
         msg = m.Join(ltime, self.config.node_name)
         self.clock.witness(ltime)
-        self._handle_join_intent(msg, self.scheduler.now)
+        self._handle_join_intent(msg, now)
         self.intent_broadcasts.queue(msg.encode())
 
     def _upsert_intent(self, node: str, kind: int, ltime: int, now: float) -> bool:

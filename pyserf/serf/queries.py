@@ -225,7 +225,7 @@ class Queries:
             self.memberlist.send_user_packet((member.addr, member.port), relay,
                                              nodes.get(member.name))
 
-    def _handle_query_response(self, resp: m.QueryResponse) -> None:
+    def _handle_query_response(self, resp: m.QueryResponse, now: float) -> None:
         collector = self._queries.get(resp.ltime)
         if collector is None:
             log.warning("serf: reply for non-running query (LTime: %d, ID: %d) From: %s",
@@ -237,7 +237,6 @@ class Queries:
             return
         if collector.closed:
             return
-        now = self.scheduler.now
         if resp.flags & m.QUERY_FLAG_ACK:
             if resp.from_ not in collector.acks:
                 collector.acks.add(resp.from_)
