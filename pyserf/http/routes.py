@@ -62,6 +62,7 @@ MAX_TYPE_FILTERS = 64
 DEFAULT_HEARTBEAT = 15.0
 MIN_HEARTBEAT = 1.0
 STREAM_BUFFER = 64 * 1024
+REPLAY_BATCH = 64
 # Members matched between two yields to the loop (a large cluster with RE2 filters).
 MATCH_SLICE = 256
 
@@ -427,15 +428,21 @@ class Endpoints:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, STREAM_BUFFER)
         await response.prepare(request)
         last_id = request.headers.get("Last-Event-ID", "")
-        if last_id:
-            exact, missed = hub.ring.since(last_id)
-            if not exact:
-                await response.write(frame(None, "gap", json.dumps(
-                    {"LastEventID": last_id[:64], "Resumed": False})))
-            sub.extend(missed)
-        hub.subscribers.add(sub)
+        exact, missed = hub.ring.since(last_id) if last_id else (True, [])
+        hub.subscribers.add(sub)  # no await since the ring was read: nothing lost or doubled
         try:
-            await response.write(comment("stream open"))
+            head = comment("stream open")
+            if not exact:
+                head += frame(None, "gap", json.dumps({"LastEventID": last_id[:64],
+                                                       "Resumed": False}))
+            await asyncio.wait_for(response.write(head), self.io_timeout)
+            # The missed events are written straight out (there may be more than a live
+            # queue holds); live ones queue up meanwhile and follow.
+            missed = [e for e in missed if sub.accepts(e)]
+            for start in range(0, len(missed), REPLAY_BATCH):
+                await asyncio.wait_for(response.write(b"".join(
+                    frame(hub.ring.event_id(e.seq), e.type, e.data)
+                    for e in missed[start:start + REPLAY_BATCH])), self.io_timeout)
             await self._pump(response, sub, wake, heartbeat)
         except TimeoutError:  # a write stuck for io_timeout: the client stopped reading
             if not sub.dropped:

@@ -12,6 +12,7 @@ import pytest
 
 from pyserf.http import routes
 from pyserf.http.server import HTTPListener
+from pyserf.serf.events import UserEventReceived
 
 
 class FakeAgent:
@@ -103,3 +104,37 @@ def test_a_body_that_never_arrives_times_out() -> None:
         assert (status, body["Field"]) == (408, "body")
         writer.close()
     _with_listener(test, idle_timeout=0.5)
+
+
+def test_resuming_more_events_than_a_live_queue_holds_gets_them_all() -> None:
+    """A client that missed 300 events (the ring holds 1,024, a live queue 256) is sent all
+    of them, in order, then live ones; it is not taken for a slow reader."""
+    async def main() -> None:
+        agent = FakeAgent()
+        listener = HTTPListener(agent)
+        await listener.start("127.0.0.1", 0)
+        try:
+            for n in range(301):
+                agent.listeners[0](UserEventReceived(n, f"e{n}", b"", False))
+            first_id = listener.hub.ring.event_id(1)
+            reader, writer = await asyncio.open_connection("127.0.0.1", listener.address[1])
+            writer.write(f"GET /v1/event/stream HTTP/1.1\r\nHost: x\r\n"
+                         f"Last-Event-ID: {first_id}\r\n\r\n".encode())
+            names: list[str] = []
+            while len(names) < 301:
+                line = await asyncio.wait_for(reader.readline(), 10)
+                assert line, "the stream ended"
+                if line.startswith(b"data: "):
+                    names.append(json.loads(line[6:])["Name"])
+                if len(names) == 300:
+                    agent.listeners[0](UserEventReceived(301, "live", b"", False))
+                    break
+            while len(names) < 301:
+                line = await asyncio.wait_for(reader.readline(), 10)
+                if line.startswith(b"data: "):
+                    names.append(json.loads(line[6:])["Name"])
+            assert names == [f"e{n}" for n in range(1, 301)] + ["live"]
+            writer.close()
+        finally:
+            await listener.close()
+    asyncio.run(main())
