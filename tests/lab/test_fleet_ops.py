@@ -145,6 +145,31 @@ def fleet(tmp_path_factory: pytest.TempPathFactory):
         f.stop()
 
 
+def main_pids(fleet: Fleet) -> dict[str, str]:
+    return {name: fleet.ssh(name, "systemctl show -p MainPID --value pyserf").strip()
+            for name in fleet.started}
+
+
+def test_changed_handler_script_reloads_every_agent_without_a_restart(fleet: Fleet):
+    """A new text for a pyserf_handler_scripts entry: the role reloads (SIGHUP) each agent
+    (same PID, no restart handler) and installs the new text. The group_vars keep it, so the
+    tests after this one see a settled fleet."""
+    before = main_pids(fleet)
+    assert "" not in before.values() and "0" not in before.values(), before
+    group_vars = fleet.tmp / "group_vars" / "pyserf.yml"
+    group_vars.write_text(group_vars.read_text().replace(
+        'echo "$SERF_EVENT $name"', 'echo "$SERF_EVENT $name" # v2'))
+    out, recap = fleet.site()
+    assert all(changed > 0 for changed, _, _ in recap.values()), recap
+    assert len(re.findall(r"RUNNING HANDLER \[\S*pyserf : Reload pyserf\]", out)) == 3, out
+    assert "RUNNING HANDLER [../roles/pyserf : Restart pyserf]" not in out, out[-3000:]
+    reloads = re.findall(r"RUNNING HANDLER \[\S*pyserf : Reload pyserf\] \**\n(\w+): ", out)
+    assert reloads == ["changed"] * 3, out[-3000:]
+    assert main_pids(fleet) == before
+    for name in fleet.started:
+        assert "# v2" in fleet.ssh(name, "cat /etc/pyserf/handlers/record.sh"), name
+
+
 def test_adding_a_host_changes_nothing_on_the_others(fleet: Fleet):
     fleet.start("fleet4")
     out, recap = fleet.site()
