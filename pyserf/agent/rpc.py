@@ -652,9 +652,8 @@ class _Client:
             self.agent.loop.call_later(QUERY_DONE_GRACE, finish)
 
         try:
-            collector = self.agent.serf.query(
-                name, payload, self.agent.loop.time(),
-                filter_nodes=body["FilterNodes"], filter_tags=body["FilterTags"],
+            collector = self.agent.start_query(
+                name, payload, filter_nodes=body["FilterNodes"], filter_tags=body["FilterTags"],
                 request_ack=body["RequestAck"], relay_factor=body["RelayFactor"],
                 timeout=body["Timeout"] / 1e9, finish_early=finish_early, on_ack=on_ack,
                 on_response=on_response, on_done=on_done)

@@ -14,6 +14,7 @@ import signal
 import socket
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pyserf.agent import logs, netutil
@@ -40,10 +41,14 @@ from pyserf.serf.config import SerfConfig, SerfError
 from pyserf.serf.core import Serf
 from pyserf.serf.events import (
     OPERATION_RESULTS,
+    QUERY_RESULTS,
     Handle,
     KeyringChanged,
     MemberEvent,
+    QueryAckReceived,
+    QueryFinished,
     QueryReceived,
+    QueryResponseReceived,
     ShutdownRequested,
     UserEventReceived,
 )
@@ -155,6 +160,16 @@ class _UDP(asyncio.DatagramProtocol):
         log.debug("memberlist: UDP error: %s", exc)
 
 
+@dataclass
+class RunningQuery:
+    """A query the agent started: where its answers go. Setting ``closed`` stops them."""
+
+    on_ack: Callable[[str, float], None]
+    on_response: Callable[[str, bytes, float], None]
+    on_done: Callable[[float], None]
+    closed: bool = False
+
+
 class Agent:
     def __init__(self, config: AgentConfig, log_handler: logs.AgentLogHandler | None = None
                  ) -> None:
@@ -179,8 +194,9 @@ class Agent:
         self.advertise: tuple[str, int] = ("0.0.0.0", netutil.DEFAULT_PORT)
         self.keyring: security.Keyring | None = None
         self.leaving = False
-        # Operations waiting for the event that reports their outcome.
+        # Operations waiting for the event that reports their outcome, and running queries.
         self._operations: dict[Handle, asyncio.Future[Any]] = {}
+        self._queries: dict[Handle, RunningQuery] = {}
         # Process exit status once shutdown_event is set (RPC leave, retry-join giving up).
         self.exit_code = 0
         self.snapshot: SnapshotFile | None = None
@@ -377,6 +393,9 @@ class Agent:
                     waiting = self._operations.pop(event.handle, None)
                     if waiting is not None and not waiting.done():
                         waiting.set_result(event)
+                    continue
+                if isinstance(event, QUERY_RESULTS):
+                    self._query_answer(event)
                     continue
                 if isinstance(event, KeyringChanged):
                     self.save_keyring()
@@ -668,6 +687,31 @@ class Agent:
         except OSError as exc:
             log.error("agent: Failed to write tags file %s: %s", path, exc)
 
+    def start_query(self, name: str, payload: bytes, *, on_ack: Callable[[str, float], None],
+                    on_response: Callable[[str, bytes, float], None],
+                    on_done: Callable[[float], None], **options: Any) -> RunningQuery:
+        """Start a query (``options``: Serf.query's filters, ack, relay, timeout,
+        finish_early); its acks, responses and end go to the callbacks from the pump, until
+        the returned query is closed. SerfError when serf refuses it."""
+        handle = self.serf.query(name, payload, self.loop.time(), **options)
+        running = self._queries[handle] = RunningQuery(on_ack, on_response, on_done)
+        return running
+
+    def _query_answer(self, event: Any) -> None:
+        running = self._queries.get(event.handle)
+        if running is None:
+            return
+        if isinstance(event, QueryFinished):
+            del self._queries[event.handle]
+        if running.closed:
+            return
+        if isinstance(event, QueryAckReceived):
+            running.on_ack(event.node, event.at)
+        elif isinstance(event, QueryResponseReceived):
+            running.on_response(event.node, event.payload, event.at)
+        else:
+            running.on_done(event.at)
+
     async def key_operation(self, name: str, key: bytes) -> internal_queries.KeyOperation:
         """Run a cluster-wide key query and gather every node's answer (``serf keys``)."""
         op = internal_queries.KeyOperation(self.serf.memberlist.num_alive())
@@ -682,9 +726,9 @@ class Agent:
                 collector.closed = True
                 finish(when)
 
-        collector = self.serf.query(name, internal_queries.key_request(key), self.loop.time(),
-                                    on_ack=lambda node, when: None, on_response=on_response,
-                                    on_done=finish)
+        collector = self.start_query(name, internal_queries.key_request(key),
+                                     on_ack=lambda node, when: None, on_response=on_response,
+                                     on_done=finish)
         self.pump()
         await future
         return op
@@ -738,8 +782,8 @@ class Agent:
               timeout: float, on_ack: Callable[[str], None],
               on_response: Callable[[str, bytes], None], on_done: Callable[[], None]) -> Any:
         """A query that ends once every member it reaches has answered (or at its timeout)."""
-        collector = self.serf.query(
-            name, payload, self.loop.time(), filter_nodes=filter_nodes, filter_tags=filter_tags,
+        collector = self.start_query(
+            name, payload, filter_nodes=filter_nodes, filter_tags=filter_tags,
             request_ack=request_ack, relay_factor=relay_factor, timeout=timeout,
             finish_early=True, on_ack=lambda node, when: on_ack(node),
             on_response=lambda node, data, when: on_response(node, data),

@@ -328,7 +328,7 @@ class SerfDelegate:
 
         self.serf._resolving_conflict = True
         try:
-            self.serf.query(internal_queries.CONFLICT, self.serf.config.node_name.encode(), now,
+            self.serf._query(internal_queries.CONFLICT, self.serf.config.node_name.encode(), now,
                        on_ack=lambda node, when: None, on_response=on_response,
                        on_done=on_done)
         except SerfError as exc:

@@ -53,8 +53,8 @@ class ShutdownRequested:
 
 
 # ---- the outcomes of operations ---------------------------------------------------------------
-# An operation (join, leave, force_leave, set_tags) returns a Handle at once; its outcome arrives
-# later in events() as one of these records naming that handle, with the time it finished.
+# An operation (join, leave, force_leave, set_tags, query) returns a Handle at once; its outcome
+# arrives later in events() as records naming that handle, with the time each happened.
 
 _handle_ids = itertools.count(1)
 
@@ -78,24 +78,25 @@ class JoinFinished:
 
 
 @dataclass(frozen=True, slots=True)
-class LeaveFinished:
+class _Finished:
     handle: Handle
-    error: str | None  # None: left gracefully
+    error: str | None  # serf's error text; None when the operation succeeded
     at: float
 
 
 @dataclass(frozen=True, slots=True)
-class ForceLeaveFinished:
-    handle: Handle
-    error: str | None  # None: the leave intent finished gossiping (or nobody was left to tell)
-    at: float
+class LeaveFinished(_Finished):
+    """A graceful leave ended (None: left)."""
 
 
 @dataclass(frozen=True, slots=True)
-class TagsSet:
-    handle: Handle
-    error: str | None  # None: the new tags finished gossiping
-    at: float
+class ForceLeaveFinished(_Finished):
+    """A force-leave ended (None: its intent finished gossiping, or nobody was left to tell)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TagsSet(_Finished):
+    """New tags were set (None: they finished gossiping)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,9 +104,33 @@ class KeyringChanged:
     """A key query changed this node's keyring (the agent rewrites its keyring file)."""
 
 
+@dataclass(frozen=True, slots=True)
+class QueryAckReceived:
+    handle: Handle
+    node: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class QueryResponseReceived:
+    handle: Handle
+    node: str
+    payload: bytes
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class QueryFinished:
+    """No more answers to the query will be reported (its timeout, or all answered)."""
+
+    handle: Handle
+    at: float
+
+
+QUERY_RESULTS = (QueryAckReceived, QueryResponseReceived, QueryFinished)
 OperationFinished = JoinFinished | LeaveFinished | ForceLeaveFinished | TagsSet
 OPERATION_RESULTS = (JoinFinished, LeaveFinished, ForceLeaveFinished, TagsSet)
 
 # Everything Serf.events() returns.
 SerfEvent = (MemberEvent | UserEventReceived | QueryReceived | ShutdownRequested | KeyringChanged
-             | OperationFinished)
+             | OperationFinished | QueryAckReceived | QueryResponseReceived | QueryFinished)

@@ -15,7 +15,14 @@ from pyserf.memberlist.state import Address
 from pyserf.serf import filters, internal_queries
 from pyserf.serf import messages as m
 from pyserf.serf.config import SerfError
-from pyserf.serf.events import QueryReceived
+from pyserf.serf.events import (
+    Handle,
+    QueryAckReceived,
+    QueryFinished,
+    QueryReceived,
+    QueryResponseReceived,
+    new_handle,
+)
 from pyserf.serf.members import MemberStatus
 
 log = logging.getLogger("pyserf.serf")
@@ -72,10 +79,32 @@ class Queries:
 
     def query(self, name: str, payload: bytes, now: float, *, filter_nodes: list[str] = (),
               filter_tags: dict[str, str] | None = None, request_ack: bool = False,
-              relay_factor: int = 0, timeout: float = 0.0, finish_early: bool = False,
-              on_ack: Callable[[str, float], None],
-              on_response: Callable[[str, bytes, float], None],
-              on_done: Callable[[float], None]) -> QueryCollector:
+              relay_factor: int = 0, timeout: float = 0.0,
+              finish_early: bool = False) -> Handle:
+        """Start a query (SerfError when serf would refuse it). Its acks and responses arrive
+        in events() as QueryAckReceived / QueryResponseReceived naming the handle, then one
+        QueryFinished (at the timeout, or once all answered when ``finish_early``)."""
+        handle = new_handle()
+
+        def report(event: QueryAckReceived | QueryResponseReceived | QueryFinished) -> None:
+            self._events.append(event)  # not bound early: events() swaps the list
+
+        self._query(name, payload, now, filter_nodes=filter_nodes, filter_tags=filter_tags,
+                    request_ack=request_ack, relay_factor=relay_factor, timeout=timeout,
+                    finish_early=finish_early,
+                    on_ack=lambda node, when: report(QueryAckReceived(handle, node, when)),
+                    on_response=lambda node, data, when: report(
+                        QueryResponseReceived(handle, node, data, when)),
+                    on_done=lambda when: report(QueryFinished(handle, when)))
+        return handle
+
+    def _query(self, name: str, payload: bytes, now: float, *, filter_nodes: list[str] = (),
+               filter_tags: dict[str, str] | None = None, request_ack: bool = False,
+               relay_factor: int = 0, timeout: float = 0.0, finish_early: bool = False,
+               on_ack: Callable[[str, float], None],
+               on_response: Callable[[str, bytes, float], None],
+               on_done: Callable[[float], None]) -> QueryCollector:
+        """A query whose answers go to callbacks: serf's own use (name conflicts)."""
         if self.config.protocol_version < 4:
             raise SerfError("Feature not supported")
         if timeout <= 0:

@@ -32,7 +32,15 @@ from pyserf.memberlist.suspicion import Suspicion
 from pyserf.memberlist.timers import Scheduler
 from pyserf.serf.config import SerfConfig
 from pyserf.serf.core import Serf
-from pyserf.serf.events import OPERATION_RESULTS, Handle, JoinFinished, MemberEvent
+from pyserf.serf.events import (
+    OPERATION_RESULTS,
+    QUERY_RESULTS,
+    Handle,
+    JoinFinished,
+    MemberEvent,
+    QueryAckReceived,
+    QueryResponseReceived,
+)
 from pyserf.sim.counters import CounterSnapshot, NodeCounters, snapshot
 from pyserf.sim.links import GilbertElliott, Latency, Link, Sampler
 
@@ -149,6 +157,7 @@ class SimNetwork:
         self.record_log = record_log
         # Operations (join, leave, ...) waiting for the event that reports their outcome.
         self._operations: dict[Handle, Callable[[Any, float], None]] = {}
+        self._queries: dict[Handle, tuple[Callable[..., None], ...]] = {}
         self.listeners: list[Callable[[SimEvent], None]] = list(listeners)
         self.coalesce = coalesce
         self.snapshots = snapshots
@@ -219,6 +228,15 @@ class SimNetwork:
         text or None). Pumps the node now, as a shell does after an operation: what it queued
         goes out, and an outcome known at once is reported at once."""
         self._operations[handle] = callback
+        self._pump(node)
+
+    def on_query(self, node: SimNode, handle: Handle, *,
+                 on_ack: Callable[[str, float], None] = lambda node, when: None,
+                 on_response: Callable[[str, bytes, float], None] = lambda node, data, when: None,
+                 on_done: Callable[[float], None] = lambda when: None) -> None:
+        """Route the answers to the query behind ``handle`` (started on ``node``) to these
+        callbacks as they come out of its machine, and pump the node now."""
+        self._queries[handle] = (on_ack, on_response, on_done)
         self._pump(node)
 
     def _emit(self, event: SimEvent) -> None:
@@ -447,6 +465,9 @@ class SimNetwork:
                     callback(event.outcome if isinstance(event, JoinFinished) else event.error,
                              event.at)
                 continue
+            if isinstance(event, QUERY_RESULTS):
+                self._query_answer(event)
+                continue
             if observe and isinstance(event, MemberEvent):
                 for member in event.members:
                     self._emit(SimEvent(now, node.name, event.type, member.name))
@@ -456,6 +477,19 @@ class SimNetwork:
                 node.pipeline.feed(event, now)
             elif self.record_log:
                 node.events.append(event)
+
+    def _query_answer(self, event: Any) -> None:
+        routes = self._queries.get(event.handle)
+        if routes is None:
+            return
+        on_ack, on_response, on_done = routes
+        if isinstance(event, QueryAckReceived):
+            on_ack(event.node, event.at)
+        elif isinstance(event, QueryResponseReceived):
+            on_response(event.node, event.payload, event.at)
+        else:
+            del self._queries[event.handle]
+            on_done(event.at)
 
     def _record(self, sender: SimNode, addr: Address, transport: str, data: bytes) -> None:
         if self.trace is not None:

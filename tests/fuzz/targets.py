@@ -21,11 +21,9 @@ def harness(encrypted: bool = False, real_peer: bool = False) -> Harness:
     """A fresh target agent that has a query of its own running (see ``h.query``)."""
     h = Harness(seed=7, encrypted=encrypted, real_peer=real_peer)
     # A query of our own is running, so responses and acks have a collector to reach.
-    h.query = h.serf.query("fuzz", b"", h.now, request_ack=True, timeout=30.0,
-                           on_ack=lambda node, when: None,
-                           on_response=lambda node, payload, when: None,
-                           on_done=lambda when: None)
-    h.net._pump(h.node)
+    ltime = h.serf.query_clock.time
+    h.net.on_query(h.node, h.serf.query("fuzz", b"", h.now, request_ack=True, timeout=30.0))
+    h.query = h.serf._queries[ltime]  # its collector: the LTime and ID answers must name
     return h
 
 

@@ -47,11 +47,10 @@ def run_query(net: SimNetwork, node: SimNode, name: str, payload: bytes,
     acks: list[str] = []
     responses: dict[str, bytes] = {}
     done: list[float] = []
-    node.serf.query(name, payload, net.now, timeout=TIMEOUT,
-                    on_ack=lambda n, when: acks.append(n),
-                    on_response=lambda n, data, when: responses.__setitem__(n, data),
-                    on_done=lambda when: done.append(when), **params)
-    net._pump(node)
+    net.on_query(node, node.serf.query(name, payload, net.now, timeout=TIMEOUT, **params),
+                 on_ack=lambda n, when: acks.append(n),
+                 on_response=lambda n, data, when: responses.__setitem__(n, data),
+                 on_done=lambda when: done.append(when))
     net.run_until(net.now + TIMEOUT + 0.1)
     assert len(done) == 1
     return acks, responses

@@ -127,7 +127,9 @@ def test_silent_node_declared_failed_between_lifeguard_bounds(seed):
     # A ping that left just before the crash and was never answered fails PI after it left.
     assert first_suspected - crash_at >= PI - MAX_LATENCY
     waited = first_failed + crash_at - first_suspected
-    assert minimum - 1e-9 <= waited <= minimum + SPREAD  # sums of floats: allow rounding
+    # The first verdict may be another prober's: it suspected on its own failed probe, up to a
+    # probe interval after the first, while the first still waited for its confirmations.
+    assert minimum - 1e-9 <= waited <= minimum + PI + SPREAD  # sums of floats: allow rounding
 
 
 @pytest.mark.parametrize(("n", "limit"), [(9, 4), (10, 8)])
@@ -182,9 +184,9 @@ def test_query_collector_closes_at_the_default_timeout(n, expected):
     start = net.now
     closed: list[float] = []
     answers: list[str] = []
-    origin.serf.query("q", b"", start, on_ack=lambda name, t: None,
-                      on_response=lambda name, payload, t: answers.append(name),
-                      on_done=closed.append)
+    net.on_query(origin, origin.serf.query("q", b"", start),
+                 on_response=lambda name, payload, t: answers.append(name),
+                 on_done=closed.append)
     handled: set[int] = set()
     while net.now < start + expected + 1.0 and not closed:
         net.run_until(net.now + 0.05)
@@ -234,8 +236,7 @@ def test_default_query_timeout_counts_suspect_members_as_serf_does():
     assert origin.serf.memberlist.node_map["n9"].state.name == "SUSPECT"
     closed: list[float] = []
     start = net.now
-    origin.serf.query("q", b"", start, on_ack=lambda name, t: None,
-                      on_response=lambda name, payload, t: None, on_done=closed.append)
+    net.on_query(origin, origin.serf.query("q", b"", start), on_done=closed.append)
     net.run_until(start + 7.0)
     assert closed and closed[0] - start == pytest.approx(
         GOSSIP_INTERVAL * QUERY_TIMEOUT_MULT * math.ceil(math.log10(n + 1)), abs=1e-9)

@@ -94,12 +94,11 @@ def ask(net: SimNetwork, querier: SimNode, relay_factor: int, nodes: list[str],
         name: str = "q") -> Outcome:
     """Run one query that only ``nodes`` answer, to its deadline (no early finish)."""
     out = Outcome()
-    querier.serf.query(name, b"", net.now, filter_nodes=nodes, request_ack=True,
-                       relay_factor=relay_factor, timeout=QUERY_TIMEOUT,
-                       on_ack=lambda node, when: out.acks.append(node),
-                       on_response=lambda node, data, when: out.responses.append((node, data)),
-                       on_done=lambda when: out.done.append(when))
-    net._pump(querier)
+    handle = querier.serf.query(name, b"", net.now, filter_nodes=nodes, request_ack=True,
+                                relay_factor=relay_factor, timeout=QUERY_TIMEOUT)
+    net.on_query(querier, handle, on_ack=lambda node, when: out.acks.append(node),
+                 on_response=lambda node, data, when: out.responses.append((node, data)),
+                 on_done=lambda when: out.done.append(when))
     start = net.now
     net.run_until(net.now + 0.5)
     for node in nodes:  # each selected node answers from its event list
@@ -201,11 +200,10 @@ def test_a_relay_over_the_response_size_limit_is_not_sent(caplog):
     sizes = []
     for extra, name in ((0, "at-limit"), (1, "over-limit")):
         before = sum(len(wire.kinds(x, SerfMsg.RELAY)) for x in wire.seen)
-        q.serf.query(name, b"", net.now, filter_nodes=["n3"], relay_factor=1,
-                     timeout=QUERY_TIMEOUT, on_ack=lambda node, when: None,
-                     on_response=lambda node, data, when: out.responses.append((node, data)),
-                     on_done=lambda when: None)
-        net._pump(q)
+        handle = q.serf.query(name, b"", net.now, filter_nodes=["n3"], relay_factor=1,
+                              timeout=QUERY_TIMEOUT)
+        net.on_query(q, handle,
+                     on_response=lambda node, data, when: out.responses.append((node, data)))
         net.run_until(net.now + 0.5)
         (query,) = [e for e in responder.events if isinstance(e, QueryReceived)
                     and e.name == name]

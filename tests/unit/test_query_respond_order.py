@@ -17,9 +17,7 @@ def received_query() -> tuple[SimNetwork, object, QueryReceived]:
     b = net.add_node("b", "10.0.0.2")
     net.join(b, a)
     net.run_until(2.0)
-    a.serf.query("ask", b"", net.now, on_ack=lambda *_: None, on_response=lambda *_: None,
-                 on_done=lambda *_: None)
-    net._pump(a)
+    net.on_query(a, a.serf.query("ask", b"", net.now))
     net.run_until(net.now + 0.5)
     query = next(e for e in b.events if isinstance(e, QueryReceived))
     return net, b, query

@@ -74,9 +74,7 @@ def assert_still_works(net: SimNetwork, a: SimNode, b: SimNode) -> None:
     net.when_done(a, a.serf.set_tags({"role": "after"}, net.now),
                   lambda error, when: done.append(error))
     a.serf.user_event("after-attack", b"ok", False, net.now)
-    a.serf.query("after-query", b"", net.now, on_ack=lambda n, t: None,
-                 on_response=lambda n, p, t: None, on_done=lambda t: None)
-    net._pump(a)
+    net.on_query(a, a.serf.query("after-query", b"", net.now))
     net.run_until(net.now + 3.0)
     assert done == [None]
     assert any(isinstance(e, UserEventReceived) and e.name == "after-attack" for e in b.events)

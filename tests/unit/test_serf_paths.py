@@ -23,7 +23,7 @@ from pyserf.serf.events import MemberEvent, QueryReceived, ShutdownRequested, Us
 from pyserf.serf.intents import MAX_RECENT_INTENTS
 from pyserf.serf.members import MemberStatus, SerfState
 from pyserf.serf.user_events import MAX_HELD_EVENTS
-from pyserf.sim.network import SimNetwork
+from pyserf.sim.network import SimNetwork, SimNode
 
 
 def cluster(n: int, seed: int = 1, **overrides) -> tuple[SimNetwork, list]:
@@ -260,25 +260,25 @@ def test_a_recycled_event_slot_gives_back_its_bytes():
 # -- queries ---------------------------------------------------------------------------------
 
 
-def _query(serf: Serf, now: float, **kwargs) -> dict:
+def _query(net: SimNetwork, node: SimNode, now: float, **kwargs) -> dict:
     seen: dict = {"acks": [], "responses": [], "done": []}
     kwargs.setdefault("timeout", 5.0)
-    serf.query("q", b"", now, on_ack=lambda node, when: seen["acks"].append(node),
-               on_response=lambda node, payload, when: seen["responses"].append(node),
-               on_done=lambda when: seen["done"].append(when), **kwargs)
+    net.on_query(node, node.serf.query("q", b"", now, **kwargs),
+                 on_ack=lambda node, when: seen["acks"].append(node),
+                 on_response=lambda node, payload, when: seen["responses"].append(node),
+                 on_done=lambda when: seen["done"].append(when))
     return seen
 
 
 def test_query_refusals_use_serfs_texts():
     net, (a,) = cluster(1)
     with pytest.raises(SerfError, match=r"^relay factor 256 is not in 0\.\.255$"):
-        _query(a.serf, net.now, relay_factor=256)
+        _query(net, a, net.now, relay_factor=256)
     with pytest.raises(SerfError, match="^query exceeds limit of 1024 bytes$"):
-        a.serf.query("q", b"x" * 1100, net.now, on_ack=print, on_response=print,
-                     on_done=print)
+        a.serf.query("q", b"x" * 1100, net.now)
     old = SimNetwork(seed=6).add_node("old", "10.0.0.9", protocol_version=3)
     with pytest.raises(SerfError, match="^Feature not supported$"):
-        _query(old.serf, 0.0)
+        _query(net, old, 0.0)
 
 
 def test_a_tag_filtered_query_reaches_only_the_matching_members():
@@ -295,7 +295,7 @@ def test_a_tag_filtered_query_reaches_only_the_matching_members():
     assert a.serf.expected_responders(["n1", "n2"], {"role": "web"}) == {"n2"}
     assert a.serf.expected_responders([], {"role": "cache"}) == set()  # n3 is not alive
     assert a.serf.expected_responders([], {"role": "(("}) == set()  # bad regexp: nobody
-    seen = _query(a.serf, net.now, filter_tags={"role": "^web"}, request_ack=True)
+    seen = _query(net, a, net.now, filter_tags={"role": "^web"}, request_ack=True)
     net.run_until(net.now + 2.0)
     assert sorted(seen["acks"]) == ["n0", "n2"]
     received = {n.name: [e.name for e in n.events if isinstance(e, QueryReceived)]
@@ -305,24 +305,26 @@ def test_a_tag_filtered_query_reaches_only_the_matching_members():
 
 def test_duplicate_answers_count_once_and_late_ones_are_ignored(caplog):
     net, (a, b) = cluster(2)
-    seen = _query(a.serf, net.now, request_ack=True)
-    q = next(e for e in a.serf.events() if isinstance(e, QueryReceived))
+    seen = _query(net, a, net.now, request_ack=True)
+    q = next(e for e in a.events if isinstance(e, QueryReceived))
     ack = m.QueryResponse(q.ltime, q.id, "n1", m.QUERY_FLAG_ACK, None).encode()
     resp = m.QueryResponse(q.ltime, q.id, "n1", 0, b"r").encode()
     for raw in (ack, ack, resp, resp):  # a relayed copy arrives besides the direct one
         a.serf.memberlist.delegate.notify_msg(raw, net.now)
+    net._pump(a)  # the answers come out as events
     assert seen["acks"] == ["n1"] and seen["responses"] == ["n1"]
     net.run_until(net.now + 6.0)
     assert len(seen["done"]) == 1
     with caplog.at_level(logging.WARNING, "pyserf.serf"):
         a.serf.memberlist.delegate.notify_msg(resp, net.now)
+    net._pump(a)
     assert seen["responses"] == ["n1"]
     assert f"reply for non-running query (LTime: {q.ltime}, ID: {q.id}) From: n1" in caplog.text
 
 
 def test_responding_twice_is_refused():
     net, (a, b) = cluster(2)
-    _query(a.serf, net.now)
+    _query(net, a, net.now)
     net.run_until(net.now + 0.5)
     q = next(e for e in b.events if isinstance(e, QueryReceived))
     b.serf.respond(q, b"one", net.now)
@@ -332,7 +334,7 @@ def test_responding_twice_is_refused():
 
 def test_a_relayed_response_too_big_for_the_limit_goes_only_direct(caplog):
     net, (a, b, c) = cluster(3)
-    _query(a.serf, net.now, relay_factor=1)
+    _query(net, a, net.now, relay_factor=1)
     net.run_until(net.now + 0.5)
     q = next(e for e in b.events if isinstance(e, QueryReceived))
     b.serf.actions()
