@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -169,3 +170,33 @@ def test_playbook_targets_a_tag_group(mixed, collections, tmp_path):
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
     assert sorted(p.name for p in out.iterdir()) == ["p1", "s1"]
     assert (out / "s1").read_text() == f"{mixed['s1'].ip} us alive"
+
+
+NO_PYSERF = """
+import importlib.abc, importlib.util, json, sys
+
+class Refuse(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "pyserf" or name.startswith("pyserf."):
+            raise ImportError("pyserf is not installed on this controller")
+
+sys.meta_path.insert(0, Refuse())
+spec = importlib.util.spec_from_file_location("serf_rpc", sys.argv[1])
+serf_rpc = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(serf_rpc)
+with serf_rpc.SerfRPC(sys.argv[2], sys.argv[3]) as rpc:
+    print(json.dumps(rpc.members_filtered(tags={"role": "web"})))
+print(sorted(m for m in sys.modules if m.startswith("pyserf")))
+"""
+
+
+def test_rpc_client_needs_no_pyserf_on_the_controller(mixed):
+    """The plugin's client, with every pyserf import refused, talks to both kinds of agent."""
+    client = Path(__file__).resolve().parents[2] / "plugins/module_utils/serf_rpc.py"
+    for agent, auth in [(mixed["p1"], ""), (mixed["s1"], TOKEN)]:
+        res = subprocess.run([sys.executable, "-c", NO_PYSERF, str(client), agent.rpc, auth],
+                             capture_output=True, text=True, timeout=60, check=False)
+        assert res.returncode == 0, res.stderr
+        found, imported = res.stdout.splitlines()
+        assert sorted(m["name"] for m in json.loads(found)) == ["p1", "s1"]
+        assert imported == "[]"
