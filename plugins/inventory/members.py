@@ -58,6 +58,8 @@ compose:
   serf_dc: serf_tags.dc | default('none')
 """
 
+import re  # noqa: E402
+
 from ansible.errors import AnsibleParserError  # noqa: E402
 from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructable  # noqa: E402
 from ansible.utils.unsafe_proxy import wrap_var  # noqa: E402
@@ -67,6 +69,9 @@ from ansible_collections.pyserf.cluster.plugins.module_utils.serf_rpc import (  
 )
 
 SOURCE_SUFFIXES = ("members.yml", "members.yaml", "serf.yml", "serf.yaml")
+# Member names come from the network and become inventory host names, which Ansible uses in
+# patterns, paths and templates: only plain host names are accepted.
+HOST_NAME = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,251}[A-Za-z0-9_])?")
 
 
 class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
@@ -111,6 +116,10 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
     def _populate(self, members: list[dict]) -> None:
         strict = self.get_option("strict")
         for member in members:
+            if not HOST_NAME.fullmatch(member["name"]):
+                self.display.warning(f"pyserf.cluster.members: skipping member "
+                                     f"{member['name'][:80]!r}: not a plain host name")
+                continue
             host = self.inventory.add_host(member["name"])
             # Names and tags come from the network: marked unsafe, so a tag value such as
             # "{{ lookup('pipe', ...) }}" is never templated.

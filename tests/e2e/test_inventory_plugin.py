@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.ansible_collection import ansible_env, ansible_tool, build_and_install
-from tests.e2e.harness import wait_until
+from tests.e2e.harness import statuses, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(
     ansible_tool("ansible-inventory") is None,
@@ -77,7 +77,6 @@ def mixed(cluster, need_serf, tmp_path):
                        f"-config-file={auth}", f"-join={p1.bind}")
     s2 = cluster.start("serf", "s2", "-tag", "role=cache", f"-join={p1.bind}")
     agents = {a.name: a for a in (p1, p2, s1, s2)}
-    from tests.e2e.harness import statuses
     wait_until(lambda: all(set(statuses(a.rpc).values()) == {"alive"}
                            and len(statuses(a.rpc)) == 4 for a in (p1, p2, s2)),
                20, what="the four agents to see each other alive")
@@ -170,6 +169,17 @@ def test_playbook_targets_a_tag_group(mixed, collections, tmp_path):
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
     assert sorted(p.name for p in out.iterdir()) == ["p1", "s1"]
     assert (out / "s1").read_text() == f"{mixed['s1'].ip} us alive"
+
+
+def test_member_names_that_are_not_host_names_are_skipped(cluster, need_serf, collections,
+                                                         tmp_path):
+    p1 = cluster.start("pyserf", "p1")
+    cluster.start("serf", "evil {{ lookup('env', 'HOME') }}", f"-join={p1.bind}")
+    wait_until(lambda: len(statuses(p1.rpc)) == 2, 20, what="the second member")
+    res = inventory(collections, source(tmp_path, "evil", rpc_addr=p1.rpc), "--list")
+    assert res.returncode == 0, res.stderr
+    assert set(plain(json.loads(res.stdout))["_meta"]["hostvars"]) == {"p1"}
+    assert "skipping member \"evil {{ lookup(" in " ".join(res.stderr.split()), res.stderr
 
 
 NO_PYSERF = """
