@@ -22,6 +22,7 @@ from pyserf.gocompat.hostport import join_host_port
 from pyserf.memberlist import codec, fields, security
 from pyserf.memberlist.awareness import Awareness
 from pyserf.memberlist.broadcast import BroadcastQueue
+from pyserf.memberlist.catchup import CatchUpBudget
 from pyserf.memberlist.codec import (
     COMPOUND_HEADER_OVERHEAD,
     COMPOUND_OVERHEAD,
@@ -60,7 +61,7 @@ MAX_PACKET_EXPANSION = 128 * 1024
 MAX_PACKET_MESSAGES = 1024  # messages per datagram, counting every compound part
 MAX_NESTING = 4  # compress(compound(...)) is the deepest memberlist itself sends
 # Catch-up syncs per membership change, cluster-wide (see _start_eager_sync), and the least
-# time between two of one node's: a hard cap whatever the churn.
+# time between two of one node's; CatchUpBudget caps how many one node runs.
 EAGER_SYNCS = 2.0
 EAGER_MIN_GAP = 1.0
 
@@ -240,6 +241,12 @@ class Memberlist:
         self._eager_until = 0.0
         self._last_eager = -math.inf
         self._news = 0  # members that joined or came back, as we heard of them
+        self._eager_budget = CatchUpBudget(self.timing.push_pull_interval)
+        # While a push-pull's state is merged: news it brings needs no sync of its own. And
+        # how many members the last merge taught us: a catch-up sync that found some is
+        # evidence that gossip is behind.
+        self._merging = False
+        self._merge_news = 0
         self._pending_push_pulls = 0
         self._vsn_verdicts: dict[bytes, str | None] = {}
         # Bumped whenever a member's state or the member list changes; the gossip candidates
@@ -740,7 +747,12 @@ class Memberlist:
                           on_reply, on_error)
 
     def _merge_remote(self, remote: PushPull, now: float, source: Address) -> None:
-        self._merge_state(self._admissible(remote.nodes, source, now), now)
+        news, self._merging = self._news, True
+        try:
+            self._merge_state(self._admissible(remote.nodes, source, now), now)
+        finally:
+            self._merging = False
+            self._merge_news = self._news - news
         if remote.user_state:
             self.delegate.merge_remote_state(remote.user_state, remote.join, now, source)
 
@@ -848,11 +860,11 @@ class Memberlist:
     def _start_eager_sync(self, now: float, follow_up: bool = False) -> None:
         """A member joined (or came back): maybe run one catch-up push-pull soon.
 
-        Every node hears of every change, so each takes it with odds EAGER_SYNCS / N: about
-        EAGER_SYNCS extra exchanges cluster-wide per change, as many as the join push-pull
-        itself, and a storm of N joins costs each node a couple whatever N and however long
-        the storm lasts. ``follow_up`` (our own join just completed) always syncs once more:
-        the seed's view was a snapshot and the joins racing ours are missing from it.
+        Every node hears of every change by gossip or in a push-pull; on gossip it takes it
+        with odds EAGER_SYNCS / N: about EAGER_SYNCS extra exchanges cluster-wide per change,
+        as many as the join push-pull itself. ``follow_up`` (our own join just completed)
+        syncs once more: the seed's view was a snapshot and the joins racing ours are missing
+        from it. Whatever the churn, one node runs no more than its CatchUpBudget allows.
         """
         if not self.config.eager_sync or self.shutdown_done:
             return
@@ -865,18 +877,24 @@ class Memberlist:
         if self._eager_timer is not None and not self._eager_timer.cancelled:
             return  # one pending sync covers every change heard before it runs
         when = max(when, self._last_eager + EAGER_MIN_GAP)
+        if not self._eager_budget.available(when, len(self.nodes)):
+            return  # spent: the periodic sync catches us up
         self._eager_timer = self.scheduler.call_at(when, self._eager_sync)
 
     def _eager_sync(self, now: float) -> None:
         self._eager_timer = None
         if self.left or self.shutdown_done:
             return
+        if not self._eager_budget.spend(now, len(self.nodes)):
+            return
         self._last_eager = now
-        news = self._news
 
         def again(when: float) -> None:
-            if self._news > news and when < self._eager_until:
-                # Members were still turning up: we may be behind yet, sync once more.
+            # The peer knew members gossip had not brought us: we may be behind yet. Members
+            # merely still turning up elsewhere are no such evidence: in a long storm they
+            # always are, and syncing on that kept every node syncing once a second for all
+            # of it. The budget caps the chain whatever the evidence.
+            if self._merge_news and when < self._eager_until:
                 self._arm_eager_sync(when + self.rng.uniform(0.7, 1.2))
 
         self._push_pull_random_peer(now, again)
@@ -1216,7 +1234,9 @@ class Memberlist:
             self.delegate.notify_join(state, now)
             if learned_new or not is_local:
                 self._news += 1
-                self._start_eager_sync(now)
+                if not self._merging:
+                    # Learned in a push-pull, it came with that exchange's catch-up.
+                    self._start_eager_sync(now)
         elif old_meta != state.meta:
             self.delegate.notify_update(state, now)
 

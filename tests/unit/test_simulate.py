@@ -73,11 +73,13 @@ def test_join_storm_converges_in_about_the_join_window():
 def test_traffic_and_push_pull_sizes_are_what_went_on_the_wire():
     """The report's bytes are the engine's counters: compressed and encrypted as sent, so
     a run with encryption reports bigger push-pulls (the states alone would be the same
-    size) and more bytes per node."""
+    size). (Totals per node are not compared: the runs draw differently, and one or two
+    push-pulls more in a 10-node run outweigh the encryption overhead.)"""
     plain, sealed = report("join", nodes=10), report("join", nodes=10, encrypt=True)
     assert plain["push_pull"]["count"] >= 9 and sealed["push_pull"]["count"] >= 9
     assert sealed["push_pull"]["mean_bytes"] > plain["push_pull"]["mean_bytes"]
-    assert sealed["bytes_per_node_s"] > plain["bytes_per_node_s"]
+    for r in (plain, sealed):
+        assert r["bytes_per_node_s"] > r["push_pull"]["bytes_per_node_s"] > 0
 
 
 def test_waiting_for_convergence_pumps_only_nodes_with_input_or_timers():

@@ -1,0 +1,53 @@
+"""The budget of pyserf's catch-up ("eager") push-pulls, a pyserf extension to memberlist.
+
+A catch-up sync is an extra push-pull soon after a member joins, so a node that missed the
+alive by gossip hears of it in about a second rather than at the next periodic sync (30 s+ on a
+LAN). Each one moves the whole member list both ways, so the count has to stay bounded
+whatever the cluster size: during a 2,000-node join storm the old rule (sync again while
+members keep turning up) had every node syncing about once a second for the whole storm, which
+grows with N twice over (longer storms, bigger states).
+
+The budget is per agent and does not grow with N: a burst of ``burst`` syncs, refilled at the
+rate of memberlist's own periodic sync (its interval scaled by the cluster size, as serf's
+is). However long a storm lasts, an agent adds at most ``burst`` syncs plus as many as its
+periodic loop runs anyway.
+"""
+
+from __future__ import annotations
+
+from pyserf.memberlist.profiles import push_pull_scale
+
+# Catch-up syncs an agent may run back to back: the follow-up after its own join and one more
+# for members that joined around it.
+EAGER_BURST = 3.0
+
+
+class CatchUpBudget:
+    """A token bucket: ``burst`` tokens, one more per scaled push-pull interval."""
+
+    __slots__ = ("burst", "interval", "tokens", "updated")
+
+    def __init__(self, interval: float, burst: float = EAGER_BURST) -> None:
+        self.burst = burst
+        self.interval = interval
+        self.tokens = burst
+        self.updated: float | None = None
+
+    def available(self, now: float, members: int) -> bool:
+        """Whether a sync may run at ``now`` in a cluster of ``members``."""
+        return self._refill(now, members) >= 1.0
+
+    def spend(self, now: float, members: int) -> bool:
+        """Take one token for a sync at ``now``; False (and nothing taken) if none is left."""
+        if self._refill(now, members) < 1.0:
+            return False
+        self.tokens -= 1.0
+        return True
+
+    def _refill(self, now: float, members: int) -> float:
+        if self.updated is not None and now > self.updated:
+            period = push_pull_scale(self.interval, members)
+            self.tokens = min(self.burst, self.tokens + (now - self.updated) / period)
+        if self.updated is None or now > self.updated:
+            self.updated = now
+        return self.tokens

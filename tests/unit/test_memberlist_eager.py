@@ -1,0 +1,138 @@
+"""pyserf's catch-up ("eager") push-pulls have a per-agent budget that does not grow with the
+cluster or with how long a join storm lasts (issue 11, item 0)."""
+
+from __future__ import annotations
+
+import random
+
+from pyserf.memberlist import codec, state
+from pyserf.memberlist.catchup import EAGER_BURST, CatchUpBudget
+from pyserf.memberlist.codec import Alive, MsgType, NodeStateKind, PushPull
+from pyserf.memberlist.profiles import LAN, push_pull_scale
+from pyserf.memberlist.state import Memberlist, MemberlistConfig, OpenStream
+from pyserf.memberlist.timers import Scheduler
+from tests.unit.test_state_transitions import Recorder
+
+ME = "me"
+VSN = bytes((1, 5, 2, 2, 5, 5))
+
+
+def address(i: int) -> str:
+    return f"10.0.{i // 250}.{i % 250 + 1}"
+
+
+def alive(i: int) -> Alive:
+    return Alive(1, f"m{i}", codec.ip_to_bytes(address(i)), 7946, b"", VSN)
+
+
+def reply_with(members: range) -> bytes:
+    """A push-pull reply (as a stream message) listing members ``m<i>`` alive."""
+    entries = [codec.node_state_entry(f"m{i}", address(i), 7946, b"", 1, NodeStateKind.ALIVE,
+                                      *VSN) for i in members]
+    return codec.encode_push_pull(False, entries, b"")
+
+
+class Agent:
+    """One memberlist machine on a fake clock; push-pulls it opens are answered by hand."""
+
+    def __init__(self, members: int) -> None:
+        self.scheduler = Scheduler()
+        config = MemberlistConfig(ME, "10.9.9.9", 7946, timing=LAN, eager_sync=True,
+                                  expedite_gossip=False)
+        self.ml = Memberlist(config, Recorder(), self.scheduler, random.Random(5))
+        self.ml.start(0.0)
+        for i in range(members):
+            self.ml._alive_node(alive(i), 0.0)
+        self.next_member = members
+        self.syncs: list[float] = []  # when each push-pull it opened went out
+        self.pending: list[OpenStream] = []  # opened, answered at the next step
+
+    def gossip_news(self, now: float) -> None:
+        """Another member's alive arrives by gossip."""
+        self.ml._alive_node(alive(self.next_member), now)
+        self.next_member += 1
+
+    def answer_push_pulls(self, now: float, bring_news: bool) -> None:
+        """Reply to the push-pulls opened before this step (so gossip may arrive while one
+        is under way) and take the new ones; each reply lists the members we know plus, with
+        ``bring_news``, two we have not heard of."""
+        answer, self.pending = self.pending, []
+        for action in self.ml.take_actions():
+            if not isinstance(action, OpenStream):
+                continue
+            kind, body = self.ml._open_stream_message(action.data)
+            if kind == MsgType.PUSH_PULL and not PushPull.decode_stream(body).join:
+                self.syncs.append(now)
+                self.pending.append(action)
+        for action in answer:
+            known = range(self.next_member + (2 if bring_news else 0))
+            self.next_member = known.stop
+            self.ml.stream_reply(action.stream_id, reply_with(known), now)
+
+    def run(self, until: float, news_every: float, bring_news: bool) -> None:
+        """Advance the clock in gossip-sized steps, news arriving every ``news_every``."""
+        now, next_news = self.scheduler.now, self.scheduler.now
+        while now < until:
+            now = round(now + 0.05, 3)
+            for _ in range(1000):
+                wake = self.scheduler.next_wake()
+                if wake is None or wake > now:
+                    break
+                self.scheduler.run_due(wake)
+            self.scheduler.now = now
+            if now >= next_news:
+                self.gossip_news(now)
+                next_news = round(now + news_every, 3)
+            self.answer_push_pulls(now, bring_news)
+
+
+def periodic_syncs(start: float, end: float, members: int) -> int:
+    """At most how many push-pulls memberlist's own loop runs in [start, end]: one per scaled
+    interval, plus the first (staggered within the unscaled interval)."""
+    return 1 + int((end - start) / push_pull_scale(LAN.push_pull_interval, members))
+
+
+def test_a_long_storm_costs_an_agent_its_burst_not_a_sync_a_second():
+    """Members keep turning up by gossip for two minutes and every sync brings news: the old
+    rule (sync again while members keep turning up) synced about once a second throughout."""
+    agent = Agent(members=300)
+    agent.run(120.0, news_every=0.1, bring_news=True)
+    members = len(agent.ml.nodes)
+    refill = int(120.0 / push_pull_scale(LAN.push_pull_interval, 300))
+    limit = EAGER_BURST + refill + periodic_syncs(0.0, 120.0, 300)
+    assert 3 <= len(agent.syncs) <= limit, (len(agent.syncs), members)
+
+
+def test_a_sync_that_brings_nothing_is_not_followed_up_though_gossip_brings_news(monkeypatch):
+    """Gossip still bringing members is no evidence that gossip is behind; a peer knowing
+    members we had not heard of is."""
+    monkeypatch.setattr(state, "EAGER_SYNCS", 0.0)  # no catch-up started by the news itself
+    agent = Agent(members=300)
+    agent.ml._start_eager_sync(0.0, follow_up=True)  # as after our own join
+    agent.run(30.0, news_every=0.05, bring_news=False)
+    # The follow-up ran 0.3-0.8 s in; a sync after it would come 0.7-1.2 s later.
+    first = agent.syncs[0]
+    assert first <= 0.8
+    assert [t for t in agent.syncs if t <= first + 1.3] == [first], agent.syncs
+
+
+def test_members_learned_in_a_push_pull_start_no_catch_up_sync():
+    """A joiner merging the seed's list hears of every member at once, with a tiny member
+    count for the odds; the exchange is itself the sync."""
+    agent = Agent(members=0)
+    remote = PushPull.decode_stream(reply_with(range(50))[1:])
+    agent.ml._merge_remote(remote, 1.0, ("10.0.0.1", 7946))
+    assert len(agent.ml.nodes) == 51
+    assert agent.ml._eager_timer is None
+    assert agent.ml._merge_news == 50
+
+
+def test_the_budget_allows_a_burst_then_one_sync_per_scaled_interval():
+    budget = CatchUpBudget(30.0, burst=3)
+    assert [budget.spend(1.0, 1000) for _ in range(4)] == [True, True, True, False]
+    period = push_pull_scale(30.0, 1000)  # 180 s at 1,000 members
+    assert not budget.available(1.0 + period * 0.9, 1000)
+    assert budget.spend(1.0 + period * 1.01, 1000)
+    assert not budget.spend(1.0 + period * 1.02, 1000)
+    # Refilled, it holds no more than the burst.
+    assert budget.available(1e6, 1000) and budget.tokens == 3
