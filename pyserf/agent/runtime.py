@@ -714,24 +714,8 @@ class Agent:
 
     async def key_operation(self, name: str, key: bytes) -> internal_queries.KeyOperation:
         """Run a cluster-wide key query and gather every node's answer (``serf keys``)."""
-        op = internal_queries.KeyOperation(self.serf.memberlist.num_alive())
-        future: asyncio.Future[None] = self.loop.create_future()
-
-        def finish(when: float) -> None:
-            if not future.done():
-                future.set_result(None)
-
-        def on_response(node: str, payload: bytes, when: float) -> None:
-            if op.add(node, payload):
-                collector.closed = True
-                finish(when)
-
-        collector = self.start_query(name, internal_queries.key_request(key),
-                                     on_ack=lambda node, when: None, on_response=on_response,
-                                     on_done=finish)
-        self.pump()
-        await future
-        return op
+        handle = self.serf.key_operation(name, key, self.loop.time())
+        return (await self._outcome(handle)).result
 
     def save_keyring(self) -> None:
         """Rewrite the keyring file (0600) after a key query changed the keyring."""

@@ -43,6 +43,7 @@ from pyserf.serf.events import (
     new_handle,
 )
 from pyserf.serf.intents import Intents
+from pyserf.serf.keymanager import KeyManager
 from pyserf.serf.members import Member, MemberState, MemberStatus, SerfState
 from pyserf.serf.messages import SerfMsg
 from pyserf.serf.queries import Queries, QueryCollector
@@ -56,7 +57,7 @@ log = logging.getLogger("pyserf.serf")
 MAX_QUEUE_BYTES = 8 * 1024 * 1024
 
 
-class Serf(Intents, UserEvents, Queries, Reaper):
+class Serf(Intents, UserEvents, Queries, KeyManager, Reaper):
     def __init__(self, config: SerfConfig, ml_config: MemberlistConfig, scheduler: Scheduler,
                  rng: random.Random | None = None) -> None:
         if not SERF_PROTOCOL_MIN <= config.protocol_version <= SERF_PROTOCOL_MAX:

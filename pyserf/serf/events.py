@@ -10,6 +10,7 @@ from pyserf.serf.members import Member
 
 if TYPE_CHECKING:
     from pyserf.memberlist.state import Address, JoinOutcome
+    from pyserf.serf.internal_queries import KeyOperation
 
 MEMBER_EVENT_LOG = {"member-join": "EventMemberJoin", "member-leave": "EventMemberLeave",
                     "member-failed": "EventMemberFailed", "member-update": "EventMemberUpdate",
@@ -53,8 +54,9 @@ class ShutdownRequested:
 
 
 # ---- the outcomes of operations ---------------------------------------------------------------
-# An operation (join, leave, force_leave, set_tags, query) returns a Handle at once; its outcome
-# arrives later in events() as records naming that handle, with the time each happened.
+# An operation (join, leave, force_leave, set_tags, query, key_operation) returns a Handle at
+# once; its outcome arrives later in events() as records naming that handle, with the time each
+# happened.
 
 _handle_ids = itertools.count(1)
 
@@ -100,6 +102,15 @@ class TagsSet(_Finished):
 
 
 @dataclass(frozen=True, slots=True)
+class KeyOperationFinished:
+    """A cluster-wide key operation ended: every member's answer, as ``serf keys`` reports."""
+
+    handle: Handle
+    result: KeyOperation
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
 class KeyringChanged:
     """A key query changed this node's keyring (the agent rewrites its keyring file)."""
 
@@ -128,8 +139,10 @@ class QueryFinished:
 
 
 QUERY_RESULTS = (QueryAckReceived, QueryResponseReceived, QueryFinished)
-OperationFinished = JoinFinished | LeaveFinished | ForceLeaveFinished | TagsSet
-OPERATION_RESULTS = (JoinFinished, LeaveFinished, ForceLeaveFinished, TagsSet)
+OperationFinished = (JoinFinished | LeaveFinished | ForceLeaveFinished | TagsSet
+                     | KeyOperationFinished)
+OPERATION_RESULTS = (JoinFinished, LeaveFinished, ForceLeaveFinished, TagsSet,
+                     KeyOperationFinished)
 
 # Everything Serf.events() returns.
 SerfEvent = (MemberEvent | UserEventReceived | QueryReceived | ShutdownRequested | KeyringChanged

@@ -37,6 +37,7 @@ from pyserf.serf.events import (
     QUERY_RESULTS,
     Handle,
     JoinFinished,
+    KeyOperationFinished,
     MemberEvent,
     QueryAckReceived,
     QueryResponseReceived,
@@ -224,9 +225,9 @@ class SimNetwork:
     def when_done(self, node: SimNode, handle: Handle,
                   callback: Callable[[Any, float], None]) -> None:
         """Call ``callback(outcome, when)`` once the event reporting the operation behind
-        ``handle`` comes out of ``node``'s machine (the outcome: a JoinOutcome, else the error
-        text or None). Pumps the node now, as a shell does after an operation: what it queued
-        goes out, and an outcome known at once is reported at once."""
+        ``handle`` comes out of ``node``'s machine (the outcome: a JoinOutcome, a KeyOperation,
+        else the error text or None). Pumps the node now, as a shell does after an operation:
+        what it queued goes out, and an outcome known at once is reported at once."""
         self._operations[handle] = callback
         self._pump(node)
 
@@ -462,8 +463,9 @@ class SimNetwork:
             if isinstance(event, OPERATION_RESULTS):
                 callback = self._operations.pop(event.handle, None)
                 if callback is not None:
-                    callback(event.outcome if isinstance(event, JoinFinished) else event.error,
-                             event.at)
+                    callback(event.outcome if isinstance(event, JoinFinished)
+                             else event.result if isinstance(event, KeyOperationFinished)
+                             else event.error, event.at)
                 continue
             if isinstance(event, QUERY_RESULTS):
                 self._query_answer(event)

@@ -298,3 +298,18 @@ def test_key_request_carries_the_raw_key():
     assert raw[0] == SerfMsg.KEY_REQUEST
     assert msgpack.unpackb(raw[1:], raw=True) == {b"Key": key}
     assert m.KeyRequest.decode(raw).key == key
+
+
+def test_a_key_operation_reports_every_answer_as_soon_as_all_have_answered():
+    net = cluster(keys=[K1])
+    n0 = net.by_name["n0"]
+    start = net.now
+    done: list = []
+    net.when_done(n0, n0.serf.key_operation(iq.INSTALL_KEY, K2, net.now),
+                  lambda op, when: done.append((op, when)))
+    net.run_until(net.now + TIMEOUT + 1.0)
+    ((op, when),) = done
+    assert (op.num_nodes, op.num_resp, op.num_err, op.error()) == (3, 3, 0, "")
+    assert keyrings(net) == {n: [K1, K2] for n in ("n0", "n1", "n2")}
+    # Reported when the last member answered, well before the query's timeout.
+    assert when - start < 1.0
