@@ -60,6 +60,10 @@ EXPEDITE_MIN_GAP = 0.05
 MAX_PACKET_EXPANSION = 128 * 1024
 MAX_PACKET_MESSAGES = 1024  # messages per datagram, counting every compound part
 MAX_NESTING = 4  # compress(compound(...)) is the deepest memberlist itself sends
+# Datagrams shorter than this are sent uncompressed (serf accepts both): measured on a 50-node
+# join storm's traffic, none of 1,425 datagrams under 80 bytes (pings, acks) shrank and 5 % of
+# the 2,529 under 160 did, by a few bytes; from 220 bytes on every one did, by 20-60 %.
+COMPRESS_MIN_SIZE = 160
 # Catch-up syncs per membership change, cluster-wide (see _start_eager_sync), and the least
 # time between two of one node's; CatchUpBudget caps how many one node runs.
 EAGER_SYNCS = 2.0
@@ -1113,7 +1117,7 @@ class Memberlist:
             self.drops.drop("send (invalid port)", _peer_text(addr), "not sending",
                             self.scheduler.now)
             return
-        if self.config.enable_compression:
+        if self.config.enable_compression and len(msg) >= COMPRESS_MIN_SIZE:
             compressed = codec.compress(msg)
             if len(compressed) < len(msg):
                 msg = compressed
