@@ -1,7 +1,15 @@
-"""The serf layer: member statuses, Lamport-clocked intents, user events and queries.
+"""The serf machine: ``Serf``, the one object an I/O shell drives.
 
-Sans-I/O like the memberlist machine below it: it is the memberlist delegate, shares the same
-scheduler, and reports what happened as events in ``events()``.
+Sans-I/O like the memberlist machine below it (they share one scheduler). A shell feeds it
+datagrams, streams, stream results and timer ticks, each with the time, sends what
+``actions()`` returns and handles what ``events()`` returns (typed records, see events.py).
+Operations return a Handle; their outcomes arrive as events naming it.
+
+Where each mechanism lives: members.py (member model), events.py (what is reported),
+config.py, intents.py (join/leave intents), user_events.py, queries.py, keymanager.py,
+reaper.py (reap, reconnect, queue depth), delegate.py (what memberlist calls on serf),
+ping_delegate.py and coordinate.py (Vivaldi), coalesce.py, snapshot.py, internal_queries.py
+(the ``_serf_`` queries), messages.py (wire records), filters.py, clock.py.
 """
 
 from __future__ import annotations
