@@ -306,7 +306,9 @@ def test_costly_member_filters_yield_and_have_a_budget(monkeypatch):
         took = time.monotonic() - started
         assert took < 2.0
         # The loop kept running while the filter did: held at most one match at a time.
-        assert len(gaps) > 3 and max(gaps) < 0.3, gaps
+        # Without yielding, one gap would span the whole 0.5 s budget; 0.45 leaves room
+        # for a loaded machine's scheduling delays.
+        assert len(gaps) > 3 and max(gaps) < 0.45, gaps
         tick_task.cancel()
 
     _with_server(main)
