@@ -33,7 +33,7 @@ def ansible_env(tmp: Path, collections: Path) -> dict[str, str]:
 def build_and_install(tmp: Path) -> tuple[Path, Path]:
     """(the built tarball, the collections path it was installed into)."""
     dist, collections = tmp / "dist", tmp / "collections"
-    dist.mkdir()
+    dist.mkdir(parents=True)
     env = ansible_env(tmp, collections)
     galaxy = ansible_tool("ansible-galaxy")
     subprocess.run([galaxy, "collection", "build", "--output-path", str(dist), str(REPO)],

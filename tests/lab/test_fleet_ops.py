@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.ansible_collection import build_and_install
+
 REPO = Path(__file__).resolve().parents[2]
 LAB_TOOL = REPO / "lab" / "nspawn-lab.sh"
 LAB_DIR = Path(os.environ.get("PYSERF_LAB_DIR", "/var/lib/pyserf-lab"))
@@ -41,6 +43,24 @@ pyserf_handler_scripts:
       #!/bin/sh
       while read -r name rest; do echo "$SERF_EVENT $name" >>{EVENTS_LOG}; done
 pyserf_event_handlers: ["member-join,member-leave,member-failed=/etc/pyserf/handlers/record.sh"]
+"""
+
+
+FQCN_PLAYBOOK = """
+- name: Deploy pyserf with the role of the installed collection
+  hosts: pyserf
+  become: true
+  serial: 1
+  roles:
+    - role: pyserf.cluster.pyserf
+- name: Check that every agent lists every host alive
+  hosts: pyserf
+  gather_facts: false
+  tasks:
+    - name: The role's cluster check
+      ansible.builtin.include_role:
+        name: pyserf.cluster.pyserf
+        tasks_from: verify
 """
 
 
@@ -94,14 +114,19 @@ class Fleet:
         path.write_text("\n".join(lines) + "\n")
         return path
 
-    def site(self, *extra: str) -> tuple[str, dict[str, tuple[int, int, int]]]:
-        """Run playbooks/site.yml; (output, host -> (changed, unreachable, failed))."""
+    def site(self, *extra: str, playbook: Path = REPO / "playbooks" / "site.yml",
+             collections: Path | None = None) -> tuple[str, dict[str, tuple[int, int, int]]]:
+        """Run playbooks/site.yml (or ``playbook`` from its own directory, with only the
+        ``collections`` path); (output, host -> (changed, unreachable, failed))."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
         env.update(ANSIBLE_PIPELINING="1", ANSIBLE_HOST_KEY_CHECKING="0", ANSIBLE_NOCOLOR="1",
                    ANSIBLE_RETRY_FILES_ENABLED="0", ANSIBLE_LOCAL_TEMP=str(self.tmp / "at"),
                    PATH=f"{BIN}:{env.get('PATH', '')}")
+        if collections is not None:
+            env.update(ANSIBLE_COLLECTIONS_PATH=str(collections),
+                       ANSIBLE_ROLES_PATH=str(self.tmp / "no-roles"))
         res = subprocess.run([str(BIN / "ansible-playbook"), "-i", str(self.inventory()),
-                              str(REPO / "playbooks" / "site.yml"), *extra],
+                              str(playbook), *extra], cwd=playbook.parent,
                              capture_output=True, text=True, env=env, timeout=900, check=False)
         out = res.stdout + res.stderr
         if res.returncode != 0:
@@ -139,7 +164,14 @@ def fleet(tmp_path_factory: pytest.TempPathFactory):
             GROUP_VARS + f"pyserf_wheel_dir: {tmp / 'wheels-v1'}\n")
         for name in ("fleet1", "fleet2", "fleet3"):
             f.start(name)
-        f.site()
+        # The first rollout goes through the collection as a user installs it (role by FQCN,
+        # from a directory outside the repository); the tests then run playbooks/site.yml on
+        # the same hosts, so they also show that both deploy exactly the same thing.
+        collections = build_and_install(tmp / "collection")[1]
+        (tmp / "outside").mkdir()
+        (tmp / "outside" / "deploy.yml").write_text(FQCN_PLAYBOOK)
+        out, _ = f.site(playbook=tmp / "outside" / "deploy.yml", collections=collections)
+        assert "TASK [pyserf.cluster.pyserf : Start pyserf]" in out, out[-3000:]
         yield f
     finally:
         f.stop()
@@ -157,8 +189,9 @@ def test_changed_handler_script_reloads_every_agent_without_a_restart(fleet: Fle
     before = main_pids(fleet)
     assert "" not in before.values() and "0" not in before.values(), before
     group_vars = fleet.tmp / "group_vars" / "pyserf.yml"
-    group_vars.write_text(group_vars.read_text().replace(
-        'echo "$SERF_EVENT $name"', 'echo "$SERF_EVENT $name" # v2'))
+    text = group_vars.read_text()
+    assert text.count("      #!/bin/sh\n") == 1
+    group_vars.write_text(text.replace("      #!/bin/sh\n", "      #!/bin/sh\n      # v2\n"))
     out, recap = fleet.site()
     assert all(changed > 0 for changed, _, _ in recap.values()), recap
     assert len(re.findall(r"RUNNING HANDLER \[\S*pyserf : Reload pyserf\]", out)) == 3, out
