@@ -2,7 +2,7 @@
 
 The HTTP listener (:mod:`pyserf.http`) depends on this Protocol only, never on the runtime's
 Agent class, so it can be tested against a fake and the runtime can change underneath it.
-:class:`pyserf.agent.runtime.Agent` satisfies it (checked in tests/unit/test_http_agent_api.py).
+:class:`pyserf.agent.agent.Agent` satisfies it (checked in tests/unit/test_http_agent_api.py).
 """
 
 from __future__ import annotations

@@ -41,7 +41,7 @@ from pyserf.agent import netutil
 from pyserf.gocompat.hostport import join_host_port
 
 if TYPE_CHECKING:
-    from pyserf.agent.runtime import Agent
+    from pyserf.agent.agent import Agent
 
 log = logging.getLogger("pyserf.agent")
 

@@ -18,7 +18,7 @@ from pyserf.serf.events import MemberEvent, QueryReceived, UserEventReceived
 from pyserf.serf.internal_queries import respond_error
 
 if TYPE_CHECKING:
-    from pyserf.agent.runtime import Agent
+    from pyserf.agent.agent import Agent
 
 log = logging.getLogger("pyserf.agent")
 

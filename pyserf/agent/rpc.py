@@ -47,7 +47,7 @@ from pyserf.serf.events import MemberEvent, QueryReceived, UserEventReceived
 from pyserf.serf.members import Member
 
 if TYPE_CHECKING:
-    from pyserf.agent.runtime import Agent
+    from pyserf.agent.agent import Agent
 
 log = logging.getLogger("pyserf.agent")
 

@@ -60,8 +60,9 @@ def _idle_agent_imports() -> set[str]:
 
 def test_idle_plain_agent_leaves_optional_modules_unloaded() -> None:
     imported = _idle_agent_imports()
-    # The parse saw a running agent: its RPC server and runtime were imported.
-    assert {"pyserf.agent.runtime", "pyserf.agent.rpc", "asyncio"} <= imported
+    # The parse saw a running agent: its RPC server, agent and command were imported.
+    assert {"pyserf.agent.agent", "pyserf.agent.lifecycle", "pyserf.agent.rpc",
+            "asyncio"} <= imported
     loaded = {name: why for name, why in LAZY.items()
               if name in imported or any(m.startswith(name + ".") for m in imported)}
     assert not loaded, f"imported by an idle plain agent, needed only for: {loaded}"

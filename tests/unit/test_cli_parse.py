@@ -419,9 +419,9 @@ def test_members_role_deprecation_before_connecting(capsys: pytest.CaptureFixtur
 
 @pytest.fixture
 def fake_runtime(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    """Stand-in for pyserf.agent.runtime so the agent command can be tested without sockets."""
+    """Stand-in for pyserf.agent.lifecycle so the agent command can be tested without sockets."""
     seen: dict[str, Any] = {}
-    module = types.ModuleType("pyserf.agent.runtime")
+    module = types.ModuleType("pyserf.agent.lifecycle")
 
     def run_agent(config: AgentConfig, sources: ConfigSources) -> int:
         seen["config"] = config
@@ -429,10 +429,10 @@ def fake_runtime(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
         return 0
 
     module.run_agent = run_agent  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "pyserf.agent.runtime", module)
+    monkeypatch.setitem(sys.modules, "pyserf.agent.lifecycle", module)
     import pyserf.agent
 
-    monkeypatch.setattr(pyserf.agent, "runtime", module, raising=False)
+    monkeypatch.setattr(pyserf.agent, "lifecycle", module, raising=False)
     return seen
 
 
@@ -462,13 +462,13 @@ def real_runtime(monkeypatch: pytest.MonkeyPatch) -> None:
     serving, and the log handler the runtime installs is taken down afterwards."""
     import logging
 
-    from pyserf.agent import runtime
+    from pyserf.agent import lifecycle
 
     async def no_serving(*_args: Any) -> int:
         return 99
 
-    monkeypatch.setattr(runtime, "_wait_for_exit", no_serving)
-    monkeypatch.setattr(runtime, "_raise_open_file_limit", lambda: None)
+    monkeypatch.setattr(lifecycle, "_wait_for_exit", no_serving)
+    monkeypatch.setattr(lifecycle, "_raise_open_file_limit", lambda: None)
     logger = logging.getLogger("pyserf")
     saved = (logger.handlers[:], logger.propagate, logger.level)
     yield

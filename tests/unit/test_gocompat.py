@@ -287,7 +287,7 @@ def test_retry_join_logs_its_interval_as_go_does(monkeypatch: pytest.MonkeyPatch
     import logging
     from types import SimpleNamespace
 
-    from pyserf.agent import runtime
+    from pyserf.agent import lifecycle
     from pyserf.agent.config import AgentConfig
 
     async def no_sleep(_: float) -> None:
@@ -298,7 +298,7 @@ def test_retry_join_logs_its_interval_as_go_does(monkeypatch: pytest.MonkeyPatch
 
     agent = SimpleNamespace(shutdown_event=asyncio.Event(), join=failing_join, exit_code=0)
     config = AgentConfig(retry_join=["127.0.0.1"], retry_interval=90.0, retry_max_attempts=1)
-    monkeypatch.setattr(runtime.asyncio, "sleep", no_sleep)
-    with caplog.at_level(logging.WARNING, logger=runtime.log.name):
-        asyncio.run(runtime._retry_join(agent, config))  # type: ignore[arg-type]
+    monkeypatch.setattr(lifecycle.asyncio, "sleep", no_sleep)
+    with caplog.at_level(logging.WARNING, logger=lifecycle.log.name):
+        asyncio.run(lifecycle._retry_join(agent, config))  # type: ignore[arg-type]
     assert "agent: Join failed: boom, retrying in 1m30s" in caplog.messages

@@ -21,8 +21,8 @@ import msgpack
 import pytest
 
 from pyserf.agent import logs, rpc, rpc_limits
+from pyserf.agent.agent import Agent
 from pyserf.agent.config import AgentConfig
-from pyserf.agent.runtime import Agent
 from pyserf.memberlist import security
 from pyserf.serf.events import UserEventReceived
 from tests.unit.test_logs import restore_pyserf_logger  # noqa: F401 - a fixture

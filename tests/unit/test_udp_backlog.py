@@ -12,9 +12,9 @@ from __future__ import annotations
 import asyncio
 import socket
 
-from pyserf.agent import runtime
+from pyserf.agent import transport
+from pyserf.agent.agent import Agent
 from pyserf.agent.config import AgentConfig
-from pyserf.agent.runtime import Agent
 from pyserf.memberlist import codec
 from pyserf.memberlist.codec import Ack, Ping
 
@@ -78,7 +78,7 @@ def test_datagrams_waiting_in_the_socket_reach_the_machine_before_due_timers_run
 
 
 def test_draining_is_bounded_so_a_flood_cannot_hold_the_loop(monkeypatch) -> None:
-    monkeypatch.setattr(runtime, "MAX_DRAINED_DATAGRAMS", 3)
+    monkeypatch.setattr(transport, "MAX_DRAINED_DATAGRAMS", 3)
 
     async def body() -> None:
         agent = await _started_agent()

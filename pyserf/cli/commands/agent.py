@@ -196,6 +196,6 @@ def cmd_agent(args: list[str]) -> int:
     # as optional) saves about 4.5 MiB of OpenSSL per agent. The HTTP listener may (https).
     if "asyncio" not in sys.modules and not (config.http_addr and config.http_tls_cert):
         sys.modules.setdefault("ssl", None)  # type: ignore[arg-type]
-    from pyserf.agent.runtime import run_agent
+    from pyserf.agent.lifecycle import run_agent
 
     return int(run_agent(config, sources) or 0)
