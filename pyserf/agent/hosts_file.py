@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pyserf.serf import filters
-from pyserf.serf.core import Member, MemberEvent, MemberStatus
+from pyserf.serf.events import MemberEvent
+from pyserf.serf.members import Member, MemberStatus
 
 log = logging.getLogger("pyserf.agent")
 

@@ -21,7 +21,7 @@ from pyserf.agent.hosts_file import (
     parse_settings,
     render_block,
 )
-from pyserf.serf.core import Member, MemberStatus
+from pyserf.serf.members import Member, MemberStatus
 
 ALIVE = MemberStatus.ALIVE
 
