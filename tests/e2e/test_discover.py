@@ -6,103 +6,27 @@ the host's own network; addresses are 10.213.70.0/24. Root only.
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
 import signal
 import subprocess
 import time
-import uuid
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import CHILD_ENV, PYSERF, SERF, Agent, Cluster, wait_until
+from tests.e2e.harness import wait_until
+from tests.e2e.netlab import NetLab, net_lab, sh
 
 pytestmark = pytest.mark.e2e
-
-SUBNET = "10.213.70"
-RPC = "127.0.0.1:7373"
-
-
-def sh(*args: str) -> None:
-    subprocess.run(args, check=True, capture_output=True, timeout=20)
-
-
-@dataclass
-class Lab:
-    tmp: Path
-    hub: str
-    spaces: list[str]
-    cluster: Cluster
-    created: list[str] = field(default_factory=list)
-
-    def ip(self, index: int) -> str:
-        return f"{SUBNET}.{10 + index}"
-
-    def start_serf(self, index: int, name: str, *args: str) -> Agent:
-        return self.cluster.start_in_netns(self.spaces[index], name, f"-rpc-addr={RPC}", *args,
-                                           kind="serf", ip=self.ip(index))
-
-    def start_pyserf(self, index: int, name: str, *args: str) -> Agent:
-        return self.cluster.start_in_netns(self.spaces[index], name, f"-rpc-addr={RPC}", *args,
-                                           ip=self.ip(index))
-
-    def members(self, index: int) -> dict[str, tuple[str, str]]:
-        """name -> (addr, status) as the agent in namespace ``index`` lists them."""
-        argv = ["ip", "netns", "exec", self.spaces[index], *PYSERF, "members",
-                "-format=json", f"-rpc-addr={RPC}"]
-        try:
-            out = subprocess.run(argv, capture_output=True, text=True, timeout=15,
-                                 env=CHILD_ENV)
-        except subprocess.TimeoutExpired:
-            return {}
-        if out.returncode != 0:
-            return {}
-        return {m["name"]: (m["addr"], m["status"])
-                for m in json.loads(out.stdout).get("members") or []}
 
 
 @pytest.fixture
 def lab(tmp_path):
     """Three namespaces (10.213.70.10-12 on eth0) joined by a bridge in a fourth."""
-    if os.geteuid() != 0 or shutil.which("ip") is None:
-        pytest.skip("needs root and iproute2")
-    if SERF is None:
-        pytest.skip("the real serf binary is not installed (apt-get install serf)")
-    tag = uuid.uuid4().hex[:6]
-    lab = Lab(tmp_path, f"psd{tag}-hub", [f"psd{tag}-{i}" for i in range(3)],
-              Cluster(tmp_path))
-    try:
-        sh("ip", "netns", "add", lab.hub)
-        lab.created.append(lab.hub)
-        sh("ip", "-n", lab.hub, "link", "add", "br0", "type", "bridge", "mcast_snooping", "0")
-        sh("ip", "-n", lab.hub, "link", "set", "br0", "up")
-        for i, ns in enumerate(lab.spaces):
-            sh("ip", "netns", "add", ns)
-            lab.created.append(ns)
-            sh("ip", "-n", lab.hub, "link", "add", f"p{i}", "type", "veth", "peer", "name",
-               "eth0", "netns", ns)
-            sh("ip", "-n", lab.hub, "link", "set", f"p{i}", "master", "br0", "up")
-            sh("ip", "-n", ns, "addr", "add", f"{lab.ip(i)}/24", "dev", "eth0")
-            sh("ip", "-n", ns, "link", "set", "eth0", "up")
-            sh("ip", "-n", ns, "link", "set", "lo", "up")
-        # serf's mDNS query fails as a whole (and is retried only 60 s later) if its IPv6 send
-        # fails, which it does while eth0's link-local address is still tentative.
+    with net_lab(tmp_path, "psd", "10.213.70", 3) as lab:
+        # serf's mDNS query fails as a whole (and is retried only 60 s later) if its IPv6
+        # send fails, which it does while eth0's link-local address is still tentative.
         wait_until(lambda: not any(tentative(ns) for ns in lab.spaces), 15,
                    what="IPv6 duplicate address detection to finish")
         yield lab
-    finally:
-        lab.cluster.close()  # kills the agents by PID before their namespaces go
-        if lab.hub in lab.created:
-            subprocess.run(["ip", "-n", lab.hub, "link", "del", "br0"], capture_output=True,
-                           timeout=20)
-            for i in range(len(lab.spaces)):
-                subprocess.run(["ip", "-n", lab.hub, "link", "del", f"p{i}"],
-                               capture_output=True, timeout=20)
-        for ns in reversed(lab.created):
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=20)
 
 
 def tentative(ns: str) -> bool:
@@ -111,7 +35,7 @@ def tentative(ns: str) -> bool:
     return bool(out.stdout.strip())
 
 
-def all_alive(lab: Lab, index: int, names: dict[str, str]) -> bool:
+def all_alive(lab: NetLab, index: int, names: dict[str, str]) -> bool:
     listed = lab.members(index)
     return all(listed.get(name) == (f"{ip}:7946", "alive") for name, ip in names.items())
 
