@@ -4,10 +4,17 @@ intents about members not known yet."""
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from pyserf.serf import messages as m
-from pyserf.serf.members import MemberState, MemberStatus, SerfState
+from pyserf.serf.members import Member, MemberState, MemberStatus, SerfState
 from pyserf.serf.messages import SerfMsg
+
+if TYPE_CHECKING:
+    from pyserf.memberlist.broadcast import BroadcastQueue
+    from pyserf.memberlist.timers import Scheduler
+    from pyserf.serf.clock import LamportClock
+    from pyserf.serf.config import SerfConfig
 
 log = logging.getLogger("pyserf.serf")
 
@@ -18,6 +25,22 @@ MAX_RECENT_INTENTS = 16 * 1024
 
 class Intents:
     """Serf's intent handling; mixed into Serf, whose state it uses."""
+
+    # Serf's state this part reads and writes (set by Serf.__init__).
+    config: SerfConfig
+    scheduler: Scheduler
+    state: SerfState
+    clock: LamportClock
+    members: dict[str, MemberState]
+    failed_members: list[MemberState]
+    left_members: list[MemberState]
+    recent_intents: dict[str, tuple[int, int, float]]
+    intent_broadcasts: BroadcastQueue
+
+    if TYPE_CHECKING:
+        def _emit_member_event(self, kind: str, member: Member[MemberStatus],
+                               suffix: str = "") -> None: ...
+        def _erase(self, ms: MemberState) -> None: ...
 
     def _handle_leave_intent(self, msg: m.Leave, now: float) -> bool:
         self.clock.witness(msg.ltime)

@@ -9,15 +9,28 @@ from __future__ import annotations
 
 import base64
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from pyserf.memberlist import codec
-from pyserf.memberlist.codec import DecodeError
+from pyserf.memberlist.fields import DecodeError
 from pyserf.serf import messages as m
 
 if TYPE_CHECKING:
-    from pyserf.serf.core import Serf
+    from pyserf.memberlist.state import Memberlist
+    from pyserf.serf.config import SerfConfig
     from pyserf.serf.events import QueryReceived
+    from pyserf.serf.members import MemberState
+
+
+class QueryAnswerer(Protocol):
+    """What answering an internal query uses of the serf machine (its Queries part)."""
+
+    config: SerfConfig
+    members: dict[str, MemberState]
+    memberlist: Memberlist
+
+    def respond(self, query: QueryReceived, payload: bytes, now: float) -> None: ...
+    def keyring_changed(self) -> None: ...
 
 log = logging.getLogger("pyserf.serf")
 
@@ -40,7 +53,7 @@ def is_internal(name: str) -> bool:
     return name.startswith(PREFIX)
 
 
-def handle(serf: Serf, query: QueryReceived, now: float) -> None:
+def handle(serf: QueryAnswerer, query: QueryReceived, now: float) -> None:
     if query.name == PING:
         return
     if query.name == CONFLICT:
@@ -51,7 +64,7 @@ def handle(serf: Serf, query: QueryReceived, now: float) -> None:
         log.warning("serf: Unhandled internal query '%s'", query.name)
 
 
-def _respond(serf: Serf, query: QueryReceived, payload: bytes, now: float) -> None:
+def _respond(serf: QueryAnswerer, query: QueryReceived, payload: bytes, now: float) -> None:
     try:
         serf.respond(query, payload, now)
     except Exception as exc:  # noqa: BLE001 - a failed answer is logged, never fatal
@@ -59,7 +72,7 @@ def _respond(serf: Serf, query: QueryReceived, payload: bytes, now: float) -> No
         log.error("serf: Failed to respond to %s query: %s", kind, respond_error(exc))
 
 
-def _conflict(serf: Serf, query: QueryReceived, now: float) -> None:
+def _conflict(serf: QueryAnswerer, query: QueryReceived, now: float) -> None:
     node = query.payload.decode("utf-8", "replace")
     if node == serf.config.node_name:
         return
@@ -76,9 +89,10 @@ def _conflict(serf: Serf, query: QueryReceived, now: float) -> None:
     _respond(serf, query, m.encode(m.SerfMsg.CONFLICT_RESPONSE, body), now)
 
 
-def _key_query(serf: Serf, query: QueryReceived, now: float) -> None:
+def _key_query(serf: QueryAnswerer, query: QueryReceived, now: float) -> None:
     keyring = serf.memberlist.config.keyring
-    response = {"Keys": None, "Message": "", "PrimaryKey": "", "Result": False}
+    response: dict[str, object] = {"Keys": None, "Message": "", "PrimaryKey": "",
+                                   "Result": False}
     if keyring is None:
         response["Message"] = ("Keyring is empty (encryption not enabled)"
                                if query.name == LIST_KEYS
@@ -87,8 +101,10 @@ def _key_query(serf: Serf, query: QueryReceived, now: float) -> None:
     elif query.name == LIST_KEYS:
         log.info("serf: Received list-keys query")
         keys = [base64.b64encode(k).decode() for k in keyring.keys]
-        response.update(Keys=keys, PrimaryKey=base64.b64encode(keyring.primary).decode(),
-                        Result=True)
+        # An empty keyring (Keyring([])) has no primary: answer "" rather than raise.
+        primary = keyring.primary
+        response.update(Keys=keys, Result=True,
+                        PrimaryKey="" if primary is None else base64.b64encode(primary).decode())
         body = _fitting_key_list(serf, query, response, keys)
         if body is not None:
             _respond(serf, query, body, now)
@@ -113,7 +129,7 @@ def _key_query(serf: Serf, query: QueryReceived, now: float) -> None:
 MIN_ENCODED_KEY_LENGTH = 25
 
 
-def _fitting_key_list(serf: Serf, query: QueryReceived, response: dict,
+def _fitting_key_list(serf: QueryAnswerer, query: QueryReceived, response: dict[str, object],
                       keys: list[str]) -> bytes | None:
     """The key response whose query-response wrapper fits the size limit, as serf's agent
     (keyListResponseWithCorrectSize): the whole list, else the first n keys with a note, n from

@@ -6,8 +6,10 @@ from __future__ import annotations
 import ipaddress
 import logging
 import math
-from collections.abc import Callable
+import random
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from pyserf.memberlist import codec
 from pyserf.memberlist.fields import I64_MAX, U8_MAX, U16_MAX
@@ -23,7 +25,16 @@ from pyserf.serf.events import (
     QueryResponseReceived,
     new_handle,
 )
-from pyserf.serf.members import MemberStatus
+from pyserf.serf.members import MemberState, MemberStatus
+
+if TYPE_CHECKING:
+    from pyserf.memberlist.broadcast import BroadcastQueue
+    from pyserf.memberlist.drops import DropLog
+    from pyserf.memberlist.state import Memberlist
+    from pyserf.memberlist.timers import Scheduler
+    from pyserf.serf.clock import LamportClock
+    from pyserf.serf.config import SerfConfig
+    from pyserf.serf.events import SerfEvent
 
 log = logging.getLogger("pyserf.serf")
 
@@ -72,12 +83,29 @@ class QueryCollector:
 class Queries:
     """Serf's query handling; mixed into Serf, whose state it uses."""
 
+    # Serf's state this part reads and writes (set by Serf.__init__).
+    config: SerfConfig
+    scheduler: Scheduler
+    rng: random.Random
+    drops: DropLog
+    memberlist: Memberlist
+    members: dict[str, MemberState]
+    _events: list[SerfEvent]
+    _queries: dict[int, QueryCollector]
+    query_clock: LamportClock
+    query_min_time: int
+    query_buffer: list[tuple[int, list[int]] | None]
+    query_broadcasts: BroadcastQueue
+
+    if TYPE_CHECKING:
+        def keyring_changed(self) -> None: ...
+
     def default_query_timeout(self) -> float:
         n = self.memberlist.num_alive()  # memberlist's NumMembers: suspects count too
         scale = max(1, math.ceil(math.log10(n + 1)))
         return self.memberlist.timing.gossip_interval * QUERY_TIMEOUT_MULT * scale
 
-    def query(self, name: str, payload: bytes, now: float, *, filter_nodes: list[str] = (),
+    def query(self, name: str, payload: bytes, now: float, *, filter_nodes: Sequence[str] = (),
               filter_tags: dict[str, str] | None = None, request_ack: bool = False,
               relay_factor: int = 0, timeout: float = 0.0,
               finish_early: bool = False) -> Handle:
@@ -98,7 +126,7 @@ class Queries:
                     on_done=lambda when: report(QueryFinished(handle, when)))
         return handle
 
-    def _query(self, name: str, payload: bytes, now: float, *, filter_nodes: list[str] = (),
+    def _query(self, name: str, payload: bytes, now: float, *, filter_nodes: Sequence[str] = (),
                filter_tags: dict[str, str] | None = None, request_ack: bool = False,
                relay_factor: int = 0, timeout: float = 0.0, finish_early: bool = False,
                on_ack: Callable[[str, float], None],
@@ -138,7 +166,7 @@ class Queries:
         self.query_broadcasts.queue(raw)
         return collector
 
-    def expected_responders(self, filter_nodes: list[str] = (),
+    def expected_responders(self, filter_nodes: Sequence[str] = (),
                             filter_tags: dict[str, str] | None = None) -> set[str]:
         """Live members a query with these filters reaches: who can possibly answer it."""
         names = set()

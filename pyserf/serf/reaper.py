@@ -4,15 +4,38 @@ bounding the broadcast queues."""
 from __future__ import annotations
 
 import logging
+import random
+from typing import TYPE_CHECKING
 
-from pyserf.serf.events import MemberEvent
+from pyserf.serf.events import MemberEvent, SerfEvent
 from pyserf.serf.members import MemberState
+
+if TYPE_CHECKING:
+    from pyserf.memberlist.broadcast import BroadcastQueue
+    from pyserf.memberlist.state import Memberlist
+    from pyserf.serf import coordinate
+    from pyserf.serf.config import SerfConfig
 
 log = logging.getLogger("pyserf.serf")
 
 
 class Reaper:
     """Serf's periodic tasks; mixed into Serf, whose state it uses."""
+
+    # Serf's state this part reads and writes (set by Serf.__init__).
+    config: SerfConfig
+    rng: random.Random
+    memberlist: Memberlist
+    _events: list[SerfEvent]
+    members: dict[str, MemberState]
+    failed_members: list[MemberState]
+    left_members: list[MemberState]
+    recent_intents: dict[str, tuple[int, int, float]]
+    coordinates: coordinate.VivaldiClient
+    coordinate_cache: dict[str, coordinate.Coordinate]
+    intent_broadcasts: BroadcastQueue
+    event_broadcasts: BroadcastQueue
+    query_broadcasts: BroadcastQueue
 
     def _erase(self, ms: MemberState) -> None:
         self.members.pop(ms.member.name, None)

@@ -4,10 +4,17 @@ gossiped events while a join that ignores old events waits for its push-pull."""
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from pyserf.serf import messages as m
 from pyserf.serf.config import SerfError
-from pyserf.serf.events import UserEventReceived
+from pyserf.serf.events import SerfEvent, UserEventReceived
+
+if TYPE_CHECKING:
+    from pyserf.memberlist.broadcast import BroadcastQueue
+    from pyserf.memberlist.drops import DropLog
+    from pyserf.serf.clock import LamportClock
+    from pyserf.serf.config import SerfConfig
 
 log = logging.getLogger("pyserf.serf")
 
@@ -27,6 +34,21 @@ MAX_HELD_EVENT_BYTES = 1024 * 1024
 
 class UserEvents:
     """Serf's user event handling; mixed into Serf, whose state it uses."""
+
+    # Serf's state this part reads and writes (set by Serf.__init__).
+    config: SerfConfig
+    drops: DropLog
+    _events: list[SerfEvent]
+    event_clock: LamportClock
+    event_min_time: int
+    event_buffer: list[tuple[int, list[tuple[str, bytes]]] | None]
+    _event_buffer_bytes: int
+    event_broadcasts: BroadcastQueue
+    _held_events: list[tuple[m.UserEvent, bytes]]
+    _held_event_bytes: int
+
+    if TYPE_CHECKING:
+        def _rebroadcast(self, queue: BroadcastQueue, buf: bytes, now: float) -> None: ...
 
     def user_event(self, name: str, payload: bytes, coalesce: bool, now: float) -> None:
         limit = self.config.user_event_size_limit
