@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import struct
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
@@ -17,7 +18,10 @@ from typing import Any
 import msgpack
 
 from pyserf.memberlist import fields, lzw
-from pyserf.memberlist.fields import DecodeError
+
+# DecodeError is re-exported: the decoders here raise it and callers catch codec.DecodeError.
+from pyserf.memberlist.fields import DecodeError as DecodeError
+from pyserf.memberlist.fields import WireMap
 
 
 class MsgType(IntEnum):
@@ -66,7 +70,7 @@ MAX_STREAM_ITEMS = 1024
 MAX_STREAM_BYTES = MAX_PUSH_STATE_BYTES + 64 * 1024
 
 
-def unpack_body(data: bytes) -> dict:
+def unpack_body(data: bytes) -> WireMap:
     try:
         body = msgpack.unpackb(data, raw=True, strict_map_key=False)
     except Exception as exc:  # msgpack raises several unrelated types
@@ -87,7 +91,7 @@ def pack(obj: Any) -> bytes:
     return msgpack.packb(obj, use_bin_type=False)
 
 
-def encode(msg_type: int, body: dict) -> bytes:
+def encode(msg_type: int, body: Mapping[str, object]) -> bytes:
     return bytes((msg_type,)) + pack(body)
 
 
@@ -137,7 +141,7 @@ class Ping:
         return encode(MsgType.PING, body)
 
     @classmethod
-    def decode(cls, body: dict) -> Ping:
+    def decode(cls, body: WireMap) -> Ping:
         return cls(fields.uint(body, b"SeqNo", fields.U32_MAX),
                    fields.node_name(body, b"Node", required=False),
                    fields.ip_bytes(body, b"SourceAddr", required=False),
@@ -169,7 +173,7 @@ class IndirectPing:
         return encode(MsgType.INDIRECT_PING, body)
 
     @classmethod
-    def decode(cls, body: dict) -> IndirectPing:
+    def decode(cls, body: WireMap) -> IndirectPing:
         return cls(fields.uint(body, b"SeqNo", fields.U32_MAX), fields.ip_bytes(body, b"Target"),
                    fields.uint(body, b"Port", fields.U16_MAX),
                    fields.node_name(body, b"Node", required=False), fields.flag(body, b"Nack"),
@@ -187,7 +191,7 @@ class Ack:
         return encode(MsgType.ACK, {"Payload": self.payload, "SeqNo": self.seq_no})
 
     @classmethod
-    def decode(cls, body: dict) -> Ack:
+    def decode(cls, body: WireMap) -> Ack:
         payload = fields.blob(body, b"Payload", MAX_ACK_PAYLOAD)
         return cls(fields.uint(body, b"SeqNo", fields.U32_MAX), payload or None)
 
@@ -200,7 +204,7 @@ class Nack:
         return encode(MsgType.NACK, {"SeqNo": self.seq_no})
 
     @classmethod
-    def decode(cls, body: dict) -> Nack:
+    def decode(cls, body: WireMap) -> Nack:
         return cls(fields.uint(body, b"SeqNo", fields.U32_MAX))
 
 
@@ -215,7 +219,7 @@ class Suspect:
                       {"From": self.from_, "Incarnation": self.incarnation, "Node": self.node})
 
     @classmethod
-    def decode(cls, body: dict) -> Suspect:
+    def decode(cls, body: WireMap) -> Suspect:
         return cls(fields.uint(body, b"Incarnation", fields.U32_MAX),
                    fields.node_name(body, b"Node"), fields.node_name(body, b"From", required=False))
 
@@ -231,7 +235,7 @@ class Dead:
                       {"From": self.from_, "Incarnation": self.incarnation, "Node": self.node})
 
     @classmethod
-    def decode(cls, body: dict) -> Dead:
+    def decode(cls, body: WireMap) -> Dead:
         return cls(fields.uint(body, b"Incarnation", fields.U32_MAX),
                    fields.node_name(body, b"Node"), fields.node_name(body, b"From", required=False))
 
@@ -251,7 +255,7 @@ class Alive:
                                       "Vsn": self.vsn})
 
     @classmethod
-    def decode(cls, body: dict) -> Alive:
+    def decode(cls, body: WireMap) -> Alive:
         return cls(fields.uint(body, b"Incarnation", fields.U32_MAX),
                    fields.node_name(body, b"Node"), fields.ip_bytes(body, b"Addr"),
                    fields.uint(body, b"Port", fields.U16_MAX),
@@ -292,12 +296,12 @@ class PushNodeState:
     state: int
     vsn: bytes
 
-    def to_wire(self) -> dict:
+    def to_wire(self) -> dict[str, object]:
         return {"Addr": self.addr, "Incarnation": self.incarnation, "Meta": self.meta,
                 "Name": self.name, "Port": self.port, "State": self.state, "Vsn": self.vsn}
 
     @classmethod
-    def decode(cls, body: dict) -> PushNodeState:
+    def decode(cls, body: WireMap) -> PushNodeState:
         return cls(fields.node_name(body, b"Name"), fields.ip_bytes(body, b"Addr"),
                    fields.uint(body, b"Port", fields.U16_MAX),
                    fields.blob(body, b"Meta", META_MAX_SIZE),
@@ -380,14 +384,15 @@ def _decode_node_state(entry: bytes) -> PushNodeState:
     return state
 
 
-_entries: dict[tuple, bytes] = {}
+# Keyed by (name, addr, port, meta, incarnation, state, *vsn).
+_entries: dict[tuple[str | bytes | int, ...], bytes] = {}
 
 
 def node_state_entry(name: str, addr: str, port: int, meta: bytes, incarnation: int,
                      state: int, *vsn: int) -> bytes:
     """One member's encoded push-pull entry, memoised: an exchange encodes every member, and
     most are unchanged since the last one (or, in the simulator, since another node's)."""
-    key = (name, addr, port, meta, incarnation, state, *vsn)
+    key: tuple[str | bytes | int, ...] = (name, addr, port, meta, incarnation, state, *vsn)
     found = _entries.get(key)
     if found is None:
         found = pack(PushNodeState(name, ip_to_bytes(addr), port, meta, incarnation, int(state),
@@ -405,7 +410,7 @@ def encode_push_pull(join: bool, entries: list[bytes], user_state: bytes) -> byt
                      *entries, user_state))
 
 
-def push_pull_sizes(header: dict) -> tuple[int, int]:
+def push_pull_sizes(header: WireMap) -> tuple[int, int]:
     """(node count, user state length) of a push-pull header, within memberlist's limits."""
     count = fields.int64(header, b"Nodes")
     user_len = fields.int64(header, b"UserStateLen")

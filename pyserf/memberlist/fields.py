@@ -38,6 +38,11 @@ known_ip_text = _ip_texts.get
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
+# A msgpack map as decoded off the wire: keys and values are whatever a peer sent (raw=True:
+# byte strings, but also numbers or nil), narrowed by the readers below.
+WireMap = dict[object, object]
+
+
 class DecodeError(ValueError):
     """A message that does not follow the wire format; it is dropped, counted and logged."""
 
@@ -46,17 +51,17 @@ def _field(key: bytes) -> str:
     return key.decode("ascii", "replace")
 
 
-def uint(body: dict, key: bytes, max_value: int) -> int:
+def uint(body: WireMap, key: bytes, max_value: int) -> int:
     """An unsigned integer field no larger than ``max_value`` (missing or nil reads as 0)."""
     return _integer(body, key, 0, max_value)
 
 
-def int64(body: dict, key: bytes) -> int:
+def int64(body: WireMap, key: bytes) -> int:
     """A signed 64-bit integer field (Go's int64 / time.Duration)."""
     return _integer(body, key, I64_MIN, I64_MAX)
 
 
-def _integer(body: dict, key: bytes, low: int, high: int) -> int:
+def _integer(body: WireMap, key: bytes, low: int, high: int) -> int:
     value = body.get(key)
     if value is None:
         return 0
@@ -69,7 +74,7 @@ def _integer(body: dict, key: bytes, low: int, high: int) -> int:
     return value
 
 
-def flag(body: dict, key: bytes) -> bool:
+def flag(body: WireMap, key: bytes) -> bool:
     value = body.get(key)
     if value is None:
         return False
@@ -78,7 +83,7 @@ def flag(body: dict, key: bytes) -> bool:
     raise DecodeError(f"field {_field(key)} must be a bool, got {type(value).__name__}")
 
 
-def blob(body: dict, key: bytes, max_len: int = MAX_TEXT_BYTES) -> bytes:
+def blob(body: WireMap, key: bytes, max_len: int = MAX_TEXT_BYTES) -> bytes:
     """A byte-slice field; Go also accepts an array of small integers for ``[]uint8``."""
     value = body.get(key)
     if value is None:
@@ -99,7 +104,7 @@ def blob(body: dict, key: bytes, max_len: int = MAX_TEXT_BYTES) -> bytes:
     return value
 
 
-def text(body: dict, key: bytes, max_len: int = MAX_TEXT_BYTES) -> str:
+def text(body: WireMap, key: bytes, max_len: int = MAX_TEXT_BYTES) -> str:
     """A string field, at most ``max_len`` bytes; invalid UTF-8 is replaced, not refused
     (Go strings may hold any bytes)."""
     value = body.get(key)
@@ -128,7 +133,7 @@ def name_error(name: str) -> str | None:
     return None
 
 
-def node_name(body: dict, key: bytes, required: bool = True) -> str:
+def node_name(body: WireMap, key: bytes, required: bool = True) -> str:
     """A node name field: bounded, no control characters, present when ``required``."""
     name = text(body, key, MAX_NAME_BYTES)
     if not name:
@@ -141,7 +146,7 @@ def node_name(body: dict, key: bytes, required: bool = True) -> str:
     return name
 
 
-def ip_bytes(body: dict, key: bytes, required: bool = True) -> bytes:
+def ip_bytes(body: WireMap, key: bytes, required: bool = True) -> bytes:
     """An IP address as Go's ``net.IP``: 4 or 16 bytes (empty allowed when not required)."""
     raw = blob(body, key, 16)
     if not raw and not required:
@@ -169,26 +174,31 @@ def ip_text(raw: bytes) -> str:
     return found
 
 
-def seq(body: dict, key: bytes, max_items: int = MAX_LIST_ITEMS) -> list[Any]:
+def seq(body: WireMap, key: bytes, max_items: int = MAX_LIST_ITEMS) -> list[object]:
     """A list field of at most ``max_items`` entries (missing or nil reads as empty)."""
-    return _container(body, key, list, max_items)
-
-
-def mapping(body: dict, key: bytes, max_items: int = MAX_LIST_ITEMS) -> dict:
-    """A map field of at most ``max_items`` entries (missing or nil reads as empty)."""
-    return _container(body, key, dict, max_items)
-
-
-def _container(body: dict, key: bytes, kind: type, max_items: int) -> Any:
     value = body.get(key)
     if value is None:
-        return kind()
-    if not isinstance(value, kind):
-        noun = "list" if kind is list else "map"
-        raise DecodeError(f"field {_field(key)} must be a {noun}, got {type(value).__name__}")
+        return []
+    if not isinstance(value, list):
+        raise DecodeError(f"field {_field(key)} must be a list, got {type(value).__name__}")
+    _check_entries(key, value, max_items)
+    return value
+
+
+def mapping(body: WireMap, key: bytes, max_items: int = MAX_LIST_ITEMS) -> WireMap:
+    """A map field of at most ``max_items`` entries (missing or nil reads as empty)."""
+    value = body.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise DecodeError(f"field {_field(key)} must be a map, got {type(value).__name__}")
+    _check_entries(key, value, max_items)
+    return value
+
+
+def _check_entries(key: bytes, value: list[object] | WireMap, max_items: int) -> None:
     if len(value) > max_items:
         raise DecodeError(f"field {_field(key)} has more than {max_items} entries")
-    return value
 
 
 def item_text(value: Any, what: str, max_len: int = MAX_TEXT_BYTES) -> str:

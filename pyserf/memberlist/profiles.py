@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,7 +25,8 @@ class Timing:
     udp_buffer_size: int = 1400
     dead_node_reclaim_time: float = 0.0
 
-    def with_overrides(self, **changes: object) -> Timing:
+    def with_overrides(self, **changes: Any) -> Timing:
+        # Any: each keyword is checked against its field by dataclasses.replace at run time.
         return replace(self, **changes)
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from pyserf.memberlist.timers import Scheduler, Timer
 from pyserf.serf.events import MemberEvent, UserEventReceived
-from pyserf.serf.members import Member
+from pyserf.serf.members import Member, MemberStatus
 
 MEMBER_TYPES = ("member-join", "member-leave", "member-failed", "member-update", "member-reap")
 
@@ -66,7 +66,7 @@ class MemberEventCoalescer(_Batcher):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._latest: dict[str, tuple[str, Member]] = {}
+        self._latest: dict[str, tuple[str, Member[MemberStatus]]] = {}
         self._last_sent: dict[str, str] = {}
 
     def handles(self, event: Any) -> bool:
@@ -77,7 +77,7 @@ class MemberEventCoalescer(_Batcher):
             self._latest[member.name] = (event.type, member)
 
     def _flush(self) -> None:
-        batches: dict[str, list[Member]] = {}
+        batches: dict[str, list[Member[MemberStatus]]] = {}
         for name, (kind, member) in self._latest.items():
             if self._last_sent.get(name) == kind and kind != "member-update":
                 continue

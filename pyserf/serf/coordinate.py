@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pyserf.memberlist.fields import DecodeError
+from pyserf.memberlist.fields import DecodeError, WireMap
 
 DIMENSIONALITY = 8
 ERROR_MAX = 1.5
@@ -78,12 +78,12 @@ class Coordinate:
             height=float(rec.get("Height") or 0.0),
         )
 
-    def to_wire(self) -> dict:
+    def to_wire(self) -> dict[str, object]:
         return {"Adjustment": self.adjustment, "Error": self.error, "Height": self.height,
                 "Vec": list(self.vec)}
 
     @classmethod
-    def from_wire(cls, body: dict) -> Coordinate:
+    def from_wire(cls, body: WireMap) -> Coordinate:
         """A coordinate as serf's ping delegate decodes it, then refused where serf's Vivaldi
         client would refuse it: the wrong dimensionality, or a NaN or infinite component
         (coordinate.go IsValid / IsCompatibleWith)."""
@@ -100,7 +100,7 @@ class Coordinate:
                    num("Height"))
 
 
-def _get(body: dict, key: str, default: object) -> object:
+def _get(body: WireMap, key: str, default: object) -> object:
     """A field by name; the body may come from a raw (bytes keys) or a text decode."""
     value = body.get(key.encode())
     return body.get(key, default) if value is None else value

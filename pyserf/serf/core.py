@@ -32,7 +32,7 @@ from pyserf.memberlist.state import (
     OpenStream,
     SendPacket,
 )
-from pyserf.memberlist.timers import Scheduler
+from pyserf.memberlist.timers import Scheduler, Timer
 from pyserf.serf import coordinate
 from pyserf.serf import messages as m
 from pyserf.serf.clock import LamportClock, ltime_add
@@ -129,7 +129,7 @@ class Serf(Intents, UserEvents, Queries, KeyManager, Reaper):
         self.coordinate_cache: dict[str, coordinate.Coordinate] = {
             config.node_name: self.coordinates.coord.copy()}
         self._resolving_conflict = False
-        self._loops: list = []
+        self._loops: list[Timer] = []
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -143,26 +143,27 @@ class Serf(Intents, UserEvents, Queries, KeyManager, Reaper):
         self._every(c.reconnect_interval, self._reconnect, now, c.reconnect_jitter)
         self._every(c.queue_check_interval, self._check_queues, now)
 
-    def restore_clocks(self, clock: int, event_clock: int, query_clock: int) -> None:
+    def restore_clocks(self, clock: object, event_clock: object, query_clock: object) -> None:
         """Continue from a snapshot: never re-deliver events or queries seen before. A value
         that is no uint64 (a damaged snapshot) is ignored; the others wrap as in Go."""
-        values = []
+        values: list[int | None] = []
         for what, value in (("clock", clock), ("event clock", event_clock),
                             ("query clock", query_clock)):
             if isinstance(value, bool) or not isinstance(value, int) \
                     or not 0 <= value <= U64_MAX:
                 log.warning("serf: ignoring snapshot %s %r: not a uint64", what, value)
-                value = None
-            values.append(value)
-        clock, event_clock, query_clock = values
-        if clock is not None:
-            self.clock.witness(clock)
-        if event_clock is not None:
-            self.event_clock.witness(event_clock)
-            self.event_min_time = max(self.event_min_time, ltime_add(event_clock, 1))
-        if query_clock is not None:
-            self.query_clock.witness(query_clock)
-            self.query_min_time = max(self.query_min_time, ltime_add(query_clock, 1))
+                values.append(None)
+            else:
+                values.append(value)
+        restored_clock, restored_event, restored_query = values
+        if restored_clock is not None:
+            self.clock.witness(restored_clock)
+        if restored_event is not None:
+            self.event_clock.witness(restored_event)
+            self.event_min_time = max(self.event_min_time, ltime_add(restored_event, 1))
+        if restored_query is not None:
+            self.query_clock.witness(restored_query)
+            self.query_min_time = max(self.query_min_time, ltime_add(restored_query, 1))
 
     def _every(self, interval: float, fn: Callable[[float], None], now: float,
                jitter: float = 0.0) -> None:
@@ -230,10 +231,10 @@ class Serf(Intents, UserEvents, Queries, KeyManager, Reaper):
 
     # -- queries about state ---------------------------------------------------------------
 
-    def local_member(self) -> Member:
+    def local_member(self) -> Member[MemberStatus]:
         return self.members[self.config.node_name].member.copy()
 
-    def member_list(self) -> list[Member]:
+    def member_list(self) -> list[Member[MemberStatus]]:
         return [ms.member.copy() for ms in self.members.values()]
 
     def num_nodes(self) -> int:
@@ -399,7 +400,7 @@ class Serf(Intents, UserEvents, Queries, KeyManager, Reaper):
         return any(ms.member.status == MemberStatus.ALIVE and n != name
                    for n, ms in self.members.items())
 
-    def _emit_member_event(self, kind: str, member: Member, suffix: str = "") -> None:
+    def _emit_member_event(self, kind: str, member: Member[MemberStatus], suffix: str = "") -> None:
         label = MEMBER_EVENT_LOG[kind]
         if kind in ("member-update",):
             log.info("serf: %s: %s", label, member.name)

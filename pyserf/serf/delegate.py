@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from pyserf.gocompat.hostport import join_host_port
 from pyserf.memberlist import codec
-from pyserf.memberlist.codec import DecodeError
+from pyserf.memberlist.fields import DecodeError
 from pyserf.memberlist.state import Address, Node
 from pyserf.serf import internal_queries, ping_delegate
 from pyserf.serf import messages as m
@@ -32,13 +32,13 @@ log = logging.getLogger("pyserf.serf")
 MAX_GOSSIPED_MESSAGE = 64 * 1024
 
 # How the drop log names each serf message kind.
-DROP_KIND = {SerfMsg.LEAVE: "serf leave", SerfMsg.JOIN: "serf join",
+DROP_KIND: dict[int, str] = {SerfMsg.LEAVE: "serf leave", SerfMsg.JOIN: "serf join",
              SerfMsg.PUSH_PULL: "serf push-pull", SerfMsg.USER_EVENT: "serf user-event",
              SerfMsg.QUERY: "serf query", SerfMsg.QUERY_RESPONSE: "serf query-response",
              SerfMsg.RELAY: "serf relay"}
 
 # serf's names for the gossiped kinds, as its debug log shows them.
-_GO_TYPE_NAME = {SerfMsg.LEAVE: "messageLeaveType", SerfMsg.JOIN: "messageJoinType",
+_GO_TYPE_NAME: dict[int, str] = {SerfMsg.LEAVE: "messageLeaveType", SerfMsg.JOIN: "messageJoinType",
                  SerfMsg.USER_EVENT: "messageUserEventType", SerfMsg.QUERY: "messageQueryType"}
 
 

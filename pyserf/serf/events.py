@@ -6,7 +6,7 @@ import itertools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from pyserf.serf.members import Member
+from pyserf.serf.members import Member, MemberStatus
 
 if TYPE_CHECKING:
     from pyserf.memberlist.state import Address, JoinOutcome
@@ -20,7 +20,7 @@ MEMBER_EVENT_LOG = {"member-join": "EventMemberJoin", "member-leave": "EventMemb
 @dataclass(frozen=True, slots=True)
 class MemberEvent:
     type: str  # member-join, member-leave, member-failed, member-update, member-reap
-    members: list[Member]
+    members: list[Member[MemberStatus]]
 
 
 @dataclass(frozen=True, slots=True)

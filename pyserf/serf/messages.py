@@ -20,8 +20,8 @@ from typing import Any
 import msgpack
 
 from pyserf.memberlist import codec, fields
-from pyserf.memberlist.codec import DecodeError, pack
-from pyserf.memberlist.fields import U8_MAX, U16_MAX, U32_MAX, U64_MAX
+from pyserf.memberlist.codec import pack
+from pyserf.memberlist.fields import U8_MAX, U16_MAX, U32_MAX, U64_MAX, DecodeError, WireMap
 
 
 class SerfMsg(IntEnum):
@@ -164,12 +164,13 @@ def unpack_value(data: bytes, max_objects: int = MAX_MESSAGE_OBJECTS) -> Any:
     try:
         return msgpack.unpackb(data, raw=True, strict_map_key=False)
     except msgpack.ExtraData as exc:
-        return exc.unpacked
+        # msgpack-types' stub omits the attribute ExtraData.__init__ sets.
+        return exc.unpacked  # type: ignore[attr-defined]
     except Exception as exc:  # msgpack raises several unrelated types
         raise DecodeError(f"malformed msgpack value: {exc}") from exc
 
 
-def decode_body(data: bytes, max_objects: int = MAX_MESSAGE_OBJECTS) -> dict:
+def decode_body(data: bytes, max_objects: int = MAX_MESSAGE_OBJECTS) -> WireMap:
     """A message body: one bounded msgpack map."""
     body = unpack_value(data, max_objects)
     if not isinstance(body, dict):
@@ -180,7 +181,7 @@ def decode_body(data: bytes, max_objects: int = MAX_MESSAGE_OBJECTS) -> dict:
 # ---- serf-specific field readers ----------------------------------------------------------------
 
 
-def ltime(body: dict, key: bytes) -> int:
+def ltime(body: WireMap, key: bytes) -> int:
     """A LamportTime: Go's uint64."""
     return fields.uint(body, key, U64_MAX)
 
@@ -199,7 +200,7 @@ def item_name(value: Any, what: str) -> str:
     return name
 
 
-def name_list(values: list, what: str) -> list[str]:
+def name_list(values: list[object], what: str) -> list[str]:
     return [item_name(v, what) for v in values]
 
 
@@ -226,7 +227,7 @@ class Leave:
                                       "Prune": self.prune})
 
     @classmethod
-    def decode(cls, body: dict) -> Leave:
+    def decode(cls, body: WireMap) -> Leave:
         return cls(ltime(body, b"LTime"), fields.node_name(body, b"Node"),
                    fields.flag(body, b"Prune"))
 
@@ -240,7 +241,7 @@ class Join:
         return encode(SerfMsg.JOIN, {"LTime": self.ltime, "Node": self.node})
 
     @classmethod
-    def decode(cls, body: dict) -> Join:
+    def decode(cls, body: WireMap) -> Join:
         return cls(ltime(body, b"LTime"), fields.node_name(body, b"Node"))
 
 
@@ -276,7 +277,7 @@ class UserEvent:
                                            "Payload": self.payload})
 
     @classmethod
-    def decode(cls, body: dict) -> UserEvent:
+    def decode(cls, body: WireMap) -> UserEvent:
         return cls(ltime(body, b"LTime"), fields.text(body, b"Name", MAX_EVENT_NAME_BYTES),
                    fields.blob(body, b"Payload", MAX_PAYLOAD_BYTES), fields.flag(body, b"CC"))
 
@@ -341,7 +342,7 @@ def parse_filter(raw: bytes) -> Filter:
         return BadFilter(str(exc))
 
 
-def filter_list(body: dict, key: bytes) -> list[bytes]:
+def filter_list(body: WireMap, key: bytes) -> list[bytes]:
     """Serf's ``[][]byte`` filters: each a non-empty byte string (an empty one would make Go's
     ``filter[0]`` panic; an integer or a map is no byte string at all)."""
     out = []
@@ -383,7 +384,7 @@ class Query:
         return self.parsed_filters
 
     @classmethod
-    def decode(cls, body: dict) -> Query:
+    def decode(cls, body: WireMap) -> Query:
         filters = filter_list(body, b"Filters")
         return cls(ltime(body, b"LTime"), fields.uint(body, b"ID", U32_MAX),
                    fields.ip_bytes(body, b"Addr"), fields.uint(body, b"Port", U16_MAX),
@@ -409,7 +410,7 @@ class QueryResponse:
                                                "Payload": self.payload})
 
     @classmethod
-    def decode(cls, body: dict) -> QueryResponse:
+    def decode(cls, body: WireMap) -> QueryResponse:
         return cls(ltime(body, b"LTime"), fields.uint(body, b"ID", U32_MAX),
                    fields.node_name(body, b"From"), fields.uint(body, b"Flags", U32_MAX),
                    fields.blob(body, b"Payload", MAX_PAYLOAD_BYTES) or None)
@@ -458,7 +459,7 @@ class PushPullState:
             "StatusLTimes": self.status_ltimes})
 
     @classmethod
-    def decode(cls, body: dict) -> PushPullState:
+    def decode(cls, body: WireMap) -> PushPullState:
         status = {}
         # Every exchange lists every member: validated names are remembered by their bytes and
         # plain in-range integers skip the general reader.
