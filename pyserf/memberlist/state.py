@@ -8,13 +8,14 @@ a shared ``Scheduler``; the caller sleeps until ``scheduler.next_wake()`` and th
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import random
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, cast, overload
 
 import msgpack
 
@@ -256,7 +257,8 @@ class Memberlist:
         # Bumped whenever a member's state or the member list changes; the gossip candidates
         # are rebuilt only then (or when a dead member ages out of gossip).
         self._changes = 0
-        self._candidates: tuple | None = None
+        # (changes, nodes, built at, oldest dead member's state change, candidates)
+        self._candidates: tuple[int, list[Node], float, float | None, list[Node]] | None = None
         # Members in self.nodes that are dead or left, and where we are in it: while no one is
         # down, the candidates are everyone but us, with no list to build.
         self._down = 0
@@ -324,8 +326,7 @@ class Memberlist:
                 on_done(outcome, when)
 
         for _name, address in targets:
-            self._push_pull(address, True, now,
-                            lambda err, when, ip=address[0]: one_done(err, when, ip))
+            self._push_pull(address, True, now, functools.partial(_with_ip, one_done, address[0]))
 
     def leave(self, now: float, timeout: float, on_done: Callable[[str | None, float], None]
               ) -> None:
@@ -472,7 +473,8 @@ class Memberlist:
         # Most messages are alives and serf's user messages: tested first, and the body is
         # sliced only where needed (the alive decoder is memoised by the whole message).
         if kind == _ALIVE:
-            self._alive_node(codec.decode_gossip(data), now)
+            # The type byte says which record decode_gossip returns.
+            self._alive_node(cast(Alive, codec.decode_gossip(data)), now)
             return
         body = data[1:]
         if kind == _USER:
@@ -488,7 +490,7 @@ class Memberlist:
                         # The usual part, without a call of its own: the checks below are
                         # the ones _handle_command makes before it gets to an alive.
                         budget.messages -= 1
-                        self._alive_node(codec.decode_gossip(part), now)
+                        self._alive_node(cast(Alive, codec.decode_gossip(part)), now)
                     else:
                         self._handle_command(part, source, now, depth + 1, budget)
                 except DecodeError as exc:
@@ -514,9 +516,9 @@ class Memberlist:
         elif kind == MsgType.NACK:
             self._handle_nack(Nack.decode(codec.unpack_body(body)), now)
         elif kind == MsgType.SUSPECT:
-            self._suspect_node(codec.decode_gossip(data), now)
+            self._suspect_node(cast(Suspect, codec.decode_gossip(data)), now)
         elif kind == MsgType.DEAD:
-            self._dead_node(codec.decode_gossip(data), now)
+            self._dead_node(cast(Dead, codec.decode_gossip(data)), now)
         else:
             raise DecodeError(f"msg type ({kind}) not supported")
 
@@ -769,9 +771,8 @@ class Memberlist:
         well formed and overlap our own current versions.
         """
         # Nearly every member announces the same few version ranges: remember the verdicts.
-        known = self._vsn_verdicts.get(vsn, False)
-        if known is not False:
-            return known
+        if vsn in self._vsn_verdicts:
+            return self._vsn_verdicts[vsn]
         error = self._check_versions(vsn)
         if len(self._vsn_verdicts) >= 64:
             self._vsn_verdicts.clear()
@@ -1071,7 +1072,7 @@ class Memberlist:
             payload = msgs[0] if len(msgs) == 1 else codec.make_compound(msgs)
             self._raw_send(node.address, payload, node)
 
-    def _gossip_candidates(self, now: float) -> list[Node]:
+    def _gossip_candidates(self, now: float) -> Sequence[Node]:
         """Who may get gossip: others alive or suspect, or dead for at most
         GossipToTheDeadTime. Rebuilt (O(N)) only after a change or when the earliest dead
         member in the list ages out, not on each of the five rounds a second."""
@@ -1336,7 +1337,7 @@ class Memberlist:
         self.delegate.notify_leave(state, now)
 
 
-class _AllBut(Sequence):
+class _AllBut(Sequence[Node]):
     """``nodes`` without the entry at ``skip``, in order, without copying: what the gossip
     candidates are while every other member is alive or suspect (``random.sample`` draws
     from it exactly as from the list)."""
@@ -1350,7 +1351,12 @@ class _AllBut(Sequence):
     def __len__(self) -> int:
         return len(self.nodes) - 1
 
-    def __getitem__(self, index):  # type: ignore[override]
+    @overload
+    def __getitem__(self, index: int) -> Node: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[Node]: ...
+
+    def __getitem__(self, index: int | slice) -> Node | list[Node]:
         if isinstance(index, slice):
             return [self[i] for i in range(*index.indices(len(self)))]
         if index < 0:
@@ -1358,6 +1364,12 @@ class _AllBut(Sequence):
         if not 0 <= index < len(self):
             raise IndexError(index)
         return self.nodes[index + 1 if index >= self.skip else index]
+
+
+def _with_ip(one_done: Callable[[str | None, float, str], None], ip: str,
+             error: str | None, when: float) -> None:
+    """A join's push-pull outcome, told which address it was for."""
+    one_done(error, when, ip)
 
 
 class _Once:

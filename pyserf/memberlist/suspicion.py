@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pyserf.memberlist.timers import Timer
 
 
 class Suspicion:
@@ -19,7 +23,7 @@ class Suspicion:
         # The accuser is not an independent confirmation of its own accusation.
         self.confirmations: set[str] = {accuser}
         self.deadline = now + (min_timeout if k < 1 else max_timeout)
-        self.timer = None
+        self.timer: Timer | None = None
 
     @property
     def count(self) -> int:
