@@ -44,6 +44,12 @@ MAIN_CASES = {
     "pyserf_handler_scripts='[{\"name\": \"../a.sh\", \"content\": \"x\"}]'",
     "script_no_body": "pyserf_install_method=pip pyserf_handler_scripts='[{\"name\": \"a.sh\"}]'",
     "hosts_relative": "pyserf_install_method=pip pyserf_hosts_file='{\"path\": \"hosts\"}'",
+    "ok_http": "pyserf_install_method=pip pyserf_http_addr=[::1]:8500 pyserf_http_token=s3cret "
+    "pyserf_http_tls_cert=/etc/pyserf/c.pem pyserf_http_tls_key=/etc/pyserf/k.pem",
+    "http_port_only": "pyserf_install_method=pip pyserf_http_addr=8500",
+    "http_token_no_addr": "pyserf_install_method=pip pyserf_http_token=s3cret",
+    "http_cert_no_key": "pyserf_install_method=pip pyserf_http_addr=127.0.0.1:8500 "
+    "pyserf_http_tls_cert=/etc/pyserf/c.pem",
 }
 VERIFY_CASES = {"verify_bad_retries": "pyserf_verify_retries=many"}
 FAILED_LINE = re.compile(
@@ -98,7 +104,7 @@ def first_failure(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str | N
     return failures
 
 
-@pytest.mark.parametrize("host", ["ok_prebuilt", "ok_pip", "ok_scripts_hosts"])
+@pytest.mark.parametrize("host", ["ok_prebuilt", "ok_pip", "ok_scripts_hosts", "ok_http"])
 def test_complete_settings_pass(first_failure: dict[str, str | None], host: str) -> None:
     assert first_failure[host] is None
 
@@ -142,6 +148,9 @@ def test_argument_spec_rejects(
         ("script_path_name", "each pyserf_handler_scripts entry needs a plain file name"),
         ("script_no_body", "each pyserf_handler_scripts entry needs a plain file name"),
         ("hosts_relative", "pyserf_hosts_file must be {} (off) or a map with an absolute path"),
+        ("http_port_only", 'pyserf_http_addr must be "" (off) or host:port'),
+        ("http_token_no_addr", 'pyserf_http_addr must be "" (off) or host:port'),
+        ("http_cert_no_key", 'pyserf_http_addr must be "" (off) or host:port'),
     ],
 )
 def test_assert_catches_what_the_spec_lets_through(
