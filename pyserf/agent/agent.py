@@ -442,7 +442,12 @@ class Agent(AgentTransport):
         the returned query is closed. SerfError when serf refuses it."""
         handle = self.serf.query(name, payload, self.loop.time(), **options)
         running = self._queries[handle] = RunningQuery(on_ack, on_response, on_done)
+        self.pump()
         return running
+
+    def respond(self, query: QueryReceived, payload: bytes) -> None:
+        self.serf.respond(query, payload, self.loop.time())
+        self.pump()
 
     def _query_answer(self, event: Any) -> None:
         running = self._queries.get(event.handle)
@@ -470,6 +475,10 @@ class Agent(AgentTransport):
         self.pump()
 
     # -- the rest of pyserf.agent.api.AgentAPI (what the HTTP listener uses) -----------------
+
+    @property
+    def node_name(self) -> str:
+        return self.config.node_name
 
     def members(self) -> list:
         return self.serf.member_list()
@@ -503,7 +512,6 @@ class Agent(AgentTransport):
             finish_early=True, on_ack=lambda node, when: on_ack(node),
             on_response=lambda node, data, when: on_response(node, data),
             on_done=lambda when: on_done())
-        self.pump()
         return collector
 
     async def shutdown(self) -> None:

@@ -1,16 +1,22 @@
 """The operations an agent offers its operator surfaces (issue 12 item 4, issue 14).
 
-The HTTP listener (:mod:`pyserf.http`) depends on this Protocol only, never on the runtime's
-Agent class, so it can be tested against a fake and the runtime can change underneath it.
+The RPC server (:mod:`pyserf.agent.rpc`), the HTTP listener (:mod:`pyserf.http`), the event
+handler scripts (:mod:`pyserf.agent.handlers`) and mDNS discovery (:mod:`pyserf.agent.discovery`)
+depend on this Protocol only, never on the runtime's Agent class or its serf machine, so they
+can be tested against a fake and the runtime can change underneath them. Every operation that
+changes the machine sends what it produced before it returns: no caller has to pump.
 :class:`pyserf.agent.agent.Agent` satisfies it (checked in tests/unit/test_http_agent_api.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
+    from pyserf.agent.logs import AgentLogHandler
+    from pyserf.serf.events import QueryReceived
     from pyserf.serf.internal_queries import KeyOperation
     from pyserf.serf.members import Member
 
@@ -24,6 +30,24 @@ class QueryHandle(Protocol):
 @runtime_checkable
 class AgentAPI(Protocol):
     """What an operator surface may ask of a running agent."""
+
+    @property
+    def node_name(self) -> str:
+        ...
+
+    @property
+    def advertise(self) -> tuple[str, int]:
+        """The address other members reach this agent at (what discovery announces)."""
+        ...
+
+    @property
+    def log_handler(self) -> AgentLogHandler | None:
+        """The agent's log lines for ``serf monitor``; None when they go elsewhere."""
+        ...
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Run a task the agent owns: it counts in ``stats`` and is cancelled at shutdown."""
+        ...
 
     def members(self) -> list[Member]:
         """Every member this agent knows, itself included, in serf's order."""
@@ -68,6 +92,18 @@ class AgentAPI(Protocol):
               on_response: Callable[[str, bytes], None],
               on_done: Callable[[], None]) -> QueryHandle:
         """Start a query (timeout 0: serf's default); SerfError when serf refuses it."""
+        ...
+
+    def start_query(self, name: str, payload: bytes, *,
+                    on_ack: Callable[[str, float], None],
+                    on_response: Callable[[str, bytes, float], None],
+                    on_done: Callable[[float], None], **options: Any) -> QueryHandle:
+        """A query with serf's options (filters, ack, relay, timeout, finish_early); the
+        callbacks get the loop time of each answer. SerfError when serf refuses it."""
+        ...
+
+    def respond(self, query: QueryReceived, payload: bytes) -> None:
+        """Answer a query this agent received; SerfError when it cannot be answered."""
         ...
 
     def coordinate(self, node: str) -> dict[str, Any] | None:

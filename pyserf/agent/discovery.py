@@ -41,7 +41,7 @@ from pyserf.agent import netutil
 from pyserf.gocompat.hostport import join_host_port
 
 if TYPE_CHECKING:
-    from pyserf.agent.agent import Agent
+    from pyserf.agent.api import AgentAPI
 
 log = logging.getLogger("pyserf.agent")
 
@@ -83,7 +83,7 @@ MAX_ADDRS_PER_PEER = 16
 class Discovery:
     """Advertise this agent over mDNS and join the peers that answer or announce."""
 
-    def __init__(self, agent: Agent, cluster: str, interface: str = "",
+    def __init__(self, agent: AgentAPI, cluster: str, interface: str = "",
                  replay: bool = False) -> None:
         self.agent = agent
         self.cluster = cluster
@@ -92,7 +92,7 @@ class Discovery:
         self.type = service_type(cluster)
         self._type_key = self.type.lower()
         self._suffix = "." + self._type_key
-        self.instance = f"{agent.config.node_name}.{self.type}"
+        self.instance = f"{agent.node_name}.{self.type}"
         self._instance_key = self.instance.lower()
         self._self_addr = (agent.advertise[0], agent.advertise[1])
         self.seen: set[tuple[str, int]] = set()

@@ -18,7 +18,7 @@ from pyserf.serf.events import MemberEvent, QueryReceived, UserEventReceived
 from pyserf.serf.internal_queries import respond_error
 
 if TYPE_CHECKING:
-    from pyserf.agent.agent import Agent
+    from pyserf.agent.api import AgentAPI
 
 log = logging.getLogger("pyserf.agent")
 
@@ -92,7 +92,7 @@ class _Script:
 
 
 class HandlerManager:
-    def __init__(self, agent: Agent, timeout: float = 0.0) -> None:
+    def __init__(self, agent: AgentAPI, timeout: float = 0.0) -> None:
         self.agent = agent
         self.timeout = timeout
         self.scripts: list[_Script] = []
@@ -165,12 +165,11 @@ class HandlerManager:
                 log.error("agent: Error invoking script '%s': %s", script.command, exc)
 
     def _environment(self, event: Any) -> dict[str, str]:
-        serf = self.agent.serf
-        tags = serf.config.tags
+        tags = self.agent.local_tags()
         env = dict(os.environ)
         kind, name = event_type_name(event)
         env["SERF_EVENT"] = kind
-        env["SERF_SELF_NAME"] = _env_value(serf.config.node_name)
+        env["SERF_SELF_NAME"] = _env_value(self.agent.node_name)
         env["SERF_SELF_ROLE"] = _env_value(tags.get("role", ""))
         for key, value in tags.items():
             env[tag_env_name(key)] = _env_value(value)
@@ -263,8 +262,7 @@ class HandlerManager:
             return
         if isinstance(event, QueryReceived) and output and not event.responded:
             try:
-                self.agent.serf.respond(event, bytes(output), loop.time())
-                self.agent.pump()
+                self.agent.respond(event, bytes(output))
             except Exception as exc:
                 log.warning("agent: Failed to respond to query 'query: %s': %s", event.name,
                             respond_error(exc))

@@ -47,7 +47,7 @@ from pyserf.serf.events import MemberEvent, QueryReceived, UserEventReceived
 from pyserf.serf.members import Member
 
 if TYPE_CHECKING:
-    from pyserf.agent.agent import Agent
+    from pyserf.agent.api import AgentAPI
 
 log = logging.getLogger("pyserf.agent")
 
@@ -113,7 +113,7 @@ def _warn(throttle: logs.Throttle, level: int, msg: str, *args: Any) -> None:
 
 
 class RPCServer:
-    def __init__(self, agent: Agent, auth_key: str = "") -> None:
+    def __init__(self, agent: AgentAPI, auth_key: str = "") -> None:
         self.agent = agent
         self.auth_key = auth_key
         self.server: asyncio.Server | None = None
@@ -406,7 +406,7 @@ class _Client:
             self.send(seq, "Invalid authentication token")
 
     async def cmd_members(self, seq: int, body: dict) -> None:
-        members = [member_record(x) for x in self.agent.serf.member_list()]
+        members = [member_record(x) for x in self.agent.members()]
         self.send(seq, body={"Members": members}, has_body=True)
 
     async def cmd_members_filtered(self, seq: int, body: dict) -> None:
@@ -424,7 +424,7 @@ class _Client:
         # a request that takes longer than MEMBER_FILTER_BUDGET.
         started = paused = time.monotonic()
         out = []
-        for member in self.agent.serf.member_list():
+        for member in self.agent.members():
             for pattern, text in checks:
                 matched = pattern.match(text(member))
                 now = time.monotonic()
@@ -447,8 +447,7 @@ class _Client:
         error = await self.agent.leave()
         self.send(seq, error or "")
         await self.writer.drain()
-        self.agent.exit_code = 1 if error else 0
-        self.agent.spawn(self.agent.shutdown())
+        self.agent.stop(1 if error else 0)
 
     async def cmd_force_leave(self, seq: int, body: dict) -> None:
         error = await self.agent.force_leave(body["Node"], body["Prune"])
@@ -463,7 +462,7 @@ class _Client:
         self.send(seq)
 
     async def cmd_tags(self, seq: int, body: dict) -> None:
-        tags = dict(self.agent.serf.config.tags)
+        tags = self.agent.local_tags()
         tags.update(body["Tags"])
         for key in body["DeleteTags"]:
             tags.pop(key, None)
@@ -477,12 +476,12 @@ class _Client:
         self.send(seq, body=self.agent.stats(), has_body=True)
 
     async def cmd_get_coordinate(self, seq: int, body: dict) -> None:
-        coord = self.agent.serf.coordinate_cache.get(body["Node"])
+        coord = self.agent.coordinate(body["Node"])
         if coord is None:
             empty = {"Adjustment": 0.0, "Error": 0.0, "Height": 0.0, "Vec": None}
             self.send(seq, body={"Coord": empty, "Ok": False}, has_body=True)
             return
-        self.send(seq, body={"Coord": coord.to_wire(), "Ok": True}, has_body=True)
+        self.send(seq, body={"Coord": coord, "Ok": True}, has_body=True)
 
     async def cmd_monitor(self, seq: int, body: dict) -> None:
         try:
@@ -531,16 +530,18 @@ class _Client:
             if record is not None:
                 feed.push(record)
 
+        unsubscribe: Callable[[], None] | None = None  # set once the stream is accepted
+
         def stop() -> None:
-            if on_event in self.agent.event_listeners:
-                self.agent.event_listeners.remove(on_event)
+            if unsubscribe is not None:
+                unsubscribe()
             feed.stop()
 
         if not self._add_stream(seq, stop):
             feed.stop()
             return
         self.send(seq)
-        self.agent.event_listeners.append(on_event)
+        unsubscribe = self.agent.subscribe(on_event)
 
     def _event_record(self, event: Any, filters: list[Any]) -> dict | None:
         if isinstance(event, MemberEvent):
@@ -566,7 +567,7 @@ class _Client:
     def _register_query(self, event: QueryReceived) -> int:
         """Remember a streamed query for `respond` until its deadline, as serf does (a query
         already past it gets an ID that matches nothing)."""
-        loop = self.agent.loop
+        loop = asyncio.get_running_loop()
         self.next_query_id += 1
         qid = self.next_query_id
         if event.deadline <= loop.time():
@@ -584,8 +585,7 @@ class _Client:
             self.send(seq, "No pending queries matching ID")
             return
         try:
-            self.agent.serf.respond(query, body["Payload"], self.agent.loop.time())
-            self.agent.pump()
+            self.agent.respond(query, body["Payload"])
         except SerfError as exc:
             self.send(seq, internal_queries.respond_error(exc))
             return
@@ -649,7 +649,7 @@ class _Client:
         def on_done(when: float) -> None:
             # serf's CLI closes its ack and response channels on "done" and may then miss a
             # record still in flight; serf never hits this as it waits out the timeout.
-            self.agent.loop.call_later(QUERY_DONE_GRACE, finish)
+            asyncio.get_running_loop().call_later(QUERY_DONE_GRACE, finish)
 
         try:
             collector = self.agent.start_query(
@@ -670,4 +670,3 @@ class _Client:
             stop()
             return
         self.send(seq)
-        self.agent.pump()

@@ -1,5 +1,6 @@
 """pyserf.agent.agent.Agent offers every operation of pyserf.agent.api.AgentAPI, with the same
-parameters and the same sync/async kind, and the HTTP layer depends on nothing else of it."""
+parameters and the same sync/async kind, and the operator surfaces (HTTP, RPC, handler scripts,
+mDNS discovery) depend on nothing else of it: no ``agent.serf``, no ``agent.pump()``."""
 
 from __future__ import annotations
 
@@ -16,9 +17,31 @@ AGENT_MODULES = {"pyserf.agent.agent", "pyserf.agent.lifecycle", "pyserf.agent.t
                  "pyserf.agent.persistence"}
 
 
+# The agent modules that must reach the agent only through AgentAPI, beside pyserf/http.
+API_CLIENTS = ["rpc.py", "handlers.py", "discovery.py"]
+
+
 def _operations() -> list[str]:
     return [name for name, value in vars(AgentAPI).items()
             if callable(value) and not name.startswith("_")]
+
+
+def _properties() -> list[str]:
+    return [name for name, value in vars(AgentAPI).items() if isinstance(value, property)]
+
+
+def _agent_uses(path: Path) -> list[tuple[str, set[str] | None]]:
+    """(attribute, imported names or None) for every ``agent.<attr>`` / ``self.agent.<attr>``
+    and every ``from <module> import ...`` in ``path``."""
+    uses: list[tuple[str, set[str] | None]] = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            uses.append((node.module or "", {alias.name for alias in node.names}))
+        if isinstance(node, ast.Attribute) and (
+                (isinstance(node.value, ast.Name) and node.value.id == "agent")
+                or (isinstance(node.value, ast.Attribute) and node.value.attr == "agent")):
+            uses.append((node.attr, None))
+    return uses
 
 
 def test_agent_satisfies_the_agent_api() -> None:
@@ -34,16 +57,27 @@ def test_agent_satisfies_the_agent_api() -> None:
             inspect.iscoroutinefunction(getattr(AgentAPI, name))), name
 
 
+def test_rpc_handlers_and_discovery_use_only_the_agent_api() -> None:
+    """They name no Agent class and no agent attribute outside AgentAPI (so neither
+    ``agent.serf`` nor ``agent.pump``: operations pump inside the agent)."""
+    allowed = set(_operations()) | set(_properties())
+    for name in API_CLIENTS:
+        path = ROOT / "pyserf" / "agent" / name
+        for attr, imported in _agent_uses(path):
+            if imported is not None:
+                assert attr not in AGENT_MODULES and "Agent" not in imported, (name, attr)
+            else:
+                assert attr in allowed, f"{name}: agent.{attr}"
+    assert "serf" not in allowed and "pump" not in allowed
+
+
 def test_http_layer_uses_only_the_agent_api() -> None:
     """Every ``agent.<attr>`` / ``self.agent.<attr>`` in pyserf/http is an AgentAPI operation,
     and nothing there imports the agent's modules."""
     operations = set(_operations())
     for path in sorted((ROOT / "pyserf" / "http").glob("*.py")):
-        tree = ast.parse(path.read_text())
-        for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom):
-                assert node.module not in AGENT_MODULES, path
-            if isinstance(node, ast.Attribute) and (
-                    (isinstance(node.value, ast.Name) and node.value.id == "agent")
-                    or (isinstance(node.value, ast.Attribute) and node.value.attr == "agent")):
-                assert node.attr in operations, f"{path.name}: agent.{node.attr}"
+        for attr, imported in _agent_uses(path):
+            if imported is not None:
+                assert attr not in AGENT_MODULES, path
+            else:
+                assert attr in operations, f"{path.name}: agent.{attr}"

@@ -10,7 +10,6 @@ import logging
 import math
 import socket
 import time
-from types import SimpleNamespace
 
 import msgpack
 import pytest
@@ -171,15 +170,16 @@ def test_a_monitor_that_logs_does_not_recurse():
 
 
 class _FakeAgent:
-    """Just enough of runtime.Agent for the RPC commands exercised here."""
+    """Just enough of AgentAPI for the RPC commands exercised here (no serf machine)."""
 
     def __init__(self) -> None:
-        self.loop = asyncio.get_running_loop()
         self.log_handler: logs.AgentLogHandler | None = None
-        self.event_listeners: list = []
         self.events: list[tuple[str, bytes, bool]] = []
         member = Member("n1", "127.0.0.1", 7946, {"role": "web"}, MemberStatus.ALIVE)
-        self.serf = SimpleNamespace(member_list=lambda: [member])
+        self.member_list = [member]
+
+    def members(self) -> list[Member]:
+        return list(self.member_list)
 
     def user_event(self, name: str, payload: bytes, coalesce: bool) -> None:
         self.events.append((name, payload, coalesce))
@@ -285,7 +285,7 @@ def test_costly_member_filters_yield_and_have_a_budget(monkeypatch):
     async def main(server: rpc.RPCServer, port: int, agent: _FakeAgent) -> None:
         many = [Member(f"n{i}", "127.0.0.1", 7946, {"role": "a" * 500}, MemberStatus.ALIVE)
                 for i in range(200)]
-        agent.serf.member_list = lambda: many
+        agent.member_list = many
         gaps = [0.0]
 
         async def ticker() -> None:
@@ -458,8 +458,11 @@ def test_monitor_feed_is_bounded_for_a_client_that_never_reads():
 
 class _HandlerAgent:
     def __init__(self) -> None:
-        self.serf = SimpleNamespace(config=SimpleNamespace(tags={}, node_name="n1"))
+        self.node_name = "n1"
         self.tasks: list[asyncio.Task] = []
+
+    def local_tags(self) -> dict[str, str]:
+        return {}
 
     def spawn(self, coro) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coro)
