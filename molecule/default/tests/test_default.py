@@ -7,6 +7,7 @@ testinfra runs every test against one host before moving on to the next, so the 
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -28,6 +29,12 @@ FAILED_TIMEOUT = 22
 # While checking that peers notice a crash, hold systemd's restart back this long (RestartSec),
 # well past FAILED_TIMEOUT.
 HELD_RESTART_SEC = 30
+
+# node1's HTTP listener (molecule.yml host_vars)
+HTTP_HOST = "node1"
+HTTP_ADDR = "127.0.0.1:8500"
+HTTP_TOKEN = "molecule-http-token"
+HTTP_START_TIMEOUT = 20  # seconds: the role waits for the RPC; the listener may follow it
 
 SCENARIO = Path(__file__).resolve().parents[1]
 ANSIBLE_PLAYBOOK = str(Path(sys.executable).with_name("ansible-playbook"))
@@ -382,3 +389,43 @@ def test_crash_restart_is_automatic(host):
     for name in NODES:
         seen = wait_all_alive(RUNNER.get_host(name), REJOIN_TIMEOUT)
         assert seen is not None and set(NODES) <= seen, (name, seen)
+
+
+def http_get(h, url: str, token: str = "") -> tuple[int, str]:
+    """(status, body) of a GET from inside host h (curl is not in the image: python3 is);
+    status 0 when nothing answers."""
+    script = (
+        "import sys, urllib.request, urllib.error\n"
+        "req = urllib.request.Request(sys.argv[1])\n"
+        "if sys.argv[2]: req.add_header('Authorization', 'Bearer ' + sys.argv[2])\n"
+        "try:\n"
+        "    r = urllib.request.urlopen(req, timeout=5)\n"
+        "    print(r.status); print(r.read().decode())\n"
+        "except urllib.error.HTTPError as e:\n"
+        "    print(e.code); print(e.read().decode())\n"
+        "except OSError:\n"
+        "    print(0)\n")
+    res = h.run(f"python3 -c {shlex.quote(script)} {shlex.quote(url)} {shlex.quote(token)}")
+    status, _, body = res.stdout.partition("\n")
+    return int(status or 0), body
+
+
+def test_http_api_members_on_one_host():
+    """node1 serves /v1/agent/members listing every molecule host alive with Consul's keys;
+    without the token it answers 401; the other hosts have no listener."""
+    h = RUNNER.get_host(HTTP_HOST)
+    url = f"http://{HTTP_ADDR}/v1/agent/members"
+    deadline = time.monotonic() + HTTP_START_TIMEOUT
+    while True:
+        status, body = http_get(h, url, HTTP_TOKEN)
+        alive = ({m["Name"] for m in json.loads(body) if m["Status"] == "alive"}
+                 if status == 200 else set())
+        if set(NODES) <= alive or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert status == 200, (status, body)
+    assert alive == set(NODES), body
+    assert {"Name", "Addr", "Port", "Tags", "Status"} <= set(json.loads(body)[0])
+    assert http_get(h, url)[0] == 401
+    for other in set(NODES) - {HTTP_HOST}:
+        assert http_get(RUNNER.get_host(other), url, HTTP_TOKEN)[0] == 0, other
