@@ -108,8 +108,9 @@ def dial(addr: str, timeout: float) -> socket.socket:
                 infos = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
             except (socket.gaierror, UnicodeError):  # "a..b" fails IDNA encoding
                 raise RPCError(f"dial tcp: {lookup_error(host)}") from None
-            v4 = [i[4][0] for i in infos if i[0] == socket.AF_INET]
-            v6 = [i[4][0] for i in infos if i[0] == socket.AF_INET6]
+            # An AF_INET/AF_INET6 sockaddr starts with the address text.
+            v4 = [str(i[4][0]) for i in infos if i[0] == socket.AF_INET]
+            v6 = [str(i[4][0]) for i in infos if i[0] == socket.AF_INET6]
             candidates = list(dict.fromkeys(v4 + v6))
     last: str = ""
     deadline = time.monotonic() + timeout

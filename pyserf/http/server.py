@@ -100,6 +100,8 @@ class HTTPListener:
 
     @property
     def address(self) -> tuple[str, int]:
+        if self.server is None:
+            raise RuntimeError("the HTTP listener is not started")
         sock = self.server.sockets[0]
         host, port = sock.getsockname()[:2]
         return host, port
@@ -114,6 +116,7 @@ class HTTPListener:
             lingering_time=1.0)
         await self.runner.setup()
         handlers = self.runner.server
+        assert handlers is not None  # AppRunner.setup() created it
         loop = asyncio.get_running_loop()
 
         def protocol() -> asyncio.Protocol:

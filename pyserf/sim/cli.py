@@ -10,7 +10,10 @@ import math
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pyserf.cli.flags import FlagSet
 
 APP = "pyserf"
 SCENARIOS = ("join", "fail", "leave", "event", "partition")
@@ -256,7 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         pyserf_log.setLevel(saved_level)  # a caller in the same process keeps its logging
 
 
-def _run(fs: dict, loss: float, latency, out) -> int:
+def _run(fs: FlagSet, loss: float, latency, out) -> int:
     from pyserf.sim import scenarios
 
     nodes = fs["nodes"]

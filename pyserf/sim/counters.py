@@ -26,6 +26,22 @@ class NodeCounters:
     nodes is all push-pull traffic."""
 
     __slots__ = FIELDS
+    # The slots, all set to 0 by __init__ (declared for type checkers).
+    udp_sent: int
+    udp_bytes_sent: int
+    udp_received: int
+    udp_bytes_received: int
+    streams_opened: int
+    streams_served: int
+    tcp_bytes_sent: int
+    tcp_bytes_received: int
+    push_pulls: int
+    push_pulls_served: int
+    push_pull_bytes: int
+    udp_sampled_bytes: int
+    udp_sampled_compressed: int
+    tcp_sampled_bytes: int
+    tcp_sampled_compressed: int
 
     def __init__(self) -> None:
         for name in FIELDS:

@@ -22,7 +22,7 @@ import random
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from pyserf.memberlist import codec, fields, security
 from pyserf.memberlist.codec import MsgType, NodeStateKind, Suspect
@@ -46,6 +46,11 @@ from pyserf.sim.counters import CounterSnapshot, NodeCounters, snapshot
 from pyserf.sim.links import GilbertElliott, Latency, Link, Sampler
 
 Address = tuple[str, int]
+
+
+def _address(addr: Address | list[str | int]) -> Address:
+    """An address as the nodes dict keys it; an action may carry it as a list."""
+    return cast(Address, tuple(addr))
 # Datagrams and connections a frozen node's kernel holds for it (a socket buffer's worth).
 PAUSED_INBOX_LIMIT = 512
 # What a handler on a node is called with: the node, the virtual time, then its arguments.
@@ -268,8 +273,9 @@ class SimNetwork:
             refute(me, accused, now)
             self._emit(SimEvent(now, node.name, "refute", node.name))
 
-        ml._suspect_node = observed_suspect
-        ml._refute = observed_refute
+        # Deliberately dynamic: the observer wraps this node's methods in place.
+        ml._suspect_node = observed_suspect  # type: ignore[method-assign]
+        ml._refute = observed_refute  # type: ignore[method-assign]
 
     # -- faults --------------------------------------------------------------------------
 
@@ -412,6 +418,7 @@ class SimNetwork:
                 break
             when, _, node, handler, args = pop(heap)
             if handler is None:
+                assert node is not None  # a wake-up entry always names its node
                 if node.wake_at != when:
                     continue  # superseded: the node's next wake moved after this was queued
                 node.wake_at = None
@@ -444,7 +451,7 @@ class SimNetwork:
         events = serf.events()
         if events:
             self._on_events(node, events)
-        if node.snapshot is not None:
+        if node.snapshot is not None and node.snapshot_lines is not None:
             node.snapshot_lines.extend(node.snapshot.on_clock(serf.clock.time))
         for action in serf.actions():
             if isinstance(action, SendPacket):
@@ -473,7 +480,7 @@ class SimNetwork:
             if observe and isinstance(event, MemberEvent):
                 for member in event.members:
                     self._emit(SimEvent(now, node.name, event.type, member.name))
-            if node.snapshot is not None:
+            if node.snapshot is not None and node.snapshot_lines is not None:
                 node.snapshot_lines.extend(node.snapshot.on_event(event))
             if node.pipeline is not None:
                 node.pipeline.feed(event, now)
@@ -495,7 +502,7 @@ class SimNetwork:
 
     def _record(self, sender: SimNode, addr: Address, transport: str, data: bytes) -> None:
         if self.trace is not None:
-            self.trace.append(Sent(self.now, sender.name, tuple(addr), transport, data))
+            self.trace.append(Sent(self.now, sender.name, _address(addr), transport, data))
 
     def _at_node(self, node: SimNode, now: float, handler: Handler, args: tuple) -> None:
         """Hand input to a node: now if it runs, on resume if it is frozen, never if dead."""
@@ -538,7 +545,7 @@ class SimNetwork:
             if self._udp_seen % self.compression_sample == 0:
                 self._sample_compression(sender, data, False)
         addr = action.addr
-        target = self.nodes.get(addr if type(addr) is tuple else tuple(addr))
+        target = self.nodes.get(addr if type(addr) is tuple else _address(addr))
         if self._udp_lost(sender.name, target.name if target else ""):
             self.packets_dropped += 1
             return
@@ -611,7 +618,7 @@ class SimNetwork:
 
     def _deliver_stream(self, sender: SimNode, action: OpenStream) -> None:
         self._record(sender, action.addr, "tcp", action.data)
-        target = self.nodes.get(tuple(action.addr))
+        target = self.nodes.get(_address(action.addr))
         counters = sender.counters
         counters.streams_opened += 1
         counters.tcp_bytes_sent += len(action.data)
