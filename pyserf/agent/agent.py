@@ -56,6 +56,7 @@ from pyserf.serf.events import (
 if TYPE_CHECKING:
     from pyserf.agent.config import AgentConfig
     from pyserf.agent.snapshot_file import SnapshotFile
+    from pyserf.serf.members import Member
 
 log = logging.getLogger("pyserf.agent")
 
@@ -80,7 +81,7 @@ class Agent(AgentTransport):
         self.log_handler = log_handler
         self.loop = asyncio.get_running_loop()
         self.scheduler = Scheduler()
-        self.serf: Serf | None = None
+        self._serf: Serf | None = None  # built by start(); see the serf property
         self.udp: asyncio.DatagramTransport | None = None
         self._udp_sock: socket.socket | None = None
         self.tcp_server: asyncio.Server | None = None
@@ -143,6 +144,14 @@ class Agent(AgentTransport):
         self.advertise = (adv_host, adv_port)
 
 
+    @property
+    def serf(self) -> Serf:
+        """The serf machine. Only the agent and its transport drive it: operator surfaces
+        go through :class:`pyserf.agent.api.AgentAPI`."""
+        if self._serf is None:
+            raise AgentError("the agent has not started")
+        return self._serf
+
     def _load_keyring(self) -> None:
         if self.config.keyring_file:
             self.keyring = persistence.load_keyring(self.config.keyring_file)
@@ -197,7 +206,7 @@ class Agent(AgentTransport):
             raise AgentError(f"Error creating Serf: {problem}")
         if self.config.encrypt_key and self.keyring is None:
             self.keyring = security.Keyring([security.parse_key_b64(self.config.encrypt_key)])
-        self.serf = self._build_serf()
+        self._serf = self._build_serf()
         host, port = self.bind_addr
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         try:
@@ -257,7 +266,7 @@ class Agent(AgentTransport):
     # -- the pump: drain machine output, arm the timer ----------------------------------------
 
     def pump(self) -> None:
-        serf = self.serf
+        serf = self._serf
         if serf is None:
             return
         for action in serf.actions():
@@ -365,7 +374,7 @@ class Agent(AgentTransport):
                 continue
             seen = set()
             for info in infos:
-                ip = info[4][0]
+                ip = str(info[4][0])
                 if ip not in seen:
                     seen.add(ip)
                     targets.append((name, (ip, p)))
@@ -480,10 +489,10 @@ class Agent(AgentTransport):
     def node_name(self) -> str:
         return self.config.node_name
 
-    def members(self) -> list:
+    def members(self) -> list[Member]:
         return self.serf.member_list()
 
-    def local_member(self) -> Any:
+    def local_member(self) -> Member:
         return self.serf.local_member()
 
     def local_tags(self) -> dict[str, str]:
@@ -493,13 +502,18 @@ class Agent(AgentTransport):
         self.exit_code = exit_code
         self.spawn(self.shutdown())
 
-    def coordinate(self, node: str) -> dict | None:
+    def coordinate(self, node: str) -> dict[str, Any] | None:
         coord = self.serf.coordinate_cache.get(node)
         return None if coord is None else coord.to_wire()
 
     def subscribe(self, listener: Callable[[Any], None]) -> Callable[[], None]:
         self.event_listeners.append(listener)
-        return lambda: listener in self.event_listeners and self.event_listeners.remove(listener)
+
+        def unsubscribe() -> None:
+            if listener in self.event_listeners:
+                self.event_listeners.remove(listener)
+
+        return unsubscribe
 
     def query(self, name: str, payload: bytes, *, filter_nodes: list[str],
               filter_tags: dict[str, str], request_ack: bool, relay_factor: int,
@@ -518,9 +532,9 @@ class Agent(AgentTransport):
         discovery = getattr(self, "discovery", None)  # set by _serve when discover is set
         if discovery is not None:
             await discovery.stop()
-        if self.serf is not None and self.serf.state.name != "SHUTDOWN":
+        if self._serf is not None and self._serf.state.name != "SHUTDOWN":
             log.info("agent: requesting serf shutdown")
-            self.serf.shutdown()
+            self._serf.shutdown()
         if self._timer is not None:
             self._timer.cancel()
         if self.udp is not None:

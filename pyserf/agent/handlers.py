@@ -188,6 +188,8 @@ class HandlerManager:
             "/bin/sh", "-c", script.command, stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
             env=self._environment(event), start_new_session=True)
+        stdin, stdout = proc.stdin, proc.stdout
+        assert stdin is not None and stdout is not None  # both are pipes (PIPE above)
         output = bytearray()
         written = 0  # every byte the script wrote; serf's warning reports this, not the tail
 
@@ -195,16 +197,16 @@ class HandlerManager:
             # Timed like the rest of the run: a script that never reads stdin must not
             # block on a payload larger than the pipe buffer for ever.
             try:
-                proc.stdin.write(event_stdin(event))
-                await proc.stdin.drain()
+                stdin.write(event_stdin(event))
+                await stdin.drain()
             except (BrokenPipeError, ConnectionResetError):
                 pass
             finally:
-                proc.stdin.close()
+                stdin.close()
 
         async def read_output() -> None:
             nonlocal written
-            while chunk := await proc.stdout.read(65536):
+            while chunk := await stdout.read(65536):
                 written += len(chunk)
                 output.extend(chunk)
                 del output[: max(0, len(output) - OUTPUT_LIMIT)]
@@ -243,7 +245,7 @@ class HandlerManager:
                     # subprocess transport drops every pipe (feed() already closed stdin's);
                     # asyncio's Process offers no public handle for that.
                     collector.cancel()
-                    proc._transport.close()  # noqa: SLF001
+                    proc._transport.close()  # type: ignore[attr-defined]  # noqa: SLF001
                     log.warning("agent: Script '%s' pipes still open %gs after kill; "
                                 "abandoning its output", script.command, KILL_GRACE)
                 return

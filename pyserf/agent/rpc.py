@@ -102,6 +102,11 @@ def anchored(expr: str) -> Any:
         raise _CloseConnection(str(exc)) from None
 
 
+def _tag_value(key: str) -> Callable[[Member], str]:
+    """What a members-filtered tag pattern is matched against (empty when the tag is unset)."""
+    return lambda member: member.tags.get(key, "")
+
+
 def _warn(throttle: logs.Throttle, level: int, msg: str, *args: Any) -> None:
     """Log an ``agent.ipc`` line unless ``throttle`` holds it back (floods of hostile
     clients or of dropped records cost a line a second)."""
@@ -412,8 +417,7 @@ class _Client:
     async def cmd_members_filtered(self, seq: int, body: dict) -> None:
         # Compiled up front as serf does, so a bad pattern fails before any matching.
         checks: list[tuple[Any, Callable[[Member], str]]] = [
-            (anchored(expr), lambda m, k=key: m.tags.get(k, ""))
-            for key, expr in body["Tags"].items()]
+            (anchored(expr), _tag_value(key)) for key, expr in body["Tags"].items()]
         status_re, name_re = anchored(body["Status"]), anchored(body["Name"])
         if body["Status"]:
             checks.append((status_re, lambda m: m.status.label()))
@@ -607,8 +611,9 @@ class _Client:
         try:
             key = security.parse_key_b64(text) if name != internal_queries.LIST_KEYS else b""
         except ValueError as exc:
-            reply = {"Keys": None, "Messages": {}, "NumErr": 0, "NumNodes": 0, "NumResp": 0}
-            self.send(seq, str(exc), reply, has_body=True)
+            empty: dict[str, Any] = {"Keys": None, "Messages": {}, "NumErr": 0, "NumNodes": 0,
+                                     "NumResp": 0}
+            self.send(seq, str(exc), empty, has_body=True)
             return
         op = await self.agent.key_operation(name, key)
         reply = {"Keys": op.keys if name == internal_queries.LIST_KEYS else None,

@@ -107,7 +107,6 @@ class AgentTransport:
     """The agent's network input: datagrams and streams in, streams the machine opens out."""
 
     loop: asyncio.AbstractEventLoop
-    serf: Serf | None
     udp: asyncio.DatagramTransport | None
     _udp_sock: socket.socket | None
     _inbound_streams: int
@@ -115,6 +114,9 @@ class AgentTransport:
     _inbound_budget: StreamBudget
 
     if TYPE_CHECKING:
+        @property
+        def serf(self) -> Serf: ...
+
         def pump(self) -> None: ...
 
         def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task: ...
