@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from pyserf.gocompat.hostport import join_host_port
 from pyserf.memberlist import codec
+from pyserf.memberlist.codec import NodeStateKind
 from pyserf.memberlist.fields import DecodeError
 from pyserf.memberlist.state import Address, Node
 from pyserf.serf import internal_queries, ping_delegate
@@ -255,7 +256,12 @@ class SerfDelegate:
         ms = self.serf.members.get(node.name)
         if ms is None:
             return
-        if ms.member.status == MemberStatus.LEAVING:
+        # memberlist marks a node LEFT only after its own goodbye (a dead message about
+        # itself), which serf sends once its leave intent has gone out. Serf 0.9 reports a
+        # failure when that intent missed this node, and corrects it to a forced leave at the
+        # next push-pull; a goodbye is a leave, so it is reported as one from the start.
+        if ms.member.status == MemberStatus.LEAVING or (
+                ms.member.status == MemberStatus.ALIVE and node.state == NodeStateKind.LEFT):
             ms.member.status = MemberStatus.LEFT
             ms.leave_time = now
             self.serf.left_members.append(ms)

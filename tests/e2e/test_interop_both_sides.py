@@ -190,8 +190,15 @@ def test_graceful_leaves_seen_by_the_other_kind(mixed: Mixed) -> None:
     for observer in CORE:
         wait_until(lambda o=observer: set(names) <= set(mixed.named_in(o, "member-leave")),
                    10, what=f"member-leave events on {observer}")
-        # A graceful leave is never reported as a failure.
-        assert not set(names) & set(mixed.named_in(observer, "member-failed")), observer
+        # A graceful leave is never reported as a failure, with one exception that is serf's
+        # own: a real serf observer that missed every copy of a real serf leaver's leave
+        # intent reports it failed when its goodbye arrives, then left (forced) after a
+        # push-pull (benchmarks/graceful_leaves.py). pyserf observers report a goodbye as a
+        # leave, and pyserf leavers send their intent straight to every member too.
+        failed = set(names) & set(mixed.named_in(observer, "member-failed"))
+        if observer.startswith("s"):
+            failed.discard("s-leaver")
+        assert not failed, observer
 
 
 def test_kill_9_of_either_kind_is_seen_failed_by_the_other(mixed: Mixed) -> None:
@@ -242,6 +249,9 @@ def test_kill_9_of_either_kind_is_seen_failed_by_the_other(mixed: Mixed) -> None
     for observer in CORE:
         wait_until(lambda o=observer: set(names) <= set(mixed.named_in(o, "member-failed")),
                    10, what=f"member-failed events on {observer}")
-        assert mixed.named_in(observer, "member-failed") == Counter(names), observer
+        # (Only the victims: a serf observer may also have reported s-leaver, see above.)
+        victims = Counter({n: c for n, c in mixed.named_in(observer, "member-failed").items()
+                           if n in names})
+        assert victims == Counter(names), observer
     print(f"kill -9 -> failed: first {first:.2f}s, last {last:.2f}s (bounds "
           f"{suspicion_min:.1f}..{upper:.1f}s)")

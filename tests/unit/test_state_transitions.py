@@ -1110,3 +1110,27 @@ def test_a_forced_leave_is_logged_as_forced(caplog):
     caplog.clear()
     h.serf._handle_leave_intent(m.Leave(3, "a"), 3.0)
     assert logged(caplog) == [("INFO", "serf: EventMemberLeave (forced): a 10.0.0.2")]
+
+
+def test_a_goodbye_whose_leave_intent_never_arrived_is_a_leave_not_a_failure():
+    """Serf reports this member failed, then left (forced) when a push-pull brings the intent."""
+    h = SF()
+    h.serf.memberlist.delegate.notify_join(h.node("a"), 1.0)
+    h.serf.memberlist.delegate.notify_join(h.node("b"), 1.0)
+    h.serf.events()
+    goodbye = h.node("a")
+    goodbye.state = NodeStateKind.LEFT  # memberlist: a dead message from "a" about itself
+    h.serf.memberlist.delegate.notify_leave(goodbye, 2.0)
+    ms = h.serf.members["a"]
+    assert (ms.member.status, ms.leave_time) == (MemberStatus.LEFT, 2.0)
+    assert h.serf.left_members == [ms] and h.serf.failed_members == []
+    assert h.events() == [("member-leave", ["a"])]
+    # The intent arriving late (gossip or push-pull) changes nothing and reports nothing.
+    assert h.serf._handle_leave_intent(m.Leave(7, "a"), 3.0) is True
+    assert ms.member.status == MemberStatus.LEFT and h.events() == []
+    # Declared dead by someone else, it is a failure as before.
+    down = h.node("b")
+    down.state = NodeStateKind.DEAD
+    h.serf.memberlist.delegate.notify_leave(down, 4.0)
+    assert h.status("b") == MemberStatus.FAILED
+    assert h.events() == [("member-failed", ["b"])]
