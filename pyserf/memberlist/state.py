@@ -23,7 +23,7 @@ from pyserf.gocompat.hostport import join_host_port
 from pyserf.memberlist import codec, fields, security
 from pyserf.memberlist.awareness import Awareness
 from pyserf.memberlist.broadcast import BroadcastQueue
-from pyserf.memberlist.catchup import CatchUpBudget
+from pyserf.memberlist.catchup import MERGE_SYNC_FANOUT, CatchUpBudget, merge_sync_targets
 from pyserf.memberlist.codec import (
     COMPOUND_HEADER_OVERHEAD,
     COMPOUND_OVERHEAD,
@@ -247,6 +247,9 @@ class Memberlist:
         self._last_eager = -math.inf
         self._news = 0  # members that joined or came back, as we heard of them
         self._eager_budget = CatchUpBudget(self.timing.push_pull_interval)
+        # Syncs after a join exchange that merged two clusters (see merge_sync_targets).
+        self._merge_budget = CatchUpBudget(self.timing.push_pull_interval,
+                                           burst=2 * MERGE_SYNC_FANOUT)
         # While a push-pull's state is merged: news it brings needs no sync of its own. And
         # how many members the last merge taught us: a catch-up sync that found some is
         # evidence that gossip is behind.
@@ -753,14 +756,34 @@ class Memberlist:
                           on_reply, on_error)
 
     def _merge_remote(self, remote: PushPull, now: float, source: Address) -> None:
+        admitted = self._admissible(remote.nodes, source, now)
+        merge_syncs: list[str] = []
+        if remote.join and self.config.eager_sync and not self.left:
+            merge_syncs = merge_sync_targets(admitted, self.node_map, self.config.name,
+                                             source[0], self.rng)
         news, self._merging = self._news, True
         try:
-            self._merge_state(self._admissible(remote.nodes, source, now), now)
+            self._merge_state(admitted, now)
         finally:
             self._merging = False
             self._merge_news = self._news - news
+        for name in merge_syncs:
+            if self._merge_budget.spend(now, len(self.nodes)):
+                self.scheduler.call_at(now + self.rng.uniform(0.05, 0.3),
+                                       functools.partial(self._merge_sync, name))
         if remote.user_state:
             self.delegate.merge_remote_state(remote.user_state, remote.join, now, source)
+
+    def _merge_sync(self, name: str, now: float) -> None:
+        node = self.node_map.get(name)
+        if node is None or node.state != NodeStateKind.ALIVE or self.left or self.shutdown_done:
+            return
+
+        def done(error: str | None, when: float) -> None:
+            if error:
+                log.error("memberlist: Push/Pull with %s failed: %s", name, error)
+
+        self._push_pull(node.address, False, now, done)
 
     def _version_error(self, vsn: bytes) -> str | None:
         """Why a member announcing ``vsn`` cannot be in our cluster, or None.

@@ -6,7 +6,12 @@ from __future__ import annotations
 import random
 
 from pyserf.memberlist import codec, state
-from pyserf.memberlist.catchup import EAGER_BURST, CatchUpBudget
+from pyserf.memberlist.catchup import (
+    EAGER_BURST,
+    MERGE_SYNC_FANOUT,
+    CatchUpBudget,
+    merge_sync_targets,
+)
 from pyserf.memberlist.codec import Alive, MsgType, NodeStateKind, PushPull
 from pyserf.memberlist.profiles import LAN, push_pull_scale
 from pyserf.memberlist.state import Memberlist, MemberlistConfig, OpenStream
@@ -136,3 +141,72 @@ def test_the_budget_allows_a_burst_then_one_sync_per_scaled_interval():
     assert not budget.spend(1.0 + period * 1.02, 1000)
     # Refilled, it holds no more than the burst.
     assert budget.available(1e6, 1000) and budget.tokens == 3
+
+
+# -- syncs after a join exchange that merged two clusters ------------------------------------
+
+def pushed(names_and_ips: list[tuple[str, str]], state_kind: int = NodeStateKind.ALIVE
+           ) -> list[codec.PushNodeState]:
+    return [codec.PushNodeState(name, codec.ip_to_bytes(ip), 7946, b"", 1, state_kind, VSN)
+            for name, ip in names_and_ips]
+
+
+def known(*names: str, dead: tuple[str, ...] = ()) -> dict[str, state.Node]:
+    return {n: state.Node(n, "10.1.1.1", 7946, b"", 1,
+                          NodeStateKind.DEAD if n in dead else NodeStateKind.ALIVE)
+            for n in names}
+
+
+def test_a_single_node_joining_or_joined_starts_no_merge_syncs():
+    rng = random.Random(1)
+    ours = known(ME, "a", "b")
+    # We are the seed: the joiner knew only itself.
+    assert merge_sync_targets(pushed([("j", "10.2.0.1")]), ours, ME, "10.2.0.1", rng) == []
+    # We are the joiner: we knew only ourselves, so the seed lacked nothing of ours.
+    remote = pushed([("a", "10.2.0.2"), ("b", "10.2.0.3"), ("c", "10.2.0.4"), (ME, "10.9.9.9")])
+    assert merge_sync_targets(remote, known(ME), ME, "10.2.0.2", rng) == []
+
+
+def test_a_merge_syncs_with_members_of_both_sides_but_not_the_peer():
+    ours = known(ME, "a", "b", "c", "gone", dead=("gone",))
+    # The peer (10.2.0.1) brings its side: x, y and a member we had as dead; it lacks b and c.
+    remote = pushed([("peer", "10.2.0.1"), ("x", "10.2.0.2"), ("y", "10.2.0.3"),
+                     ("gone", "10.2.0.4"), ("a", "10.1.1.1"), (ME, "10.9.9.9")])
+    for seed in range(20):
+        targets = merge_sync_targets(remote, ours, ME, "10.2.0.1", random.Random(seed))
+        learned, lacked = targets[:MERGE_SYNC_FANOUT], targets[MERGE_SYNC_FANOUT:]
+        assert len(learned) == len(set(learned)) == MERGE_SYNC_FANOUT
+        assert set(learned) <= {"x", "y", "gone"}
+        assert sorted(lacked) == ["b", "c"]
+    # Both sides smaller than the fanout: everyone on them, once.
+    remote = pushed([("peer", "10.2.0.1"), ("x", "10.2.0.2")])
+    assert sorted(merge_sync_targets(remote, known(ME, "b"), ME, "10.2.0.1",
+                                     random.Random(0))) == ["b", "x"]
+
+
+def test_merge_syncs_are_push_pulls_opened_soon_and_capped_by_their_budget():
+    agent = Agent(members=3)  # m0..m2 on our side
+    # Only merge syncs open streams here: no catch-up syncs, no periodic loops (probes open
+    # fallback streams).
+    agent.ml._eager_budget.tokens = 0.0
+    for loop in agent.ml._loops.values():
+        loop.cancel()
+    agent.ml.take_actions()
+    # A join exchange from another cluster (peer m10 with m11, m12) that lacks m0..m2.
+    entries = [codec.node_state_entry(f"m{i}", address(i), 7946, b"", 1, NodeStateKind.ALIVE,
+                                      *VSN) for i in (10, 11, 12)]
+    join = PushPull.decode_stream(codec.encode_push_pull(True, entries, b"")[1:])
+    agent.ml._merge_remote(join, 1.0, (address(10), 40000))
+    agent.scheduler.run_due(1.5)
+    opened = [a.addr[0] for a in agent.ml.take_actions() if isinstance(a, OpenStream)]
+    assert len(opened) == 2 * MERGE_SYNC_FANOUT
+    assert address(10) not in opened
+    assert len({a for a in opened if a in {address(11), address(12)}}) == MERGE_SYNC_FANOUT
+    # A second merge at once finds the budget spent.
+    entries = [codec.node_state_entry(f"m{i}", address(i), 7946, b"", 1, NodeStateKind.ALIVE,
+                                      *VSN) for i in (20, 21, 22)]
+    agent.ml._merge_remote(PushPull.decode_stream(codec.encode_push_pull(True, entries,
+                                                                         b"")[1:]),
+                           1.6, (address(20), 40001))
+    agent.scheduler.run_due(2.0)
+    assert not [a for a in agent.ml.take_actions() if isinstance(a, OpenStream)]

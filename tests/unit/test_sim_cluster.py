@@ -261,3 +261,28 @@ def test_new_messages_are_gossiped_without_waiting_for_the_tick():
     while net.now < start + 0.35 and not everyone_has_it():
         net.run_until(net.now + 0.01)
     assert everyone_has_it()
+
+
+def test_two_clusters_merged_by_one_join_agree_within_a_second():
+    """tests/e2e/test_mixed_cluster.py's shape: {s2, p3} and {s1, p1, p2}, then s2 joins p2.
+    s1 and s2 act as serf does (no catch-up syncs). Without the syncs the merging join's ends
+    run (memberlist/catchup.py merge_sync_targets), a node on either side that missed the
+    gossiped alives waited for a periodic push-pull: 4 of these 30 seeds still had one a
+    second after the merge; see benchmarks/cluster_merge.py."""
+    names = ("s1", "p1", "p2", "s2", "p3")
+    slow = {}
+    for seed in range(30):
+        net = SimNetwork(seed=seed)
+        nodes = {n: net.add_node(n, f"10.0.0.{i + 1}") for i, n in enumerate(names)}
+        for name in ("s1", "s2"):
+            nodes[name].serf.memberlist.config.eager_sync = False
+        net.run_until(net.now + 0.5)
+        for joiner, target in (("p3", "s2"), ("p1", "s1"), ("p2", "p1")):
+            net.join(nodes[joiner], nodes[target])
+            net.run_until(net.now + 0.4)
+        net.join(nodes["s2"], nodes["p2"])
+        net.run_until(net.now + 1.0)
+        lagging = {k: sorted(v) for k, v in net.views().items() if len(v) < len(names)}
+        if lagging:
+            slow[seed] = lagging
+    assert not slow, slow
