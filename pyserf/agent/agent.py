@@ -257,7 +257,7 @@ class Agent(AgentTransport):
         if self.config.hosts_file:  # keeps a block of members in a hosts file (pyserf extension)
             from pyserf.agent.hosts_file import attach
 
-            self.hosts_file = attach(self)
+            self.hosts_file = attach(self, self.config.hosts_file)
         if self.snapshot is not None:
             state = self.snapshot.state
             self.serf.restore_clocks(state.clock, state.event_clock, state.query_clock)

@@ -22,11 +22,14 @@ import re
 import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pyserf.serf import filters
 from pyserf.serf.events import MemberEvent
 from pyserf.serf.members import Member, MemberStatus
+
+if TYPE_CHECKING:
+    from pyserf.agent.api import AgentAPI
 
 log = logging.getLogger("pyserf.agent")
 
@@ -248,10 +251,10 @@ class HostsFileSync:
             log.error("agent: hosts_file: failed to update %s: %s", path, exc)
 
 
-def attach(agent: Any) -> HostsFileSync:
-    """Start syncing for a started agent (``config.hosts_file`` set): write the block now and
-    on every member event. The agent calls ``remove()`` after a graceful leave."""
-    sync = HostsFileSync(parse_settings(agent.config.hosts_file), agent.serf.member_list)
-    agent.event_listeners.append(sync.on_event)
+def attach(agent: AgentAPI, raw_settings: Any) -> HostsFileSync:
+    """Start syncing for a started agent (the ``hosts_file`` config block): write the block now
+    and on every member event. The agent calls ``remove()`` after a graceful leave."""
+    sync = HostsFileSync(parse_settings(raw_settings), agent.members)
+    agent.subscribe(sync.on_event)
     sync.sync()
     return sync

@@ -246,7 +246,7 @@ async def _reload(agent: Agent, sources: Any) -> None:
     agent.handlers.load(new.event_handlers)
     agent.handlers.timeout = new.handler_timeout
     agent.config.event_handlers = list(new.event_handlers)
-    if dict(new.tags) != dict(agent.serf.config.tags):
+    if dict(new.tags) != agent.local_tags():
         try:
             error = await agent.set_tags(dict(new.tags))
             if error:

@@ -17,8 +17,9 @@ AGENT_MODULES = {"pyserf.agent.agent", "pyserf.agent.lifecycle", "pyserf.agent.t
                  "pyserf.agent.persistence"}
 
 
-# The agent modules that must reach the agent only through AgentAPI, beside pyserf/http.
-API_CLIENTS = ["rpc.py", "handlers.py", "discovery.py"]
+# The agent modules that must reach the agent only through AgentAPI, beside pyserf/http
+# (lifecycle.py is the agent's own; it still uses its config, log handler and handlers).
+API_CLIENTS = ["rpc.py", "handlers.py", "discovery.py", "hosts_file.py"]
 
 
 def _operations() -> list[str]:
