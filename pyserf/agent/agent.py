@@ -32,6 +32,7 @@ from pyserf.agent.transport import (
 from pyserf.gocompat.errno import errno_text, path_error
 from pyserf.gocompat.hostport import join_host_port, join_parts, lookup_error
 from pyserf.memberlist import security
+from pyserf.memberlist.metrics import NULL_METRICS, Metrics
 from pyserf.memberlist.profiles import PROFILES
 from pyserf.memberlist.state import MemberlistConfig, OpenStream, SendPacket
 from pyserf.memberlist.timers import Scheduler
@@ -87,6 +88,10 @@ class Agent(AgentTransport):
         self.tcp_server: asyncio.Server | None = None
         self.rpc = None
         self.http = None  # pyserf.http.server.HTTPListener when http_addr is set
+        # pyserf.telemetry.Telemetry when statsd_addr, statsite_addr or http_addr is set; its
+        # recorder is then self.metrics (the machines count into it), else a no-op.
+        self.telemetry: Any = None
+        self.metrics: Metrics = NULL_METRICS
         self.handlers = HandlerManager(self, config.handler_timeout)
         self.pipeline = EventPipeline(self.scheduler, self._dispatch)
         self.event_listeners: list[Callable[[Any], None]] = []
@@ -207,6 +212,7 @@ class Agent(AgentTransport):
         if self.config.encrypt_key and self.keyring is None:
             self.keyring = security.Keyring([security.parse_key_b64(self.config.encrypt_key)])
         self._serf = self._build_serf()
+        self._serf.use_metrics(self.metrics)
         host, port = self.bind_addr
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         try:
@@ -253,6 +259,7 @@ class Agent(AgentTransport):
                                      f"open snapshot: {path_error('open', path, cause)}"
                                      ) from exc
                 raise AgentError(str(exc)) from exc
+            self.snapshot.metrics = self.metrics
         self.serf.start(self.loop.time())
         if self.config.hosts_file:  # keeps a block of members in a hosts file (pyserf extension)
             from pyserf.agent.hosts_file import attach
@@ -550,6 +557,8 @@ class Agent(AgentTransport):
             self.hosts_file.remove()  # a graceful leave takes this node's block away
         if self.snapshot is not None:
             self.snapshot.close()
+        if self.telemetry is not None:
+            self.telemetry.close()
         for task in list(self._tasks):
             task.cancel()
         log.info("agent: shutdown complete")

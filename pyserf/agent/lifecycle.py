@@ -45,6 +45,12 @@ def rpc_listen_address(text: str) -> tuple[str, int]:
 
 
 
+def _no_metrics_note() -> None:
+    sys.stderr.write("pyserf: no in-memory metrics: telemetry is off (set statsd_addr, "
+                     "statsite_addr or http_addr)\n")
+    sys.stderr.flush()
+
+
 def _print(line: str = "") -> None:
     sys.stdout.write(line + "\n")
     sys.stdout.flush()
@@ -80,6 +86,9 @@ async def _serve(config: AgentConfig, sources: Any) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, signals.put_nowait, sig)
+    # serf dumps its in-memory metrics on SIGUSR1 and keeps running; without telemetry
+    # there are none, and the signal must not kill the agent either.
+    loop.add_signal_handler(signal.SIGUSR1, _no_metrics_note)
     level = logs.parse_level(config.log_level)
     handler = logs.install(level)
     if config.enable_syslog:
@@ -90,6 +99,16 @@ async def _serve(config: AgentConfig, sources: Any) -> int:
             return 1
         logging.getLogger("pyserf").addHandler(handler.syslog)
     agent = Agent(config, handler)
+    if config.statsd_addr or config.statsite_addr or config.http_addr:
+        from pyserf.telemetry import SinkAddressError
+        from pyserf.telemetry import start as start_telemetry
+
+        try:  # serf sets telemetry up before the agent, and a bad sink address ends there
+            agent.telemetry = start_telemetry(config, loop)
+        except SinkAddressError as exc:
+            _print(f"==> {exc}")
+            return 1
+        agent.metrics = agent.telemetry.recorder
     # Like serf, a start-up failure prints its "==>" lines only: the log held back until the
     # agent runs is dropped, never shown (no handler.open_gate() on these paths).
     try:
@@ -115,6 +134,7 @@ async def _serve(config: AgentConfig, sources: Any) -> int:
     try:
         host, port = rpc_listen_address(config.rpc_addr)
         agent.rpc = RPCServer(agent, config.rpc_auth)
+        agent.rpc.metrics = agent.metrics
         await agent.rpc.start(host, port)
     except (OSError, netutil.AddressError) as exc:
         if isinstance(exc, socket.gaierror):

@@ -41,6 +41,7 @@ from pyserf.agent.rpc_limits import (
     new_unpacker,
 )
 from pyserf.memberlist import codec, security
+from pyserf.memberlist.metrics import NULL_METRICS, Metrics
 from pyserf.serf import filters, internal_queries
 from pyserf.serf.config import SerfError
 from pyserf.serf.events import MemberEvent, QueryReceived, UserEventReceived
@@ -121,6 +122,7 @@ class RPCServer:
     def __init__(self, agent: AgentAPI, auth_key: str = "") -> None:
         self.agent = agent
         self.auth_key = auth_key
+        self.metrics: Metrics = NULL_METRICS  # the agent's telemetry sets its recorder
         self.server: asyncio.Server | None = None
         self.clients: dict[_Client, None] = {}
         # Those still owing the handshake (or auth), oldest first: admission is O(1) even
@@ -174,6 +176,7 @@ class RPCServer:
         # handshake, already sent, reach its buffer, so that the client completes it in its
         # first step below instead of being pushed out by the rest of the burst.
         await asyncio.sleep(0)
+        self.metrics.incr("agent.ipc.accept")
         if not self._make_room(name):
             writer.close()
             return
@@ -354,6 +357,7 @@ class _Client:
                     _warn(self.server.failed, logging.ERROR,
                           "failed to decode request header: %s", exc)
                     return
+                self.server.metrics.incr("agent.ipc.command")
                 body = None
                 if command in BODIES and (self.ready or command in ("handshake", "auth")):
                     body = decode_body(command, await self._next(in_request=True))

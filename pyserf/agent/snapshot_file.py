@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
+from pyserf.memberlist.metrics import NULL_METRICS, Metrics
 from pyserf.serf import snapshot
 
 log = logging.getLogger("pyserf.agent")
@@ -105,6 +106,7 @@ class SnapshotFile:
         self.tmp_path = path + TMP_SUFFIX
         self.rejoin_after_leave = rejoin_after_leave
         self.clock = clock
+        self.metrics: Metrics = NULL_METRICS  # the agent's telemetry, when on
         try:
             with open(path, "rb") as fh:
                 self.state = snapshot.replay(read_lines(fh), rejoin_after_leave)
@@ -142,6 +144,7 @@ class SnapshotFile:
                 self._compact(now)  # the recorder's state already includes ``lines``
             return
         data = self._pending + b"".join(line.encode("utf-8", "replace") for line in lines)
+        started = self.metrics.start()
         try:
             _write_all(self.fd, data)
         except OSError as exc:
@@ -151,6 +154,7 @@ class SnapshotFile:
             self._back_off(now)
             return
         self._pending = b""
+        self.metrics.measure_since("serf.snapshot.appendLine", started)
         self.size += len(data)
         if self._compaction_due() and (now >= self._retry_at or self.size >= self._retry_size):
             self._compact(now)
@@ -167,6 +171,7 @@ class SnapshotFile:
         self._retry_size = self.size + self.recorder.compact_threshold()
 
     def _compact(self, now: float) -> bool:
+        started = self.metrics.start()
         data = "".join(self.recorder.compacted()).encode("utf-8", "replace")
         installed = False
         try:
@@ -204,6 +209,7 @@ class SnapshotFile:
         self.compactions += 1
         self._retry_at, self._retry_size = 0.0, 0
         log.info("serf: Snapshot compacted to %d bytes", self.size)
+        self.metrics.measure_since("serf.snapshot.compact", started)
         return True
 
     def _close_fd(self) -> None:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from pyserf.gocompat.errno import errno_text
 from pyserf.gocompat.hostport import join_host_port
 from pyserf.memberlist import codec
+from pyserf.memberlist.metrics import Metrics
 from pyserf.memberlist.state import OpenStream
 
 if TYPE_CHECKING:
@@ -112,6 +113,7 @@ class AgentTransport:
     _inbound_streams: int
     _idle_streams: dict[asyncio.StreamWriter, None]
     _inbound_budget: StreamBudget
+    metrics: Metrics
 
     if TYPE_CHECKING:
         @property
@@ -157,6 +159,7 @@ class AgentTransport:
     async def _on_stream(self, reader: asyncio.StreamReader,
                          writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername") or ("?", 0)
+        self.metrics.incr("memberlist.tcp.accept")
         idle = self._idle_streams
         if len(idle) >= MAX_IDLE_STREAMS:
             oldest = next(iter(idle))
@@ -196,6 +199,7 @@ class AgentTransport:
                 reply = self.serf.receive_stream(data, (peer[0], peer[1]), self.loop.time())
                 self.pump()
                 if reply:
+                    self.metrics.incr("memberlist.tcp.sent", len(reply))
                     writer.write(reply)
                     await asyncio.wait_for(writer.drain(), max(0.1, deadline - self.loop.time()))
         except (TimeoutError, OSError, codec.DecodeError) as exc:
@@ -218,6 +222,8 @@ class AgentTransport:
                     asyncio.open_connection(*action.addr), remaining)
             except (TimeoutError, OSError) as exc:
                 raise _DialError(dial_error(action.addr, exc)) from exc
+            self.metrics.incr("memberlist.tcp.connect")
+            self.metrics.incr("memberlist.tcp.sent", len(action.data))
             writer.write(action.data)
             remaining = max(0.05, action.deadline - self.loop.time())
             await asyncio.wait_for(writer.drain(), remaining)

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from pyserf.http.metrics import METRICS_PATH, MetricsEndpoint
 from pyserf.http.routes import Endpoints, Hub, json_response
 from pyserf.http.views import ApiError
 
@@ -85,9 +86,11 @@ class HTTPListener:
 
     def __init__(self, agent: AgentAPI, *, token: str = "", max_connections: int = 256,
                  max_body: int = 64 * 1024, idle_timeout: float = 30.0,
-                 ssl_context: ssl.SSLContext | None = None) -> None:
+                 ssl_context: ssl.SSLContext | None = None, metrics_auth: bool = False) -> None:
         self.agent = agent
         self.token = token.encode()
+        self.metrics_auth = metrics_auth  # /metrics needs the token too (http_metrics_auth)
+        self.metrics = MetricsEndpoint(agent)
         self.max_connections = max_connections
         self.max_body = max_body
         self.idle_timeout = idle_timeout
@@ -109,6 +112,7 @@ class HTTPListener:
     async def start(self, host: str, port: int) -> None:
         app = web.Application(middlewares=[self._middleware], client_max_size=self.max_body)
         self.endpoints.register(app.router)
+        app.router.add_get(METRICS_PATH, self.metrics.handle)
         self.runner = web.AppRunner(
             app, access_log=None, shutdown_timeout=SHUTDOWN_GRACE,
             keepalive_timeout=self.idle_timeout, max_line_size=MAX_LINE,
@@ -146,7 +150,7 @@ class HTTPListener:
             await self.runner.cleanup()
 
     def _authorized(self, request: web.Request) -> None:
-        if not self.token:
+        if not self.token or (request.path == METRICS_PATH and not self.metrics_auth):
             return
         header = request.headers.get("Authorization", "")
         scheme, _, presented = header.partition(" ")
@@ -194,12 +198,10 @@ async def start_listener(agent: AgentAPI, config: Any) -> HTTPListener:
     elif config.http_token and not host.startswith("127.") and host not in ("::1", "localhost"):
         log.warning("agent.http: the bearer token is sent in clear text to %s; set "
                     "http_tls_cert and http_tls_key to encrypt it", config.http_addr)
-    if config.http_metrics_auth:
-        log.warning("agent.http: http_metrics_auth has no effect yet: this agent does not "
-                    "serve /metrics (issue 14, item 1)")
     listener = HTTPListener(agent, token=config.http_token,
                             max_connections=config.http_max_connections,
                             max_body=config.http_max_body_bytes,
-                            idle_timeout=config.http_idle_timeout, ssl_context=context)
+                            idle_timeout=config.http_idle_timeout, ssl_context=context,
+                            metrics_auth=config.http_metrics_auth)
     await listener.start(host, port)
     return listener

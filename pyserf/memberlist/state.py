@@ -41,6 +41,7 @@ from pyserf.memberlist.codec import (
     Suspect,
 )
 from pyserf.memberlist.drops import DropLog
+from pyserf.memberlist.metrics import NULL_METRICS, Metrics
 from pyserf.memberlist.profiles import LAN, Timing, push_pull_scale, suspicion_timeout
 from pyserf.memberlist.suspicion import Suspicion
 from pyserf.memberlist.timers import Scheduler, Timer
@@ -217,6 +218,7 @@ class Memberlist:
         self.nodes: list[Node] = []
         self.node_map: dict[str, Node] = {}
         self.awareness = Awareness(self.timing.awareness_max_multiplier)
+        self.metrics: Metrics = NULL_METRICS  # the agent's telemetry sets a recorder
         self.broadcasts = BroadcastQueue(self.timing.retransmit_mult, lambda: len(self.nodes),
                                          self.gossip_soon)
         self._expedited: Timer | None = None
@@ -421,7 +423,9 @@ class Memberlist:
     def _gossip_tick(self, now: float) -> None:
         """Regular gossip round; the loop stops while no broadcast is queued anywhere, which
         saves five wake-ups a second per idle agent (gossip_soon restarts it)."""
+        started = self.metrics.start()
         self._gossip(now)
+        self.metrics.measure_since("memberlist.gossip", started)
         if len(self.broadcasts) or self.delegate.has_broadcasts():
             self._loops["gossip"] = self.scheduler.call_at(now + self.timing.gossip_interval,
                                                            self._gossip_tick)
@@ -430,7 +434,9 @@ class Memberlist:
 
     def _expedited_gossip(self, now: float) -> None:
         self._expedited = None
+        started = self.metrics.start()
         self._gossip(now)
+        self.metrics.measure_since("memberlist.gossip", started)
 
     def push_pull_now(self, now: float) -> None:
         """Run one anti-entropy exchange with a random live node."""
@@ -444,6 +450,7 @@ class Memberlist:
         self.scheduler.now = now
         if self.shutdown_done or not data:
             return
+        self.metrics.incr("memberlist.udp.received", len(data))
         peer = _peer_text(source)
         keyring = self.config.keyring
         if keyring is not None:
@@ -729,6 +736,7 @@ class Memberlist:
             if not settled:
                 settled = True
                 self._pending_push_pulls -= 1
+                self.metrics.sample("memberlist.pushPullNode", (when - now) * 1000.0)
                 on_done(error, when)
 
         def on_reply(kind: int, body: bytes, when: float) -> None:
@@ -973,6 +981,8 @@ class Memberlist:
 
     def _probe_node(self, node: Node, now: float) -> None:
         interval = self.awareness.scale(self.timing.probe_interval)
+        if interval > self.timing.probe_interval:
+            self.metrics.incr("memberlist.degraded.probe")
         seq = self._next_seq()
         probe = _Probe(node, seq, now, now + interval)
         self._probe = probe
@@ -1069,7 +1079,8 @@ class Memberlist:
         probe.finished = True
         for timer in probe.timers:
             timer.cancel()  # an answered probe needs no more wake-ups
-        self.awareness.apply_delta(awareness_delta)
+        self.metrics.sample("memberlist.probeNode", (now - probe.sent) * 1000.0)
+        self._apply_awareness(awareness_delta)
         self._ack_handlers.pop(probe.seq, None)
 
     # -- gossip ----------------------------------------------------------------------------
@@ -1149,6 +1160,7 @@ class Memberlist:
             msg = codec.add_crc(msg)
         if self.config.keyring is not None:
             msg = security.encrypt(self.config.keyring, msg, b"")
+        self.metrics.incr("memberlist.udp.sent", len(msg))
         self._actions.append(SendPacket(addr, msg))
 
     # -- state transitions -----------------------------------------------------------------
@@ -1161,6 +1173,12 @@ class Memberlist:
                    on_finished: Callable[[], None] | None = None) -> None:
         self.broadcasts.queue(msg, key=node_name, on_finished=on_finished)
 
+    def _apply_awareness(self, delta: int) -> None:
+        before = self.awareness.score
+        self.awareness.apply_delta(delta)
+        if self.awareness.score != before:
+            self.metrics.gauge("memberlist.health.score", self.awareness.score)
+
     def _refute(self, me: Node, accused: int, now: float) -> None:
         # Incarnations are uint32 on the wire and wrap as memberlist's do.
         inc = (self._incarnation + 1) & fields.U32_MAX
@@ -1168,7 +1186,7 @@ class Memberlist:
             inc = (accused + 1) & fields.U32_MAX
         self._incarnation = inc
         me.incarnation = inc
-        self.awareness.apply_delta(1)
+        self._apply_awareness(1)
         alive = Alive(inc, me.name, codec.ip_to_bytes(me.addr), me.port, me.meta, me.vsn)
         self._broadcast(me.name, alive.encode())
 
@@ -1258,6 +1276,7 @@ class Memberlist:
                 state.state = NodeStateKind.ALIVE
                 state.state_change = now
                 self._changes += 1
+        self.metrics.incr("memberlist.msg.alive")
         if old_state in (NodeStateKind.DEAD, NodeStateKind.LEFT):
             self.delegate.notify_join(state, now)
             if learned_new or not is_local:
@@ -1285,6 +1304,7 @@ class Memberlist:
             log.warning("memberlist: Refuting a suspect message (from: %s)", s.from_)
             return
         self._broadcast(s.node, s.encode())
+        self.metrics.incr("memberlist.msg.suspect")
         state.incarnation = s.incarnation
         state.state = NodeStateKind.SUSPECT
         state.state_change = now
@@ -1306,6 +1326,8 @@ class Memberlist:
             del self._suspicions[s.node]
             node = self.node_map.get(s.node)
             if node and node.state == NodeStateKind.SUSPECT and node.state_change == change_time:
+                if k > 0 and suspicion.count < k:
+                    self.metrics.incr("memberlist.degraded.timeout")
                 log.info("memberlist: Marking %s as failed, suspect timeout reached (%d peer "
                          "confirmations)", node.name, suspicion.count)
                 # An accusation raised while we heard from no one says more about us than
@@ -1352,6 +1374,7 @@ class Memberlist:
             self._broadcast(d.node, d.encode(), on_finished)
         elif gossip:
             self._broadcast(d.node, d.encode())
+        self.metrics.incr("memberlist.msg.dead")
         state.incarnation = d.incarnation
         state.state = NodeStateKind.LEFT if d.node == d.from_ else NodeStateKind.DEAD
         state.state_change = now

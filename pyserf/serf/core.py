@@ -24,6 +24,7 @@ from pyserf.memberlist import codec
 from pyserf.memberlist.broadcast import BroadcastQueue
 from pyserf.memberlist.drops import DropLog
 from pyserf.memberlist.fields import U64_MAX
+from pyserf.memberlist.metrics import NULL_METRICS, Metrics
 from pyserf.memberlist.state import (
     Address,
     JoinOutcome,
@@ -64,6 +65,10 @@ log = logging.getLogger("pyserf.serf")
 # enforces every 30 s): 4,096 messages of 9 KiB would otherwise be 37 MiB per queue.
 MAX_QUEUE_BYTES = 8 * 1024 * 1024
 
+# serf's counter per member event (a leave is counted under the member's new status, "left").
+_MEMBER_METRICS = {"member-join": "serf.member.join", "member-leave": "serf.member.left",
+                   "member-failed": "serf.member.failed", "member-update": "serf.member.update"}
+
 
 class Serf(Intents, UserEvents, Queries, KeyManager, Reaper):
     def __init__(self, config: SerfConfig, ml_config: MemberlistConfig, scheduler: Scheduler,
@@ -86,6 +91,7 @@ class Serf(Intents, UserEvents, Queries, KeyManager, Reaper):
                                        config.protocol_version)
         # What memberlist calls on serf lives in its own object, off Serf's API.
         self.memberlist = Memberlist(ml_config, SerfDelegate(self), scheduler, self.rng)
+        self.metrics: Metrics = NULL_METRICS
         self.members: dict[str, MemberState] = {}
         self.failed_members: list[MemberState] = []
         self.left_members: list[MemberState] = []
@@ -132,6 +138,10 @@ class Serf(Intents, UserEvents, Queries, KeyManager, Reaper):
         self._loops: list[Timer] = []
 
     # -- lifecycle -------------------------------------------------------------------------
+
+    def use_metrics(self, metrics: Metrics) -> None:
+        """Count into ``metrics`` (serf's and memberlist's names) from now on."""
+        self.metrics = self.memberlist.metrics = metrics
 
     def start(self, now: float) -> None:
         self.clock.increment()
@@ -401,6 +411,8 @@ class Serf(Intents, UserEvents, Queries, KeyManager, Reaper):
                    for n, ms in self.members.items())
 
     def _emit_member_event(self, kind: str, member: Member[MemberStatus], suffix: str = "") -> None:
+        if not suffix:  # serf counts no forced leave (a failed member's leave intent)
+            self.metrics.incr(_MEMBER_METRICS.get(kind, "serf.member.other"))
         label = MEMBER_EVENT_LOG[kind]
         if kind in ("member-update",):
             log.info("serf: %s: %s", label, member.name)

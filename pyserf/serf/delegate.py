@@ -32,6 +32,9 @@ log = logging.getLogger("pyserf.serf")
 # only sit in a broadcast queue. (Streams may carry 20 MiB user messages.)
 MAX_GOSSIPED_MESSAGE = 64 * 1024
 
+# A failed member back within this long counts as a flap (serf's FlapTimeout).
+FLAP_TIMEOUT = 60.0
+
 # How the drop log names each serf message kind.
 DROP_KIND: dict[int, str] = {SerfMsg.LEAVE: "serf leave", SerfMsg.JOIN: "serf join",
              SerfMsg.PUSH_PULL: "serf push-pull", SerfMsg.USER_EVENT: "serf user-event",
@@ -67,6 +70,8 @@ class SerfDelegate:
         msgs.extend(q := self.serf.query_broadcasts.get(overhead, limit - used))
         used += sum(len(x) + overhead for x in q)
         msgs.extend(self.serf.event_broadcasts.get(overhead, limit - used))
+        for msg in msgs:
+            self.serf.metrics.sample("serf.msgs.sent", len(msg))
         return msgs
 
     def has_broadcasts(self) -> bool:
@@ -163,6 +168,7 @@ class SerfDelegate:
         """A serf message from memberlist (``source`` is the sender's address when known)."""
         if not buf:
             return
+        self.serf.metrics.sample("serf.msgs.received", len(buf))
         # What _contained does, without building its closure and peer text per message.
         try:
             self._notify_msg(buf, now)
@@ -238,6 +244,8 @@ class SerfDelegate:
             old_status = MemberStatus.NONE
         else:
             old_status = ms.member.status
+            if old_status == MemberStatus.FAILED and now - ms.leave_time < FLAP_TIMEOUT:
+                self.serf.metrics.incr("serf.member.flap")
             ms.member.status = MemberStatus.ALIVE
             ms.leave_time = 0.0
             ms.member.addr, ms.member.port, ms.member.tags = node.addr, node.port, tags
@@ -353,10 +361,14 @@ class SerfDelegate:
 
     def _ping_complete(self, node: Node, rtt: float, payload: bytes) -> None:
         theirs = ping_delegate.decode_ack_payload(payload)
+        before = self.serf.coordinates.coord.copy()
         try:
             self.serf.coordinates.update(node.name, theirs, rtt)
         except ValueError as exc:  # serf logs these at TRACE: a rejected, not a bad, message
+            self.serf.metrics.incr("serf.coordinate.rejected")
             log.debug("serf: Rejected coordinate from %s: %s", node.name, exc)
             return
+        self.serf.metrics.sample("serf.coordinate.adjustment-ms",
+                                 before.distance_to(self.serf.coordinates.coord) * 1.0e3)
         self.serf.coordinate_cache[node.name] = theirs
         self.serf.coordinate_cache[self.serf.config.node_name] = self.serf.coordinates.coord.copy()

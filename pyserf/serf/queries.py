@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from pyserf.memberlist import codec
 from pyserf.memberlist.fields import I64_MAX, U8_MAX, U16_MAX
+from pyserf.memberlist.metrics import Metrics
 from pyserf.memberlist.state import Address
 from pyserf.serf import filters, internal_queries
 from pyserf.serf import messages as m
@@ -89,6 +90,7 @@ class Queries:
     rng: random.Random
     drops: DropLog
     memberlist: Memberlist
+    metrics: Metrics
     members: dict[str, MemberState]
     _events: list[SerfEvent]
     _queries: dict[int, QueryCollector]
@@ -221,6 +223,8 @@ class Queries:
             seen[1].append(q.id)
         else:
             self.query_buffer[idx] = (q.ltime, [q.id])
+        self.metrics.incr("serf.queries")
+        self.metrics.incr("serf.queries." + q.name)
         rebroadcast = not q.flags & m.QUERY_FLAG_NO_BROADCAST
         if not self._should_process(q.filter_records(), q.source_node or "a peer", now):
             return rebroadcast
@@ -295,10 +299,16 @@ class Queries:
         if collector.closed:
             return
         if resp.flags & m.QUERY_FLAG_ACK:
-            if resp.from_ not in collector.acks:
+            if resp.from_ in collector.acks:
+                self.metrics.incr("serf.query_duplicate_acks")
+            else:
+                self.metrics.incr("serf.query_acks")
                 collector.acks.add(resp.from_)
                 collector.on_ack(resp.from_, now)
-        elif resp.from_ not in collector.responses:
+        elif resp.from_ in collector.responses:
+            self.metrics.incr("serf.query_duplicate_responses")
+        else:
+            self.metrics.incr("serf.query_responses")
             collector.responses.add(resp.from_)
             collector.on_response(resp.from_, resp.payload or b"", now)
         if collector.complete():

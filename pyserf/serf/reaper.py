@@ -7,6 +7,7 @@ import logging
 import random
 from typing import TYPE_CHECKING
 
+from pyserf.memberlist.metrics import Metrics
 from pyserf.serf.events import MemberEvent, SerfEvent
 from pyserf.serf.members import MemberState
 
@@ -26,6 +27,7 @@ class Reaper:
     config: SerfConfig
     rng: random.Random
     memberlist: Memberlist
+    metrics: Metrics
     _events: list[SerfEvent]
     members: dict[str, MemberState]
     failed_members: list[MemberState]
@@ -75,9 +77,12 @@ class Reaper:
                              lambda outcome, when: None)
 
     def _check_queues(self, now: float) -> None:
+        # memberlist 0.5's own queue sample, which serf 0.9.4's memberlist (0.2.2) lacks.
+        self.metrics.sample("memberlist.queue.broadcasts", len(self.memberlist.broadcasts))
         for name, queue in (("Intent", self.intent_broadcasts), ("Event", self.event_broadcasts),
                             ("Query", self.query_broadcasts)):
             depth = len(queue)
+            self.metrics.sample("serf.queue." + name, depth)
             if depth >= 128:
                 log.warning("serf: %s queue depth: %d", name, depth)
             if depth > self.config.max_queue_depth:

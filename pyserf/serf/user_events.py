@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from pyserf.memberlist.metrics import Metrics
 from pyserf.serf import messages as m
 from pyserf.serf.config import SerfError
 from pyserf.serf.events import SerfEvent, UserEventReceived
@@ -38,6 +39,7 @@ class UserEvents:
     # Serf's state this part reads and writes (set by Serf.__init__).
     config: SerfConfig
     drops: DropLog
+    metrics: Metrics
     _events: list[SerfEvent]
     event_clock: LamportClock
     event_min_time: int
@@ -99,6 +101,8 @@ class UserEvents:
                 self._event_buffer_bytes -= sum(len(n) + len(p) for n, p in seen[1])
             self.event_buffer[idx] = (msg.ltime, [item])
         self._event_buffer_bytes += cost
+        self.metrics.incr("serf.events")
+        self.metrics.incr("serf.events." + msg.name)
         self._events.append(UserEventReceived(msg.ltime, msg.name, msg.payload, msg.cc))
         return True
 

@@ -30,6 +30,7 @@ LAZY = {
     "decimal": "config decoding errors",
     "aiohttp": "http_addr (the HTTP API)",
     "pyserf.http.server": "http_addr (the HTTP API)",
+    "pyserf.telemetry": "statsd_addr, statsite_addr or http_addr (telemetry)",
 }
 
 

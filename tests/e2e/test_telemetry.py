@@ -1,0 +1,263 @@
+"""Telemetry (issue 14) from real pyserf agent processes: statsd lines caught by a real UDP
+listener, statsite lines by a real TCP listener, the SIGUSR1 dump, Prometheus' /metrics, and
+(when real serf is installed) the statsd names serf 0.9.4 sends under the same config.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import signal
+import socket
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.e2e.harness import Agent, Cluster, wait_until
+
+pytestmark = pytest.mark.e2e
+
+LINE = re.compile(r"^(?P<name>[^:|\s]+):(?P<value>-?\d+\.\d{6})\|(?P<kind>c|g|ms)$")
+
+
+class StatsListener:
+    """Collects statsd lines (UDP datagrams, or a TCP stream for statsite) in a thread."""
+
+    def __init__(self, ip: str, tcp: bool = False, port: int = 0) -> None:
+        kind = socket.SOCK_STREAM if tcp else socket.SOCK_DGRAM
+        self.sock = socket.socket(socket.AF_INET, kind)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((ip, port))
+        self.addr = f"{ip}:{self.sock.getsockname()[1]}"
+        self.values: dict[tuple[str, str], list[float]] = defaultdict(list)
+        self.bad: list[str] = []
+        self.datagrams: list[int] = []
+        self.lock = threading.Lock()
+        self.stopped = False
+        if tcp:
+            self.sock.listen(4)
+        self.sock.settimeout(0.2)
+        threading.Thread(target=self._tcp if tcp else self._udp, daemon=True).start()
+
+    def _take(self, text: str) -> None:
+        with self.lock:
+            for line in text.splitlines():
+                match = LINE.match(line)
+                if match is None:
+                    self.bad.append(line)
+                else:
+                    self.values[(match["name"], match["kind"])].append(float(match["value"]))
+
+    def _udp(self) -> None:
+        while not self.stopped:
+            try:
+                data = self.sock.recv(65535)
+            except TimeoutError:
+                continue
+            except OSError:  # closed
+                return
+            self.datagrams.append(len(data))
+            self._take(data.decode())
+
+    def _tcp(self) -> None:
+        while not self.stopped:
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:  # closed
+                return
+            conn.settimeout(0.2)
+            pending = b""
+            while not self.stopped:
+                try:
+                    chunk = conn.recv(65536)
+                except TimeoutError:
+                    continue
+                if not chunk:
+                    break
+                pending += chunk
+                text, _, rest = pending.rpartition(b"\n")
+                pending = rest
+                self._take(text.decode())
+            conn.close()
+
+    def names(self) -> set[str]:
+        with self.lock:
+            return {name for name, _ in self.values}
+
+    def total(self, name: str, kind: str) -> float:
+        with self.lock:
+            return sum(self.values.get((name, kind), []))
+
+    def count(self, name: str, kind: str) -> int:
+        with self.lock:
+            return len(self.values.get((name, kind), []))
+
+    def close(self) -> None:
+        self.stopped = True
+        self.sock.close()
+
+
+def _config(cluster: Cluster, name: str, **keys: object) -> str:
+    path = cluster.tmp / f"{name}-telemetry.json"
+    path.write_text(json.dumps(keys))
+    return f"-config-file={path}"
+
+
+def test_statsd_lines_carry_serf_names_kinds_and_values(cluster: Cluster, tmp_path: Path) -> None:
+    ip_a = cluster._ip()
+    statsd = StatsListener(ip_a)
+    try:
+        b = cluster.start("pyserf", "b")
+        cluster.start("pyserf", "a", _config(cluster, "a", statsd_addr=statsd.addr),
+                      f"-join={b.bind}", ip=ip_a)
+        wait_until(lambda: statsd.total("serf-agent.serf.member.join", "c") >= 2, 15,
+                   what="a's member.join counter (itself and b)")
+        wait_until(lambda: statsd.count("serf-agent.serf.coordinate.adjustment-ms", "ms") > 0,
+                   15, what="a coordinate update from a probe of b")
+        # A member that goes away: failed (killed), seen within the suspicion timeout.
+        b.proc.kill()
+        b.proc.wait(5)
+        wait_until(lambda: statsd.total("serf-agent.serf.member.failed", "c") >= 1, 30,
+                   what="a's member.failed counter")
+        names = statsd.names()
+        expected = {
+            ("serf-agent.memberlist.probeNode", "ms"), ("serf-agent.memberlist.gossip", "ms"),
+            ("serf-agent.memberlist.pushPullNode", "ms"), ("serf-agent.memberlist.msg.alive", "c"),
+            ("serf-agent.memberlist.msg.suspect", "c"), ("serf-agent.memberlist.msg.dead", "c"),
+            ("serf-agent.memberlist.udp.sent", "c"), ("serf-agent.memberlist.udp.received", "c"),
+            ("serf-agent.memberlist.tcp.connect", "c"), ("serf-agent.serf.msgs.sent", "ms"),
+            ("serf-agent.serf.msgs.received", "ms"), ("serf-agent.serf.member.join", "c"),
+            ("serf-agent.serf.member.failed", "c"),
+            ("serf-agent.serf.coordinate.adjustment-ms", "ms")}
+        missing = {k for k in expected if statsd.count(*k) == 0}
+        assert not missing, f"not sent: {sorted(missing)}; sent: {sorted(names)}"
+        assert not statsd.bad, f"lines not in go-metrics' statsd format: {statsd.bad[:5]}"
+        assert max(statsd.datagrams) <= 1400, "statsd packets are bounded like go-metrics'"
+        # Counted in bytes per packet, as memberlist does (a ping alone is ~30 bytes).
+        assert statsd.total("serf-agent.memberlist.udp.sent", "c") > \
+            20 * statsd.count("serf-agent.memberlist.udp.sent", "c")
+        # Gauges carry the host name, as go-metrics does when a sink is set.
+        host = socket.gethostname()
+        assert statsd.count(f"serf-agent.{host}.runtime.num_goroutines", "g") >= 1
+        # b joined (1) and a itself (1): exactly two joins, one failure.
+        assert statsd.total("serf-agent.serf.member.join", "c") == 2
+        assert statsd.total("serf-agent.serf.member.failed", "c") == 1
+        # Counters grow while the agent runs: later probes keep sending datagrams.
+        before = statsd.total("serf-agent.memberlist.gossip", "ms"), \
+            statsd.count("serf-agent.memberlist.gossip", "ms")
+        assert before[1] >= 1 and all(v >= 0 for v in
+                                      statsd.values[("serf-agent.memberlist.gossip", "ms")])
+    finally:
+        statsd.close()
+
+
+def test_statsite_over_tcp_and_retry_after_it_comes_up(cluster: Cluster) -> None:
+    ip = cluster._ip()
+    # Reserve a port, start the agent while nothing listens there, then start statsite.
+    probe = socket.socket()
+    probe.bind((ip, 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    a = cluster.start("pyserf", "a", _config(cluster, "a", statsite_addr=f"{ip}:{port}"),
+                      ip=ip)
+    wait_until(lambda: "Error connecting to statsite" in a.log(), 10,
+               what="the failed statsite connection to be logged")
+    listener = StatsListener(ip, tcp=True, port=port)
+    try:
+        cluster.start("pyserf", "b", f"-join={a.bind}")
+        # The back-off retries (1 s, 2 s, 4 s, ...) reach it; joins are counted once connected.
+        wait_until(lambda: listener.count(f"serf-agent.{socket.gethostname()}"
+                                          ".runtime.sys_bytes", "g") >= 1, 20,
+                   what="statsite lines after the retry")
+        wait_until(lambda: listener.count("serf-agent.memberlist.probeNode", "ms") >= 1, 15,
+                   what="probe timers over statsite")
+        assert not listener.bad
+        assert a.alive()
+    finally:
+        listener.close()
+
+
+def test_sigusr1_dumps_inmem_intervals_in_go_metrics_format(cluster: Cluster) -> None:
+    ip = cluster._ip()
+    statsd = StatsListener(ip)
+    try:
+        a = cluster.start("pyserf", "a", _config(cluster, "a", statsd_addr=statsd.addr), ip=ip)
+        cluster.start("pyserf", "b", f"-join={a.bind}")
+        # go-metrics prints finished 10 s intervals only: wait for one to close.
+        time.sleep(11)
+        cluster.send(a, signal.SIGUSR1)
+        row = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4} \S+)\]\[(G|C|S)\] "
+                         r"'([^']+)': (.*)$")
+        wait_until(lambda: "'serf-agent.serf.member.join': Count: " in a.log(), 10,
+                   what="the SIGUSR1 dump")
+        rows = [m.groups() for m in map(row.match, a.log().splitlines()) if m]
+        by_name = {(kind, name): rest for _, kind, name, rest in rows}
+        assert by_name[("C", "serf-agent.serf.member.join")].startswith("Count: 2 Sum: 2.000 ")
+        assert ("S", "serf-agent.memberlist.probeNode") in by_name
+        host = socket.gethostname()
+        assert float(by_name[("G", f"serf-agent.{host}.runtime.sys_bytes")]) > 1e6
+        assert a.alive(), "SIGUSR1 must not stop the agent"
+    finally:
+        statsd.close()
+
+
+def test_sigusr1_without_telemetry_keeps_the_agent_running(cluster: Cluster) -> None:
+    a = cluster.start("pyserf", "a")
+    cluster.send(a, signal.SIGUSR1)
+    wait_until(lambda: "telemetry is off" in a.log(), 10, what="the SIGUSR1 note")
+    assert a.alive()
+
+
+def test_bad_sink_address_is_a_clear_start_error(cluster: Cluster) -> None:
+    ip = cluster._ip()
+    a = cluster.start("pyserf", "a", _config(cluster, "a", statsd_addr="no-port-here"),
+                      ip=ip, wait=False)
+    assert a.proc.wait(20) == 1
+    assert "Failed to start statsd sink. Got: address no-port-here" in a.log()
+
+
+def _metrics(agent: Agent, token: str | None = None) -> tuple[int, str]:
+    conn = http.client.HTTPConnection(agent.ip, 8500, timeout=10)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        conn.request("GET", "/metrics", headers=headers)
+        resp = conn.getresponse()
+        return resp.status, resp.read().decode()
+    finally:
+        conn.close()
+
+
+def test_prometheus_metrics_endpoint_and_its_auth(cluster: Cluster) -> None:
+    ip = cluster._ip()
+    a = cluster.start("pyserf", "a", f"-http-addr={ip}:8500",
+                      _config(cluster, "a", http_token="tok"), ip=ip)
+    cluster.start("pyserf", "b", f"-join={a.bind}")
+
+    def families() -> dict[str, dict[str, float]]:
+        status, text = _metrics(a)  # open without the token (http_metrics_auth false)
+        assert status == 200, text
+        return {f.name: {s.name: s.value for s in f.samples}
+                for f in text_string_to_metric_families(text)}
+
+    wait_until(lambda: "serf_agent_memberlist_probeNode" in families(), 15,
+               what="probe timers in /metrics")
+    fams = families()
+    assert fams["serf_agent_serf_member_join"]["serf_agent_serf_member_join_total"] == 2
+    assert fams["serf_agent_memberlist_probeNode"]["serf_agent_memberlist_probeNode_count"] >= 1
+    assert fams["serf_agent_memberlist_udp_sent"]["serf_agent_memberlist_udp_sent_total"] > 0
+    assert fams["process_resident_memory_bytes"]["process_resident_memory_bytes"] > 1e6
+    assert "serf_agent_runtime_sys_bytes" in fams  # gauges without the host name part
+
+    b2 = cluster.start("pyserf", "c", f"-http-addr={cluster.prefix}.9:8500",
+                       _config(cluster, "c", http_token="tok", http_metrics_auth=True),
+                       ip=f"{cluster.prefix}.9")
+    assert _metrics(b2)[0] == 401
+    status, text = _metrics(b2, "tok")
+    assert status == 200 and "process_cpu_seconds_total" in text

@@ -1,0 +1,217 @@
+"""Telemetry formats and bounds: go-metrics' statsd lines and InmemSignal dump, the statsd
+sink's packets, Prometheus exposition, the name cap, and /metrics auth on the listener."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+import tracemalloc
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from pyserf.http.server import HTTPListener
+from pyserf.memberlist.metrics import NULL_METRICS
+from pyserf.telemetry import recorder as rec_mod
+from pyserf.telemetry.prometheus import render
+from pyserf.telemetry.recorder import MAX_INTERVALS, MAX_NAMES, Recorder
+from pyserf.telemetry.sinks import (
+    QUEUE_LINES,
+    STATSD_MAX_PACKET,
+    SinkAddressError,
+    StatsdSink,
+    resolve,
+)
+
+
+class Lines:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def push(self, line: str) -> None:
+        self.lines.append(line)
+
+
+def test_statsd_lines_are_go_metrics_format_with_service_prefix_and_gauge_host() -> None:
+    sink = Lines()
+    rec = Recorder([sink], hostname="vm")
+    rec.incr("serf.member.join")
+    rec.incr("memberlist.udp.sent", 148)
+    rec.gauge("memberlist.health.score", 2)
+    rec.sample("memberlist.gossip", 0.25)
+    assert sink.lines == [
+        "serf-agent.serf.member.join:1.000000|c\n",
+        "serf-agent.memberlist.udp.sent:148.000000|c\n",
+        "serf-agent.vm.memberlist.health.score:2.000000|g\n",  # gauges get the host name
+        "serf-agent.memberlist.gossip:0.250000|ms\n",
+    ]
+
+
+def test_names_from_the_network_cannot_forge_statsd_lines() -> None:
+    sink = Lines()
+    rec = Recorder([sink], hostname="h")
+    rec.incr("serf.events.deploy:1|c\nevil x@#")
+    (line,) = sink.lines
+    assert line == "serf-agent.serf.events.deploy_1_c_evil_x__:1.000000|c\n"
+
+
+def test_the_noop_metrics_accept_every_call() -> None:
+    NULL_METRICS.incr("x")
+    NULL_METRICS.gauge("x", 1)
+    NULL_METRICS.sample("x", 1)
+    NULL_METRICS.measure_since("x", NULL_METRICS.start())
+
+
+def test_a_flood_of_distinct_names_is_capped_and_memory_stays_bounded() -> None:
+    clock = [1000.0]
+    rec = Recorder(hostname="", clock=lambda: clock[0])
+    tracemalloc.start()
+    try:
+        for i in range(MAX_NAMES):
+            rec.incr(f"serf.events.e{i}")
+        baseline = tracemalloc.get_traced_memory()[0]
+        for i in range(50_000):  # a peer firing events under ever new names, for minutes
+            rec.incr(f"serf.events.flood{i}")
+            rec.sample(f"serf.queries.flood{i}", 1.0)
+            clock[0] += 0.01
+        grown = tracemalloc.get_traced_memory()[0] - baseline
+    finally:
+        tracemalloc.stop()
+    assert len(rec.names) == MAX_NAMES
+    assert rec.dropped == 100_000
+    assert len(rec.intervals) <= MAX_INTERVALS
+    assert grown < 2 * 1024 * 1024, grown
+    rec.incr("serf.events.e0")  # known names keep counting
+    assert rec.counter_totals["serf.events.e0"] == 2
+
+
+def test_an_overlong_name_is_dropped() -> None:
+    rec = Recorder()
+    rec.incr("serf.events." + "x" * rec_mod.MAX_NAME_LENGTH)
+    assert rec.dropped == 1 and not rec.names
+
+
+def test_sigusr1_dump_matches_inmem_signal_and_skips_the_current_interval() -> None:
+    clock = [1_796_000_000.0]  # on a 10 s boundary
+    rec = Recorder(clock=lambda: clock[0])
+    rec.incr("serf.member.join")
+    rec.incr("serf.member.join")
+    rec.gauge("memberlist.health.score", 1)
+    rec.sample("memberlist.probeNode", 1.0)
+    rec.sample("memberlist.probeNode", 3.0)
+    assert rec.dump() == ""  # the first interval is still being aggregated
+    clock[0] += 10
+    rec.incr("serf.member.update")
+    lines = rec.dump().splitlines()
+    stamp = r"\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4} \S+\]"
+    updated = r"LastUpdated: \d{4}-\d\d-\d\d \d\d:\d\d:\d\d(\.\d+)? [+-]\d{4} \S+"
+    assert len(lines) == 3
+    assert re.fullmatch(stamp + r"\[G\] 'serf-agent.memberlist.health.score': 1.000", lines[0])
+    assert re.fullmatch(stamp + r"\[C\] 'serf-agent.serf.member.join': Count: 2 Sum: 2.000 "
+                        + updated, lines[1])
+    assert re.fullmatch(stamp + r"\[S\] 'serf-agent.memberlist.probeNode': Count: 2 "
+                        r"Min: 1.000 Mean: 2.000 Max: 3.000 Stddev: 1.414 Sum: 4.000 "
+                        + updated, lines[2])
+
+
+def test_statsd_sink_batches_lines_into_bounded_datagrams_and_bounds_its_queue() -> None:
+    listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.settimeout(2)
+    port = listener.getsockname()[1]
+
+    async def main() -> StatsdSink:
+        sink = StatsdSink(asyncio.get_running_loop(), f"127.0.0.1:{port}")
+        rec = Recorder([sink], hostname="h")
+        for i in range(100):
+            rec.sample("memberlist.probeNode", float(i))
+        await asyncio.sleep(0.3)  # the delayed flush
+        for _ in range(QUEUE_LINES + 10):
+            sink.push("x:1.000000|c\n")
+        sink.close()
+        return sink
+
+    sink = asyncio.run(main())
+    sizes, lines = [], []
+    try:
+        while True:
+            data = listener.recv(65535)
+            sizes.append(len(data))
+            lines += data.decode().splitlines()
+    except TimeoutError:
+        pass
+    finally:
+        listener.close()
+    assert max(sizes) <= STATSD_MAX_PACKET
+    probe = [x for x in lines if x.startswith("serf-agent.memberlist.probeNode:")]
+    assert probe == [f"serf-agent.memberlist.probeNode:{float(i):f}|ms" for i in range(100)]
+    assert len(sizes) > 1 and sum(sizes) > STATSD_MAX_PACKET  # several full packets
+    assert sink.dropped == 10 and lines.count("x:1.000000|c") == QUEUE_LINES
+
+
+@pytest.mark.parametrize("addr,why", [("no-port", "missing port"), ("h:0", "invalid port"),
+                                      ("127.0.0.1:99999", "invalid port"),
+                                      ("no.such.host.invalid:8125", "cannot resolve")])
+def test_unusable_sink_addresses_say_why(addr: str, why: str) -> None:
+    with pytest.raises(SinkAddressError, match=why):
+        resolve(addr, socket.SOCK_DGRAM)
+
+
+def test_prometheus_exposition_parses_with_mapped_names() -> None:
+    rec = Recorder([Lines()], hostname="vm")
+    rec.incr("serf.member.join", 2)
+    rec.incr("serf.coordinate.rejected")
+    rec.gauge("memberlist.health.score", 3)
+    rec.sample("serf.coordinate.adjustment-ms", 0.5)
+    rec.sample("serf.coordinate.adjustment-ms", 1.5)
+    fams = {f.name: (f.type, {s.name: s.value for s in f.samples})
+            for f in text_string_to_metric_families(render(rec).decode())}
+    assert fams["serf_agent_serf_member_join"] == (
+        "counter", {"serf_agent_serf_member_join_total": 2.0})
+    assert fams["serf_agent_memberlist_health_score"] == (  # no host name for Prometheus
+        "gauge", {"serf_agent_memberlist_health_score": 3.0})
+    assert fams["serf_agent_serf_coordinate_adjustment_ms"] == (
+        "summary", {"serf_agent_serf_coordinate_adjustment_ms_count": 2.0,
+                    "serf_agent_serf_coordinate_adjustment_ms_sum": 2.0})
+    assert fams["process_resident_memory_bytes"][1]["process_resident_memory_bytes"] > 0
+
+
+class _Telemetry:
+    def __init__(self) -> None:
+        self.recorder = Recorder()
+        self.recorder.incr("serf.member.join")
+
+
+class _Agent:
+    telemetry = _Telemetry()
+
+    def subscribe(self, listener: object) -> object:
+        return lambda: None
+
+
+async def _get(port: int, path: str, token: str | None) -> int:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    auth = f"Authorization: Bearer {token}\r\n" if token else ""
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n".encode())
+    status = int((await reader.readline()).split()[1])
+    writer.close()
+    return status
+
+
+@pytest.mark.parametrize("metrics_auth,without,with_token", [(False, 200, 200),
+                                                             (True, 401, 200)])
+def test_metrics_is_open_unless_http_metrics_auth(metrics_auth: bool, without: int,
+                                                  with_token: int) -> None:
+    async def main() -> tuple[int, int, int]:
+        listener = HTTPListener(_Agent(), token="tok",  # type: ignore[arg-type]
+                                metrics_auth=metrics_auth)
+        await listener.start("127.0.0.1", 0)
+        try:
+            port = listener.address[1]
+            return (await _get(port, "/metrics", None), await _get(port, "/metrics", "tok"),
+                    await _get(port, "/v1/agent/self", None))
+        finally:
+            await listener.close()
+
+    assert asyncio.run(main()) == (without, with_token, 401)
