@@ -261,3 +261,48 @@ def test_prometheus_metrics_endpoint_and_its_auth(cluster: Cluster) -> None:
     assert _metrics(b2)[0] == 401
     status, text = _metrics(b2, "tok")
     assert status == 200 and "process_cpu_seconds_total" in text
+
+
+# go-metrics' Go runtime gauges and GC pause samples with no Python counterpart pyserf sends
+# (it sends num_goroutines as asyncio tasks, sys_bytes as RSS, heap_objects as allocated
+# blocks and total_gc_runs as gc collections).
+GO_RUNTIME_ONLY = {"runtime.alloc_bytes", "runtime.free_count", "runtime.malloc_count",
+                   "runtime.total_gc_pause_ns", "runtime.gc_pause_ns"}
+
+
+def test_statsd_names_cover_what_real_serf_sends_in_the_same_role(cluster: Cluster,
+                                                                  need_serf: None) -> None:
+    """A serf and a pyserf agent each join a third member and are probed, gossiped to and
+    pushed-pulled alike; every name serf sends (but the Go runtime's) comes from pyserf too,
+    with the same kind."""
+    hub = cluster.start("pyserf", "hub")
+    ip_serf, ip_py = cluster._ip(), cluster._ip()
+    serf_stats, py_stats = StatsListener(ip_serf), StatsListener(ip_py)
+    try:
+        cluster.start("serf", "s", _config(cluster, "s", statsd_addr=serf_stats.addr),
+                      f"-join={hub.bind}", ip=ip_serf)
+        cluster.start("pyserf", "p", _config(cluster, "p", statsd_addr=py_stats.addr),
+                      f"-join={hub.bind}", ip=ip_py)
+        wait_until(lambda: {"serf-agent.serf.coordinate.adjustment-ms",
+                            "serf-agent.memberlist.gossip"} <= serf_stats.names()
+                   and {"serf-agent.serf.coordinate.adjustment-ms",
+                        "serf-agent.memberlist.gossip"} <= py_stats.names(), 25,
+                   what="both agents to send probe and gossip metrics")
+        time.sleep(3)
+        host = socket.gethostname()
+
+        def kinds(listener: StatsListener) -> dict[str, str]:
+            with listener.lock:
+                return {name.replace(f"serf-agent.{host}.", "serf-agent."): kind
+                        for name, kind in listener.values}
+
+        serf_kinds, py_kinds = kinds(serf_stats), kinds(py_stats)
+        missing = {n for n in serf_kinds if n not in py_kinds
+                   and n.removeprefix("serf-agent.") not in GO_RUNTIME_ONLY}
+        assert not missing, f"serf sends, pyserf does not: {sorted(missing)}"
+        different = {n: (serf_kinds[n], py_kinds[n]) for n in serf_kinds
+                     if n in py_kinds and serf_kinds[n] != py_kinds[n]}
+        assert not different, f"kinds differ (serf, pyserf): {different}"
+    finally:
+        serf_stats.close()
+        py_stats.close()
