@@ -50,6 +50,9 @@ MAIN_CASES = {
     "http_token_no_addr": "pyserf_install_method=pip pyserf_http_token=s3cret",
     "http_cert_no_key": "pyserf_install_method=pip pyserf_http_addr=127.0.0.1:8500 "
     "pyserf_http_tls_cert=/etc/pyserf/c.pem",
+    "ok_telemetry": "pyserf_install_method=pip pyserf_statsd_addr=127.0.0.1:8125 "
+    "pyserf_statsite_addr=[::1]:8125",
+    "statsd_port_only": "pyserf_install_method=pip pyserf_statsd_addr=8125",
 }
 VERIFY_CASES = {"verify_bad_retries": "pyserf_verify_retries=many"}
 FAILED_LINE = re.compile(
@@ -104,7 +107,8 @@ def first_failure(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str | N
     return failures
 
 
-@pytest.mark.parametrize("host", ["ok_prebuilt", "ok_pip", "ok_scripts_hosts", "ok_http"])
+@pytest.mark.parametrize("host", ["ok_prebuilt", "ok_pip", "ok_scripts_hosts", "ok_http",
+                                  "ok_telemetry"])
 def test_complete_settings_pass(first_failure: dict[str, str | None], host: str) -> None:
     assert first_failure[host] is None
 
@@ -151,6 +155,7 @@ def test_argument_spec_rejects(
         ("http_port_only", 'pyserf_http_addr must be "" (off) or host:port'),
         ("http_token_no_addr", 'pyserf_http_addr must be "" (off) or host:port'),
         ("http_cert_no_key", 'pyserf_http_addr must be "" (off) or host:port'),
+        ("statsd_port_only", 'pyserf_statsd_addr and pyserf_statsite_addr must be "" (off)'),
     ],
 )
 def test_assert_catches_what_the_spec_lets_through(
