@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pyserf.agent import logs
+from pyserf.memberlist.metrics import NULL_METRICS, Metrics
 from pyserf.serf.events import MemberEvent, QueryReceived, UserEventReceived
 from pyserf.serf.internal_queries import respond_error
 
@@ -96,6 +97,7 @@ class HandlerManager:
         self.agent = agent
         self.timeout = timeout
         self.scripts: list[_Script] = []
+        self.metrics: Metrics = NULL_METRICS  # the agent's telemetry sets its recorder
 
     def load(self, specs: list[str]) -> None:
         """(Re)load handler specs; scripts whose spec is unchanged keep their queue."""
@@ -157,8 +159,10 @@ class HandlerManager:
             event = await queue.get()
             if event is None:
                 return
+            started = self.metrics.start()
             try:
                 await self._invoke(script, event)
+                self.metrics.measure_since("agent.invoke." + script.command, started)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

@@ -108,7 +108,7 @@ async def _serve(config: AgentConfig, sources: Any) -> int:
         except SinkAddressError as exc:
             _print(f"==> {exc}")
             return 1
-        agent.metrics = agent.telemetry.recorder
+        agent.metrics = agent.handlers.metrics = agent.telemetry.recorder
     # Like serf, a start-up failure prints its "==>" lines only: the log held back until the
     # agent runs is dropped, never shown (no handler.open_gate() on these paths).
     try:

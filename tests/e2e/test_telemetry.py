@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.harness import Agent, Cluster, wait_until
+from tests.e2e.harness import Agent, Cluster, run_cli, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -115,8 +115,9 @@ def test_statsd_lines_carry_serf_names_kinds_and_values(cluster: Cluster, tmp_pa
     statsd = StatsListener(ip_a)
     try:
         b = cluster.start("pyserf", "b")
-        cluster.start("pyserf", "a", _config(cluster, "a", statsd_addr=statsd.addr),
-                      f"-join={b.bind}", ip=ip_a)
+        a = cluster.start("pyserf", "a", _config(cluster, "a", statsd_addr=statsd.addr),
+                          f"-join={b.bind}", "-event-handler=member-join=true", ip=ip_a)
+        assert run_cli("pyserf", "members", rpc=a.rpc).returncode == 0
         wait_until(lambda: statsd.total("serf-agent.serf.member.join", "c") >= 2, 15,
                    what="a's member.join counter (itself and b)")
         wait_until(lambda: statsd.count("serf-agent.serf.coordinate.adjustment-ms", "ms") > 0,
@@ -135,7 +136,9 @@ def test_statsd_lines_carry_serf_names_kinds_and_values(cluster: Cluster, tmp_pa
             ("serf-agent.memberlist.tcp.connect", "c"), ("serf-agent.serf.msgs.sent", "ms"),
             ("serf-agent.serf.msgs.received", "ms"), ("serf-agent.serf.member.join", "c"),
             ("serf-agent.serf.member.failed", "c"),
-            ("serf-agent.serf.coordinate.adjustment-ms", "ms")}
+            ("serf-agent.serf.coordinate.adjustment-ms", "ms"),
+            ("serf-agent.agent.ipc.accept", "c"), ("serf-agent.agent.ipc.command", "c"),
+            ("serf-agent.agent.invoke.true", "ms")}
         missing = {k for k in expected if statsd.count(*k) == 0}
         assert not missing, f"not sent: {sorted(missing)}; sent: {sorted(names)}"
         assert not statsd.bad, f"lines not in go-metrics' statsd format: {statsd.bad[:5]}"

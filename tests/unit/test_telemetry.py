@@ -215,3 +215,45 @@ def test_metrics_is_open_unless_http_metrics_auth(metrics_auth: bool, without: i
             await listener.close()
 
     assert asyncio.run(main()) == (without, with_token, 401)
+
+
+def test_the_machines_count_serfs_events_in_a_simulated_cluster() -> None:
+    """The call sites in memberlist and serf, deterministic: joins, gossip, probes, a user
+    event, a query with acks, a crash, and the 30 s queue samples, as node a counts them."""
+    from pyserf.sim.network import SimNetwork
+
+    net = SimNetwork(seed=7)
+    a = net.add_node("a", "10.0.0.1")
+    rec = Recorder()
+    a.serf.use_metrics(rec)
+    b = net.add_node("b", "10.0.0.2")
+    c = net.add_node("c", "10.0.0.3")
+    net.join(b, a)
+    net.join(c, a)
+    net.run_until(3.0)
+    counters, samples = rec.counter_totals, rec.sample_totals
+    assert counters["serf.member.join"] == 2  # b and c (a joined itself before use_metrics)
+    assert counters["memberlist.msg.alive"] >= 2
+    assert counters["memberlist.udp.sent"] > 30 * samples["memberlist.probeNode"].count > 0
+    assert counters["memberlist.udp.received"] > 0
+    assert samples["memberlist.gossip"].count > 0
+    assert samples["serf.msgs.sent"].count > 0 and samples["serf.msgs.received"].count > 0
+    assert samples["serf.coordinate.adjustment-ms"].count > 0
+
+    b.serf.user_event("deploy", b"v1", False, net.now)
+    net._pump(b)
+    a.serf.query("uptime", b"", net.now, request_ack=True)
+    net._pump(a)
+    net.run_until(net.now + 3.0)
+    assert counters["serf.events"] == 1 and counters["serf.events.deploy"] == 1
+    assert counters["serf.queries"] >= 1 and counters["serf.queries.uptime"] >= 1
+    assert counters["serf.query_acks"] == 3  # b, c and a itself
+
+    net.crash(c)
+    net.run_until(net.now + 30.0)
+    assert counters["memberlist.msg.suspect"] >= 1 and counters["memberlist.msg.dead"] >= 1
+    assert counters["serf.member.failed"] == 1
+    assert samples["memberlist.pushPullNode"].count >= 1  # a's own periodic push-pull
+    assert samples["serf.queue.Intent"].count >= 1
+    assert samples["memberlist.queue.broadcasts"].count >= 1
+    assert b.serf.metrics is NULL_METRICS  # the others count nothing
