@@ -216,7 +216,3 @@ class Recorder(Metrics):
             out += [f"[{stamp}][C] '{n}': {a.text()}\n" for n, a in sorted(intv.counters.items())]
             out += [f"[{stamp}][S] '{n}': {a.text()}\n" for n, a in sorted(intv.samples.items())]
         return "".join(out)
-
-    def kind_of(self, key: str) -> str | None:
-        known = self.names.get(key)
-        return known[1] if known else None

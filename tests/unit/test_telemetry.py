@@ -21,6 +21,7 @@ from pyserf.telemetry.sinks import (
     STATSD_MAX_PACKET,
     SinkAddressError,
     StatsdSink,
+    StatsiteSink,
     resolve,
 )
 
@@ -257,3 +258,37 @@ def test_the_machines_count_serfs_events_in_a_simulated_cluster() -> None:
     assert samples["serf.queue.Intent"].count >= 1
     assert samples["memberlist.queue.broadcasts"].count >= 1
     assert b.serf.metrics is NULL_METRICS  # the others count nothing
+
+
+def test_a_statsite_that_stops_reading_is_dropped_and_reconnected_without_blocking() -> None:
+    async def main() -> tuple[int, float]:
+        accepted: list[asyncio.StreamWriter] = []
+
+        async def never_read(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            accepted.append(writer)
+
+        server = await asyncio.start_server(never_read, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        sink = StatsiteSink(asyncio.get_running_loop(), f"127.0.0.1:{port}")
+        line = "serf-agent.memberlist.gossip:" + "1" * 200 + ".000000|ms\n"
+        worst = 0.0
+        try:
+            for _ in range(400):  # up to ~350 MB offered; the kernel buffers a few MB
+                if len(accepted) >= 2:
+                    break
+                for _ in range(QUEUE_LINES):
+                    sink.push(line)
+                started = asyncio.get_running_loop().time()
+                sink.flush()
+                worst = max(worst, asyncio.get_running_loop().time() - started)
+                await asyncio.sleep(0.01)
+        finally:
+            sink.close()
+            server.close()
+            for writer in accepted:
+                writer.close()
+        return len(accepted), worst
+
+    connections, worst_flush = asyncio.run(main())
+    assert connections >= 2, "the sink reconnects after giving up on a stuck statsite"
+    assert worst_flush < 0.5  # a flush never waits for the peer
