@@ -284,8 +284,7 @@ class SimNetwork:
         node.up = False
         self.packets_undelivered += sum(1 for h, _ in node.inbox if h == self._h_packet)
         node.inbox.clear()
-        node.serf.memberlist.shutdown()
-        node.serf.state = node.serf.state.SHUTDOWN
+        node.serf.shutdown()  # the machine stops its timers; nothing it queued goes out
 
     def pause(self, node: SimNode) -> None:
         """Freeze a node like SIGSTOP: its timers stop and what arrives waits in its buffers."""
