@@ -35,6 +35,7 @@ RETAIN = 60.0
 MAX_INTERVALS = int(RETAIN / INTERVAL)
 
 COUNTER, GAUGE, SAMPLE = "c", "g", "ms"  # the statsd type of each kind
+_STARTED = time.monotonic()  # Go's monotonic clock reading counts from process start
 
 # statsd's separators (':' '|' newline) and anything unprintable would break or forge lines:
 # go-metrics maps ':' and ' ' to '_'; the rest (names a peer chose) are mapped too.
@@ -55,6 +56,7 @@ class Aggregate:
     low: float = 0.0
     high: float = 0.0
     updated: float = 0.0
+    since_start: float = 0.0  # Go prints a time.Now() with its monotonic reading (m=+...)
 
     def ingest(self, value: float, now: float) -> None:
         self.count += 1
@@ -65,6 +67,7 @@ class Aggregate:
         if self.count == 1 or value > self.high:
             self.high = value
         self.updated = now
+        self.since_start = time.monotonic() - _STARTED
 
     def stddev(self) -> float:
         num = self.count * self.squares - self.total * self.total
@@ -75,7 +78,7 @@ class Aggregate:
         """AggregateSample.String(), as InmemSignal prints it."""
         if self.count == 0:
             return "Count: 0"
-        updated = go_time(self.updated)
+        updated = f"{go_time(self.updated)} m=+{self.since_start:.9f}"
         if self.stddev() == 0:
             return f"Count: {self.count} Sum: {self.total:0.3f} LastUpdated: {updated}"
         return (f"Count: {self.count} Min: {self.low:0.3f} Mean: {self.total / self.count:0.3f} "

@@ -106,7 +106,7 @@ def test_sigusr1_dump_matches_inmem_signal_and_skips_the_current_interval() -> N
     rec.incr("serf.member.update")
     lines = rec.dump().splitlines()
     stamp = r"\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4} \S+\]"
-    updated = r"LastUpdated: \d{4}-\d\d-\d\d \d\d:\d\d:\d\d(\.\d+)? [+-]\d{4} \S+"
+    updated = r"LastUpdated: \d{4}-\d\d-\d\d \d\d:\d\d:\d\d(\.\d+)? [+-]\d{4} \S+ m=\+\d+\.\d{9}"
     assert len(lines) == 3
     assert re.fullmatch(stamp + r"\[G\] 'serf-agent.memberlist.health.score': 1.000", lines[0])
     assert re.fullmatch(stamp + r"\[C\] 'serf-agent.serf.member.join': Count: 2 Sum: 2.000 "
