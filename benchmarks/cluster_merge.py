@@ -10,9 +10,11 @@ every node lists all five alive (virtual seconds, bounded at 60). Three variants
 - ``mixed``: s1 and s2 serf-like, the p nodes pyserf as shipped.
 
 Prints, per variant, the trials slower than 20 s (the e2e test's bound), the median, p99 and
-the slowest. Usage::
+the slowest. Then two pyserf clusters of 30 merged by one join (b0 joins a0 40 s after the
+sides formed), with and without the settling sync that follows a burst of members learned by
+gossip (memberlist/catchup.py BurstSettler). Usage::
 
-    python benchmarks/cluster_merge.py [--trials 1000]
+    python benchmarks/cluster_merge.py [--trials 1000] [--trials-30 30]
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pyserf.memberlist import state  # noqa: E402
+from pyserf.memberlist import catchup, state  # noqa: E402
 from pyserf.sim.network import SimNetwork  # noqa: E402
 
 NAMES = ("s1", "p1", "p2", "s2", "p3")
@@ -62,20 +64,55 @@ def run(trials: int, serf_like: set[str], merge_syncs: bool) -> list[float]:
         state.merge_sync_targets = original
 
 
+def trial_30(seed: int) -> float:
+    net = SimNetwork(seed=seed, record_log=False)
+    sides = [[net.add_node(f"{side}{i}", f"10.{k}.0.{i + 1}") for i in range(30)]
+             for k, side in ((1, "a"), (2, "b"))]
+    for side in sides:
+        for node in side[1:]:
+            net.join(node, side[0])
+    net.run_until(net.now + 40.0)
+    net.join(sides[1][0], sides[0][0])
+    start = net.now
+    while net.now - start < BOUND:
+        net.run_until(net.now + 0.25)
+        if all(len(view) == 60 for view in net.views().values()):
+            return net.now - start
+    return BOUND
+
+
+def run_30(trials: int, settling: bool) -> list[float]:
+    original = catchup.BurstSettler.take
+    if not settling:
+        catchup.BurstSettler.take = lambda self, now, members: False  # type: ignore[method-assign]
+    try:
+        return [trial_30(seed) for seed in range(trials)]
+    finally:
+        catchup.BurstSettler.take = original  # type: ignore[method-assign]
+
+
+def report(label: str, times: list[float]) -> None:
+    times = sorted(times)
+    slow = sum(t > 20.0 for t in times)
+    p99 = times[min(len(times) - 1, int(len(times) * 0.99))]
+    print(f"{label:24s} over 20 s: {slow:4d}/{len(times)}   median "
+          f"{statistics.median(times):5.2f}   p99 {p99:5.2f}   max {times[-1]:5.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=1000)
+    parser.add_argument("--trials-30", type=int, default=30)
     args = parser.parse_args()
     variants = (("serf", set(NAMES), False),
                 ("mixed, no merge syncs", {"s1", "s2"}, False),
                 ("mixed", {"s1", "s2"}, True))
     print(f"{args.trials} seeds each; seconds from the merging join until all list all five")
     for label, serf_like, merge_syncs in variants:
-        times = sorted(run(args.trials, serf_like, merge_syncs))
-        slow = sum(t > 20.0 for t in times)
-        p99 = times[min(len(times) - 1, int(len(times) * 0.99))]
-        print(f"{label:24s} over 20 s: {slow:4d}/{len(times)}   median "
-              f"{statistics.median(times):5.2f}   p99 {p99:5.2f}   max {times[-1]:5.2f}")
+        report(label, run(args.trials, serf_like, merge_syncs))
+    print(f"\n30 + 30 pyserf nodes, {args.trials_30} seeds each; seconds until all list all 60")
+    report("no settling sync", run_30(args.trials_30, False))
+    report("as shipped", run_30(args.trials_30, True))
 
 
 if __name__ == "__main__":

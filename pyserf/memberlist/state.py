@@ -23,7 +23,12 @@ from pyserf.gocompat.hostport import join_host_port
 from pyserf.memberlist import codec, fields, security
 from pyserf.memberlist.awareness import Awareness
 from pyserf.memberlist.broadcast import BroadcastQueue
-from pyserf.memberlist.catchup import MERGE_SYNC_FANOUT, CatchUpBudget, merge_sync_targets
+from pyserf.memberlist.catchup import (
+    MERGE_SYNC_FANOUT,
+    BurstSettler,
+    CatchUpBudget,
+    merge_sync_targets,
+)
 from pyserf.memberlist.codec import (
     COMPOUND_HEADER_OVERHEAD,
     COMPOUND_OVERHEAD,
@@ -249,6 +254,9 @@ class Memberlist:
         self._last_eager = -math.inf
         self._news = 0  # members that joined or came back, as we heard of them
         self._eager_budget = CatchUpBudget(self.timing.push_pull_interval)
+        # One sync after a burst of members learned by gossip (see BurstSettler).
+        self._settler = BurstSettler(self.timing.push_pull_interval)
+        self._settle_timer: Timer | None = None
         # Syncs after a join exchange that merged two clusters (see merge_sync_targets).
         self._merge_budget = CatchUpBudget(self.timing.push_pull_interval,
                                            burst=2 * MERGE_SYNC_FANOUT)
@@ -782,6 +790,18 @@ class Memberlist:
         if remote.user_state:
             self.delegate.merge_remote_state(remote.user_state, remote.join, now, source)
 
+    def _settle(self, now: float) -> None:
+        """The settling sync after a burst, once no member has been heard of for a while."""
+        due = self._settler.due()
+        if now < due:
+            self._settle_timer = self.scheduler.call_at(due, self._settle)
+            return
+        self._settle_timer = None
+        if self.left or self.shutdown_done:
+            return
+        if self._settler.take(now, len(self.nodes)):
+            self._push_pull_random_peer(now)
+
     def _merge_sync(self, name: str, now: float) -> None:
         node = self.node_map.get(name)
         if node is None or node.state != NodeStateKind.ALIVE or self.left or self.shutdown_done:
@@ -1284,6 +1304,10 @@ class Memberlist:
                 if not self._merging:
                     # Learned in a push-pull, it came with that exchange's catch-up.
                     self._start_eager_sync(now)
+                    if (self._settler.heard(now) and self.config.eager_sync
+                            and self._settle_timer is None):
+                        self._settle_timer = self.scheduler.call_at(self._settler.due(),
+                                                                    self._settle)
         elif old_meta != state.meta:
             self.delegate.notify_update(state, now)
 
