@@ -296,17 +296,25 @@ def test_cluster_encrypted(host, cfg):
     assert re.search(r"^\s*encrypted = true$", text, re.M), text
 
 
+TRY_JOIN_LIMIT = 6  # seconds a throwaway agent may take to join before it is interrupted
+
+
 def try_join(host, cfg, *key_args: str) -> tuple[int, str]:
     """Start a throwaway agent on a spare port of this host that joins another host: it exits
-    at once if its start-up join fails, else leaves when interrupted after a few seconds."""
+    at once if its start-up join fails, else leaves when interrupted (SIGINT: a graceful leave)
+    as soon as it reports the join, or after TRY_JOIN_LIMIT seconds."""
     me = host.backend.get_hostname()
     addrs = member_addrs(host)
     ip, peer_ip = addrs[me], next(a for n, a in addrs.items() if n in NODES and n != me)
-    # SIGINT after 6 s: a successful join has happened by then and the agent leaves gracefully.
-    res = host.run(
-        f"timeout -s INT 6 {PYSERF} agent -node=probe-{host.backend.get_hostname()} "
-        f"-bind={ip}:7999 -rpc-addr=127.0.0.1:7998 -join={peer_ip}:{PORT} {' '.join(key_args)}"
-    )
+    agent = (f"{PYSERF} agent -node=probe-{me} -bind={ip}:7999 -rpc-addr=127.0.0.1:7998 "
+             f"-join={peer_ip}:{PORT} {' '.join(key_args)}")
+    # Polls the agent's output rather than sleeping a fixed time: saves ~5 s per call.
+    script = (
+        f'out=$(mktemp); {agent} >"$out" 2>&1 & pid=$!; '
+        f"i=0; while [ $i -lt {TRY_JOIN_LIMIT * 10} ] && kill -0 $pid 2>/dev/null "
+        '&& ! grep -q "Join completed" "$out"; do sleep 0.1; i=$((i + 1)); done; '
+        'kill -INT $pid 2>/dev/null; wait $pid; rc=$?; cat "$out"; rm -f "$out"; exit $rc')
+    res = host.run(f"bash -c {shlex.quote(script)}")
     return res.rc, res.stdout + res.stderr
 
 
