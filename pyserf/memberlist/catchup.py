@@ -75,10 +75,10 @@ def merge_sync_targets(remote: Sequence[PushNodeState], ours: Mapping[str, Node]
     other side only from the alive messages the ends gossip. A node no one else on its side
     relays for (the only other member of a two-node side) hears them from one end alone, at
     memberlist's few transmissions to random peers, and on missing them waits for a periodic
-    sync (30 s on a LAN): 20 of 1,000 simulated 2+3 merges took over 20 s to agree, none with
-    these syncs (benchmarks/cluster_merge.py). So each end also
-    syncs with up to ``fanout`` members it learned (not the peer) and ``fanout`` of its own the
-    peer did not list. A node joining a cluster alone knew only itself: nothing to do there.
+    sync (30 s on a LAN): 21 of 1,000 simulated 2+3 merges took over 20 s to agree, none with
+    these syncs (benchmarks/cluster_merge.py). So each end also syncs with up to ``fanout``
+    members it learned (not the peer) and ``fanout`` of its own the peer did not list. A node
+    joining a cluster alone knew only itself: nothing to do there.
     """
     listed: dict[str, PushNodeState] = {r.name: r for r in remote}
     learned = sorted(r.name for r in remote if r.state == NodeStateKind.ALIVE and r.name != me
@@ -140,6 +140,9 @@ class BurstSettler:
         return min(self.last + SETTLE_QUIET, self.first + SETTLE_MAX_WAIT)
 
     def take(self, now: float, members: int) -> bool:
-        """The burst is over at ``now``: whether a sync may run (it spends the budget)."""
+        """The burst is over at ``now``: whether a sync may run (it spends the budget). The
+        next member heard starts a new burst, so a long storm settles at most every
+        SETTLE_MAX_WAIT seconds, not again three members later."""
         self.count = 0
+        self.last = -BURST_GAP
         return self.budget.spend(now, members)

@@ -231,6 +231,9 @@ def test_a_burst_is_three_members_heard_close_together_and_settles_once_quiet():
         settler.heard(t)
     assert settler.due() == 1.0 + SETTLE_MAX_WAIT
     assert settler.take(11.0, 100) and settler.count == 0
+    # News right after: a new burst, settled SETTLE_QUIET after its own last member.
+    assert [settler.heard(t) for t in (11.5, 12.0, 12.5)] == [False, False, True]
+    assert (settler.first, settler.due()) == (11.5, 12.5 + SETTLE_QUIET)
     # Members one at a time (a join, a restart) are no burst.
     lone = BurstSettler(30.0)
     assert not any(lone.heard(t) for t in (0.0, 10.0, 20.0, 30.0))
