@@ -276,7 +276,12 @@ class Agent(AgentTransport):
         serf = self._serf
         if serf is None:
             return
-        for action in serf.actions():
+        actions, events = serf.actions(), serf.events()
+        if any(isinstance(event, KeyringChanged) for event in events):
+            # serf writes the keyring file before it answers the key query that changed the
+            # keyring: whoever gets the answer may read the file at once.
+            self.save_keyring()
+        for action in actions:
             if isinstance(action, SendPacket):
                 # asyncio closes a datagram transport for good when sendto raises anything
                 # but OSError (a port of 70000 raises OverflowError): the machine emits
@@ -286,7 +291,6 @@ class Agent(AgentTransport):
                     self.udp.sendto(action.data, action.addr)
             elif isinstance(action, OpenStream):
                 self.spawn(self._run_stream(action))
-        events = serf.events()
         if events:
             now = self.loop.time()
             for event in events:
@@ -299,8 +303,7 @@ class Agent(AgentTransport):
                     self._query_answer(event)
                     continue
                 if isinstance(event, KeyringChanged):
-                    self.save_keyring()
-                    continue
+                    continue  # saved above
                 try:
                     if self.snapshot is not None:
                         self.snapshot.write(self.snapshot.recorder.on_event(event))
