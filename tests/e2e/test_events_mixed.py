@@ -80,6 +80,11 @@ def test_reachability_both_ways(five):
     for cli, agent in (("serf", five[1]), ("serf", five[0]), ("pyserf", five[0]),
                        ("pyserf", five[1])):
         out = run_cli(cli, "reachability", rpc=agent.rpc)
+        if out.returncode == 1 and "Received less acks than live nodes" in out.stdout:
+            # The ping query's deadline is the agent's default (3.2 s for five members) and
+            # the CLI has no flag for it: one ack missed it once in CI's e2e tier (four
+            # workers, agents under coverage, 2 cores). A second try must then succeed.
+            out = run_cli(cli, "reachability", rpc=agent.rpc)
         assert out.returncode == 0, (cli, agent.name, out.stdout)
         assert "Total members: 5, live members: 5" in out.stdout
         assert "Successfully contacted all live nodes" in out.stdout
