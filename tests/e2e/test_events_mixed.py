@@ -174,6 +174,10 @@ def assert_answered_once(stdout: str, names: list[str]) -> None:
     assert totals == {"Acks": len(names), "Responses": len(names)}, stdout
 
 
+# Deadlines of 2-4 s for answers that take extra hops: in the parallel e2e run (four workers,
+# agents under coverage, 2 cores) a responder whose direct path was open went missing twice
+# in this session's four full runs, so it runs in the serial tier, alone.
+@pytest.mark.serial
 def test_relayed_responses_arrive_exactly_once_when_the_direct_path_drops(five):
     """-relay-factor=3 when answers straight to the querier are lost.
 
