@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pyserf.memberlist import catchup, state  # noqa: E402
 from pyserf.sim.network import SimNetwork  # noqa: E402
+from pyserf.sim.scenarios import two_clusters  # noqa: E402
 
 NAMES = ("s1", "p1", "p2", "s2", "p3")
 BOUND = 60.0
@@ -66,13 +67,8 @@ def run(trials: int, serf_like: set[str], merge_syncs: bool) -> list[float]:
 
 def trial_30(seed: int) -> float:
     net = SimNetwork(seed=seed, record_log=False)
-    sides = [[net.add_node(f"{side}{i}", f"10.{k}.0.{i + 1}") for i in range(30)]
-             for k, side in ((1, "a"), (2, "b"))]
-    for side in sides:
-        for node in side[1:]:
-            net.join(node, side[0])
-    net.run_until(net.now + 40.0)
-    net.join(sides[1][0], sides[0][0])
+    a, b = two_clusters(net, 30)
+    net.join(b[0], a[0])
     start = net.now
     while net.now - start < BOUND:
         net.run_until(net.now + 0.25)

@@ -48,6 +48,20 @@ BYTES_PER_ENTRY = 1000
 BYTES_PER_NODE = 60_000
 
 
+def two_clusters(net: SimNetwork, size: int, settle: float = 40.0
+                 ) -> tuple[list[SimNode], list[SimNode]]:
+    """Two separate clusters of ``size`` nodes (a0.. on 10.1.x, b0.. on 10.2.x), each formed by
+    joining its first node and left ``settle`` virtual seconds to agree: ready for one join to
+    merge them (b0 joining a0)."""
+    sides = [[net.add_node(f"{name}{i}", f"10.{k}.{i // 250}.{i % 250 + 1}")
+              for i in range(size)] for k, name in ((1, "a"), (2, "b"))]
+    for side in sides:
+        for node in side[1:]:
+            net.join(node, side[0])
+    net.run_until(net.now + settle)
+    return sides[0], sides[1]
+
+
 def estimate_bytes(nodes: int) -> int:
     return nodes * nodes * BYTES_PER_ENTRY + nodes * BYTES_PER_NODE
 

@@ -21,6 +21,7 @@ from pyserf.memberlist.profiles import LAN, push_pull_scale
 from pyserf.memberlist.state import Memberlist, MemberlistConfig, OpenStream
 from pyserf.memberlist.timers import Scheduler
 from pyserf.sim.network import SimNetwork
+from pyserf.sim.scenarios import two_clusters
 from tests.unit.test_state_transitions import Recorder
 
 ME = "me"
@@ -252,13 +253,8 @@ def test_two_clusters_of_thirty_merged_by_one_join_agree_within_five_seconds():
     slow = {}
     for seed in range(8):
         net = SimNetwork(seed=seed, record_log=False)
-        sides = [[net.add_node(f"{side}{i}", f"10.{k}.0.{i + 1}") for i in range(30)]
-                 for k, side in ((1, "a"), (2, "b"))]
-        for side in sides:
-            for node in side[1:]:
-                net.join(node, side[0])
-        net.run_until(net.now + 40.0)
-        net.join(sides[1][0], sides[0][0])
+        a, b = two_clusters(net, 30)
+        net.join(b[0], a[0])
         net.run_until(net.now + 5.0)
         lagging = {k: 60 - len(v) for k, v in net.views().items() if len(v) < 60}
         if lagging:
