@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pyserf.agent import logs, netutil, persistence
-from pyserf.agent.config import first_problem
+from pyserf.agent.config_validate import first_problem
 from pyserf.agent.errors import AgentError, CreateError, SetupError, multierror
 from pyserf.agent.handlers import HandlerManager
 from pyserf.agent.transport import (

@@ -107,7 +107,7 @@ class HandlerManager:
             if spec in old:
                 scripts.append(old.pop(spec))
                 continue
-            from pyserf.agent.config import parse_event_handler_spec
+            from pyserf.agent.event_filter import parse_event_handler_spec
 
             filters, command = parse_event_handler_spec(spec)
             script = _Script(spec, filters, command, asyncio.Queue(HANDLER_QUEUE_LIMIT),

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from pyserf.agent import logs, netutil
 from pyserf.agent.agent import Agent
-from pyserf.agent.config import LOG_LEVELS, first_problem
+from pyserf.agent.config import LOG_LEVELS
+from pyserf.agent.config_validate import first_problem
 from pyserf.agent.errors import AgentError, CreateError, SetupError
 from pyserf.gocompat.durations import format_duration
 from pyserf.gocompat.errno import errno_text

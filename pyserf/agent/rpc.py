@@ -522,7 +522,7 @@ class _Client:
         handler.subscribe(level, on_line)
 
     async def cmd_stream(self, seq: int, body: dict) -> None:
-        from pyserf.agent.config import parse_event_filter
+        from pyserf.agent.event_filter import parse_event_filter
 
         filters = parse_event_filter(body["Type"] or "*")
         if not all(f.valid() for f in filters):

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from pyserf.agent.config import parse_event_filter
+from pyserf.agent.event_filter import parse_event_filter
 from pyserf.http.sse import EventRing, StreamEvent, Subscriber, TypeFilter, comment, frame
 from pyserf.http.views import (
     DEFAULT_WAIT,

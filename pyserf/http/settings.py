@@ -1,7 +1,8 @@
 """Checking the ``http_*`` config keys: each problem names the key and the fix.
 
-Called from :func:`pyserf.agent.config.validate` (stage "setup": reported before the agent
-starts, like serf's address checks), so a bad listener setting never half-starts an agent.
+Called from :func:`pyserf.agent.config_validate.validate` (stage "setup": reported before the
+agent starts, like serf's address checks), so a bad listener setting never half-starts an
+agent.
 """
 
 from __future__ import annotations

@@ -21,7 +21,8 @@ from typing import Any
 import pytest
 
 from pyserf import __version__
-from pyserf.agent.config import AgentConfig, ConfigSources
+from pyserf.agent.config import AgentConfig
+from pyserf.agent.config_load import ConfigSources
 from pyserf.cli import (
     COMMANDS,
     FlagError,

@@ -14,23 +14,15 @@ from typing import Any
 
 import pytest
 
-from pyserf.agent.config import (
-    AgentConfig,
-    ConfigError,
-    ConfigSources,
+from pyserf.agent.config import AgentConfig, ConfigError, unmarshal_tags
+from pyserf.agent.config_decode import decode_config
+from pyserf.agent.config_load import ConfigSources, load_dir, load_file, load_paths, merge
+from pyserf.agent.config_validate import finalize, first_problem, validate
+from pyserf.agent.event_filter import (
     EventFilter,
-    decode_config,
-    finalize,
-    first_problem,
-    load_dir,
-    load_file,
-    load_paths,
-    merge,
     parse_event_filter,
     parse_event_handler_spec,
     parse_event_scripts,
-    unmarshal_tags,
-    validate,
 )
 from pyserf.gocompat.durations import format_duration, parse_duration, parse_duration_ns
 from pyserf.gocompat.jsonerr import unmarshal_strings

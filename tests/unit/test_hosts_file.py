@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pyserf.agent import config as agent_config
-from pyserf.agent import hosts_file
+from pyserf.agent import config_decode, config_load, config_validate, hosts_file
+from pyserf.agent.config import ConfigError
 from pyserf.agent.hosts_file import (
     BEGIN,
     END,
@@ -162,17 +162,17 @@ def test_bad_settings_are_refused_clearly(raw, message):
 
 
 def test_agent_config_decodes_merges_and_validates_the_block():
-    cfg, keys = agent_config.decode_config(
+    cfg, keys = config_decode.decode_config(
         {"hosts_file": {"path": "/etc/hosts", "tags": {"role": "web.*"}, "domain": "lan"}})
     assert "hosts_file" in keys
     assert parse_settings(cfg.hosts_file) == HostsFileSettings(
         "/etc/hosts", {"role": "web.*"}, "lan")
-    later, later_keys = agent_config.decode_config({"hosts_file": {"path": "/tmp/h"}})
-    merged = agent_config.merge(cfg, later, later_keys)
+    later, later_keys = config_decode.decode_config({"hosts_file": {"path": "/tmp/h"}})
+    merged = config_load.merge(cfg, later, later_keys)
     assert merged.hosts_file == {"path": "/tmp/h"}  # replaced as a whole, not key by key
-    assert agent_config.validate(merged) == []
-    bad, _ = agent_config.decode_config({"hosts_file": {"path": "/etc/hosts", "domain": "a b"}})
-    problems = agent_config.validate(bad)
+    assert config_validate.validate(merged) == []
+    bad, _ = config_decode.decode_config({"hosts_file": {"path": "/etc/hosts", "domain": "a b"}})
+    problems = config_validate.validate(bad)
     assert [p.key for p in problems] == ["hosts_file"]
-    with pytest.raises(agent_config.ConfigError, match="'hosts_file' expected a map"):
-        agent_config.decode_config({"hosts_file": "/etc/hosts"})
+    with pytest.raises(ConfigError, match="'hosts_file' expected a map"):
+        config_decode.decode_config({"hosts_file": "/etc/hosts"})

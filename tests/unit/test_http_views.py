@@ -8,7 +8,9 @@ import json
 import pytest
 from multidict import MultiDict
 
-from pyserf.agent.config import AgentConfig, ConfigError, parse_event_filter, validate
+from pyserf.agent.config import AgentConfig, ConfigError
+from pyserf.agent.config_validate import validate
+from pyserf.agent.event_filter import parse_event_filter
 from pyserf.http import views
 from pyserf.http.settings import http_problems, parse_http_addr
 from pyserf.http.sse import EventRing, Subscriber, TypeFilter, comment, frame

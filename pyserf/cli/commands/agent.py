@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import sys
 
-from pyserf.agent.config import AgentConfig, ConfigError, ConfigSources, unmarshal_tags
+from pyserf.agent.config import AgentConfig, ConfigError, unmarshal_tags
+from pyserf.agent.config_load import ConfigSources
 from pyserf.cli.flags import FlagError, FlagSet
 from pyserf.cli.output import out
 from pyserf.cli.registry import APP, COMMANDS, command
