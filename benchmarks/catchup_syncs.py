@@ -21,14 +21,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pyserf.memberlist import state  # noqa: E402
+from pyserf.memberlist.memberlist import Memberlist  # noqa: E402
 from pyserf.memberlist.profiles import LAN, push_pull_scale  # noqa: E402
 from pyserf.sim import scenarios  # noqa: E402
 
 
 def instrument(counts: collections.Counter, eager: bool) -> None:
     """Wrap the machine's push-pull entry points to tag each exchange with its reason."""
-    machine = state.Memberlist
+    machine = Memberlist
     reason: list[str | None] = [None]
     starting: list[str | None] = [None]
     push_pull, start, arm, sync = (machine._push_pull, machine._start_eager_sync,

@@ -67,7 +67,7 @@ class _Clock:
 
 
 def storm(n: int, window: float, settle: float, seed: int, loss: float, eager: bool) -> dict:
-    from pyserf.memberlist.state import OpenStream, SendPacket
+    from pyserf.memberlist.types import OpenStream, SendPacket
     from pyserf.sim.network import SimNetwork
 
     net = SimNetwork(seed=seed, loss=loss)

@@ -22,8 +22,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pyserf.memberlist import lzw  # noqa: E402
-from pyserf.memberlist.state import MemberlistConfig  # noqa: E402
 from pyserf.memberlist.timers import Scheduler  # noqa: E402
+from pyserf.memberlist.types import MemberlistConfig  # noqa: E402
 from pyserf.serf.config import SerfConfig  # noqa: E402
 from pyserf.serf.core import Serf  # noqa: E402
 

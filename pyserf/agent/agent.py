@@ -34,8 +34,8 @@ from pyserf.gocompat.hostport import join_host_port, join_parts, lookup_error
 from pyserf.memberlist import security
 from pyserf.memberlist.metrics import NULL_METRICS, Metrics
 from pyserf.memberlist.profiles import PROFILES
-from pyserf.memberlist.state import MemberlistConfig, OpenStream, SendPacket
 from pyserf.memberlist.timers import Scheduler
+from pyserf.memberlist.types import MemberlistConfig, OpenStream, SendPacket
 from pyserf.serf import internal_queries
 from pyserf.serf.coalesce import EventPipeline
 from pyserf.serf.config import SerfConfig, SerfError

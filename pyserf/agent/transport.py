@@ -16,7 +16,7 @@ from pyserf.gocompat.errno import errno_text
 from pyserf.gocompat.hostport import join_host_port
 from pyserf.memberlist import codec
 from pyserf.memberlist.metrics import Metrics
-from pyserf.memberlist.state import OpenStream
+from pyserf.memberlist.types import OpenStream
 
 if TYPE_CHECKING:
     from collections.abc import Coroutine

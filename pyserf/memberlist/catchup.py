@@ -24,7 +24,7 @@ from pyserf.memberlist.codec import NodeStateKind, PushNodeState
 from pyserf.memberlist.profiles import push_pull_scale
 
 if TYPE_CHECKING:
-    from pyserf.memberlist.state import Node
+    from pyserf.memberlist.types import Node
 
 # Catch-up syncs an agent may run back to back: the follow-up after its own join and one more
 # for members that joined around it.

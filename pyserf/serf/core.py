@@ -24,16 +24,10 @@ from pyserf.memberlist import codec
 from pyserf.memberlist.broadcast import BroadcastQueue
 from pyserf.memberlist.drops import DropLog
 from pyserf.memberlist.fields import U64_MAX
+from pyserf.memberlist.memberlist import Memberlist
 from pyserf.memberlist.metrics import NULL_METRICS, Metrics
-from pyserf.memberlist.state import (
-    Address,
-    JoinOutcome,
-    Memberlist,
-    MemberlistConfig,
-    OpenStream,
-    SendPacket,
-)
 from pyserf.memberlist.timers import Scheduler, Timer
+from pyserf.memberlist.types import Address, JoinOutcome, MemberlistConfig, OpenStream, SendPacket
 from pyserf.serf import coordinate
 from pyserf.serf import messages as m
 from pyserf.serf.clock import LamportClock, ltime_add

@@ -12,7 +12,7 @@ from pyserf.gocompat.hostport import join_host_port
 from pyserf.memberlist import codec
 from pyserf.memberlist.codec import NodeStateKind
 from pyserf.memberlist.fields import DecodeError
-from pyserf.memberlist.state import Address, Node
+from pyserf.memberlist.types import Address, Node
 from pyserf.serf import internal_queries, ping_delegate
 from pyserf.serf import messages as m
 from pyserf.serf.clock import ltime_add

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from pyserf.serf.members import Member, MemberStatus
 
 if TYPE_CHECKING:
-    from pyserf.memberlist.state import Address, JoinOutcome
+    from pyserf.memberlist.types import Address, JoinOutcome
     from pyserf.serf.internal_queries import KeyOperation
 
 MEMBER_EVENT_LOG = {"member-join": "EventMemberJoin", "member-leave": "EventMemberLeave",

@@ -16,7 +16,7 @@ from pyserf.memberlist.fields import DecodeError
 from pyserf.serf import messages as m
 
 if TYPE_CHECKING:
-    from pyserf.memberlist.state import Memberlist
+    from pyserf.memberlist.memberlist import Memberlist
     from pyserf.serf.config import SerfConfig
     from pyserf.serf.events import QueryReceived
     from pyserf.serf.members import MemberState

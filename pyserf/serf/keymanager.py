@@ -10,7 +10,7 @@ from pyserf.serf import internal_queries
 from pyserf.serf.events import KeyOperationFinished, new_handle
 
 if TYPE_CHECKING:
-    from pyserf.memberlist.state import Memberlist
+    from pyserf.memberlist.memberlist import Memberlist
     from pyserf.serf.events import Handle, SerfEvent
     from pyserf.serf.queries import QueryCollector
 

@@ -15,7 +15,7 @@ from pyserf.gocompat.hostport import format_tcp_addr
 from pyserf.gocompat.hostport import ip_string as go_ip_string
 
 if TYPE_CHECKING:
-    from pyserf.memberlist.state import Node
+    from pyserf.memberlist.types import Node
 
 
 class MemberStatus(IntEnum):

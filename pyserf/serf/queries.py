@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from pyserf.memberlist import codec
 from pyserf.memberlist.fields import I64_MAX, U8_MAX, U16_MAX
 from pyserf.memberlist.metrics import Metrics
-from pyserf.memberlist.state import Address
+from pyserf.memberlist.types import Address
 from pyserf.serf import filters, internal_queries
 from pyserf.serf import messages as m
 from pyserf.serf.config import SerfError
@@ -31,7 +31,7 @@ from pyserf.serf.members import MemberState, MemberStatus
 if TYPE_CHECKING:
     from pyserf.memberlist.broadcast import BroadcastQueue
     from pyserf.memberlist.drops import DropLog
-    from pyserf.memberlist.state import Memberlist
+    from pyserf.memberlist.memberlist import Memberlist
     from pyserf.memberlist.timers import Scheduler
     from pyserf.serf.clock import LamportClock
     from pyserf.serf.config import SerfConfig

@@ -13,7 +13,7 @@ from pyserf.serf.members import MemberState
 
 if TYPE_CHECKING:
     from pyserf.memberlist.broadcast import BroadcastQueue
-    from pyserf.memberlist.state import Memberlist
+    from pyserf.memberlist.memberlist import Memberlist
     from pyserf.serf import coordinate
     from pyserf.serf.config import SerfConfig
 

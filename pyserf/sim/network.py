@@ -27,9 +27,9 @@ from typing import Any, NamedTuple, cast
 from pyserf.memberlist import codec, fields, security
 from pyserf.memberlist.codec import MsgType, NodeStateKind, Suspect
 from pyserf.memberlist.profiles import LAN, Timing
-from pyserf.memberlist.state import MemberlistConfig, OpenStream, SendPacket
 from pyserf.memberlist.suspicion import Suspicion
 from pyserf.memberlist.timers import Scheduler
+from pyserf.memberlist.types import MemberlistConfig, OpenStream, SendPacket
 from pyserf.serf.config import SerfConfig
 from pyserf.serf.core import Serf
 from pyserf.serf.events import (

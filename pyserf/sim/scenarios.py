@@ -24,7 +24,7 @@ from typing import Any
 
 from pyserf.memberlist import security
 from pyserf.memberlist.profiles import PROFILES, Timing, suspicion_timeout
-from pyserf.memberlist.state import JoinOutcome
+from pyserf.memberlist.types import JoinOutcome
 from pyserf.serf.events import UserEventReceived
 from pyserf.sim.counters import CounterSnapshot
 from pyserf.sim.network import SimEvent, SimNetwork, SimNode

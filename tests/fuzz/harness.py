@@ -21,7 +21,7 @@ from typing import Any
 import msgpack
 
 from pyserf.memberlist import security
-from pyserf.memberlist.state import OpenStream, SendPacket
+from pyserf.memberlist.types import OpenStream, SendPacket
 from pyserf.sim.network import SimNetwork, SimNode
 from tests.fuzz import wire
 

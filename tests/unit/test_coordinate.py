@@ -71,6 +71,6 @@ def test_the_rpc_client_shares_member_and_coordinate_without_the_protocol_machin
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.split()
     assert "pyserf.client.rpc_client" in out
-    heavy = [m for m in out if m.startswith(("pyserf.agent", "pyserf.memberlist.state",
+    heavy = [m for m in out if m.startswith(("pyserf.agent", "pyserf.memberlist.memberlist",
                                              "pyserf.serf.core", "pyserf.serf.messages"))]
     assert heavy == []

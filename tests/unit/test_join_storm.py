@@ -11,7 +11,7 @@ import pytest
 
 from pyserf.memberlist.catchup import SETTLE_BURST
 from pyserf.memberlist.profiles import LAN
-from pyserf.memberlist.state import EAGER_MIN_GAP, EAGER_SYNCS
+from pyserf.memberlist.pushpull import EAGER_MIN_GAP, EAGER_SYNCS
 from pyserf.sim.network import SimNetwork, SimNode
 
 # No periodic push-pull inside these runs: every exchange but the joins is a catch-up sync.

@@ -15,15 +15,10 @@ import msgpack
 import pytest
 
 from pyserf.memberlist import codec, fields, lzw
-from pyserf.memberlist.codec import MsgType, PushPull
-from pyserf.memberlist.state import (
-    MAX_PACKET_EXPANSION,
-    JoinOutcome,
-    NodeStateKind,
-    OpenStream,
-    SendPacket,
-)
+from pyserf.memberlist.codec import MsgType, NodeStateKind, PushPull
+from pyserf.memberlist.dispatch import MAX_PACKET_EXPANSION
 from pyserf.memberlist.timers import Scheduler
+from pyserf.memberlist.types import JoinOutcome, OpenStream, SendPacket
 from pyserf.serf.events import JoinFinished
 from pyserf.sim.network import SimNetwork
 

@@ -4,9 +4,10 @@ an agent's join-storm CPU, and 42 % of its datagrams were sent plain after a was
 
 from __future__ import annotations
 
-from pyserf.memberlist import codec, state
+from pyserf.memberlist import codec
 from pyserf.memberlist.codec import MsgType
-from pyserf.memberlist.state import COMPRESS_MIN_SIZE, SendPacket
+from pyserf.memberlist.net import COMPRESS_MIN_SIZE
+from pyserf.memberlist.types import SendPacket
 from tests.unit.test_state_transitions import ML, alive
 
 PEER = ("10.0.0.2", 7946)
@@ -60,5 +61,5 @@ def test_the_threshold_sits_where_lzw_stops_paying():
     ack = codec.Ack(7, None).encode()
     one = alive("a-node-name", 3, "10.0.3.4").encode()
     for msg in (ping, ack, one):
-        assert len(msg) < state.COMPRESS_MIN_SIZE
+        assert len(msg) < COMPRESS_MIN_SIZE
         assert len(codec.compress(msg)) >= len(msg)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 
-from pyserf.memberlist import codec, state
+from pyserf.memberlist import codec, pushpull
 from pyserf.memberlist.catchup import (
     EAGER_BURST,
     MERGE_SYNC_FANOUT,
@@ -17,9 +17,10 @@ from pyserf.memberlist.catchup import (
     merge_sync_targets,
 )
 from pyserf.memberlist.codec import Alive, MsgType, NodeStateKind, PushPull
+from pyserf.memberlist.memberlist import Memberlist
 from pyserf.memberlist.profiles import LAN, push_pull_scale
-from pyserf.memberlist.state import Memberlist, MemberlistConfig, OpenStream
 from pyserf.memberlist.timers import Scheduler
+from pyserf.memberlist.types import MemberlistConfig, Node, OpenStream
 from pyserf.sim.network import SimNetwork
 from pyserf.sim.scenarios import two_clusters
 from tests.unit.test_state_transitions import Recorder
@@ -118,7 +119,7 @@ def test_a_long_storm_costs_an_agent_its_burst_not_a_sync_a_second():
 def test_a_sync_that_brings_nothing_is_not_followed_up_though_gossip_brings_news(monkeypatch):
     """Gossip still bringing members is no evidence that gossip is behind; a peer knowing
     members we had not heard of is."""
-    monkeypatch.setattr(state, "EAGER_SYNCS", 0.0)  # no catch-up started by the news itself
+    monkeypatch.setattr(pushpull, "EAGER_SYNCS", 0.0)  # no catch-up started by the news itself
     agent = Agent(members=300)
     agent.ml._start_eager_sync(0.0, follow_up=True)  # as after our own join
     agent.run(30.0, news_every=0.05, bring_news=False)
@@ -158,8 +159,8 @@ def pushed(names_and_ips: list[tuple[str, str]], state_kind: int = NodeStateKind
             for name, ip in names_and_ips]
 
 
-def known(*names: str, dead: tuple[str, ...] = ()) -> dict[str, state.Node]:
-    return {n: state.Node(n, "10.1.1.1", 7946, b"", 1,
+def known(*names: str, dead: tuple[str, ...] = ()) -> dict[str, Node]:
+    return {n: Node(n, "10.1.1.1", 7946, b"", 1,
                           NodeStateKind.DEAD if n in dead else NodeStateKind.ALIVE)
             for n in names}
 

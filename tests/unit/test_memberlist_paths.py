@@ -13,17 +13,11 @@ import msgpack
 import pytest
 
 from pyserf.memberlist import codec, drops, lzw, security
-from pyserf.memberlist.codec import Ack, MsgType, Ping
+from pyserf.memberlist.codec import Ack, MsgType, NodeStateKind, Ping
+from pyserf.memberlist.dispatch import MAX_NESTING, MAX_PACKET_MESSAGES
 from pyserf.memberlist.profiles import LAN, Timing
-from pyserf.memberlist.state import (
-    MAX_NESTING,
-    MAX_PACKET_MESSAGES,
-    MAX_PUSH_PULL_REQUESTS,
-    JoinOutcome,
-    NodeStateKind,
-    OpenStream,
-    SendPacket,
-)
+from pyserf.memberlist.pushpull import MAX_PUSH_PULL_REQUESTS
+from pyserf.memberlist.types import JoinOutcome, OpenStream, SendPacket
 from pyserf.serf import messages as m
 from pyserf.serf.events import UserEventReceived
 from pyserf.sim.network import SimNetwork, udp_messages

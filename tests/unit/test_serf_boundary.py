@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from pyserf.memberlist import codec
 from pyserf.memberlist.fields import U64_MAX
-from pyserf.memberlist.state import Node, SendPacket
+from pyserf.memberlist.types import Node, SendPacket
 from pyserf.serf import internal_queries
 from pyserf.serf import messages as m
 from pyserf.serf.clock import LamportClock

@@ -13,8 +13,8 @@ import pytest
 
 from pyserf.memberlist import codec
 from pyserf.memberlist.codec import Alive
-from pyserf.memberlist.state import JoinOutcome, MemberlistConfig
 from pyserf.memberlist.timers import Scheduler
+from pyserf.memberlist.types import JoinOutcome, MemberlistConfig
 from pyserf.serf import coordinate, ping_delegate
 from pyserf.serf import messages as m
 from pyserf.serf.config import SerfConfig, SerfError

@@ -20,9 +20,10 @@ import pytest
 
 from pyserf.memberlist import codec, fields
 from pyserf.memberlist.codec import Alive, Dead, NodeStateKind, Suspect
+from pyserf.memberlist.memberlist import Memberlist
 from pyserf.memberlist.profiles import LAN
-from pyserf.memberlist.state import Memberlist, MemberlistConfig, Node
 from pyserf.memberlist.timers import Scheduler
+from pyserf.memberlist.types import MemberlistConfig, Node
 from pyserf.serf import messages as m
 from pyserf.serf.config import SerfConfig
 from pyserf.serf.core import Serf

@@ -1,0 +1,130 @@
+"""Gossip: each round sends queued broadcasts to a few random members; new messages may go at
+once (expedited) instead of at the next round."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import overload
+
+from pyserf.memberlist import codec, security
+from pyserf.memberlist.codec import COMPOUND_HEADER_OVERHEAD, COMPOUND_OVERHEAD, NodeStateKind
+from pyserf.memberlist.net import Net
+from pyserf.memberlist.types import Node
+
+EXPEDITE_MIN_GAP = 0.05
+
+
+class Gossiper(Net):
+    """The gossip loop: queued broadcasts to a few random members per round."""
+
+    def gossip_soon(self) -> None:
+        """Something new was queued: gossip it now rather than at the next tick.
+
+        Every hop of an epidemic otherwise waits half a gossip interval on average. One
+        expedited round per burst; retransmit limits still cap how often each message goes.
+        """
+        if self.shutdown_done or not self._loops:
+            return  # not started (or stopped): start() schedules the first round
+        # Batch bursts: at most one extra round per gap after the previous round.
+        when = max(self.scheduler.now, self._last_gossip + EXPEDITE_MIN_GAP)
+        tick = self._loops.get("gossip")
+        if tick is None:
+            # The gossip loop sleeps while there is nothing to say; wake it.
+            self._loops["gossip"] = self.scheduler.call_at(when, self._gossip_tick)
+            return
+        if self._expedited is not None or not self.config.expedite_gossip:
+            return
+        if tick is not None and tick.when - when < EXPEDITE_MIN_GAP:
+            return  # the regular round is about to run anyway
+        self._expedited = self.scheduler.call_at(when, self._expedited_gossip)
+
+    def _gossip_tick(self, now: float) -> None:
+        """Regular gossip round; the loop stops while no broadcast is queued anywhere, which
+        saves five wake-ups a second per idle agent (gossip_soon restarts it)."""
+        started = self.metrics.start()
+        self._gossip(now)
+        self.metrics.measure_since("memberlist.gossip", started)
+        if len(self.broadcasts) or self.delegate.has_broadcasts():
+            self._loops["gossip"] = self.scheduler.call_at(now + self.timing.gossip_interval,
+                                                           self._gossip_tick)
+        else:
+            self._loops.pop("gossip", None)
+
+    def _expedited_gossip(self, now: float) -> None:
+        self._expedited = None
+        started = self.metrics.start()
+        self._gossip(now)
+        self.metrics.measure_since("memberlist.gossip", started)
+
+    def _gossip(self, now: float) -> None:
+        self._last_gossip = now
+        candidates = self._gossip_candidates(now)
+        if not candidates:
+            if self.draining:
+                # Everyone else is gone: what we wanted to say on the way out has no audience,
+                # so finish it instead of making the leave wait for its timeout.
+                self.broadcasts.reset()
+                self.delegate.drop_broadcasts()
+            return
+        targets = self.rng.sample(candidates, min(self.timing.gossip_nodes, len(candidates)))
+        avail = self.timing.udp_buffer_size - COMPOUND_HEADER_OVERHEAD
+        if self.config.keyring is not None:
+            avail -= security.ENCRYPTION_OVERHEAD_V1
+        for node in targets:
+            msgs = self._get_broadcasts(COMPOUND_OVERHEAD, avail)
+            if not msgs:
+                return
+            payload = msgs[0] if len(msgs) == 1 else codec.make_compound(msgs)
+            self._raw_send(node.address, payload, node)
+
+    def _gossip_candidates(self, now: float) -> Sequence[Node]:
+        """Who may get gossip: others alive or suspect, or dead for at most
+        GossipToTheDeadTime. Rebuilt (O(N)) only after a change or when the earliest dead
+        member in the list ages out, not on each of the five rounds a second."""
+        me_at = self._me_at
+        if self._down == 0 and me_at is not None:
+            return _AllBut(self.nodes, me_at)
+        dead_limit = self.timing.gossip_to_the_dead_time
+        cached = self._candidates
+        if cached is not None:
+            changes, nodes, built, oldest_dead, candidates = cached
+            if (changes == self._changes and nodes is self.nodes and now >= built
+                    and (oldest_dead is None or now - oldest_dead <= dead_limit)):
+                return candidates
+        name = self.config.name
+        candidates = [n for n in self.nodes if n.name != name and (
+            n.state in (NodeStateKind.ALIVE, NodeStateKind.SUSPECT)
+            or (n.state == NodeStateKind.DEAD and now - n.state_change <= dead_limit))]
+        dead = [n.state_change for n in candidates if n.state == NodeStateKind.DEAD]
+        self._candidates = (self._changes, self.nodes, now, min(dead) if dead else None,
+                            candidates)
+        return candidates
+
+
+class _AllBut(Sequence[Node]):
+    """``nodes`` without the entry at ``skip``, in order, without copying: what the gossip
+    candidates are while every other member is alive or suspect (``random.sample`` draws
+    from it exactly as from the list)."""
+
+    __slots__ = ("nodes", "skip")
+
+    def __init__(self, nodes: list[Node], skip: int) -> None:
+        self.nodes = nodes
+        self.skip = skip
+
+    def __len__(self) -> int:
+        return len(self.nodes) - 1
+
+    @overload
+    def __getitem__(self, index: int) -> Node: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[Node]: ...
+
+    def __getitem__(self, index: int | slice) -> Node | list[Node]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        return self.nodes[index + 1 if index >= self.skip else index]

@@ -1,0 +1,230 @@
+"""Push-pull, memberlist's anti-entropy: the full-state exchange over a stream, merging a peer's
+state, the periodic sync, and the catch-up syncs (eager, settling, after a merge of clusters)."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+
+from pyserf.memberlist import codec, fields
+from pyserf.memberlist.catchup import merge_sync_targets
+from pyserf.memberlist.codec import (
+    Alive,
+    Dead,
+    DecodeError,
+    MsgType,
+    NodeStateKind,
+    PushNodeState,
+    PushPull,
+    Suspect,
+)
+from pyserf.memberlist.profiles import push_pull_scale
+from pyserf.memberlist.state import NodeStates
+from pyserf.memberlist.types import Address, peer_text
+
+log = logging.getLogger("pyserf.memberlist")
+
+MAX_PUSH_PULL_REQUESTS = 128
+# Catch-up syncs per membership change, cluster-wide (see _start_eager_sync), and the least
+# time between two of one node's; CatchUpBudget caps how many one node runs.
+EAGER_SYNCS = 2.0
+EAGER_MIN_GAP = 1.0
+
+
+class PushPullSync(NodeStates):
+    """Full-state exchanges with peers, periodic and catch-up."""
+
+    def _local_state(self, join: bool) -> bytes:
+        entry = codec.node_state_entry
+        entries = [entry(n.name, n.addr, n.port, n.meta, n.incarnation, n.state, n.pmin, n.pmax,
+                         n.pcur, n.dmin, n.dmax, n.dcur) for n in self.nodes]
+        return codec.encode_push_pull(join, entries, self.delegate.local_state(join))
+
+    def _push_pull(self, addr: Address, join: bool, now: float,
+                   on_done: Callable[[str | None, float], None]) -> None:
+        self._pending_push_pulls += 1
+        settled = False
+
+        def finish(error: str | None, when: float) -> None:
+            # Exactly once per exchange, even when handling the reply itself failed.
+            nonlocal settled
+            if not settled:
+                settled = True
+                self._pending_push_pulls -= 1
+                self.metrics.sample("memberlist.pushPullNode", (when - now) * 1000.0)
+                on_done(error, when)
+
+        def on_reply(kind: int, body: bytes, when: float) -> None:
+            if kind == MsgType.ERR:
+                try:
+                    message = fields.text(codec.unpack_body(body), b"Error",
+                                          codec.MAX_ERROR_TEXT)
+                except DecodeError:
+                    message = "malformed error reply"
+                finish(f"remote error: {message}", when)
+                return
+            if kind != MsgType.PUSH_PULL:
+                finish(f"expected push-pull reply, got message type {kind}", when)
+                return
+            try:
+                remote = PushPull.decode_stream(body)
+            except DecodeError as exc:
+                finish(str(exc), when)
+                return
+            self._merge_remote(remote, when, addr)
+            finish(None, when)
+
+        on_error = finish
+        self._open_stream(addr, self._local_state(join), now + self.timing.tcp_timeout,
+                          on_reply, on_error)
+
+    def _merge_remote(self, remote: PushPull, now: float, source: Address) -> None:
+        admitted = self._admissible(remote.nodes, source, now)
+        merge_syncs: list[str] = []
+        if remote.join and self.config.eager_sync and not self.left:
+            merge_syncs = merge_sync_targets(admitted, self.node_map, self.config.name,
+                                             source[0], self.rng)
+        news, self._merging = self._news, True
+        try:
+            self._merge_state(admitted, now)
+        finally:
+            self._merging = False
+            self._merge_news = self._news - news
+        for name in merge_syncs:
+            if self._merge_budget.spend(now, len(self.nodes)):
+                self.scheduler.call_at(now + self.rng.uniform(0.05, 0.3),
+                                       functools.partial(self._merge_sync, name))
+        if remote.user_state:
+            self.delegate.merge_remote_state(remote.user_state, remote.join, now, source)
+
+    def _admissible(self, remote: list[PushNodeState], source: Address, now: float
+                    ) -> list[PushNodeState]:
+        """The remote states we can merge. memberlist refuses a whole push-pull when any alive
+        member's versions clash with any other's; we leave out just the members we could not
+        admit (see ``_version_error``), so one bad entry relayed by an honest peer cannot stop
+        every exchange with it."""
+        keep = []
+        for r in remote:
+            error = None
+            if r.state == NodeStateKind.ALIVE and r.name != self.config.name:
+                error = self._version_error(r.vsn)
+            if error:
+                self.drops.drop("push-pull node (versions)", peer_text(source),
+                                f"{r.name}: {error}", now)
+            else:
+                keep.append(r)
+        return keep
+
+    def _merge_state(self, remote: list[PushNodeState], now: float) -> None:
+        name = self.config.name
+        node_map, verdicts, known_ip = self.node_map, self._vsn_verdicts, fields.known_ip_text
+        bind_port = self.config.bind_port
+        for r in remote:
+            if r.state == NodeStateKind.ALIVE:
+                port = r.port or bind_port  # memberlist fills in its own port, too
+                # _alive_node's first test, before building the record: most entries of an
+                # exchange are members we already know at least this well.
+                state = node_map.get(r.name)
+                if (state is not None and r.incarnation <= state.incarnation
+                        and port == state.port and r.name != name
+                        and verdicts.get(r.vsn, False) is None
+                        and known_ip(r.addr) == state.addr):
+                    continue
+                self._alive_node(Alive(r.incarnation, r.name, r.addr, port, r.meta, r.vsn), now)
+            elif r.state == NodeStateKind.LEFT:
+                self._dead_node(Dead(r.incarnation, r.name, r.name), now)
+            elif r.state in (NodeStateKind.DEAD, NodeStateKind.SUSPECT):
+                # A peer's opinion that a node is dead is only a suspicion to us.
+                self._suspect_node(Suspect(r.incarnation, r.name, name), now)
+
+    def _schedule_push_pull(self, when: float) -> None:
+        self._loops["push-pull"] = self.scheduler.call_at(when, self._periodic_push_pull)
+
+    def _periodic_push_pull(self, now: float, reschedule: bool = True) -> None:
+        if reschedule:
+            interval = push_pull_scale(self.timing.push_pull_interval, len(self.nodes))
+            self._schedule_push_pull(now + interval)
+        self._push_pull_random_peer(now)
+
+    def _push_pull_random_peer(self, now: float,
+                               then: Callable[[float], None] | None = None) -> None:
+        """Push-pull with one live peer picked at random; ``then(when)`` after a success."""
+        candidates = [n for n in self.nodes
+                      if n.name != self.config.name and n.state == NodeStateKind.ALIVE]
+        if not candidates:
+            return
+        node = self.rng.choice(candidates)
+
+        def done(error: str | None, when: float) -> None:
+            if error:
+                log.error("memberlist: Push/Pull with %s failed: %s", node.name, error)
+            elif then is not None:
+                then(when)
+
+        self._push_pull(node.address, False, now, done)
+
+    def _start_eager_sync(self, now: float, follow_up: bool = False) -> None:
+        """A member joined (or came back): maybe run one catch-up push-pull soon.
+
+        Every node hears of every change by gossip or in a push-pull; on gossip it takes it
+        with odds EAGER_SYNCS / N: about EAGER_SYNCS extra exchanges cluster-wide per change,
+        as many as the join push-pull itself. ``follow_up`` (our own join just completed)
+        syncs once more: the seed's view was a snapshot and the joins racing ours are missing
+        from it. Whatever the churn, one node runs no more than its CatchUpBudget allows.
+        """
+        if not self.config.eager_sync or self.shutdown_done:
+            return
+        if not follow_up and self.rng.random() * len(self.nodes) >= EAGER_SYNCS:
+            return
+        self._eager_until = max(self._eager_until, now + (3.0 if follow_up else 2.0))
+        self._arm_eager_sync(now + self.rng.uniform(0.3, 0.8))
+
+    def _arm_eager_sync(self, when: float) -> None:
+        if self._eager_timer is not None and not self._eager_timer.cancelled:
+            return  # one pending sync covers every change heard before it runs
+        when = max(when, self._last_eager + EAGER_MIN_GAP)
+        if not self._eager_budget.available(when, len(self.nodes)):
+            return  # spent: the periodic sync catches us up
+        self._eager_timer = self.scheduler.call_at(when, self._eager_sync)
+
+    def _eager_sync(self, now: float) -> None:
+        self._eager_timer = None
+        if self.left or self.shutdown_done:
+            return
+        if not self._eager_budget.spend(now, len(self.nodes)):
+            return
+        self._last_eager = now
+
+        def again(when: float) -> None:
+            # The peer knew members gossip had not brought us: we may be behind yet. Members
+            # merely still turning up elsewhere are no such evidence: in a long storm they
+            # always are, and syncing on that kept every node syncing once a second for all
+            # of it. The budget caps the chain whatever the evidence.
+            if self._merge_news and when < self._eager_until:
+                self._arm_eager_sync(when + self.rng.uniform(0.7, 1.2))
+
+        self._push_pull_random_peer(now, again)
+
+    def _settle(self, now: float) -> None:
+        """The settling sync after a burst, once no member has been heard of for a while."""
+        due = self._settler.due()
+        if now < due:
+            self._settle_timer = self.scheduler.call_at(due, self._settle)
+            return
+        self._settle_timer = None
+        if self.left or self.shutdown_done:
+            return
+        if self._settler.take(now, len(self.nodes)):
+            self._push_pull_random_peer(now)
+
+    def _merge_sync(self, name: str, now: float) -> None:
+        node = self.node_map.get(name)
+        if node is None or node.state != NodeStateKind.ALIVE or self.left or self.shutdown_done:
+            return
+
+        def done(error: str | None, when: float) -> None:
+            if error:
+                log.error("memberlist: Push/Pull with %s failed: %s", name, error)
+
+        self._push_pull(node.address, False, now, done)
