@@ -19,7 +19,8 @@ AGENT_MODULES = {"pyserf.agent.agent", "pyserf.agent.lifecycle", "pyserf.agent.t
 
 # The agent modules that must reach the agent only through AgentAPI, beside pyserf/http
 # (lifecycle.py is the agent's own; it still uses its config, log handler and handlers).
-API_CLIENTS = ["rpc.py", "handlers.py", "discovery.py", "hosts_file.py"]
+API_CLIENTS = ["rpc.py", "rpc_session.py", "rpc_commands.py", "rpc_streams.py", "handlers.py",
+               "discovery.py", "hosts_file.py"]
 
 
 def _operations() -> list[str]:

@@ -14,7 +14,7 @@ import time
 import msgpack
 import pytest
 
-from pyserf.agent import handlers, logs, rpc, rpc_limits
+from pyserf.agent import handlers, logs, rpc, rpc_commands, rpc_limits, rpc_session, rpc_streams
 from pyserf.agent.rpc_limits import RequestError, decode_body, decode_header
 from pyserf.serf.events import UserEventReceived
 from pyserf.serf.members import Member, MemberStatus
@@ -117,23 +117,23 @@ def test_unpacker_counts_containers_per_request():
 def test_member_filters_use_re2_with_serf_anchoring():
     started = time.monotonic()
     for expr in ("(a*)*b", "(a+a+)+y", "(a|a?)+b", "(?:){1000}"):
-        pattern = rpc.anchored(expr)
+        pattern = rpc_commands.anchored(expr)
         assert not pattern.match("a" * 50_000 + "c")
-    assert rpc.anchored("(.*){1000}").match("a" * 500)
+    assert rpc_commands.anchored("(.*){1000}").match("a" * 500)
     assert time.monotonic() - started < 2.0
-    assert rpc.anchored("web.*").match("web-1")
-    assert not rpc.anchored("web").match("web-1")
-    assert not rpc.anchored("web").match("web\n")  # RE2's $ is the end of text
+    assert rpc_commands.anchored("web.*").match("web-1")
+    assert not rpc_commands.anchored("web").match("web-1")
+    assert not rpc_commands.anchored("web").match("web\n")  # RE2's $ is the end of text
     # serf pastes the pattern between ^ and $ without a group: ^a|b$
-    assert rpc.anchored("a|b").match("axx")
-    with pytest.raises(rpc._CloseConnection, match="Failed to compile regex: .*missing"):
-        rpc.anchored("(")
+    assert rpc_commands.anchored("a|b").match("axx")
+    with pytest.raises(rpc_session.CloseConnection, match="Failed to compile regex: .*missing"):
+        rpc_commands.anchored("(")
     # Go refuses repeat counts over 1000; RE2 would read an overflowing one as a literal.
     for expr in ("a{1001}", "(?:){4294967294}", "a{2,4294967296}"):
-        with pytest.raises(rpc._CloseConnection, match="invalid repeat count: `{"):
-            rpc.anchored(expr)
+        with pytest.raises(rpc_session.CloseConnection, match="invalid repeat count: `{"):
+            rpc_commands.anchored(expr)
     for literal in (r"a\{4294967294}", "[{4294967294}]", r"\Qa{2000}\E", "a{01001}"):
-        assert rpc.anchored(literal)
+        assert rpc_commands.anchored(literal)
 
 
 # -- logs ------------------------------------------------------------------------------------
@@ -280,7 +280,7 @@ def test_wrong_types_close_the_client_and_the_server_carries_on():
 
 
 def test_costly_member_filters_yield_and_have_a_budget(monkeypatch):
-    monkeypatch.setattr(rpc, "MEMBER_FILTER_BUDGET", 0.5)
+    monkeypatch.setattr(rpc_commands, "MEMBER_FILTER_BUDGET", 0.5)
 
     async def main(server: rpc.RPCServer, port: int, agent: _FakeAgent) -> None:
         many = [Member(f"n{i}", "127.0.0.1", 7946, {"role": "a" * 500}, MemberStatus.ALIVE)
@@ -315,7 +315,7 @@ def test_costly_member_filters_yield_and_have_a_budget(monkeypatch):
 
 
 def test_pre_auth_buffer_and_handshake_timeout(monkeypatch):
-    monkeypatch.setattr(rpc, "HANDSHAKE_TIMEOUT", 0.3)
+    monkeypatch.setattr(rpc_session, "HANDSHAKE_TIMEOUT", 0.3)
 
     async def main(server: rpc.RPCServer, port: int, _: _FakeAgent) -> None:
         # A frame larger than the pre-auth buffer is refused before it is complete.
@@ -369,7 +369,7 @@ def test_a_client_parks_at_most_three_read_limits_in_the_agent(monkeypatch):
 
 
 def test_a_stalled_request_times_out(monkeypatch):
-    monkeypatch.setattr(rpc, "FRAME_TIMEOUT", 0.3)
+    monkeypatch.setattr(rpc_session, "FRAME_TIMEOUT", 0.3)
 
     async def main(server: rpc.RPCServer, port: int, _: _FakeAgent) -> None:
         raw = await _Raw(port).open()
@@ -442,7 +442,7 @@ def test_monitor_feed_is_bounded_for_a_client_that_never_reads():
         (client,) = server.clients
         (stop,) = client.streams.values()
         feed = stop.__closure__  # the feed is held by the stop closure
-        feeds = [c.cell_contents for c in feed if isinstance(c.cell_contents, rpc._Feed)]
+        feeds = [c.cell_contents for c in feed if isinstance(c.cell_contents, rpc_streams.Feed)]
         assert feeds and len(feeds[0].items) <= rpc_limits.SUBSCRIBER_BUFFER
         assert client.writer.transport.get_write_buffer_size() < 1024 * 1024
         drops = [line for line in seen if "Dropping logs to ipc.client: 127.0.0.1:" in line]

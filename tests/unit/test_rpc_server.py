@@ -20,7 +20,7 @@ from typing import Any
 import msgpack
 import pytest
 
-from pyserf.agent import logs, rpc, rpc_limits
+from pyserf.agent import logs, rpc, rpc_limits, rpc_session, rpc_streams
 from pyserf.agent.agent import Agent
 from pyserf.agent.config import AgentConfig
 from pyserf.memberlist import security
@@ -357,7 +357,7 @@ def test_respond_errors_carry_serfs_wrapper():
 def test_pending_queries_are_bounded_oldest_first(monkeypatch):
     # A client streaming long-lived queries it never answers keeps at most MAX_PENDING_QUERIES;
     # the oldest goes first, so its ID no longer matches while the newest still does.
-    monkeypatch.setattr(rpc, "MAX_PENDING_QUERIES", 2)
+    monkeypatch.setattr(rpc_streams, "MAX_PENDING_QUERIES", 2)
 
     async def body(c: Cluster) -> None:
         sub = await connect(c.rpc_b)
@@ -442,12 +442,12 @@ def _packed(*objs: Any) -> bytes:
     return b"".join(msgpack.packb(o, use_bin_type=True) for o in objs)
 
 
-def _feeds(client: rpc._Client) -> list[rpc._Feed]:
+def _feeds(client: rpc_session.Session) -> list[rpc_streams.Feed]:
     """The feeds a client's streams hold (each stop closure keeps its feed)."""
     out = []
     for stop in client.streams.values():
         for cell in stop.__closure__ or ():
-            if isinstance(cell.cell_contents, rpc._Feed):
+            if isinstance(cell.cell_contents, rpc_streams.Feed):
                 out.append(cell.cell_contents)
     return out
 
