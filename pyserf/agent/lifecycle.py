@@ -45,13 +45,6 @@ def rpc_listen_address(text: str) -> tuple[str, int]:
         raise netutil.AddressError(f"listen tcp: {exc}") from None
 
 
-
-def _no_metrics_note() -> None:
-    sys.stderr.write("pyserf: no in-memory metrics: telemetry is off (set statsd_addr, "
-                     "statsite_addr or http_addr)\n")
-    sys.stderr.flush()
-
-
 def _print(line: str = "") -> None:
     sys.stdout.write(line + "\n")
     sys.stdout.flush()
@@ -87,9 +80,17 @@ async def _serve(config: AgentConfig, sources: Any) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, signals.put_nowait, sig)
-    # serf dumps its in-memory metrics on SIGUSR1 and keeps running; without telemetry
-    # there are none, and the signal must not kill the agent either.
-    loop.add_signal_handler(signal.SIGUSR1, _no_metrics_note)
+    # Like serf's agent, every agent counts in memory and dumps that on SIGUSR1 (statsd and
+    # statsite only when configured); serf sets this up before the agent, and a bad sink
+    # address ends the start there.
+    from pyserf.telemetry import SinkAddressError
+    from pyserf.telemetry import start as start_telemetry
+
+    try:
+        telemetry = start_telemetry(config, loop)
+    except SinkAddressError as exc:
+        _print(f"==> {exc}")
+        return 1
     level = logs.parse_level(config.log_level)
     handler = logs.install(level)
     if config.enable_syslog:
@@ -100,16 +101,8 @@ async def _serve(config: AgentConfig, sources: Any) -> int:
             return 1
         logging.getLogger("pyserf").addHandler(handler.syslog)
     agent = Agent(config, handler)
-    if config.statsd_addr or config.statsite_addr or config.http_addr:
-        from pyserf.telemetry import SinkAddressError
-        from pyserf.telemetry import start as start_telemetry
-
-        try:  # serf sets telemetry up before the agent, and a bad sink address ends there
-            agent.telemetry = start_telemetry(config, loop)
-        except SinkAddressError as exc:
-            _print(f"==> {exc}")
-            return 1
-        agent.metrics = agent.handlers.metrics = agent.telemetry.recorder
+    agent.telemetry = telemetry
+    agent.metrics = agent.handlers.metrics = telemetry.recorder
     # Like serf, a start-up failure prints its "==>" lines only: the log held back until the
     # agent runs is dropped, never shown (no handler.open_gate() on these paths).
     try:

@@ -2,9 +2,10 @@
 
 The machines (memberlist, serf) call a :class:`Metrics` with serf's metric names (go-metrics
 keys joined by dots, without the ``serf-agent.`` service prefix): counters, gauges and samples
-(timers are samples in milliseconds). This base class does nothing, so an agent without
-telemetry and the simulator pay one empty method call per event; the agent shell swaps in
-``pyserf.telemetry.Recorder``, which aggregates in memory and feeds the statsd/statsite sinks.
+(timers are samples in milliseconds). This base class does nothing, so the simulator (and a
+machine built without an agent) pays one empty method call per event; the agent shell always
+swaps in ``pyserf.telemetry.recorder.Recorder``, which aggregates in memory, as serf's agent
+always does, and feeds the statsd/statsite sinks when they are configured.
 """
 
 from __future__ import annotations

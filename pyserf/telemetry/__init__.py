@@ -1,30 +1,37 @@
-"""Telemetry as serf's agent sets it up: statsd/statsite sinks, SIGUSR1 dump, runtime gauges.
+"""Telemetry as serf's agent sets it up: the in-memory sink always, statsd/statsite on request.
 
-Imported only when ``statsd_addr``, ``statsite_addr`` or ``http_addr`` is set (an agent without
-them keeps the machines' no-op recorder and never loads this package). :func:`start` builds
-the :class:`~pyserf.telemetry.recorder.Recorder`, its sinks and the once-a-second runtime
-gauges, and makes SIGUSR1 print the in-memory intervals to stderr.
+serf's agent always aggregates its metrics in memory (go-metrics' InmemSink) and prints them on
+SIGUSR1; ``statsd_addr`` / ``statsite_addr`` add network sinks. :func:`start` does the same for
+every pyserf agent: it builds the :class:`~pyserf.telemetry.recorder.Recorder` (and the sinks
+only when an address is set: :mod:`pyserf.telemetry.sinks` is not imported otherwise), makes
+SIGUSR1 print the in-memory intervals to stderr, and ticks the recorder once a second (its
+clock, its 10 s intervals). go-metrics' runtime gauges are taken every second when a network
+sink wants them, else only where they can be seen: at the end of each interval and before a
+read (SIGUSR1, ``GET /metrics``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
-import logging
 import os
 import signal
-import socket
 import sys
-from typing import Any
+import time
+from typing import TYPE_CHECKING, Any
 
-from pyserf.telemetry.recorder import Recorder
-from pyserf.telemetry.sinks import SinkAddressError, StatsdSink, StatsiteSink
+from pyserf.telemetry.recorder import LineSink, Recorder
+
+if TYPE_CHECKING:
+    from pyserf.telemetry.sinks import StatsdSink, StatsiteSink
 
 __all__ = ["SinkAddressError", "Telemetry", "start"]
 
-log = logging.getLogger("pyserf.agent")
+TICK = 1.0  # the recorder's clock resolution; also go-metrics' runtime ProfileInterval
 
-RUNTIME_INTERVAL = 1.0  # go-metrics' ProfileInterval
+
+class SinkAddressError(ValueError):
+    """A statsd_addr/statsite_addr that cannot be used; the message says why."""
 
 
 class Telemetry:
@@ -35,17 +42,29 @@ class Telemetry:
         self.recorder = recorder
         self.sinks = sinks
         self.loop = loop
-        self._runtime: asyncio.TimerHandle | None = None
+        self._timer: asyncio.TimerHandle | None = None
         self._page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
+    def refresh(self) -> Recorder:
+        """The recorder, brought up to now (runtime gauges, clock, intervals) for a reader."""
+        self.emit_runtime()
+        self.recorder.tick(time.time())
+        return self.recorder
+
     def dump_to_stderr(self) -> None:
-        sys.stderr.write(self.recorder.dump())
+        sys.stderr.write(self.refresh().dump())
         sys.stderr.flush()
+
+    def _tick(self) -> None:
+        self._timer = self.loop.call_later(TICK, self._tick)
+        now = time.time()
+        if self.sinks or self.recorder.interval_over(now):
+            self.emit_runtime()  # into the interval that is ending, as its last values
+        self.recorder.tick(now)
 
     def emit_runtime(self) -> None:
         """go-metrics' runtime gauges, in the nearest Python terms: asyncio tasks for
         goroutines, RSS for sys_bytes, allocated blocks for heap_objects, gc collections."""
-        self._runtime = self.loop.call_later(RUNTIME_INTERVAL, self.emit_runtime)
         rec = self.recorder
         rec.gauge("runtime.num_goroutines", len(asyncio.all_tasks(self.loop)))
         rec.gauge("runtime.heap_objects", sys.getallocatedblocks())
@@ -57,8 +76,8 @@ class Telemetry:
             pass
 
     def close(self) -> None:
-        if self._runtime is not None:
-            self._runtime.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
         for sink in self.sinks:
             sink.close()
         try:
@@ -67,9 +86,11 @@ class Telemetry:
             pass
 
 
-def start(config: Any, loop: asyncio.AbstractEventLoop) -> Telemetry:
-    """Start what ``config`` asks for; SinkAddressError (serf's "Failed to start ... sink")
-    when an address is unusable, before anything was started."""
+def _start_sinks(config: Any, loop: asyncio.AbstractEventLoop) -> list[StatsdSink | StatsiteSink]:
+    """The network sinks ``config`` asks for; SinkAddressError (serf's "Failed to start ...
+    sink") when an address is unusable, with none left running."""
+    from pyserf.telemetry.sinks import StatsdSink, StatsiteSink
+
     sinks: list[StatsdSink | StatsiteSink] = []
     try:
         if config.statsite_addr:
@@ -86,7 +107,20 @@ def start(config: Any, loop: asyncio.AbstractEventLoop) -> Telemetry:
         for sink in sinks:
             sink.close()
         raise
-    telemetry = Telemetry(Recorder(sinks, socket.gethostname()), sinks, loop)
+    return sinks
+
+
+def start(config: Any, loop: asyncio.AbstractEventLoop) -> Telemetry:
+    """Start the in-memory recorder, SIGUSR1 and the sinks ``config`` asks for; raises
+    SinkAddressError before anything started when a sink address is unusable."""
+    sinks = _start_sinks(config, loop) if config.statsd_addr or config.statsite_addr else []
+    hostname = ""
+    if sinks:
+        import socket
+
+        hostname = socket.gethostname()
+    lines: list[LineSink] = list(sinks)
+    telemetry = Telemetry(Recorder(lines, hostname), sinks, loop)
     loop.add_signal_handler(signal.SIGUSR1, telemetry.dump_to_stderr)
-    telemetry.emit_runtime()
+    telemetry._tick()
     return telemetry

@@ -18,6 +18,9 @@ import socket
 from collections import deque
 
 from pyserf.gocompat.hostport import AddrError, parse_port, split_host_port
+from pyserf.telemetry import SinkAddressError
+
+__all__ = ["SinkAddressError", "StatsdSink", "StatsiteSink", "resolve"]
 
 log = logging.getLogger("pyserf.agent")
 
@@ -26,10 +29,6 @@ FLUSH_DELAY = 0.1
 STATSD_MAX_PACKET = 1400
 RETRY_MIN, RETRY_MAX = 1.0, 30.0
 MAX_UNSENT_BYTES = 1 << 20
-
-
-class SinkAddressError(ValueError):
-    """A statsd_addr/statsite_addr that cannot be used; the message says why."""
 
 
 def resolve(text: str, kind: int) -> tuple[int, tuple[str, int]]:

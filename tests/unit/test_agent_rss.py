@@ -30,11 +30,13 @@ LAZY = {
     "decimal": "config decoding errors",
     "aiohttp": "http_addr (the HTTP API)",
     "pyserf.http.server": "http_addr (the HTTP API)",
-    "pyserf.telemetry": "statsd_addr, statsite_addr or http_addr (telemetry)",
+    "pyserf.telemetry.sinks": "statsd_addr or statsite_addr",
+    "prometheus_client": "GET /metrics",
+    "pyserf.telemetry.prometheus": "GET /metrics",
 }
 
 
-def _idle_agent_imports() -> set[str]:
+def _idle_agent_imports(*flags: str) -> set[str]:
     ip = f"127.{random.randint(64, 250)}.{random.randint(1, 250)}.{random.randint(2, 250)}"
     # Under scripts/test, coverage starts in every child process (and imports json itself):
     # the agent is measured without it.
@@ -42,7 +44,7 @@ def _idle_agent_imports() -> set[str]:
     env["PYTHONPATH"] = str(ROOT)
     proc = subprocess.Popen(
         [sys.executable, "-X", "importtime", "-m", "pyserf", "agent", "-node=rss",
-         f"-bind={ip}:7946", f"-rpc-addr={ip}:7373"],
+         f"-bind={ip}:7946", f"-rpc-addr={ip}:7373", *(f.format(ip=ip) for f in flags)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env,
         cwd=ROOT, text=True)
     try:
@@ -59,11 +61,26 @@ def _idle_agent_imports() -> set[str]:
             if line.startswith("import time:") and line.count("|") == 2}
 
 
+def _loaded(imported: set[str], lazy: dict[str, str]) -> dict[str, str]:
+    return {name: why for name, why in lazy.items()
+            if name in imported or any(m.startswith(name + ".") for m in imported)}
+
+
 def test_idle_plain_agent_leaves_optional_modules_unloaded() -> None:
     imported = _idle_agent_imports()
-    # The parse saw a running agent: its RPC server, agent and command were imported.
+    # The parse saw a running agent: its RPC server, agent and command were imported, and
+    # the in-memory metrics recorder every agent runs (as serf's InmemSink).
     assert {"pyserf.agent.agent", "pyserf.agent.lifecycle", "pyserf.agent.rpc",
-            "asyncio"} <= imported
-    loaded = {name: why for name, why in LAZY.items()
-              if name in imported or any(m.startswith(name + ".") for m in imported)}
+            "pyserf.telemetry.recorder", "asyncio"} <= imported
+    loaded = _loaded(imported, LAZY)
     assert not loaded, f"imported by an idle plain agent, needed only for: {loaded}"
+
+
+def test_idle_listener_agent_imports_prometheus_client_only_when_scraped() -> None:
+    imported = _idle_agent_imports("-http-addr={ip}:8500")
+    assert {"aiohttp", "pyserf.http.server"} <= imported
+    # The listener brings aiohttp and its JSON API (json); prometheus-client waits for a scrape.
+    lazy = {name: why for name, why in LAZY.items()
+            if "http_addr" not in why and name != "json"}
+    loaded = _loaded(imported, lazy)
+    assert not loaded, f"imported by an idle agent with a listener, needed only for: {loaded}"

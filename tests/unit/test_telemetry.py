@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pyserf.http.server import HTTPListener
 from pyserf.memberlist.metrics import NULL_METRICS
 from pyserf.telemetry import recorder as rec_mod
-from pyserf.telemetry.prometheus import render
+from pyserf.telemetry.prometheus import exposition, registry
 from pyserf.telemetry.recorder import MAX_INTERVALS, MAX_NAMES, Recorder
 from pyserf.telemetry.sinks import (
     QUEUE_LINES,
@@ -76,12 +76,14 @@ def test_a_flood_of_distinct_names_is_capped_and_memory_stays_bounded() -> None:
             rec.incr(f"serf.events.flood{i}")
             rec.sample(f"serf.queries.flood{i}", 1.0)
             clock[0] += 0.01
+            if i % 100 == 0:  # the agent ticks the recorder once a second
+                rec.tick()
         grown = tracemalloc.get_traced_memory()[0] - baseline
     finally:
         tracemalloc.stop()
     assert len(rec.names) == MAX_NAMES
     assert rec.dropped == 100_000
-    assert len(rec.intervals) <= MAX_INTERVALS
+    assert len(rec.finished) < MAX_INTERVALS  # the current one is not among them
     assert grown < 2 * 1024 * 1024, grown
     rec.incr("serf.events.e0")  # known names keep counting
     assert rec.counter_totals["serf.events.e0"] == 2
@@ -91,6 +93,49 @@ def test_an_overlong_name_is_dropped() -> None:
     rec = Recorder()
     rec.incr("serf.events." + "x" * rec_mod.MAX_NAME_LENGTH)
     assert rec.dropped == 1 and not rec.names
+
+
+def test_a_call_reads_no_clock_and_the_tick_closes_the_interval() -> None:
+    """The hot path takes the recorder's own time; only tick() reads the clock, and a closed
+    interval's counts still add up in the totals Prometheus reads."""
+    reads = [0]
+    clock = [1_796_000_000.0]
+
+    def read_clock() -> float:
+        reads[0] += 1
+        return clock[0]
+
+    rec = Recorder(clock=read_clock)
+    reads[0] = 0
+    for i in range(1000):
+        rec.incr("memberlist.udp.sent", 100 + i % 7)
+        rec.sample("memberlist.probeNode", 0.5)
+        rec.gauge("memberlist.health.score", i % 3)
+    assert reads[0] == 0
+    clock[0] += 10
+    rec.tick()
+    assert reads[0] == 1
+    rec.incr("memberlist.udp.sent", 30)
+    (closed,) = rec.finished
+    agg = closed.counters["serf-agent.memberlist.udp.sent"]
+    assert (agg.count, agg.low, agg.high, agg.updated) == (1000, 100, 106, 1_796_000_000.0)
+    assert closed.gauges == {"serf-agent.memberlist.health.score": 0}  # the last value set
+    assert rec.counter_totals["memberlist.udp.sent"] == agg.total + 30
+    probes = rec.sample_totals["memberlist.probeNode"]
+    assert (probes.count, probes.total) == (1000, 500.0)
+    clock[0] += 50  # a minute after the first interval began: it is no longer retained
+    rec.tick()
+    assert [i.start for i in rec.finished] == [1_796_000_010.0]
+    assert rec.counter_totals["memberlist.udp.sent"] == agg.total + 30
+
+
+def test_a_key_already_used_by_another_kind_is_dropped() -> None:
+    rec = Recorder()
+    rec.incr("serf.events.x")
+    rec.sample("serf.events.x", 1.0)
+    rec.gauge("serf.events.x", 1.0)
+    assert rec.dropped == 2 and rec.counter_totals == {"serf.events.x": 1.0}
+    assert not rec.sample_totals and not rec.gauge_values
 
 
 def test_sigusr1_dump_matches_inmem_signal_and_skips_the_current_interval() -> None:
@@ -103,6 +148,7 @@ def test_sigusr1_dump_matches_inmem_signal_and_skips_the_current_interval() -> N
     rec.sample("memberlist.probeNode", 3.0)
     assert rec.dump() == ""  # the first interval is still being aggregated
     clock[0] += 10
+    rec.tick()  # the agent's once-a-second tick closes the interval
     rec.incr("serf.member.update")
     lines = rec.dump().splitlines()
     stamp = r"\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4} \S+\]"
@@ -166,8 +212,10 @@ def test_prometheus_exposition_parses_with_mapped_names() -> None:
     rec.gauge("memberlist.health.score", 3)
     rec.sample("serf.coordinate.adjustment-ms", 0.5)
     rec.sample("serf.coordinate.adjustment-ms", 1.5)
+    body, content_type = exposition(registry(lambda: rec), "")
+    assert content_type == "text/plain; version=0.0.4; charset=utf-8"
     fams = {f.name: (f.type, {s.name: s.value for s in f.samples})
-            for f in text_string_to_metric_families(render(rec).decode())}
+            for f in text_string_to_metric_families(body.decode())}
     assert fams["serf_agent_serf_member_join"] == (
         "counter", {"serf_agent_serf_member_join_total": 2.0})
     assert fams["serf_agent_memberlist_health_score"] == (  # no host name for Prometheus
@@ -182,6 +230,9 @@ class _Telemetry:
     def __init__(self) -> None:
         self.recorder = Recorder()
         self.recorder.incr("serf.member.join")
+
+    def refresh(self) -> Recorder:
+        return self.recorder
 
 
 class _Agent:
@@ -218,6 +269,49 @@ def test_metrics_is_open_unless_http_metrics_auth(metrics_auth: bool, without: i
     assert asyncio.run(main()) == (without, with_token, 401)
 
 
+async def _scrape(port: int, accept: str) -> tuple[int, str, str]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: {accept}\r\n"
+                 "Connection: close\r\n\r\n".encode())
+    head, _, body = (await reader.read()).partition(b"\r\n\r\n")
+    writer.close()
+    lines = head.decode().split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:])
+    return int(lines[0].split()[1]), headers["Content-Type"], body.decode()
+
+
+class _EmbeddedAgent:
+    """An agent built without the CLI: no telemetry object."""
+
+    def subscribe(self, listener: object) -> object:
+        return lambda: None
+
+
+def test_metrics_negotiates_openmetrics_and_serves_an_agent_without_telemetry() -> None:
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families as om_parse
+
+    async def main() -> list[tuple[int, str, str]]:
+        results = []
+        for agent, accept in ((_Agent(), "application/openmetrics-text; version=1.0.0"),
+                              (_EmbeddedAgent(), "*/*")):
+            listener = HTTPListener(agent)  # type: ignore[arg-type]
+            await listener.start("127.0.0.1", 0)
+            try:
+                results.append(await _scrape(listener.address[1], accept))
+            finally:
+                await listener.close()
+        return results
+
+    (om_status, om_type, om_body), (status, content_type, body) = asyncio.run(main())
+    assert om_status == 200 and om_type.startswith("application/openmetrics-text; version=1.0.0")
+    fams = {f.name: f for f in om_parse(om_body)}  # the OpenMetrics parser wants '# EOF'
+    assert fams["serf_agent_serf_member_join"].samples[0].value == 1
+    assert status == 200 and content_type == "text/plain; version=0.0.4; charset=utf-8"
+    names = {f.name for f in text_string_to_metric_families(body)}
+    assert "process_resident_memory_bytes" in names
+    assert not any(name.startswith("serf_agent_serf") for name in names)
+
+
 def test_the_machines_count_serfs_events_in_a_simulated_cluster() -> None:
     """The call sites in memberlist and serf, deterministic: joins, gossip, probes, a user
     event, a query with acks, a crash, and the 30 s queue samples, as node a counts them."""
@@ -246,12 +340,14 @@ def test_the_machines_count_serfs_events_in_a_simulated_cluster() -> None:
     a.serf.query("uptime", b"", net.now, request_ack=True)
     net._pump(a)
     net.run_until(net.now + 3.0)
+    counters = rec.counter_totals  # a snapshot: read again
     assert counters["serf.events"] == 1 and counters["serf.events.deploy"] == 1
     assert counters["serf.queries"] >= 1 and counters["serf.queries.uptime"] >= 1
     assert counters["serf.query_acks"] == 3  # b, c and a itself
 
     net.crash(c)
     net.run_until(net.now + 30.0)
+    counters, samples = rec.counter_totals, rec.sample_totals
     assert counters["memberlist.msg.suspect"] >= 1 and counters["memberlist.msg.dead"] >= 1
     assert counters["serf.member.failed"] == 1
     assert samples["memberlist.pushPullNode"].count >= 1  # a's own periodic push-pull

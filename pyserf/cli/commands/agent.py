@@ -194,8 +194,10 @@ def cmd_agent(args: list[str]) -> int:
 
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     # The agent never speaks TLS. Keeping the ssl module out of the process (asyncio treats it
-    # as optional) saves about 4.5 MiB of OpenSSL per agent. The HTTP listener may (https).
-    if "asyncio" not in sys.modules and not (config.http_addr and config.http_tls_cert):
+    # as optional) saves about 4.5 MiB of OpenSSL per agent. The HTTP listener may (https), and
+    # its /metrics needs prometheus-client, which imports ssl (and cannot once aiohttp loaded
+    # urllib.request without it).
+    if "asyncio" not in sys.modules and not config.http_addr:
         sys.modules.setdefault("ssl", None)  # type: ignore[arg-type]
     from pyserf.agent.lifecycle import run_agent
 
