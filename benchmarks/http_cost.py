@@ -2,13 +2,15 @@
 
 ``rss``: one pyserf agent alone, idle, in three set-ups, each started ``--rounds`` times
 (median printed): plain; with ``-http-addr``; with ``-http-addr`` after one ``GET /metrics``
-(prometheus-client is imported then). RSS is VmRSS after ``--idle`` seconds.
+(prometheus-client is imported then). RSS is VmRSS after ``--idle`` seconds; CPU is over them
+(clock ticks of 10 ms: use a long ``--idle`` for CPU).
 
 ``members``: one pyserf agent with ``-http-addr`` and ``--members - 1`` real serf agents (Go:
 cheap on this machine's two cores) joined to it. Once it lists them all alive, ``--clients``
 keep-alive HTTP/1.1 connections (asyncio, this process) send ``GET /v1/agent/members`` back
 to back for ``--seconds``; prints requests/s, latency percentiles, the response size and the
-agent's CPU and RSS.
+agent's CPU (in all, and per request: on a shared machine the agent gets only its share of the
+cores, so requests/s follow the load while CPU per request does not) and RSS.
 
 pyserf runs from ``--tree`` (default: a byte-compiled copy of HEAD, as an installed package
 runs; ``--tree DIR`` is byte-compiled in place). Agents bind 127.211.x.y and are stopped by
@@ -98,8 +100,11 @@ def get(url: str, timeout: float = 10.0) -> bytes:
         return bytes(resp.read())
 
 
-def measure_rss(tree: Path, tmp: Path, rounds: int, idle: float) -> dict[str, list[float]]:
+def measure_rss(tree: Path, tmp: Path, rounds: int, idle: float
+                ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """RSS (MiB) after ``idle`` seconds, and CPU (%) over them, per set-up and round."""
     results: dict[str, list[float]] = {"plain": [], "listener": [], "listener+scrape": []}
+    cpu: dict[str, list[float]] = {setup: [] for setup in results}
     for round_no in range(rounds):
         for setup in results:
             ip = f"127.211.{random.randint(1, 250)}.{random.randint(2, 250)}"
@@ -110,11 +115,14 @@ def measure_rss(tree: Path, tmp: Path, rounds: int, idle: float) -> dict[str, li
                 wait_for(log, "Serf agent running!", proc, 60)
                 if setup == "listener+scrape":
                     get(f"http://{ip}:{HTTP_PORT}/metrics")
+                cpu0 = proc_usage(proc.pid)[0]
                 time.sleep(idle)
-                results[setup].append(proc_usage(proc.pid)[1])
+                cpu1, rss = proc_usage(proc.pid)
+                results[setup].append(rss)
+                cpu[setup].append(100 * (cpu1 - cpu0) / idle)
             finally:
                 stop([proc])
-    return results
+    return results, cpu
 
 
 async def load(ip: str, clients: int, seconds: float) -> tuple[list[float], int]:
@@ -164,9 +172,10 @@ def measure_members(tree: Path, tmp: Path, members: int, clients: int,
             time.sleep(0.5)
         time.sleep(2)
         cpu0, rss0 = proc_usage(procs[0].pid)
-        wall0 = time.monotonic()
+        wall0, client0 = time.monotonic(), time.process_time()
         latencies, size = asyncio.run(load(seed_ip, clients, seconds))
         wall = time.monotonic() - wall0
+        client_cpu = time.process_time() - client0
         cpu1, rss1 = proc_usage(procs[0].pid)
         latencies.sort()
         return {"members": members, "clients": clients, "seconds": wall,
@@ -174,6 +183,9 @@ def measure_members(tree: Path, tmp: Path, members: int, clients: int,
                 "p50_ms": 1e3 * latencies[len(latencies) // 2],
                 "p99_ms": 1e3 * latencies[int(len(latencies) * 0.99)],
                 "body_bytes": size, "agent_cpu_pct": 100 * (cpu1 - cpu0) / wall,
+                "client_cpu_pct": 100 * client_cpu / wall,
+                # What a busy machine does not change much: the agent's CPU per answer.
+                "agent_cpu_ms_per_request": 1e3 * (cpu1 - cpu0) / max(1, len(latencies)),
                 "agent_rss_before_mib": rss0, "agent_rss_after_mib": rss1,
                 "load_avg_1m": os.getloadavg()[0]}
     finally:
@@ -195,12 +207,13 @@ def main() -> None:
         tmp = Path(tmp_name)
         tree = prepare_tree(args.tree, tmp)
         if args.mode == "rss":
-            rss = measure_rss(tree, tmp, args.rounds, args.idle)
+            rss, cpu = measure_rss(tree, tmp, args.rounds, args.idle)
             if args.json:
-                print(json.dumps(rss))
+                print(json.dumps({"rss_mib": rss, "idle_cpu_pct": cpu}))
             for setup, values in rss.items():
                 print(f"{setup:<16} RSS MiB median {statistics.median(values):5.1f}  "
-                      f"({', '.join(f'{v:.1f}' for v in values)})")
+                      f"({', '.join(f'{v:.1f}' for v in values)}); idle CPU median "
+                      f"{statistics.median(cpu[setup]):.2f}%")
         else:
             result = measure_members(tree, tmp, args.members, args.clients, args.seconds)
             if args.json:
@@ -209,7 +222,9 @@ def main() -> None:
                   f"{result['clients']} keep-alive clients, {result['seconds']:.1f} s: "
                   f"{result['requests_per_s']:.0f} req/s, p50 {result['p50_ms']:.1f} ms, "
                   f"p99 {result['p99_ms']:.1f} ms, {result['body_bytes']} B per answer; agent "
-                  f"CPU {result['agent_cpu_pct']:.0f}%, RSS {result['agent_rss_before_mib']:.1f}"
+                  f"CPU {result['agent_cpu_pct']:.0f}% (client {result['client_cpu_pct']:.0f}%), "
+                  f"{result['agent_cpu_ms_per_request']:.2f} ms CPU per request, "
+                  f"RSS {result['agent_rss_before_mib']:.1f}"
                   f" -> {result['agent_rss_after_mib']:.1f} MiB (load {result['load_avg_1m']:.1f})")
 
 

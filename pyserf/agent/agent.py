@@ -88,8 +88,8 @@ class Agent(AgentTransport):
         self.tcp_server: asyncio.Server | None = None
         self.rpc = None
         self.http = None  # pyserf.http.server.HTTPListener when http_addr is set
-        # pyserf.telemetry.Telemetry when statsd_addr, statsite_addr or http_addr is set; its
-        # recorder is then self.metrics (the machines count into it), else a no-op.
+        # pyserf.telemetry.Telemetry, which `pyserf agent` always starts (as serf's in-memory
+        # sink); its recorder is then self.metrics (the machines count into it), else a no-op.
         self.telemetry: Any = None
         self.metrics: Metrics = NULL_METRICS
         self.handlers = HandlerManager(self, config.handler_timeout)
