@@ -1,13 +1,15 @@
 """Prometheus exposition of the recorder's totals and of the process, by prometheus-client.
 
 Served by the HTTP listener's ``GET /metrics`` and imported only on its first request
-(prometheus-client brings http.server, urllib, wsgiref and ssl for its own servers and push
-helpers: about 3 MiB that an agent nobody scrapes does not carry). :class:`RecorderCollector`
-yields a metric family per recorder key, named by Prometheus' conventions: the go-metrics name
-with every character outside ``[a-zA-Z0-9_]`` as ``_`` (``serf-agent.memberlist.gossip`` ->
-``serf_agent_memberlist_gossip``), counters as ``*_total``, samples (timers in ms, as Consul's
-go-metrics Prometheus sink exposes them) as summaries (``_count``, ``_sum``), gauges without
-go-metrics' host name part. prometheus-client's ProcessCollector adds ``process_*``.
+(prometheus-client brings http.server, wsgiref and more for its own servers and push helpers:
+about 1.2 MiB that an agent nobody scrapes does not carry; it needs ssl too, which is why an
+agent with a listener leaves ssl importable, see pyserf/cli/commands/agent.py).
+:class:`RecorderCollector` yields a metric family per recorder key, named by Prometheus'
+conventions: the go-metrics name with every character outside ``[a-zA-Z0-9_]`` as ``_``
+(``serf-agent.memberlist.gossip`` -> ``serf_agent_memberlist_gossip``), counters as
+``*_total``, samples (timers in ms, as Consul's go-metrics Prometheus sink exposes them) as
+summaries (``_count``, ``_sum``), gauges without go-metrics' host name part.
+prometheus-client's ProcessCollector adds ``process_*``.
 """
 
 from __future__ import annotations
