@@ -114,7 +114,8 @@ class MemberlistBase:
         self._pending_push_pulls = 0
         self._vsn_verdicts: dict[bytes, str | None] = {}
         # Bumped whenever a member's state or the member list changes; the gossip candidates
-        # are rebuilt only then (or when a dead member ages out of gossip).
+        # are rebuilt only then (or when a dead member ages out of gossip), and a push-pull
+        # reply may skip entries equal to what we sent only while it is unchanged.
         self._changes = 0
         # (changes, nodes, built at, oldest dead member's state change, candidates)
         self._candidates: tuple[int, list[Node], float, float | None, list[Node]] | None = None

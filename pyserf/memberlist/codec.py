@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import struct
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
@@ -325,11 +325,15 @@ class PushPull:
         return b"".join(parts)
 
     @classmethod
-    def decode_stream(cls, data: bytes) -> PushPull:
+    def decode_stream(cls, data: bytes,
+                      known: Callable[[bool], Container[bytes]] | None = None) -> PushPull:
         """Decode the body that follows the push-pull type byte.
 
         The node count and user state length are checked against memberlist's limits before
         anything is built, and the first malformed node state rejects the whole message.
+        ``known``, given the header's join flag, names encoded entries to leave out: the
+        receiver's own, which would merge as no-ops, so an exchange between members in sync
+        costs a lookup per member instead of a decode and a merge.
         """
         if type(data) is not bytes:
             data = bytes(data)
@@ -343,8 +347,9 @@ class PushPull:
             if not isinstance(header, dict):
                 raise DecodeError("push-pull header is not a map")
             count, user_len = push_pull_sizes(header)
+            own = known(fields.flag(header, b"Join")) if known is not None else ()
             nodes = []
-            known = _node_states.get
+            memo = _node_states.get
             tell, skip = unpacker.tell, unpacker.skip
             for _ in range(count):
                 # Each exchange repeats most entries of the last one: decode an entry's bytes
@@ -352,7 +357,9 @@ class PushPull:
                 start = tell()
                 skip()
                 entry = data[start:tell()]
-                state = known(entry)
+                if entry in own:
+                    continue
+                state = memo(entry)
                 nodes.append(state if state is not None else _decode_node_state(entry))
         except (StopIteration, msgpack.OutOfData) as exc:
             raise DecodeError("push-pull message is truncated") from exc

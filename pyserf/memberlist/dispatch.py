@@ -4,6 +4,7 @@ mechanism each message is for; pings, indirect pings, acks and nacks are answere
 from __future__ import annotations
 
 import logging
+from collections.abc import Container
 from typing import cast
 
 import msgpack
@@ -204,9 +205,18 @@ class Dispatcher(PushPullSync):
                 if self._pending_push_pulls >= MAX_PUSH_PULL_REQUESTS:
                     log.error("memberlist: Too many pending push/pull requests")
                     return None
-                remote = PushPull.decode_stream(body)
+                # As memberlist does, our state goes back as it was before the merge; encoded
+                # first, it tells the decoder which of the peer's entries it can leave out.
+                replies: list[bytes] = []
+
+                def own_entries(join: bool) -> Container[bytes]:
+                    state, own = self._encode_local_state(join)
+                    replies.append(state)
+                    return () if join else own
+
+                remote = PushPull.decode_stream(body, own_entries)
                 log.debug("memberlist: Stream connection from=%s", peer)
-                reply = self._stream_payload(self._local_state(remote.join))
+                reply = self._stream_payload(replies[0])
                 self._merge_remote(remote, now, source)
                 return reply
             if kind == MsgType.PING:

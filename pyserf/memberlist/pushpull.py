@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Container
 
 from pyserf.memberlist import codec, fields
 from pyserf.memberlist.catchup import merge_sync_targets
@@ -36,10 +36,19 @@ class PushPullSync(NodeStates):
     """Full-state exchanges with peers, periodic and catch-up."""
 
     def _local_state(self, join: bool) -> bytes:
+        return self._encode_local_state(join)[0]
+
+    def _encode_local_state(self, join: bool) -> tuple[bytes, set[bytes]]:
+        """Our push-pull state, and the encoded entries a peer's state may leave out when it
+        repeats them byte for byte: merged, each would change nothing. Suspect entries are
+        not among them: merging one confirms the suspicion in our name, as memberlist does."""
         entry = codec.node_state_entry
+        nodes = self.nodes
         entries = [entry(n.name, n.addr, n.port, n.meta, n.incarnation, n.state, n.pmin, n.pmax,
-                         n.pcur, n.dmin, n.dmax, n.dcur) for n in self.nodes]
-        return codec.encode_push_pull(join, entries, self.delegate.local_state(join))
+                         n.pcur, n.dmin, n.dmax, n.dcur) for n in nodes]
+        suspect = NodeStateKind.SUSPECT
+        own = {e for e, n in zip(entries, nodes, strict=True) if n.state != suspect}
+        return codec.encode_push_pull(join, entries, self.delegate.local_state(join)), own
 
     def _push_pull(self, addr: Address, join: bool, now: float,
                    on_done: Callable[[str | None, float], None]) -> None:
@@ -68,16 +77,24 @@ class PushPullSync(NodeStates):
                 finish(f"expected push-pull reply, got message type {kind}", when)
                 return
             try:
-                remote = PushPull.decode_stream(body)
+                remote = PushPull.decode_stream(body, own_entries)
             except DecodeError as exc:
                 finish(str(exc), when)
                 return
             self._merge_remote(remote, when, addr)
             finish(None, when)
 
-        on_error = finish
-        self._open_stream(addr, self._local_state(join), now + self.timing.tcp_timeout,
-                          on_reply, on_error)
+        def own_entries(remote_join: bool) -> Container[bytes]:
+            # What we sent still merges as no-ops unless a member was learned or changed state
+            # since (an incarnation older than ours is ignored anyway). Join exchanges decode
+            # everything: the merge syncs compare the peer's whole list with ours.
+            if join or remote_join or self._changes != changes:
+                return ()
+            return own
+
+        state, own = self._encode_local_state(join)
+        changes = self._changes
+        self._open_stream(addr, state, now + self.timing.tcp_timeout, on_reply, finish)
 
     def _merge_remote(self, remote: PushPull, now: float, source: Address) -> None:
         admitted = self._admissible(remote.nodes, source, now)

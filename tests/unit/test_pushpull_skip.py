@@ -1,0 +1,114 @@
+"""A push-pull leaves out the entries the receiver itself sent or holds byte for byte: merged,
+they would change nothing, so skipping them must not change any outcome (issue 11: an
+in-sync exchange at N members cost a decode and a merge per member)."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+
+from pyserf.memberlist import codec
+from pyserf.memberlist.codec import Alive, NodeStateKind, PushPull, Suspect
+from pyserf.memberlist.memberlist import Memberlist
+from pyserf.memberlist.profiles import LAN
+from pyserf.memberlist.timers import Scheduler
+from pyserf.memberlist.types import MemberlistConfig
+from pyserf.sim.scenarios import Options, simulate
+from tests.unit.test_state_transitions import Recorder
+
+VSN = bytes((1, 5, 2, 2, 5, 5))
+
+
+def machine(name: str, members: int) -> Memberlist:
+    ml = Memberlist(MemberlistConfig(name, "10.9.9.9", 7946, timing=LAN), Recorder(),
+                    Scheduler(), random.Random(1))
+    ml.start(0.0)
+    for i in range(members):
+        ml._alive_node(Alive(1, f"m{i}", codec.ip_to_bytes(f"10.0.0.{i + 1}"), 7946, b"",
+                             VSN), 0.0)
+    return ml
+
+
+def test_an_in_sync_state_decodes_only_what_differs() -> None:
+    a, b = machine("a", 20), machine("b", 20)
+    state = a._local_state(False)[1:]
+    _, own = b._encode_local_state(False)
+    remote = PushPull.decode_stream(state, lambda join: own)
+    # Everything but the two machines' own entries is byte-identical.
+    assert sorted(n.name for n in remote.nodes) == ["a"]
+    assert len(PushPull.decode_stream(state).nodes) == 21
+    # A join exchange is decoded whole: the merge syncs compare the peer's full list.
+    join_state = a._local_state(True)[1:]
+    _, own = b._encode_local_state(True)
+    asked: list[bool] = []
+
+    def known(join: bool) -> set[bytes]:
+        asked.append(join)
+        return own
+
+    assert PushPull.decode_stream(join_state, known).join
+    assert asked == [True]
+
+
+def test_a_newer_incarnation_is_not_skipped() -> None:
+    a, b = machine("a", 5), machine("b", 5)
+    a._alive_node(Alive(7, "m3", codec.ip_to_bytes("10.0.0.4"), 7946, b"x", VSN), 1.0)
+    _, own = b._encode_local_state(False)
+    remote = PushPull.decode_stream(a._local_state(False)[1:], lambda join: own)
+    assert sorted(n.name for n in remote.nodes) == ["a", "m3"]
+
+
+def test_suspect_entries_are_always_merged() -> None:
+    """Merging a suspect entry confirms the suspicion in our own name (memberlist's
+    mergeState does so), so it is never among the entries left out."""
+    b = machine("b", 5)
+    b._suspect_node(Suspect(1, "m2", "m4"), 1.0)
+    assert b.node_map["m2"].state == NodeStateKind.SUSPECT
+    state, own = b._encode_local_state(False)
+    entries = {n.name for n in PushPull.decode_stream(state[1:]).nodes}
+    left_out = {n.name for n in PushPull.decode_stream(state[1:], lambda join: own).nodes}
+    assert entries == {"b", "m0", "m1", "m2", "m3", "m4"}
+    assert left_out == {"m2"}
+
+
+def _without_skipping(monkeypatch: pytest.MonkeyPatch) -> None:
+    decode = PushPull.decode_stream
+
+    def decode_all(data: bytes, known: Any = None) -> PushPull:
+        remote = decode(data)
+        if known is not None:
+            known(remote.join)  # the responder encodes its reply inside this call
+        return remote
+
+    monkeypatch.setattr(PushPull, "decode_stream", staticmethod(decode_all))
+
+
+@pytest.mark.parametrize("scenario,nodes,extra", [
+    ("join", 40, {}),
+    ("fail", 30, {"loss": 0.05}),
+    ("partition", 24, {}),
+])
+def test_skipping_changes_no_outcome(monkeypatch: pytest.MonkeyPatch, scenario: str,
+                                     nodes: int, extra: dict[str, Any]) -> None:
+    """The same seed gives the same report, every count included, with and without it."""
+    def run() -> dict[str, Any]:
+        report = simulate(Options(nodes=nodes, scenario=scenario, seed=11, **extra))
+        report.pop("wall_s")
+        return report
+
+    decode = PushPull.decode_stream
+    skipped = [0]
+
+    def counting(data: bytes, known: Any = None) -> PushPull:
+        remote = decode(data, known)
+        skipped[0] += len(decode(data).nodes) - len(remote.nodes)
+        return remote
+
+    monkeypatch.setattr(PushPull, "decode_stream", staticmethod(counting))
+    with_skip = run()
+    assert skipped[0] > nodes  # it did leave entries out
+    monkeypatch.setattr(PushPull, "decode_stream", staticmethod(decode))
+    _without_skipping(monkeypatch)
+    assert run() == with_skip
