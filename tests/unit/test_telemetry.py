@@ -33,6 +33,9 @@ class Lines:
     def push(self, line: str) -> None:
         self.lines.append(line)
 
+    def close(self) -> None:
+        pass
+
 
 def test_statsd_lines_are_go_metrics_format_with_service_prefix_and_gauge_host() -> None:
     sink = Lines()
@@ -127,6 +130,31 @@ def test_a_call_reads_no_clock_and_the_tick_closes_the_interval() -> None:
     rec.tick()
     assert [i.start for i in rec.finished] == [1_796_000_010.0]
     assert rec.counter_totals["memberlist.udp.sent"] == agg.total + 30
+
+
+@pytest.mark.parametrize("with_sink", [False, True])
+def test_runtime_gauges_every_tick_only_for_a_network_sink(monkeypatch: pytest.MonkeyPatch,
+                                                           with_sink: bool) -> None:
+    """Without a sink the runtime gauges are read only where they show: into the interval
+    that is ending (an idle agent's tick just moves the clock); a sink gets them each second."""
+    import pyserf.telemetry as telemetry_mod
+
+    now = [1_796_000_000.5]
+    monkeypatch.setattr(telemetry_mod.time, "time", lambda: now[0])
+    loop = asyncio.new_event_loop()
+    try:
+        sinks = [Lines()] if with_sink else []
+        rec = Recorder(sinks, clock=lambda: now[0])
+        telemetry = telemetry_mod.Telemetry(rec, sinks, loop)  # type: ignore[arg-type]
+        telemetry._tick()
+        assert ("runtime.sys_bytes" in rec.gauge_values) is with_sink
+        now[0] += 10  # the next tick is past the interval's end
+        telemetry._tick()
+        (closed,) = rec.finished
+        assert closed.gauges["serf-agent.runtime.sys_bytes"] > 1e6
+        telemetry.close()
+    finally:
+        loop.close()
 
 
 def test_a_key_already_used_by_another_kind_is_dropped() -> None:
