@@ -99,6 +99,7 @@ class NodeStates(Net):
             state.meta = a.meta
             state.addr = addr
             state.port = a.port
+            state.wire = None
             if state.state != NodeStateKind.ALIVE:
                 if state.state in (NodeStateKind.DEAD, NodeStateKind.LEFT):
                     self._down -= 1
@@ -141,6 +142,7 @@ class NodeStates(Net):
         state.incarnation = s.incarnation
         state.state = NodeStateKind.SUSPECT
         state.state_change = now
+        state.wire = None
         self._changes += 1
         change_time = now
         t = self.timing
@@ -202,6 +204,7 @@ class NodeStates(Net):
         state.incarnation = d.incarnation
         state.state = NodeStateKind.LEFT if d.node == d.from_ else NodeStateKind.DEAD
         state.state_change = now
+        state.wire = None
         self._changes += 1
         self._down += 1
         self.delegate.notify_leave(state, now)
@@ -213,6 +216,7 @@ class NodeStates(Net):
             inc = (accused + 1) & fields.U32_MAX
         self._incarnation = inc
         me.incarnation = inc
+        me.wire = None
         self._apply_awareness(1)
         alive = Alive(inc, me.name, codec.ip_to_bytes(me.addr), me.port, me.meta, me.vsn)
         self._broadcast(me.name, alive.encode())

@@ -33,6 +33,9 @@ class Node:
     dmin: int = 0
     dmax: int = 0
     dcur: int = 0
+    # This member's push-pull entry as last encoded. Whoever changes a field the entry
+    # carries (all of the above but state_change) sets it back to None.
+    wire: bytes | None = field(default=None, repr=False, compare=False)
 
     @property
     def address(self) -> Address:
@@ -45,6 +48,7 @@ class Node:
     def set_vsn(self, vsn: bytes) -> None:
         if len(vsn) >= 6:
             self.pmin, self.pmax, self.pcur, self.dmin, self.dmax, self.dcur = vsn[:6]
+            self.wire = None
 
     def dead_or_left(self) -> bool:
         return self.state in (NodeStateKind.DEAD, NodeStateKind.LEFT)

@@ -112,3 +112,39 @@ def test_skipping_changes_no_outcome(monkeypatch: pytest.MonkeyPatch, scenario: 
     monkeypatch.setattr(PushPull, "decode_stream", staticmethod(decode))
     _without_skipping(monkeypatch)
     assert run() == with_skip
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_the_kept_entries_match_the_members(seed: int) -> None:
+    """Each member keeps its encoded entry between changes: after any sequence of alive,
+    suspect, dead, refute and tag updates every kept entry equals a fresh encoding."""
+    rng = random.Random(seed)
+    ml = machine("me", 8)
+    names = ["me"] + [f"m{i}" for i in range(8)]
+    now = 1.0
+    for step in range(400):
+        now += 0.01
+        name = rng.choice(names)
+        node = ml.node_map[name]
+        inc = node.incarnation + rng.choice((-1, 0, 1, 2))
+        op = rng.randrange(5)
+        if op == 0:
+            meta = rng.choice((b"", b"x", b"yy"))
+            ml._alive_node(Alive(max(inc, 0), name, codec.ip_to_bytes(node.addr), node.port,
+                                 meta, VSN), now)
+        elif op == 1:
+            ml._suspect_node(Suspect(max(inc, 0), name, rng.choice(names)), now)
+        elif op == 2:
+            ml._dead_node(codec.Dead(max(inc, 0), name, rng.choice((name, "other"))), now)
+        elif op == 3:
+            ml.update_node(now, 1.0, lambda error, when: None)
+        else:
+            ml._encode_local_state(rng.random() < 0.5)
+        ml.scheduler.run_due(now)
+        for n in ml.nodes:
+            fresh = codec.node_state_entry(n.name, n.addr, n.port, n.meta, n.incarnation,
+                                           n.state, n.pmin, n.pmax, n.pcur, n.dmin, n.dmax,
+                                           n.dcur)
+            assert n.wire in (None, fresh), (step, n)
+    state, _ = ml._encode_local_state(False)
+    assert state == ml._encode_local_state(False)[0]
