@@ -441,3 +441,22 @@ def test_http_api_members_on_one_host():
     assert http_get(h, url)[0] == 401
     for other in set(NODES) - {HTTP_HOST}:
         assert http_get(RUNNER.get_host(other), url, HTTP_TOKEN)[0] == 0, other
+
+
+def test_http_metrics_on_the_listener_host():
+    """The role's agent serves /metrics through prometheus-client (the http extra installs
+    it): open without the token (pyserf_http_metrics_auth is false by default), with serf's
+    metric names and the process collector's."""
+    h = RUNNER.get_host(HTTP_HOST)
+    url = f"http://{HTTP_ADDR}/metrics"
+    deadline = time.monotonic() + HTTP_START_TIMEOUT
+    while True:
+        status, body = http_get(h, url)
+        if status == 200 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert status == 200, (status, body[:500])
+    names = {line.split("{")[0].split(" ")[0] for line in body.splitlines()
+             if line and not line.startswith("#")}
+    assert any(n.startswith("serf_agent_memberlist_") for n in names), sorted(names)[:40]
+    assert "process_resident_memory_bytes" in names, sorted(names)[:40]
