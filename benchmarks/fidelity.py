@@ -138,10 +138,9 @@ def gossip_on_ticker(node: SimNode) -> None:
     interval = ml.timing.gossip_interval
     phase = random.Random(node.name).uniform(0, interval)
 
-    def resume() -> None:
+    def resume(now: float) -> None:
         if ml.shutdown_done or not ml._loops or ml._loops.get("gossip") is not None:
             return  # stopped, or the loop is running on its grid already
-        now = ml.scheduler.now
         ml._loops["gossip"] = ml.scheduler.call_at(now + (phase - now) % interval,
                                                    ml._gossip_tick)
 

@@ -16,7 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pyserf.memberlist import codec, state  # noqa: E402
+from pyserf.memberlist import codec  # noqa: E402
+from pyserf.memberlist.memberlist import Memberlist  # noqa: E402
 from pyserf.sim.network import SimNetwork  # noqa: E402
 
 
@@ -28,18 +29,18 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=400, help="last bucket starts here")
     args = parser.parse_args()
     stats: dict[int, list[int]] = collections.defaultdict(lambda: [0, 0, 0, 0])
-    raw_send = state.Memberlist._raw_send
+    raw_send = Memberlist._raw_send
 
-    def measured(self, addr, msg, node):
+    def measured(self, addr, msg, node, now):
         size = len(codec.compress(msg))
         row = stats[min(len(msg) // args.bucket * args.bucket, args.top)]
         row[0] += 1
         row[1] += size < len(msg)
         row[2] += len(msg)
         row[3] += min(size, len(msg))
-        return raw_send(self, addr, msg, node)
+        return raw_send(self, addr, msg, node, now)
 
-    state.Memberlist._raw_send = measured
+    Memberlist._raw_send = measured
     net = SimNetwork(seed=1)
     nodes = [net.add_node(f"n{i}", f"10.1.{i // 250}.{i % 250 + 1}") for i in range(args.n)]
     for i, node in enumerate(nodes[1:], 1):

@@ -43,7 +43,7 @@ def make_node(i: int, compression: bool) -> Serf:
 def push_pull_payload(serf: Serf, join: bool) -> bytes:
     """What ``serf`` sends to open a push-pull (its whole state, framed and compressed)."""
     ml = serf.memberlist
-    return ml._stream_payload(ml._local_state(join))
+    return ml._stream_payload(ml._local_state(join, 1.0))
 
 
 def best_of(repeat: int, step: Callable[[], object]) -> float:
@@ -82,7 +82,7 @@ def main() -> int:
             last = [*last[-4:], time.process_time() - started]
             joined += 1
         seed_join = min(last) if last else 0.0
-        raw = seed.memberlist._local_state(True)
+        raw = seed.memberlist._local_state(True, 1.0)
         compressed = lzw.compress(raw)
         t_compress = best_of(args.repeat, lambda raw=raw: lzw.compress(raw))
         t_decompress = best_of(args.repeat, lambda c=compressed: lzw.decompress(c))

@@ -132,9 +132,9 @@ class MemberlistBase:
         self._seq = (self._seq + 1) & 0xFFFFFFFF
         return self._seq
 
-    def _broadcast(self, node_name: str, msg: bytes,
-                   on_finished: Callable[[], None] | None = None) -> None:
-        self.broadcasts.queue(msg, key=node_name, on_finished=on_finished)
+    def _broadcast(self, node_name: str, msg: bytes, now: float,
+                   on_finished: Callable[[float], None] | None = None) -> None:
+        self.broadcasts.queue(msg, key=node_name, on_finished=on_finished, now=now)
 
     def _apply_awareness(self, delta: int) -> None:
         before = self.awareness.score
@@ -151,6 +151,6 @@ class MemberlistBase:
         """Did we hear from no peer around ``when`` (silent since, or inside a silence)?"""
         return self._heard_at < when or any(a <= when <= b for a, b in self._silences)
 
-    def gossip_soon(self) -> None:
+    def gossip_soon(self, now: float) -> None:
         """Something new was queued (see gossip.py)."""
         raise NotImplementedError

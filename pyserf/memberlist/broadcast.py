@@ -35,7 +35,7 @@ class Broadcast:
     __slots__ = ("key", "msg", "transmits", "seq", "on_finished", "queued")
 
     def __init__(self, key: str | None, msg: bytes, seq: int,
-                 on_finished: Callable[[], None] | None) -> None:
+                 on_finished: Callable[[float], None] | None) -> None:
         self.key = key
         self.msg = msg
         self.transmits = 0
@@ -43,10 +43,12 @@ class Broadcast:
         self.on_finished = on_finished
         self.queued = True  # False once removed: its heap entry is stale
 
-    def finish(self) -> None:
+    def finish(self, now: float) -> None:
+        """Report the message done (sent its last time, replaced, pruned or dropped) at the
+        time of the queue operation that finished it."""
         if self.on_finished is not None:
             callback, self.on_finished = self.on_finished, None
-            callback()
+            callback(now)
 
 
 class _Group:
@@ -72,7 +74,7 @@ class _Tier:
 
 class BroadcastQueue:
     def __init__(self, retransmit_mult: int, num_nodes: Callable[[], int],
-                 on_queued: Callable[[], None] | None = None) -> None:
+                 on_queued: Callable[[float], None] | None = None) -> None:
         self.retransmit_mult = retransmit_mult
         self.num_nodes = num_nodes
         self.on_queued = on_queued
@@ -86,12 +88,12 @@ class BroadcastQueue:
         return len(self._order)
 
     def queue(self, msg: bytes, key: str | None = None,
-              on_finished: Callable[[], None] | None = None) -> None:
+              on_finished: Callable[[float], None] | None = None, *, now: float) -> None:
         if key is not None:
             old = self._by_key.get(key)
             if old is not None:
                 self._remove(old)
-                old.finish()
+                old.finish(now)
         item = Broadcast(key, msg, next(self._seq), on_finished)
         self._order[item.seq] = item
         self.nbytes += len(msg)
@@ -99,9 +101,9 @@ class BroadcastQueue:
             self._by_key[key] = item
         self._place(item)
         if self.on_queued is not None:
-            self.on_queued()
+            self.on_queued(now)
 
-    def get(self, overhead: int, limit: int) -> list[bytes]:
+    def get(self, overhead: int, limit: int, now: float) -> list[bytes]:
         """Take messages fitting in ``limit`` bytes (each costing ``overhead`` extra)."""
         if not self._order or limit <= overhead:
             return []
@@ -149,10 +151,10 @@ class BroadcastQueue:
                 continue
             self._place(item)
         for item in finished:
-            item.finish()
+            item.finish(now)
         return out
 
-    def prune(self, max_retain: int, max_bytes: int | None = None) -> int:
+    def prune(self, max_retain: int, max_bytes: int | None = None, *, now: float) -> int:
         """Drop the oldest messages above ``max_retain`` (serf's queue-depth guard), and while
         the queued bytes exceed ``max_bytes``; returns how many were dropped."""
         dropped = 0
@@ -160,11 +162,11 @@ class BroadcastQueue:
                                or (max_bytes is not None and self.nbytes > max_bytes)):
             item = next(iter(self._order.values()))
             self._remove(item)
-            item.finish()
+            item.finish(now)
             dropped += 1
         return dropped
 
-    def reset(self) -> None:
+    def reset(self, now: float) -> None:
         items = list(self._order.values())
         self._order.clear()
         self._by_key.clear()
@@ -172,7 +174,7 @@ class BroadcastQueue:
         self.nbytes = 0
         for item in items:
             item.queued = False
-            item.finish()
+            item.finish(now)
 
     # -- the ordered index ---------------------------------------------------------------
 

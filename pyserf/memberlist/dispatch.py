@@ -44,7 +44,6 @@ class Dispatcher(PushPullSync):
     def receive_packet(self, data: bytes, source: Address, now: float) -> None:
         """Handle one datagram. Nothing a peer sends can raise out of here: a message that
         does not decode is dropped and counted, and so is one that trips an internal error."""
-        self.scheduler.now = now
         if self.shutdown_done or not data:
             return
         self.metrics.incr("memberlist.udp.received", len(data))
@@ -115,7 +114,7 @@ class Dispatcher(PushPullSync):
             budget.expansion -= len(inner)
             self._handle_command(inner, source, now, depth + 1, budget)
         elif kind == MsgType.PING:
-            self._handle_ping(Ping.decode(codec.unpack_body(body)), source)
+            self._handle_ping(Ping.decode(codec.unpack_body(body)), source, now)
         elif kind == MsgType.INDIRECT_PING:
             self._handle_indirect_ping(IndirectPing.decode(codec.unpack_body(body)), source, now)
         elif kind == MsgType.ACK:
@@ -137,14 +136,14 @@ class Dispatcher(PushPullSync):
                 pass
         return fallback
 
-    def _handle_ping(self, ping: Ping, source: Address) -> None:
+    def _handle_ping(self, ping: Ping, source: Address, now: float) -> None:
         if ping.node and ping.node != self.config.name:
             log.warning("memberlist: Got ping for unexpected node '%s' from=%s:%d",
                         ping.node, *source)
             return
         ack = Ack(ping.seq_no, self.delegate.ack_payload())
         self._send_piggybacked(self._reply_address(ping.source_addr, ping.source_port, source),
-                               ack.encode())
+                               ack.encode(), now)
 
     def _handle_indirect_ping(self, ind: IndirectPing, source: Address, now: float) -> None:
         reply_to = self._reply_address(ind.source_addr, ind.source_port, source)
@@ -160,15 +159,15 @@ class Dispatcher(PushPullSync):
         def on_ack(payload: bytes | None, when: float) -> None:
             nonlocal answered
             answered = True
-            self._send_piggybacked(reply_to, Ack(ind.seq_no, None).encode())
+            self._send_piggybacked(reply_to, Ack(ind.seq_no, None).encode(), when)
 
         self._set_ack_handler(seq, on_ack, None, now + self.timing.probe_timeout)
         ping = Ping(seq, ind.node, codec.ip_to_bytes(me.addr), me.port, me.name)
-        self._send_piggybacked(target, ping.encode())
+        self._send_piggybacked(target, ping.encode(), now)
         if ind.nack:
             def maybe_nack(when: float) -> None:
                 if not answered:
-                    self._send_piggybacked(reply_to, Nack(ind.seq_no).encode())
+                    self._send_piggybacked(reply_to, Nack(ind.seq_no).encode(), when)
             self.scheduler.call_at(now + self.timing.probe_timeout, maybe_nack)
 
     def _handle_ack(self, ack: Ack, now: float) -> None:
@@ -186,7 +185,6 @@ class Dispatcher(PushPullSync):
 
     def handle_stream(self, data: bytes, source: Address, now: float) -> bytes | None:
         """Answer one incoming stream message; returns the reply payload (or None)."""
-        self.scheduler.now = now
         if self.shutdown_done:
             return None
         peer = peer_text(source)
@@ -210,7 +208,7 @@ class Dispatcher(PushPullSync):
                 replies: list[bytes] = []
 
                 def own_entries(join: bool) -> Container[bytes]:
-                    state, own = self._encode_local_state(join)
+                    state, own = self._encode_local_state(join, now)
                     replies.append(state)
                     return () if join else own
 
@@ -240,7 +238,6 @@ class Dispatcher(PushPullSync):
 
     def stream_reply(self, stream_id: int, data: bytes, now: float) -> None:
         """The reply to a stream we opened."""
-        self.scheduler.now = now
         wait = self._streams.pop(stream_id, None)
         if wait is None:
             return
@@ -263,7 +260,6 @@ class Dispatcher(PushPullSync):
             wait.on_error(f"internal error: {exc}", now)
 
     def stream_failed(self, stream_id: int, error: str, now: float) -> None:
-        self.scheduler.now = now
         wait = self._streams.pop(stream_id, None)
         if wait is not None:
             try:

@@ -17,7 +17,7 @@ EXPEDITE_MIN_GAP = 0.05
 class Gossiper(Net):
     """The gossip loop: queued broadcasts to a few random members per round."""
 
-    def gossip_soon(self) -> None:
+    def gossip_soon(self, now: float) -> None:
         """Something new was queued: gossip it now rather than at the next tick.
 
         Every hop of an epidemic otherwise waits half a gossip interval on average. One
@@ -26,7 +26,7 @@ class Gossiper(Net):
         if self.shutdown_done or not self._loops:
             return  # not started (or stopped): start() schedules the first round
         # Batch bursts: at most one extra round per gap after the previous round.
-        when = max(self.scheduler.now, self._last_gossip + EXPEDITE_MIN_GAP)
+        when = max(now, self._last_gossip + EXPEDITE_MIN_GAP)
         tick = self._loops.get("gossip")
         if tick is None:
             # The gossip loop sleeps while there is nothing to say; wake it.
@@ -63,19 +63,19 @@ class Gossiper(Net):
             if self.draining:
                 # Everyone else is gone: what we wanted to say on the way out has no audience,
                 # so finish it instead of making the leave wait for its timeout.
-                self.broadcasts.reset()
-                self.delegate.drop_broadcasts()
+                self.broadcasts.reset(now)
+                self.delegate.drop_broadcasts(now)
             return
         targets = self.rng.sample(candidates, min(self.timing.gossip_nodes, len(candidates)))
         avail = self.timing.udp_buffer_size - COMPOUND_HEADER_OVERHEAD
         if self.config.keyring is not None:
             avail -= security.ENCRYPTION_OVERHEAD_V1
         for node in targets:
-            msgs = self._get_broadcasts(COMPOUND_OVERHEAD, avail)
+            msgs = self._get_broadcasts(COMPOUND_OVERHEAD, avail, now)
             if not msgs:
                 return
             payload = msgs[0] if len(msgs) == 1 else codec.make_compound(msgs)
-            self._raw_send(node.address, payload, node)
+            self._raw_send(node.address, payload, node, now)
 
     def _gossip_candidates(self, now: float) -> Sequence[Node]:
         """Who may get gossip: others alive or suspect, or dead for at most

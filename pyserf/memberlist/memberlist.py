@@ -105,8 +105,8 @@ class Memberlist(Dispatcher, Prober, Gossiper):
             return
         waiter = _Once(on_done)
         dead = Dead(me.incarnation, me.name, me.name)
-        self._dead_node(dead, now, on_finished=lambda: waiter.fire(None, self.scheduler.now))
-        self.send_to_live_nodes(dead.encode())
+        self._dead_node(dead, now, on_finished=lambda when: waiter.fire(None, when))
+        self.send_to_live_nodes(dead.encode(), now)
         if self.any_alive():
             self.scheduler.call_at(now + timeout, lambda t: waiter.fire(
                 "timeout waiting for leave broadcast", t))
@@ -122,7 +122,7 @@ class Memberlist(Dispatcher, Prober, Gossiper):
         alive = Alive(self._incarnation, me.name, codec.ip_to_bytes(me.addr), me.port,
                       self.delegate.node_meta(codec.META_MAX_SIZE), me.vsn)
         self._alive_node(alive, now, bootstrap=True,
-                         on_finished=lambda: waiter.fire(None, self.scheduler.now))
+                         on_finished=lambda when: waiter.fire(None, when))
         if self.any_alive():
             self.scheduler.call_at(now + timeout, lambda t: waiter.fire(
                 "timeout waiting for update broadcast", t))
@@ -143,11 +143,12 @@ class Memberlist(Dispatcher, Prober, Gossiper):
                 suspicion.timer.cancel()
         self._suspicions.clear()
 
-    def send_user_packet(self, addr: Address, serf_msg: bytes, node: Node | None = None) -> None:
+    def send_user_packet(self, addr: Address, serf_msg: bytes, now: float,
+                         node: Node | None = None) -> None:
         """Send a serf message directly (query responses, relays) without piggybacking."""
-        self._raw_send(addr, codec.encode_user(serf_msg), node)
+        self._raw_send(addr, codec.encode_user(serf_msg), node, now)
 
-    def send_to_live_nodes(self, msg: bytes) -> None:
+    def send_to_live_nodes(self, msg: bytes, now: float) -> None:
         """Send one message straight to every live peer, on top of gossiping it.
 
         Used for goodbyes: a leave reaches everyone in one round trip instead of spreading
@@ -156,7 +157,7 @@ class Memberlist(Dispatcher, Prober, Gossiper):
         name = self.config.name
         for node in self.nodes:
             if node.name != name and node.state == NodeStateKind.ALIVE:
-                self._raw_send(node.address, msg, node)
+                self._raw_send(node.address, msg, node, now)
 
     def push_pull_now(self, now: float) -> None:
         """Run one anti-entropy exchange with a random live node."""

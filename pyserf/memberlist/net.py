@@ -19,28 +19,27 @@ COMPRESS_MIN_SIZE = 160
 class Net(MemberlistBase):
     """Sending: datagrams, piggybacked gossip, ack handlers and stream framing."""
 
-    def _get_broadcasts(self, overhead: int, limit: int) -> list[bytes]:
-        msgs = self.broadcasts.get(overhead, limit)
+    def _get_broadcasts(self, overhead: int, limit: int, now: float) -> list[bytes]:
+        msgs = self.broadcasts.get(overhead, limit, now)
         used = sum(len(m) + overhead for m in msgs)
         # Serf messages travel as memberlist user messages: one more byte each.
-        user = self.delegate.get_broadcasts(overhead + 1, limit - used)
+        user = self.delegate.get_broadcasts(overhead + 1, limit - used, now)
         msgs.extend(codec.encode_user(m) for m in user)
         return msgs
 
-    def _send_piggybacked(self, addr: Address, msg: bytes) -> None:
+    def _send_piggybacked(self, addr: Address, msg: bytes, now: float) -> None:
         avail = self.timing.udp_buffer_size - COMPOUND_HEADER_OVERHEAD - len(msg)
         if self.config.keyring is not None:
             avail -= security.ENCRYPTION_OVERHEAD_V1
-        extra = self._get_broadcasts(COMPOUND_OVERHEAD, avail)
+        extra = self._get_broadcasts(COMPOUND_OVERHEAD, avail, now)
         if extra:
             msg = codec.make_compound([msg, *extra[:254]])
-        self._raw_send(addr, msg, None)
+        self._raw_send(addr, msg, None, now)
 
-    def _raw_send(self, addr: Address, msg: bytes, node: Node | None) -> None:
+    def _raw_send(self, addr: Address, msg: bytes, node: Node | None, now: float) -> None:
         if not 0 < addr[1] <= fields.U16_MAX:
             # Rate limited: a peer can name port 0 in indirect pings as often as it likes.
-            self.drops.drop("send (invalid port)", peer_text(addr), "not sending",
-                            self.scheduler.now)
+            self.drops.drop("send (invalid port)", peer_text(addr), "not sending", now)
             return
         if self.config.enable_compression and len(msg) >= COMPRESS_MIN_SIZE:
             compressed = codec.compress(msg)

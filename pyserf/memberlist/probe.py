@@ -83,7 +83,7 @@ class Prober(NodeStates):
                 return
             probe.acked = True
             if not probe.indirect:
-                self.delegate.notify_ping_complete(node, when - probe.sent, payload)
+                self.delegate.notify_ping_complete(node, when - probe.sent, payload, when)
             self._finish_probe(probe, -1 if not probe.indirect else 0, when)
 
         def on_nack(when: float) -> None:
@@ -91,12 +91,12 @@ class Prober(NodeStates):
 
         self._set_ack_handler(seq, on_ack, on_nack, probe.deadline)
         if node.state == NodeStateKind.ALIVE:
-            self._send_piggybacked(node.address, ping.encode())
+            self._send_piggybacked(node.address, ping.encode(), now)
         else:
             # Tell a suspect about the accusation so it can refute it.
             suspect = Suspect(node.incarnation, node.name, self.config.name)
             self._raw_send(node.address, codec.make_compound([ping.encode(), suspect.encode()]),
-                           node)
+                           node, now)
         probe.timers = (
             self.scheduler.call_at(now + self.timing.probe_timeout,
                                    lambda when: self._probe_indirect(probe, ping, when)),
@@ -118,7 +118,7 @@ class Prober(NodeStates):
             probe.expected_nacks += int(nack)
             ind = IndirectPing(probe.seq, codec.ip_to_bytes(target.addr), target.port,
                                target.name, nack, codec.ip_to_bytes(me.addr), me.port, me.name)
-            self._send_piggybacked(peer.address, ind.encode())
+            self._send_piggybacked(peer.address, ind.encode(), now)
         if not self.timing.disable_tcp_pings and target.pmax >= 3:
             probe.tcp_pending = True
 

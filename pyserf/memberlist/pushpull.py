@@ -35,10 +35,10 @@ EAGER_MIN_GAP = 1.0
 class PushPullSync(NodeStates):
     """Full-state exchanges with peers, periodic and catch-up."""
 
-    def _local_state(self, join: bool) -> bytes:
-        return self._encode_local_state(join)[0]
+    def _local_state(self, join: bool, now: float) -> bytes:
+        return self._encode_local_state(join, now)[0]
 
-    def _encode_local_state(self, join: bool) -> tuple[bytes, set[bytes]]:
+    def _encode_local_state(self, join: bool, now: float) -> tuple[bytes, set[bytes]]:
         """Our push-pull state, and the encoded entries a peer's state may leave out when it
         repeats them byte for byte: merged, each would change nothing. Suspect entries are
         not among them: merging one confirms the suspicion in our name, as memberlist does."""
@@ -56,7 +56,7 @@ class PushPullSync(NodeStates):
             append(wire)
         suspect = NodeStateKind.SUSPECT
         own = {e for e, n in zip(entries, nodes, strict=True) if n.state != suspect}
-        return codec.encode_push_pull(join, entries, self.delegate.local_state(join)), own
+        return codec.encode_push_pull(join, entries, self.delegate.local_state(join, now)), own
 
     def _push_pull(self, addr: Address, join: bool, now: float,
                    on_done: Callable[[str | None, float], None]) -> None:
@@ -100,7 +100,7 @@ class PushPullSync(NodeStates):
                 return ()
             return own
 
-        state, own = self._encode_local_state(join)
+        state, own = self._encode_local_state(join, now)
         changes = self._changes
         self._open_stream(addr, state, now + self.timing.tcp_timeout, on_reply, finish)
 

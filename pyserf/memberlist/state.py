@@ -20,7 +20,7 @@ class NodeStates(Net):
     """Member state transitions on alive, suspect and dead messages."""
 
     def _alive_node(self, a: Alive, now: float, bootstrap: bool = False,
-                    on_finished: Callable[[], None] | None = None) -> None:
+                    on_finished: Callable[[float], None] | None = None) -> None:
         local_name = self.config.name
         state = self.node_map.get(a.node)
         if (state is not None and a.incarnation <= state.incarnation and a.port == state.port
@@ -93,7 +93,7 @@ class NodeStates(Net):
             self._refute(state, a.incarnation, now)
             log.warning("memberlist: Refuting an alive message for '%s'", a.node)
         else:
-            self._broadcast(a.node, a.encode(), on_finished)
+            self._broadcast(a.node, a.encode(), now, on_finished)
             state.set_vsn(a.vsn)
             state.incarnation = a.incarnation
             state.meta = a.meta
@@ -128,7 +128,7 @@ class NodeStates(Net):
         suspicion = self._suspicions.get(s.node)
         if suspicion is not None:
             if suspicion.confirm(s.from_):
-                self._broadcast(s.node, s.encode())
+                self._broadcast(s.node, s.encode(), now)
                 self._arm_suspicion(s.node, suspicion)
             return
         if state.state != NodeStateKind.ALIVE:
@@ -137,7 +137,7 @@ class NodeStates(Net):
             self._refute(state, s.incarnation, now)
             log.warning("memberlist: Refuting a suspect message (from: %s)", s.from_)
             return
-        self._broadcast(s.node, s.encode())
+        self._broadcast(s.node, s.encode(), now)
         self.metrics.incr("memberlist.msg.suspect")
         state.incarnation = s.incarnation
         state.state = NodeStateKind.SUSPECT
@@ -183,7 +183,7 @@ class NodeStates(Net):
             suspicion.timer = self.scheduler.call_at(suspicion.deadline, old.callback)
 
     def _dead_node(self, d: Dead, now: float,
-                   on_finished: Callable[[], None] | None = None, gossip: bool = True) -> None:
+                   on_finished: Callable[[float], None] | None = None, gossip: bool = True) -> None:
         state = self.node_map.get(d.node)
         if state is None or d.incarnation < state.incarnation:
             return
@@ -197,9 +197,9 @@ class NodeStates(Net):
                 self._refute(state, d.incarnation, now)
                 log.warning("memberlist: Refuting a dead message (from: %s)", d.from_)
                 return
-            self._broadcast(d.node, d.encode(), on_finished)
+            self._broadcast(d.node, d.encode(), now, on_finished)
         elif gossip:
-            self._broadcast(d.node, d.encode())
+            self._broadcast(d.node, d.encode(), now)
         self.metrics.incr("memberlist.msg.dead")
         state.incarnation = d.incarnation
         state.state = NodeStateKind.LEFT if d.node == d.from_ else NodeStateKind.DEAD
@@ -219,7 +219,7 @@ class NodeStates(Net):
         me.wire = None
         self._apply_awareness(1)
         alive = Alive(inc, me.name, codec.ip_to_bytes(me.addr), me.port, me.meta, me.vsn)
-        self._broadcast(me.name, alive.encode())
+        self._broadcast(me.name, alive.encode(), now)
 
     def _version_error(self, vsn: bytes) -> str | None:
         """Why a member announcing ``vsn`` cannot be in our cluster, or None.

@@ -1,7 +1,9 @@
 """A deterministic timer wheel for the sans-I/O machines.
 
 The machines never sleep: they schedule callbacks at absolute times, and the caller (the
-asyncio shell or the simulator) asks for ``next_wake()`` and calls ``run_due(now)``.
+asyncio shell or the simulator) asks for ``next_wake()`` and calls ``run_due(now)``. The
+scheduler keeps no clock of its own: every callback gets the ``now`` of the run that fires it,
+and every other input carries its own ``now``.
 """
 
 from __future__ import annotations
@@ -30,8 +32,6 @@ class Scheduler:
     def __init__(self) -> None:
         self._heap: list[tuple[float, int, Timer]] = []
         self._counter = itertools.count()
-        # The time of the latest input or timer run, for callbacks that fire without one.
-        self.now = 0.0
 
     def call_at(self, when: float, callback: Callable[[float], None]) -> Timer:
         timer = Timer(when, callback)
@@ -48,7 +48,6 @@ class Scheduler:
         """Run every timer due at ``now`` (including ones scheduled by callbacks); a callback
         that raises is logged and the rest still run."""
         ran = 0
-        self.now = now
         heap = self._heap
         while heap and heap[0][0] <= now:
             _, _, timer = heapq.heappop(heap)

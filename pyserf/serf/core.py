@@ -359,7 +359,7 @@ class Serf(Intents, UserEvents, Queries, KeyManager, Reaper):
                                      "timeout while waiting for graceful leave", after_intent)
             # The memberlist goodbye follows only once the intent has finished gossiping, so
             # sending the intent directly too keeps the order and saves the epidemic's hops.
-            self.memberlist.send_to_live_nodes(codec.encode_user(raw))
+            self.memberlist.send_to_live_nodes(codec.encode_user(raw), now)
         else:
             after_intent(None, now)
 
@@ -396,7 +396,7 @@ class Serf(Intents, UserEvents, Queries, KeyManager, Reaper):
                 fired = True
                 on_done(error, when)
 
-        queue.queue(raw, on_finished=lambda: finish(None, self.scheduler.now))
+        queue.queue(raw, on_finished=lambda when: finish(None, when), now=now)
         self.scheduler.call_at(now + timeout, lambda t: finish(timeout_error, t))
 
     def _has_alive_members(self) -> bool:
@@ -415,8 +415,8 @@ class Serf(Intents, UserEvents, Queries, KeyManager, Reaper):
         self._events.append(MemberEvent(kind, [member.copy()]))
 
     def _rebroadcast(self, queue: BroadcastQueue, buf: bytes, now: float) -> None:
-        queue.queue(buf)
-        dropped = queue.prune(self.config.max_queue_depth, MAX_QUEUE_BYTES)
+        queue.queue(buf, now=now)
+        dropped = queue.prune(self.config.max_queue_depth, MAX_QUEUE_BYTES, now=now)
         if dropped:
             self.drops.drop("serf broadcast (queue full)", "rebroadcast", f"dropped "
                             f"{dropped} oldest queued messages", now)

@@ -64,12 +64,12 @@ class SerfDelegate:
             raise SerfError(f"Node tags '{self.serf.config.tags}' exceeds length limit of {limit}")
         return meta
 
-    def get_broadcasts(self, overhead: int, limit: int) -> list[bytes]:
-        msgs = self.serf.intent_broadcasts.get(overhead, limit)
+    def get_broadcasts(self, overhead: int, limit: int, now: float) -> list[bytes]:
+        msgs = self.serf.intent_broadcasts.get(overhead, limit, now)
         used = sum(len(x) + overhead for x in msgs)
-        msgs.extend(q := self.serf.query_broadcasts.get(overhead, limit - used))
+        msgs.extend(q := self.serf.query_broadcasts.get(overhead, limit - used, now))
         used += sum(len(x) + overhead for x in q)
-        msgs.extend(self.serf.event_broadcasts.get(overhead, limit - used))
+        msgs.extend(self.serf.event_broadcasts.get(overhead, limit - used, now))
         for msg in msgs:
             self.serf.metrics.sample("serf.msgs.sent", len(msg))
         return msgs
@@ -78,20 +78,19 @@ class SerfDelegate:
         return bool(len(self.serf.intent_broadcasts) or len(self.serf.event_broadcasts)
                     or len(self.serf.query_broadcasts))
 
-    def drop_broadcasts(self) -> None:
+    def drop_broadcasts(self, now: float) -> None:
         serf = self.serf
         for queue in (serf.intent_broadcasts, serf.query_broadcasts, serf.event_broadcasts):
-            queue.reset()
+            queue.reset(now)
 
-    def local_state(self, join: bool) -> bytes:
+    def local_state(self, join: bool, now: float) -> bytes:
         """Our push-pull user state. Never raises: on an internal error the peer gets no serf
         state this round rather than a broken stream."""
         try:
             return self._local_state()
         except Exception as exc:
             log.debug("serf: failed to encode local state", exc_info=True)
-            self.serf.drops.drop("serf local state (internal error)", "self", exc,
-                            self.serf.scheduler.now)
+            self.serf.drops.drop("serf local state (internal error)", "self", exc, now)
             return b""
 
     def _local_state(self) -> bytes:
@@ -211,7 +210,7 @@ class SerfDelegate:
             if error:
                 raise DecodeError(f"relay destination: {error}")
             log.debug("serf: Relaying response to addr: %s:%d", *dest)
-            self.serf.memberlist.send_user_packet(dest, relay.inner)
+            self.serf.memberlist.send_user_packet(dest, relay.inner, now)
         else:
             raise DecodeError(f"unknown serf message type {kind}")
 
@@ -352,11 +351,12 @@ class SerfDelegate:
     def ack_payload(self) -> bytes | None:
         return ping_delegate.encode_ack_payload(self.serf.coordinates.coord)
 
-    def notify_ping_complete(self, node: Node, rtt: float, payload: bytes | None) -> None:
+    def notify_ping_complete(self, node: Node, rtt: float, payload: bytes | None,
+                             now: float) -> None:
         """A direct ping finished: move our coordinate and remember the peer's."""
         if not payload:
             return
-        self._contained("serf coordinate", node.name, self.serf.scheduler.now,
+        self._contained("serf coordinate", node.name, now,
                         lambda: self._ping_complete(node, rtt, payload))
 
     def _ping_complete(self, node: Node, rtt: float, payload: bytes) -> None:

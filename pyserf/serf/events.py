@@ -54,9 +54,9 @@ class ShutdownRequested:
 
 
 # ---- the outcomes of operations ---------------------------------------------------------------
-# An operation (join, leave, force_leave, set_tags, query, key_operation) returns a Handle at
-# once; its outcome arrives later in events() as records naming that handle, with the time each
-# happened.
+# An operation (join, leave, force_leave, set_tags, user_event, query, key_operation) returns a
+# Handle at once; its outcome arrives later in events() as records naming that handle, with the
+# time each happened.
 
 _handle_ids = itertools.count(1)
 
@@ -102,6 +102,12 @@ class TagsSet(_Finished):
 
 
 @dataclass(frozen=True, slots=True)
+class UserEventQueued(_Finished):
+    """A user event was delivered locally and queued for gossip, at once (error is None: an
+    event that is rejected raises SerfError instead, as tags that do not fit do)."""
+
+
+@dataclass(frozen=True, slots=True)
 class KeyOperationFinished:
     """A cluster-wide key operation ended: every member's answer, as ``serf keys`` reports."""
 
@@ -140,8 +146,8 @@ class QueryFinished:
 
 QUERY_RESULTS = (QueryAckReceived, QueryResponseReceived, QueryFinished)
 OperationFinished = (JoinFinished | LeaveFinished | ForceLeaveFinished | TagsSet
-                     | KeyOperationFinished)
-OPERATION_RESULTS = (JoinFinished, LeaveFinished, ForceLeaveFinished, TagsSet,
+                     | UserEventQueued | KeyOperationFinished)
+OPERATION_RESULTS = (JoinFinished, LeaveFinished, ForceLeaveFinished, TagsSet, UserEventQueued,
                      KeyOperationFinished)
 
 # Everything Serf.events() returns.

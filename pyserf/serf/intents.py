@@ -105,7 +105,7 @@ class Intents:
         msg = m.Join(ltime, self.config.node_name)
         self.clock.witness(ltime)
         self._handle_join_intent(msg, now)
-        self.intent_broadcasts.queue(msg.encode())
+        self.intent_broadcasts.queue(msg.encode(), now=now)
 
     def _upsert_intent(self, node: str, kind: int, ltime: int, now: float) -> bool:
         existing = self.recent_intents.get(node)

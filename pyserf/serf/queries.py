@@ -165,7 +165,7 @@ class Queries:
         self._queries[q.ltime] = collector
         self.scheduler.call_at(collector.deadline, lambda when: self._close_query(collector, when))
         self._handle_query(q, now)
-        self.query_broadcasts.queue(raw)
+        self.query_broadcasts.queue(raw, now=now)
         return collector
 
     def expected_responders(self, filter_nodes: Sequence[str] = (),
@@ -197,8 +197,8 @@ class Queries:
             raise SerfError("response already sent")
         if now > query.deadline:
             raise SerfError("response is past the deadline")
-        self.memberlist.send_user_packet(query.source_addr, raw)
-        self._relay_response(query.relay_factor, query.source_addr, query.source_node, raw)
+        self.memberlist.send_user_packet(query.source_addr, raw, now)
+        self._relay_response(query.relay_factor, query.source_addr, query.source_node, raw, now)
         query.responded = True
 
     def _handle_query(self, q: m.Query, now: float) -> bool:
@@ -237,8 +237,8 @@ class Queries:
         if q.flags & m.QUERY_FLAG_ACK:
             ack = m.QueryResponse(q.ltime, q.id, self.config.node_name, m.QUERY_FLAG_ACK, None)
             raw = ack.encode()
-            self.memberlist.send_user_packet(source, raw)
-            self._relay_response(q.relay_factor, source, q.source_node, raw)
+            self.memberlist.send_user_packet(source, raw, now)
+            self._relay_response(q.relay_factor, source, q.source_node, raw, now)
         received = QueryReceived(q.ltime, q.name, q.payload, q.id, source, q.source_node,
                                  now + q.timeout_ns / 1e9, q.relay_factor)
         if internal_queries.is_internal(q.name):
@@ -268,7 +268,7 @@ class Queries:
         return True
 
     def _relay_response(self, relay_factor: int, dest: Address, dest_name: str,
-                        raw: bytes) -> None:
+                        raw: bytes, now: float) -> None:
         if relay_factor == 0:
             return
         members = [ms.member for ms in self.members.values()]
@@ -283,7 +283,7 @@ class Queries:
         candidates = [x for x in members if x.status == MemberStatus.ALIVE
                       and x.name != self.config.node_name and x.protocol_max >= 5]
         for member in self.rng.sample(candidates, min(relay_factor, len(candidates))):
-            self.memberlist.send_user_packet((member.addr, member.port), relay,
+            self.memberlist.send_user_packet((member.addr, member.port), relay, now,
                                              nodes.get(member.name))
 
     def _handle_query_response(self, resp: m.QueryResponse, now: float) -> None:

@@ -88,4 +88,4 @@ class Reaper:
             if depth > self.config.max_queue_depth:
                 log.warning("serf: %s queue depth (%d) exceeds limit (%d), dropping messages!",
                             name, depth, self.config.max_queue_depth)
-                queue.prune(self.config.max_queue_depth)
+                queue.prune(self.config.max_queue_depth, now=now)

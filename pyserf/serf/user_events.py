@@ -9,7 +9,13 @@ from typing import TYPE_CHECKING
 from pyserf.memberlist.metrics import Metrics
 from pyserf.serf import messages as m
 from pyserf.serf.config import SerfError
-from pyserf.serf.events import SerfEvent, UserEventReceived
+from pyserf.serf.events import (
+    Handle,
+    SerfEvent,
+    UserEventQueued,
+    UserEventReceived,
+    new_handle,
+)
 
 if TYPE_CHECKING:
     from pyserf.memberlist.broadcast import BroadcastQueue
@@ -52,7 +58,10 @@ class UserEvents:
     if TYPE_CHECKING:
         def _rebroadcast(self, queue: BroadcastQueue, buf: bytes, now: float) -> None: ...
 
-    def user_event(self, name: str, payload: bytes, coalesce: bool, now: float) -> None:
+    def user_event(self, name: str, payload: bytes, coalesce: bool, now: float) -> Handle:
+        """Fire a user event: delivered here and queued for gossip at once, which a
+        UserEventQueued naming the handle reports. An event over the size limits raises
+        SerfError (nothing is sent and no handle is made)."""
         limit = self.config.user_event_size_limit
         size = len(name.encode()) + len(payload)
         if size > limit:
@@ -68,7 +77,10 @@ class UserEvents:
                             "after encoding")
         self.event_clock.increment()
         self._handle_user_event(msg, now)
-        self.event_broadcasts.queue(raw)
+        self.event_broadcasts.queue(raw, now=now)
+        handle = new_handle()
+        self._events.append(UserEventQueued(handle, None, now))
+        return handle
 
     def _handle_user_event(self, msg: m.UserEvent, now: float) -> bool:
         self.event_clock.witness(msg.ltime)

@@ -197,7 +197,6 @@ class SimNetwork(NetworkFaults):
                               bind_port=port, keyring=keyring, timing=timing,
                               enable_compression=self.compression)
         scheduler = Scheduler()
-        scheduler.now = self.now
         serf = Serf(SerfConfig(node_name=name, tags=dict(tags or {}), **serf_overrides), ml,
                     scheduler, random.Random(self.rng.random()))
         node = SimNode(name, (ip, port), serf, scheduler)
@@ -294,7 +293,6 @@ class SimNetwork(NetworkFaults):
     def resume(self, node: SimNode) -> None:
         """Thaw a paused node: it reads what its buffers held, then runs its overdue timers."""
         node.paused = False
-        node.scheduler.now = self.now
         while node.inbox and node.up:
             handler, args = node.inbox.popleft()
             handler(node, self.now, *args)
@@ -344,9 +342,6 @@ class SimNetwork(NetworkFaults):
                     at_node(node, now, handler, args)
             self.steps += 1
         self.now = max(self.now, end)
-        for node in self.nodes.values():
-            if node.up and not node.paused:
-                node.scheduler.now = self.now
 
     def _pump(self, node: SimNode) -> None:
         serf = node.serf
@@ -420,7 +415,6 @@ class SimNetwork(NetworkFaults):
             if len(node.inbox) < PAUSED_INBOX_LIMIT:
                 node.inbox.append((handler, args))
             return
-        node.scheduler.now = now
         handler(node, now, *args)
         self._pump(node)
 

@@ -92,22 +92,27 @@ EXAMPLES = int(os.environ.get("PYSERF_PROPERTY_EXAMPLES", "400"))
 def test_indexed_queue_matches_the_sort_everything_model(ops, mult):
     nodes = [5]
     queued_calls = []
-    real = BroadcastQueue(mult, lambda: nodes[0], on_queued=lambda: queued_calls.append(1))
+    real = BroadcastQueue(mult, lambda: nodes[0], on_queued=queued_calls.append)
     model = ModelQueue(mult, lambda: nodes[0])
-    real_done: list[int] = []
-    model_done: list[int] = []
+    # (message, time finished): the real queue must report the time of the operation that
+    # finished a message; the model's callbacks note the step they run in.
+    real_done: list[tuple[int, float]] = []
+    model_done: list[tuple[int, float]] = []
+    step = [0.0]
     for n, (op, a, b) in enumerate(ops):
+        now = step[0] = float(n)
         if op == "queue":
             msg = f"{n}:".encode().ljust(max(a, len(str(n)) + 1), b".")
-            real.queue(msg, key=b, on_finished=lambda n=n: real_done.append(n))
-            model.queue(msg, b, lambda n=n: model_done.append(n))
+            real.queue(msg, key=b, on_finished=lambda when, n=n: real_done.append((n, when)),
+                       now=now)
+            model.queue(msg, b, lambda n=n: model_done.append((n, step[0])))
         elif op == "get":
-            assert real.get(a, b) == model.get(a, b)
+            assert real.get(a, b, now) == model.get(a, b)
         elif op == "prune":
-            real.prune(a)
+            real.prune(a, now=now)
             model.prune(a)
         elif op == "reset":
-            real.reset()
+            real.reset(now)
             model.reset()
             real_done.sort()  # reset finishes everything; the order is not part of the API
             model_done.sort()
@@ -115,43 +120,43 @@ def test_indexed_queue_matches_the_sort_everything_model(ops, mult):
             nodes[0] = a
         assert len(real) == len(model)
         assert real_done == model_done
-    assert len(queued_calls) == sum(1 for op in ops if op[0] == "queue")
+    assert queued_calls == [float(n) for n, op in enumerate(ops) if op[0] == "queue"]
 
 
 def test_selection_order_and_keyed_replacement():
     done = []
     q = BroadcastQueue(1, lambda: 9)  # retransmit limit 1: every message goes out once
-    q.queue(b"old-small")
-    q.queue(b"old-bigger-message")
-    q.queue(b"new-small")
-    q.queue(b"alive v1", key="n1", on_finished=lambda: done.append("v1"))
-    q.queue(b"alive v2", key="n1", on_finished=lambda: done.append("v2"))
+    q.queue(b"old-small", now=0.0)
+    q.queue(b"old-bigger-message", now=0.0)
+    q.queue(b"new-small", now=0.0)
+    q.queue(b"alive v1", key="n1", on_finished=lambda when: done.append("v1"), now=0.0)
+    q.queue(b"alive v2", key="n1", on_finished=lambda when: done.append("v2"), now=0.0)
     assert done == ["v1"] and len(q) == 4  # the older message about n1 is gone
-    assert q.get(0, 1000) == [b"old-bigger-message", b"new-small", b"old-small", b"alive v2"]
+    assert q.get(0, 1000, 0.0) == [b"old-bigger-message", b"new-small", b"old-small", b"alive v2"]
     assert done == ["v1", "v2"] and len(q) == 0
 
 
 def test_fewest_transmits_first_and_oversized_messages_do_not_block():
     done = []
     q = BroadcastQueue(3, lambda: 9)  # retransmit limit 3
-    q.queue(b"A" * 10, on_finished=lambda: done.append("A"))
-    q.queue(b"too big for any packet" * 10)
-    assert q.get(2, 14) == [b"A" * 10]
-    q.queue(b"B" * 10, on_finished=lambda: done.append("B"))
-    assert q.get(2, 14) == [b"B" * 10]  # 0 transmits beats 1
-    assert q.get(2, 14) == [b"B" * 10]  # both at 1: the newest
-    assert q.get(2, 14) == [b"A" * 10]  # A at 1, B at 2
-    assert q.get(2, 14) == [b"B" * 10] and done == ["B"]  # both at 2: B's third and last
-    assert q.get(2, 14) == [b"A" * 10] and done == ["B", "A"]
-    assert q.get(2, 14) == [] and len(q) == 1  # the oversized one waits for prune or reset
+    q.queue(b"A" * 10, on_finished=lambda when: done.append("A"), now=0.0)
+    q.queue(b"too big for any packet" * 10, now=0.0)
+    assert q.get(2, 14, 0.0) == [b"A" * 10]
+    q.queue(b"B" * 10, on_finished=lambda when: done.append("B"), now=0.0)
+    assert q.get(2, 14, 0.0) == [b"B" * 10]  # 0 transmits beats 1
+    assert q.get(2, 14, 0.0) == [b"B" * 10]  # both at 1: the newest
+    assert q.get(2, 14, 0.0) == [b"A" * 10]  # A at 1, B at 2
+    assert q.get(2, 14, 0.0) == [b"B" * 10] and done == ["B"]  # both at 2: B's third and last
+    assert q.get(2, 14, 0.0) == [b"A" * 10] and done == ["B", "A"]
+    assert q.get(2, 14, 0.0) == [] and len(q) == 1  # the oversized one waits for prune or reset
 
 
 def test_replacing_one_key_many_times_keeps_the_index_small():
     q = BroadcastQueue(4, lambda: 100)
     for i in range(10_000):
-        q.queue(b"alive about the same node", key="flapper")
-        q.queue(b"x" * (i % 7 + 1))
-    q.prune(50)
+        q.queue(b"alive about the same node", key="flapper", now=0.0)
+        q.queue(b"x" * (i % 7 + 1), now=0.0)
+    q.prune(50, now=0.0)
     assert len(q) == 50
     held = sum(len(g.heap) for t in q._tiers.values() for g in t.groups.values())
     assert held <= 2 * len(q) + 7 * STALE_SLACK  # stale entries do not pile up
@@ -173,8 +178,8 @@ def test_twenty_thousand_queued_and_a_thousand_gets_cost_little():
     start = time.perf_counter()
     for i in range(20_000):
         key = f"node-{i % 15_000}" if i % 3 else None
-        q.queue(CountingBytes(b"m" * (40 + i % 300)), key=key)
-    taken = sum(len(q.get(3, 1400)) for _ in range(1000))
+        q.queue(CountingBytes(b"m" * (40 + i % 300)), key=key, now=0.0)
+    taken = sum(len(q.get(3, 1400, 0.0)) for _ in range(1000))
     elapsed = time.perf_counter() - start
     assert taken > 1000 and len(q) > 10_000
     # The sort-everything queue asks every message's length on every get (> 16 million
@@ -186,41 +191,41 @@ def test_twenty_thousand_queued_and_a_thousand_gets_cost_little():
 def test_a_message_that_fills_the_packet_exactly_is_taken():
     """Each message costs len + overhead; one that uses the last byte still goes out."""
     q = BroadcastQueue(4, lambda: 9)
-    q.queue(b"x" * 10)
-    assert q.get(3, 13) == [b"x" * 10]
+    q.queue(b"x" * 10, now=0.0)
+    assert q.get(3, 13, 0.0) == [b"x" * 10]
     q = BroadcastQueue(4, lambda: 9)
-    q.queue(b"y")
-    assert q.get(2, 3) == [b"y"]  # exactly one byte free for a one-byte message
-    assert q.get(3, 3) == []  # no byte free: nothing, even though the queue is not empty
+    q.queue(b"y", now=0.0)
+    assert q.get(2, 3, 0.0) == [b"y"]  # exactly one byte free for a one-byte message
+    assert q.get(3, 3, 0.0) == []  # no byte free: nothing, even though the queue is not empty
 
 
 def test_the_overhead_is_charged_for_every_message_taken():
     q = BroadcastQueue(4, lambda: 9)
-    q.queue(b"a" * 10)
-    q.queue(b"b" * 10)
-    assert q.get(3, 25) == [b"b" * 10]  # 13 used; 25 - 13 - 3 = 9 free < 10
-    assert q.get(3, 26) == [b"a" * 10, b"b" * 10]  # 13 + 13 = 26
+    q.queue(b"a" * 10, now=0.0)
+    q.queue(b"b" * 10, now=0.0)
+    assert q.get(3, 25, 0.0) == [b"b" * 10]  # 13 used; 25 - 13 - 3 = 9 free < 10
+    assert q.get(3, 26, 0.0) == [b"a" * 10, b"b" * 10]  # 13 + 13 = 26
 
 
 def test_nothing_is_taken_when_no_byte_is_left_even_an_empty_message():
     q = BroadcastQueue(4, lambda: 9)
-    q.queue(b"")
-    q.queue(b"z" * 5)
-    assert q.get(1, 6) == [b"z" * 5]
+    q.queue(b"", now=0.0)
+    q.queue(b"z" * 5, now=0.0)
+    assert q.get(1, 6, 0.0) == [b"z" * 5]
 
 
 def test_queued_bytes_are_counted_through_queue_replace_finish_and_reset():
     q = BroadcastQueue(1, lambda: 9)  # retransmit limit 1: a message is done once sent
     assert q.nbytes == 0
-    q.queue(b"abc", key="k")
-    q.queue(b"defgh")
+    q.queue(b"abc", key="k", now=0.0)
+    q.queue(b"defgh", now=0.0)
     assert q.nbytes == 8
-    q.queue(b"ijklmno", key="k")  # replaces "abc"
+    q.queue(b"ijklmno", key="k", now=0.0)  # replaces "abc"
     assert q.nbytes == 12
-    assert q.get(0, 5) == [b"defgh"]
+    assert q.get(0, 5, 0.0) == [b"defgh"]
     assert q.nbytes == 7
-    q.queue(b"pq")
-    q.reset()
+    q.queue(b"pq", now=0.0)
+    q.reset(0.0)
     assert q.nbytes == 0 and len(q) == 0
 
 
@@ -228,9 +233,9 @@ def test_prune_reports_exactly_how_many_it_dropped():
     done: list[int] = []
     q = BroadcastQueue(4, lambda: 9)
     for i in range(5):
-        q.queue(b"m" * 10, on_finished=lambda i=i: done.append(i))
-    assert q.prune(5) == 0
-    assert q.prune(2) == 3
+        q.queue(b"m" * 10, on_finished=lambda when, i=i: done.append(i), now=0.0)
+    assert q.prune(5, now=0.0) == 0
+    assert q.prune(2, now=0.0) == 3
     assert done == [0, 1, 2]  # the oldest go first
     assert len(q) == 2 and q.nbytes == 20
 
@@ -238,23 +243,23 @@ def test_prune_reports_exactly_how_many_it_dropped():
 def test_prune_by_bytes_stops_once_within_the_limit():
     q = BroadcastQueue(4, lambda: 9)
     for _ in range(3):
-        q.queue(b"m" * 10)
-    assert q.prune(100, max_bytes=20) == 1  # 30 > 20: drop one; 20 is within
+        q.queue(b"m" * 10, now=0.0)
+    assert q.prune(100, max_bytes=20, now=0.0) == 1  # 30 > 20: drop one; 20 is within
     assert q.nbytes == 20
-    assert q.prune(100, max_bytes=5) == 2
+    assert q.prune(100, max_bytes=5, now=0.0) == 2
     assert len(q) == 0
 
 
 def test_a_key_can_be_queued_again_after_its_message_finished():
     done: list[str] = []
     q = BroadcastQueue(1, lambda: 9)
-    q.queue(b"first", key="n1", on_finished=lambda: done.append("first"))
-    assert q.get(0, 100) == [b"first"]
+    q.queue(b"first", key="n1", on_finished=lambda when: done.append("first"), now=0.0)
+    assert q.get(0, 100, 0.0) == [b"first"]
     assert done == ["first"]
-    q.queue(b"second", key="n1", on_finished=lambda: done.append("second"))
-    q.queue(b"third", key="n1", on_finished=lambda: done.append("third"))
+    q.queue(b"second", key="n1", on_finished=lambda when: done.append("second"), now=0.0)
+    q.queue(b"third", key="n1", on_finished=lambda when: done.append("third"), now=0.0)
     assert done == ["first", "second"]  # "first" is not finished a second time
-    assert q.get(0, 100) == [b"third"]
+    assert q.get(0, 100, 0.0) == [b"third"]
     assert done == ["first", "second", "third"]
 
 
@@ -267,25 +272,25 @@ def test_stale_heap_entries_are_compacted_past_the_slack():
     stale entries exceed live + STALE_SLACK (live counted after the removal: 19 here)."""
     q = BroadcastQueue(4, lambda: 9)
     for i in range(20):
-        q.queue(b"%02d" % i, key=f"k{i}")
+        q.queue(b"%02d" % i, key=f"k{i}", now=0.0)
     group = one_group(q, 0, 2)
     assert (len(group.heap), group.live, group.stale) == (20, 20, 0)
     for n in range(1, 19 + STALE_SLACK + 1):
-        q.queue(b"%02d" % (n % 20), key=f"k{n % 20}")
+        q.queue(b"%02d" % (n % 20), key=f"k{n % 20}", now=0.0)
         assert (len(group.heap), group.live, group.stale) == (20 + n, 20, n)
-    q.queue(b"zz", key="k0")  # stale 36 > 19 + 16: rebuilt to the live entries
+    q.queue(b"zz", key="k0", now=0.0)  # stale 36 > 19 + 16: rebuilt to the live entries
     assert (len(group.heap), group.live, group.stale) == (20, 20, 0)
 
 
 def test_taking_past_a_stale_entry_drops_it_from_the_count():
     q = BroadcastQueue(4, lambda: 9)  # retransmit limit 4
-    q.queue(b"a", key="ka")
-    q.queue(b"x")
-    q.queue(b"b", key="kb")
-    assert q.get(0, 3) == [b"b", b"x", b"a"]  # all three now at one transmit
-    q.queue(b"c", key="kb")  # "b" leaves a stale entry at the top of tier 1's heap
+    q.queue(b"a", key="ka", now=0.0)
+    q.queue(b"x", now=0.0)
+    q.queue(b"b", key="kb", now=0.0)
+    assert q.get(0, 3, 0.0) == [b"b", b"x", b"a"]  # all three now at one transmit
+    q.queue(b"c", key="kb", now=0.0)  # "b" leaves a stale entry at the top of tier 1's heap
     tier1 = one_group(q, 1, 1)
     assert (tier1.live, tier1.stale, len(tier1.heap)) == (2, 1, 3)
-    assert q.get(0, 2) == [b"c", b"x"]  # "c" from tier 0, then past stale "b" to "x"
+    assert q.get(0, 2, 0.0) == [b"c", b"x"]  # "c" from tier 0, then past stale "b" to "x"
     # Stale "b" popped and uncounted; "x" moved on to tier 2 and "c" into tier 1 beside "a".
     assert (tier1.live, tier1.stale, len(tier1.heap)) == (2, 0, 2)

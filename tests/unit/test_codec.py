@@ -407,14 +407,16 @@ def test_push_pull_round_trip_and_frame_length():
 def test_broadcast_queue_order_limits_and_invalidation():
     finished = []
     q = BroadcastQueue(retransmit_mult=2, num_nodes=lambda: 3)  # limit 2 * ceil(log10 4) = 2
-    q.queue(b"aaaa", key="n1", on_finished=lambda: finished.append("old-n1"))
-    q.queue(b"bb", key="n2")
-    q.queue(b"cccccc", key="n1", on_finished=lambda: finished.append("new-n1"))
-    assert finished == ["old-n1"]  # replaced by the newer message about n1
-    assert q.get(2, 100) == [b"cccccc", b"bb"]  # larger first among equal transmit counts
-    assert q.get(2, 5) == [b"bb"]  # skips what does not fit
-    assert q.get(2, 100) == [b"cccccc"]
-    assert finished == ["old-n1", "new-n1"]
+    q.queue(b"aaaa", key="n1", on_finished=lambda when: finished.append(("old-n1", when)),
+            now=1.0)
+    q.queue(b"bb", key="n2", now=1.0)
+    q.queue(b"cccccc", key="n1", on_finished=lambda when: finished.append(("new-n1", when)),
+            now=2.0)
+    assert finished == [("old-n1", 2.0)]  # replaced by the newer message about n1
+    assert q.get(2, 100, 3.0) == [b"cccccc", b"bb"]  # larger first among equal transmits
+    assert q.get(2, 5, 4.0) == [b"bb"]  # skips what does not fit
+    assert q.get(2, 100, 5.0) == [b"cccccc"]
+    assert finished == [("old-n1", 2.0), ("new-n1", 5.0)]
     assert len(q) == 0
 
 

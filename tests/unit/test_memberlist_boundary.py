@@ -117,7 +117,7 @@ def test_incarnation_at_the_uint32_maximum_about_ourselves_wraps_and_encodes(kin
     assert 0 <= me.incarnation <= fields.U32_MAX
     assert me.state == NodeStateKind.ALIVE
     # Everything that encodes our own state still works.
-    state = ml._local_state(False)
+    state = ml._local_state(False, net.now)
     assert PushPull.decode_stream(state[1:]).nodes
     c = net.add_node("c", "10.0.0.3")
     result: list[JoinOutcome] = net.join(c, a)
@@ -310,7 +310,7 @@ def test_drop_logging_is_rate_limited_per_peer_and_kind(caplog):
 def test_sends_to_port_zero_are_never_queued():
     net, a, _ = pair()
     ml = a.serf.memberlist
-    ml.send_user_packet(("10.0.0.9", 0), b"\x03\x80")
+    ml.send_user_packet(("10.0.0.9", 0), b"\x03\x80", net.now)
     assert [x for x in ml.take_actions() if isinstance(x, SendPacket)] == []
 
 

@@ -24,7 +24,7 @@ def test_a_small_datagram_is_sent_plain_without_trying_lzw(monkeypatch):
     h = ML()
     ping = codec.Ping(1, "peer", codec.ip_to_bytes("10.0.0.1"), 7946, "me").encode()
     assert len(ping) < COMPRESS_MIN_SIZE
-    h.ml._raw_send(PEER, ping, None)
+    h.ml._raw_send(PEER, ping, None, 1.0)
     assert sent(h) == [ping] and tries == []
 
 
@@ -33,7 +33,7 @@ def test_a_datagram_past_the_threshold_is_compressed_when_that_is_smaller(monkey
     gossip = codec.make_compound([alive(f"node-{i}", 1, f"10.0.1.{i}").encode()
                                   for i in range(1, 6)])
     assert len(gossip) >= COMPRESS_MIN_SIZE
-    h.ml._raw_send(PEER, gossip, None)
+    h.ml._raw_send(PEER, gossip, None, 1.0)
     [data] = sent(h)
     assert data[0] == MsgType.COMPRESS and len(data) < len(gossip)
     assert codec.decompress_body(data[1:]) == gossip
@@ -50,7 +50,7 @@ def test_compression_off_sends_everything_plain():
     h.ml.config.enable_compression = False
     gossip = codec.make_compound([alive(f"node-{i}", 1, f"10.0.1.{i}").encode()
                                   for i in range(1, 6)])
-    h.ml._raw_send(PEER, gossip, None)
+    h.ml._raw_send(PEER, gossip, None, 1.0)
     assert sent(h) == [gossip]
 
 

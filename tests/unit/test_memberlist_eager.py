@@ -58,6 +58,7 @@ class Agent:
         self.next_member = members
         self.syncs: list[float] = []  # when each push-pull it opened went out
         self.pending: list[OpenStream] = []  # opened, answered at the next step
+        self.now = 0.0  # the fake clock, advanced by run()
 
     def gossip_news(self, now: float) -> None:
         """Another member's alive arrives by gossip."""
@@ -83,7 +84,7 @@ class Agent:
 
     def run(self, until: float, news_every: float, bring_news: bool) -> None:
         """Advance the clock in gossip-sized steps, news arriving every ``news_every``."""
-        now, next_news = self.scheduler.now, self.scheduler.now
+        now, next_news = self.now, self.now
         while now < until:
             now = round(now + 0.05, 3)
             for _ in range(1000):
@@ -91,7 +92,7 @@ class Agent:
                 if wake is None or wake > now:
                     break
                 self.scheduler.run_due(wake)
-            self.scheduler.now = now
+            self.now = now
             if now >= next_news:
                 self.gossip_news(now)
                 next_news = round(now + news_every, 3)

@@ -234,7 +234,7 @@ def test_push_pulls_past_the_cap_are_refused_until_ours_finish(caplog):
         ml.join([("", (f"10.0.1.{i + 1}", 7946))], net.now, lambda o, t: None)
     opened = [x for x in ml.take_actions() if isinstance(x, OpenStream)]
     assert len(opened) == MAX_PUSH_PULL_REQUESTS
-    request = b.serf.memberlist._stream_payload(b.serf.memberlist._local_state(False))
+    request = b.serf.memberlist._stream_payload(b.serf.memberlist._local_state(False, net.now))
     with caplog.at_level(logging.ERROR, "pyserf.memberlist"):
         assert ml.handle_stream(request, b.addr, net.now) is None
     assert "Too many pending push/pull requests" in caplog.text

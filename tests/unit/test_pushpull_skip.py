@@ -33,15 +33,15 @@ def machine(name: str, members: int) -> Memberlist:
 
 def test_an_in_sync_state_decodes_only_what_differs() -> None:
     a, b = machine("a", 20), machine("b", 20)
-    state = a._local_state(False)[1:]
-    _, own = b._encode_local_state(False)
+    state = a._local_state(False, 1.0)[1:]
+    _, own = b._encode_local_state(False, 1.0)
     remote = PushPull.decode_stream(state, lambda join: own)
     # Everything but the two machines' own entries is byte-identical.
     assert sorted(n.name for n in remote.nodes) == ["a"]
     assert len(PushPull.decode_stream(state).nodes) == 21
     # A join exchange is decoded whole: the merge syncs compare the peer's full list.
-    join_state = a._local_state(True)[1:]
-    _, own = b._encode_local_state(True)
+    join_state = a._local_state(True, 1.0)[1:]
+    _, own = b._encode_local_state(True, 1.0)
     asked: list[bool] = []
 
     def known(join: bool) -> set[bytes]:
@@ -55,8 +55,8 @@ def test_an_in_sync_state_decodes_only_what_differs() -> None:
 def test_a_newer_incarnation_is_not_skipped() -> None:
     a, b = machine("a", 5), machine("b", 5)
     a._alive_node(Alive(7, "m3", codec.ip_to_bytes("10.0.0.4"), 7946, b"x", VSN), 1.0)
-    _, own = b._encode_local_state(False)
-    remote = PushPull.decode_stream(a._local_state(False)[1:], lambda join: own)
+    _, own = b._encode_local_state(False, 1.0)
+    remote = PushPull.decode_stream(a._local_state(False, 1.0)[1:], lambda join: own)
     assert sorted(n.name for n in remote.nodes) == ["a", "m3"]
 
 
@@ -66,7 +66,7 @@ def test_suspect_entries_are_always_merged() -> None:
     b = machine("b", 5)
     b._suspect_node(Suspect(1, "m2", "m4"), 1.0)
     assert b.node_map["m2"].state == NodeStateKind.SUSPECT
-    state, own = b._encode_local_state(False)
+    state, own = b._encode_local_state(False, 1.0)
     entries = {n.name for n in PushPull.decode_stream(state[1:]).nodes}
     left_out = {n.name for n in PushPull.decode_stream(state[1:], lambda join: own).nodes}
     assert entries == {"b", "m0", "m1", "m2", "m3", "m4"}
@@ -139,12 +139,12 @@ def test_the_kept_entries_match_the_members(seed: int) -> None:
         elif op == 3:
             ml.update_node(now, 1.0, lambda error, when: None)
         else:
-            ml._encode_local_state(rng.random() < 0.5)
+            ml._encode_local_state(rng.random() < 0.5, now)
         ml.scheduler.run_due(now)
         for n in ml.nodes:
             fresh = codec.node_state_entry(n.name, n.addr, n.port, n.meta, n.incarnation,
                                            n.state, n.pmin, n.pmax, n.pcur, n.dmin, n.dmax,
                                            n.dcur)
             assert n.wire in (None, fresh), (step, n)
-    state, _ = ml._encode_local_state(False)
-    assert state == ml._encode_local_state(False)[0]
+    state, _ = ml._encode_local_state(False, now)
+    assert state == ml._encode_local_state(False, now)[0]

@@ -68,7 +68,7 @@ def serf_state(node: SimNode) -> Any:
 
 def assert_still_works(net: SimNetwork, a: SimNode, b: SimNode) -> None:
     """a encodes its push-pull state, sets tags, sends an event and a query that b sees."""
-    state = m.PushPullState.decode_state(a.serf.memberlist.delegate.local_state(False))
+    state = m.PushPullState.decode_state(a.serf.memberlist.delegate.local_state(False, net.now))
     assert state.ltime == a.serf.clock.time
     done: list = []
     net.when_done(a, a.serf.set_tags({"role": "after"}, net.now),
@@ -479,7 +479,7 @@ def test_hostile_coordinates_are_dropped(name):
     net, a, b = cluster()
     before = serf_state(a)
     a.serf.memberlist.delegate.notify_ping_complete(
-        Node("b", "10.0.0.2", 7946), 0.01, HOSTILE_COORDS[name])
+        Node("b", "10.0.0.2", 7946), 0.01, HOSTILE_COORDS[name], net.now)
     assert a.serf.drops.counts["serf coordinate"] == 1
     assert serf_state(a) == before
 
@@ -488,7 +488,8 @@ def test_extreme_finite_coordinates_never_raise():
     net, a, b = cluster()
     huge = ack_payload(dict(GOOD_COORD, Vec=[1e300] * 8, Height=1e300, Adjustment=-1e300))
     for _ in range(5):
-        a.serf.memberlist.delegate.notify_ping_complete(Node("b", "10.0.0.2", 7946), 0.01, huge)
+        a.serf.memberlist.delegate.notify_ping_complete(Node("b", "10.0.0.2", 7946), 0.01, huge,
+                                                       net.now)
     assert a.serf.coordinates.coord.valid()
     assert encode_ack_payload(a.serf.coordinates.coord)
 
@@ -607,4 +608,4 @@ def test_events_and_queries_sharing_one_lamport_time_are_capped():
     assert sum(isinstance(e, QueryReceived) for e in a.events) == m.MAX_SLOT_EVENTS
     assert a.serf.drops.counts["serf user-event (slot full)"] == 5
     assert a.serf.drops.counts["serf query (slot full)"] == 5
-    m.PushPullState.decode_state(a.serf.memberlist.delegate.local_state(False))
+    m.PushPullState.decode_state(a.serf.memberlist.delegate.local_state(False, net.now))

@@ -61,9 +61,9 @@ def test_prune_by_bytes_drops_the_oldest_first():
     finished: list[int] = []
     queue = BroadcastQueue(4, lambda: 10)
     for i in range(10):
-        queue.queue(bytes([i]) * 100, on_finished=lambda i=i: finished.append(i))
+        queue.queue(bytes([i]) * 100, on_finished=lambda when, i=i: finished.append(i), now=0.0)
     assert queue.nbytes == 1000
-    assert queue.prune(100, max_bytes=450) == 6
+    assert queue.prune(100, max_bytes=450, now=1.0) == 6
     assert finished == [0, 1, 2, 3, 4, 5] and queue.nbytes == 400 and len(queue) == 4
-    queue.reset()
+    queue.reset(2.0)
     assert queue.nbytes == 0

@@ -396,15 +396,15 @@ def test_pings_without_or_with_an_unusable_coordinate_leave_ours_alone():
     node = a.serf.memberlist.node_map["n1"]
     before = a.serf.coordinates.coord.copy()
     cache = dict(a.serf.coordinate_cache)
-    a.serf.memberlist.delegate.notify_ping_complete(node, 0.01, None)
+    a.serf.memberlist.delegate.notify_ping_complete(node, 0.01, None, net.now)
     assert a.serf.drops.total() == 0  # an ack without a coordinate is normal, not a bad message
     theirs = coordinate.Coordinate.from_wire(b.serf.coordinates.coord.to_wire())
     a.serf.memberlist.delegate.notify_ping_complete(
-        node, -1.0, ping_delegate.encode_ack_payload(theirs))
+        node, -1.0, ping_delegate.encode_ack_payload(theirs), net.now)
     assert a.serf.coordinates.coord.to_wire() == before.to_wire()
     assert a.serf.coordinate_cache.keys() == cache.keys()
     a.serf.memberlist.delegate.notify_ping_complete(
-        node, 0.01, ping_delegate.encode_ack_payload(theirs))
+        node, 0.01, ping_delegate.encode_ack_payload(theirs), net.now)
     assert a.serf.coordinate_cache["n1"].to_wire() == theirs.to_wire()
 
 

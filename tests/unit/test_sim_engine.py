@@ -302,7 +302,7 @@ def test_push_pulls_are_counted_exactly(mode):
 def test_stream_kind_reads_through_compression_and_encryption():
     net = SimNetwork(seed=1)
     a = net.add_node("a", "10.0.0.1")
-    state = a.serf.memberlist._local_state(False)
+    state = a.serf.memberlist._local_state(False, net.now)
     assert state[0] == MsgType.PUSH_PULL
     assert stream_kind(a.serf.memberlist._stream_payload(state)) == MsgType.PUSH_PULL
     keyring = Keyring([b"k" * 16])

@@ -57,16 +57,16 @@ class Recorder:
     def notify_msg(self, buf, now, source=None) -> None:
         pass
 
-    def get_broadcasts(self, overhead: int, limit: int) -> list[bytes]:
+    def get_broadcasts(self, overhead: int, limit: int, now: float) -> list[bytes]:
         return []
 
-    def drop_broadcasts(self) -> None:
+    def drop_broadcasts(self, now: float) -> None:
         pass
 
     def has_broadcasts(self) -> bool:
         return False
 
-    def local_state(self, join: bool) -> bytes:
+    def local_state(self, join: bool, now: float) -> bytes:
         return b""
 
     def merge_remote_state(self, buf, join, now, source=None) -> None:
@@ -88,7 +88,7 @@ class Recorder:
     def ack_payload(self) -> bytes | None:
         return None
 
-    def notify_ping_complete(self, node, rtt, payload) -> None:
+    def notify_ping_complete(self, node, rtt, payload, now) -> None:
         pass
 
 
@@ -165,7 +165,7 @@ def test_an_alive_with_an_old_or_equal_incarnation_is_ignored():
     h = ML()
     h.ml._alive_node(alive("a", 5, meta=b"one"), 1.0)
     h.calls.clear()
-    h.ml.broadcasts.reset()
+    h.ml.broadcasts.reset(5)
     for inc in (4, 5):
         h.ml._alive_node(alive("a", inc, meta=b"two"), 2.0)
         assert h.node("a").meta == b"one"
@@ -380,13 +380,13 @@ def test_suspicion_timeout_with_enough_peers_is_the_maximum_then_shrinks():
     assert sus.timer.when == 34.0
     # One confirmation: 24 - 20*log(2)/log(3) = 11.3814... -> 11.381
     confirm = Suspect(1, "a", "c")
-    h.ml.broadcasts.reset()
+    h.ml.broadcasts.reset(11.0)
     h.ml._suspect_node(confirm, 11.0)
     assert sus.deadline == pytest.approx(21.381, abs=1e-9)
     assert sus.timer.when == sus.deadline
     assert h.queued("a") == confirm.encode()  # a new confirmation is re-gossiped
     # The same confirmer again: nothing new, nothing re-gossiped.
-    h.ml.broadcasts.reset()
+    h.ml.broadcasts.reset(12.0)
     h.ml._suspect_node(confirm, 12.0)
     assert h.queued("a") is None
     h.run(21.38)
@@ -432,12 +432,12 @@ def test_suspect_is_ignored_for_unknown_older_or_non_alive_nodes():
     h.ml._suspect_node(Suspect(1, "zz", "b"), 1.0)
     assert "zz" not in h.ml.node_map
     h.ml._alive_node(alive("a", 5, "10.0.1.1"), 1.0)
-    h.ml.broadcasts.reset()
+    h.ml.broadcasts.reset(1.0)
     h.ml._suspect_node(Suspect(4, "a", "b"), 1.0)
     assert h.node("a").state == NodeStateKind.ALIVE
     assert h.queued("a") is None
     h.ml._dead_node(Dead(5, "a", ME), 2.0)
-    h.ml.broadcasts.reset()
+    h.ml.broadcasts.reset(3.0)
     h.ml._suspect_node(Suspect(5, "a", "b"), 3.0)
     assert h.node("a").state == NodeStateKind.DEAD
     assert "a" not in h.ml._suspicions
@@ -504,7 +504,7 @@ def test_dead_marks_notifies_and_regossips():
     assert h.calls == [("leave", "a", NodeStateKind.DEAD, 4.0)]
     assert h.queued("a") == d.encode()
     # A second death is not news.
-    h.ml.broadcasts.reset()
+    h.ml.broadcasts.reset(5.0)
     h.ml._dead_node(Dead(4, "a", "b"), 5.0)
     assert len(h.calls) == 1
     assert h.queued("a") is None
@@ -556,20 +556,20 @@ def test_a_dead_message_about_us_is_refuted_unless_we_are_leaving():
     done: list[bool] = []
     h.ml.left = True
     leave = Dead(4, ME, ME)
-    h.ml._dead_node(leave, 2.0, on_finished=lambda: done.append(True))
+    h.ml._dead_node(leave, 2.0, on_finished=done.append)
     assert me.state == NodeStateKind.LEFT
     assert h.queued(ME) == leave.encode()
     assert h.calls == [("leave", ME, NodeStateKind.LEFT, 2.0)]
-    h.ml.broadcasts.reset()
-    assert done == [True]
+    h.ml.broadcasts.reset(3.0)
+    assert done == [3.0]  # finished at the time of the reset that dropped it
 
 
 def test_alive_passes_its_completion_callback_to_the_broadcast():
     h = ML()
     done: list[bool] = []
-    h.ml._alive_node(alive("a", 1), 1.0, on_finished=lambda: done.append(True))
-    h.ml.broadcasts.reset()
-    assert done == [True]
+    h.ml._alive_node(alive("a", 1), 1.0, on_finished=done.append)
+    h.ml.broadcasts.reset(2.0)
+    assert done == [2.0]
 
 
 def test_eager_sync_starts_when_a_node_joins_or_rejoins():
@@ -838,7 +838,7 @@ def test_a_leave_intent_about_ourselves_while_alive_is_refuted_with_a_join():
     h = SF()
     h.serf.start(0.0)
     h.serf.events()
-    h.serf.intent_broadcasts.reset()
+    h.serf.intent_broadcasts.reset(0.0)
     before = h.serf.members[ME].status_ltime
     assert h.serf._handle_leave_intent(m.Leave(10, ME), 1.0) is False
     assert h.status(ME) == MemberStatus.ALIVE
@@ -1053,7 +1053,7 @@ def test_each_distinct_confirmer_counts_but_not_the_accuser():
     h.add("a", "b", "c", "d")
     h.ml._suspect_node(Suspect(1, "a", "b"), 0.0)
     sus = h.ml._suspicions["a"]
-    h.ml.broadcasts.reset()
+    h.ml.broadcasts.reset(0.5)
     h.ml._suspect_node(Suspect(1, "a", "b"), 0.5)  # the accuser again
     assert (sus.count, sus.deadline) == (0, 24.0)
     assert h.queued("a") is None
