@@ -323,6 +323,8 @@ class Agent(AgentTransport):
     def _on_timer(self) -> None:
         self._timer = None
         self._timer_at = None
+        if self.telemetry is not None:
+            self.telemetry.on_wake()  # the recorder's clock rides the protocol's wake-ups
         self._drain_udp()
         try:
             self.serf.handle_timer(self.loop.time())

@@ -4,10 +4,12 @@ serf's agent always aggregates its metrics in memory (go-metrics' InmemSink) and
 SIGUSR1; ``statsd_addr`` / ``statsite_addr`` add network sinks. :func:`start` does the same for
 every pyserf agent: it builds the :class:`~pyserf.telemetry.recorder.Recorder` (and the sinks
 only when an address is set: :mod:`pyserf.telemetry.sinks` is not imported otherwise), makes
-SIGUSR1 print the in-memory intervals to stderr, and ticks the recorder once a second (its
-clock, its 10 s intervals). go-metrics' runtime gauges are taken every second when a network
-sink wants them, else only where they can be seen: at the end of each interval and before a
-read (SIGUSR1, ``GET /metrics``).
+SIGUSR1 print the in-memory intervals to stderr, and ticks the recorder (its clock, its 10 s
+intervals): once a second on a timer of its own when a network sink is flushed, else on the
+agent's own timer wake-ups (:meth:`Telemetry.on_wake`), so an idle agent without a sink wakes
+no more often than its protocol timers make it (tests/e2e/test_idle.py). go-metrics' runtime
+gauges are taken every second when a network sink wants them, else only where they can be
+seen: at the end of each interval and before a read (SIGUSR1, ``GET /metrics``).
 """
 
 from __future__ import annotations
@@ -57,6 +59,11 @@ class Telemetry:
 
     def _tick(self) -> None:
         self._timer = self.loop.call_later(TICK, self._tick)
+        self.on_wake()
+
+    def on_wake(self) -> None:
+        """Move the recorder's clock to now. The agent calls this at each of its timer
+        wake-ups (several a second: probe and gossip), the sinks' own tick once a second."""
         now = time.time()
         if self.sinks or self.recorder.interval_over(now):
             self.emit_runtime()  # into the interval that is ending, as its last values
@@ -122,5 +129,8 @@ def start(config: Any, loop: asyncio.AbstractEventLoop) -> Telemetry:
     lines: list[LineSink] = list(sinks)
     telemetry = Telemetry(Recorder(lines, hostname), sinks, loop)
     loop.add_signal_handler(signal.SIGUSR1, telemetry.dump_to_stderr)
-    telemetry._tick()
+    if sinks:
+        telemetry._tick()
+    else:
+        telemetry.on_wake()
     return telemetry

@@ -416,3 +416,30 @@ def test_a_statsite_that_stops_reading_is_dropped_and_reconnected_without_blocki
     connections, worst_flush = asyncio.run(main())
     assert connections >= 2, "the sink reconnects after giving up on a stuck statsite"
     assert worst_flush < 0.5  # a flush never waits for the peer
+
+
+def test_without_a_sink_the_recorder_rides_the_agents_wake_ups(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """No timer of its own without statsd/statsite: an idle agent wakes only for its protocol
+    timers (tests/e2e/test_idle.py bounds that). on_wake moves the clock and closes intervals."""
+    from types import SimpleNamespace
+
+    import pyserf.telemetry as telemetry_mod
+
+    now = [1_796_000_000.5]
+    monkeypatch.setattr(telemetry_mod.time, "time", lambda: now[0])
+    loop = asyncio.new_event_loop()
+    try:
+        telemetry = telemetry_mod.start(SimpleNamespace(statsd_addr="", statsite_addr=""), loop)
+        assert telemetry._timer is None
+        assert telemetry.recorder.now == now[0]
+        telemetry.recorder.incr("serf.member.join")
+        now[0] += 10
+        telemetry.on_wake()
+        assert telemetry.recorder.now == now[0]
+        key = "serf-agent.serf.member.join"
+        assert [i.counters[key].count for i in telemetry.recorder.finished
+                if key in i.counters] == [1]
+        telemetry.close()
+    finally:
+        loop.close()
