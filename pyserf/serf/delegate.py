@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from pyserf.gocompat.hostport import join_host_port
 from pyserf.memberlist import codec
 from pyserf.memberlist.codec import NodeStateKind
-from pyserf.memberlist.fields import DecodeError
+from pyserf.memberlist.fields import U64_MAX, DecodeError, WireMap
 from pyserf.memberlist.types import Address, Node
 from pyserf.serf import internal_queries, ping_delegate
 from pyserf.serf import messages as m
@@ -99,14 +99,13 @@ class SerfDelegate:
         # plain status time (as serf does) it would act as a join intent at the leave's own
         # time and make the real leave intent look stale, so a graceful leave racing a
         # push-pull would end up as "failed".
-        status_ltimes = {}
-        left = [ms.member.name for ms in self.serf.left_members]
-        for name, ms in self.serf.members.items():
-            if ms.member.status == MemberStatus.LEAVING and ms.status_ltime > 0:
-                status_ltimes[name] = ms.status_ltime - 1
-                left.append(name)
-            else:
-                status_ltimes[name] = ms.status_ltime
+        members = self.serf.members
+        status_ltimes = {name: ms.status_ltime for name, ms in members.items()}
+        leaving = [name for name, ms in members.items()
+                   if ms.member.status == MemberStatus.LEAVING and ms.status_ltime > 0]
+        for name in leaving:
+            status_ltimes[name] -= 1
+        left = [ms.member.name for ms in self.serf.left_members] + leaving
         state = m.PushPullState(
             ltime=self.serf.clock.time,
             status_ltimes=status_ltimes,
@@ -134,7 +133,8 @@ class SerfDelegate:
                         lambda: self._merge_remote_state(buf, join, now))
 
     def _merge_remote_state(self, buf: bytes, join: bool, now: float) -> None:
-        pp = m.PushPullState.decode_state(buf)  # decoded whole before anything changes
+        # Decoded whole before anything changes; entries equal to ours are left out.
+        pp = m.PushPullState.decode_state(buf, self._held_status_ltimes)
         # Witness the clocks first; minus one since no message with that time was sent yet.
         if pp.ltime > 0:
             self.serf.clock.witness(pp.ltime - 1)
@@ -162,6 +162,33 @@ class SerfDelegate:
             ltime, items = slot
             for name, payload in items:
                 self.serf._handle_user_event(m.UserEvent(ltime, name, payload, False), now)
+
+    def _held_status_ltimes(self, body: WireMap) -> dict[bytes, int] | None:
+        """Our status times by name bytes, for a push-pull decode to leave out the entries
+        equal to them; None when leaving them out could differ from merging them.
+
+        Merging an entry equal to ours only witnesses its time, a no-op while our clock is past
+        every status time we hold. The other guard keeps the clock from wrapping during the
+        merge (every witness adds one; a self-refute per left entry naming us adds one too),
+        where skipped witnesses would matter."""
+        members = self.serf.members
+        if not members:
+            return None
+        held = {name.encode(): ms.status_ltime for name, ms in members.items()}
+        clock = self.serf.clock.time
+        raw = body.get(b"StatusLTimes")
+        left = body.get(b"LeftMembers")
+        if not isinstance(raw, dict) or not isinstance(left, list | None):
+            return None
+        try:
+            top = max(raw.values(), default=0)
+        except TypeError:  # a value that is not a number: the full decode names it
+            return None
+        margin = len(left or ()) + 2
+        if (type(top) is not int or max(held.values()) >= clock
+                or max(top, clock) + margin >= U64_MAX):
+            return None
+        return held
 
     def notify_msg(self, buf: bytes, now: float, source: Address | None = None) -> None:
         """A serf message from memberlist (``source`` is the sender's address when known)."""
@@ -215,8 +242,15 @@ class SerfDelegate:
             raise DecodeError(f"unknown serf message type {kind}")
 
     def notify_join(self, node: Node, now: float) -> None:
-        self._contained("serf member-join", node.name, now,
-                        lambda: self._notify_join(node, now))
+        # What _contained does, without a closure: every node learns every member this way.
+        try:
+            self._notify_join(node, now)
+        except DecodeError as exc:
+            self.serf.drops.drop("serf member-join", node.name, exc, now)
+        except Exception as exc:
+            log.debug("serf: internal error handling serf member-join from %s", node.name,
+                      exc_info=True)
+            self.serf.drops.drop("serf member-join (internal error)", node.name, exc, now)
 
     def _node_tags(self, node: Node, now: float) -> dict[str, str]:
         """Tags from node meta. As in serf, meta that does not decode as map[string]string
@@ -232,13 +266,12 @@ class SerfDelegate:
         ms = self.serf.members.get(node.name)
         if ms is None:
             ms = MemberState(Member(node.name, node.addr, node.port, tags, MemberStatus.ALIVE))
-            join_ltime = self.serf._recent_intent(node.name, SerfMsg.JOIN)
-            if join_ltime is not None:
-                ms.status_ltime = join_ltime
-            leave_ltime = self.serf._recent_intent(node.name, SerfMsg.LEAVE)
-            if leave_ltime is not None:
-                ms.member.status = MemberStatus.LEAVING
-                ms.status_ltime = leave_ltime
+            # The intent that arrived before the member did (join or leave, the latest only).
+            intent = self.serf.recent_intents.get(node.name)
+            if intent is not None:
+                kind, ms.status_ltime = intent[0], intent[1]
+                if kind == SerfMsg.LEAVE:
+                    ms.member.status = MemberStatus.LEAVING
             self.serf.members[node.name] = ms
             old_status = MemberStatus.NONE
         else:

@@ -11,6 +11,7 @@ Bodies are read with the bounded msgpack decoder in ``bounded_msgpack``.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
@@ -359,12 +360,24 @@ class PushPullState:
             "StatusLTimes": self.status_ltimes})
 
     @classmethod
-    def decode(cls, body: WireMap) -> PushPullState:
+    def decode(cls, body: WireMap, held: Mapping[bytes, int] | None = None) -> PushPullState:
+        """``held``: the receiver's own status times by name bytes. An entry equal to one of
+        them (and not also listed as left) is left out of ``status_ltimes`` unread: merged, it
+        would only witness a time the receiver's clock has already passed."""
         status = {}
+        raw_status = fields.mapping(body, b"StatusLTimes", MAX_STATE_MEMBERS)
+        items: Iterable[tuple[Any, Any]] = raw_status.items()
+        if held:
+            left_raw = body.get(b"LeftMembers")
+            leaving = set(left_raw) if isinstance(left_raw, list) and all(
+                type(x) is bytes for x in left_raw) else None
+            if leaving is not None:
+                items = [(k, v) for k, v in items
+                         if type(v) is not int or held.get(k) != v or k in leaving]
         # Every exchange lists every member: validated names are remembered by their bytes and
         # plain in-range integers skip the general reader.
         known = _state_names.get
-        for key, value in fields.mapping(body, b"StatusLTimes", MAX_STATE_MEMBERS).items():
+        for key, value in items:
             name = known(key) if type(key) is bytes else None
             if name is None:
                 name = item_name(key, "StatusLTimes name")
@@ -380,11 +393,16 @@ class PushPullState:
                    ltime(body, b"QueryLTime"))
 
     @classmethod
-    def decode_state(cls, buf: bytes) -> PushPullState:
-        """The delegate's push-pull user state: type byte, then the bounded body."""
+    def decode_state(cls, buf: bytes,
+                     held: Callable[[WireMap], Mapping[bytes, int] | None] | None = None
+                     ) -> PushPullState:
+        """The delegate's push-pull user state: type byte, then the bounded body. ``held``
+        is asked, given the body, for the status times the receiver may leave out (see
+        ``decode``)."""
         if not buf or buf[0] != SerfMsg.PUSH_PULL:
             raise DecodeError(f"remote state has bad type prefix: {buf[:1].hex() or 'empty'}")
-        return cls.decode(decode_body(buf[1:], MAX_STATE_OBJECTS))
+        body = decode_body(buf[1:], MAX_STATE_OBJECTS)
+        return cls.decode(body, held(body) if held is not None else None)
 
 
 # ---- relayed responses --------------------------------------------------------------------------

@@ -370,16 +370,17 @@ class SimNetwork(NetworkFaults):
         observe = self.record_log or self.listeners
         now = self.now
         for event in events:
-            if isinstance(event, OPERATION_RESULTS):
-                callback = self._operations.pop(event.handle, None)
-                if callback is not None:
-                    callback(event.outcome if isinstance(event, JoinFinished)
-                             else event.result if isinstance(event, KeyOperationFinished)
-                             else event.error, event.at)
-                continue
-            if isinstance(event, QUERY_RESULTS):
-                self._query_answer(event)
-                continue
+            if type(event) is not MemberEvent:  # member events, nearly all, skip these checks
+                if isinstance(event, OPERATION_RESULTS):
+                    callback = self._operations.pop(event.handle, None)
+                    if callback is not None:
+                        callback(event.outcome if isinstance(event, JoinFinished)
+                                 else event.result if isinstance(event, KeyOperationFinished)
+                                 else event.error, event.at)
+                    continue
+                if isinstance(event, QUERY_RESULTS):
+                    self._query_answer(event)
+                    continue
             if observe and isinstance(event, MemberEvent):
                 for member in event.members:
                     self._emit(SimEvent(now, node.name, event.type, member.name))

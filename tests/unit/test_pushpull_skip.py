@@ -148,3 +148,96 @@ def test_the_kept_entries_match_the_members(seed: int) -> None:
             assert n.wire in (None, fresh), (step, n)
     state, _ = ml._encode_local_state(False, now)
     assert state == ml._encode_local_state(False, now)[0]
+
+
+# ---- serf's half: status times equal to the receiver's ----------------------------------------
+
+def _serf_state(members: dict[str, int], left: list[str] | None = None) -> bytes:
+    from pyserf.serf import messages as m
+    return m.PushPullState(ltime=50, status_ltimes=members, left_members=left or [],
+                           event_ltime=1, events=[], query_ltime=1).encode()
+
+
+def test_serf_status_times_equal_to_ours_are_left_out() -> None:
+    from pyserf.serf import messages as m
+    held = {b"a": 3, b"b": 4, b"c": 5}
+    state = _serf_state({"a": 3, "b": 7, "c": 5, "d": 1}, left=["c"])
+    pp = m.PushPullState.decode_state(state, lambda body: held)
+    # a: equal, left out; b: newer; c: equal but listed as left (its leave time is read from
+    # it); d: unknown to us.
+    assert pp.status_ltimes == {"b": 7, "c": 5, "d": 1}
+    assert m.PushPullState.decode_state(state).status_ltimes == {"a": 3, "b": 7, "c": 5, "d": 1}
+
+
+def test_serf_left_out_entries_still_refuse_a_bad_value() -> None:
+    """Only entries equal to ours are left out: any other value is validated as before."""
+    from pyserf.memberlist.fields import DecodeError
+    from pyserf.serf import messages as m
+    for bad in (-1, 1.5, b"x"):
+        state = bytes((m.SerfMsg.PUSH_PULL,)) + codec.pack({
+            "LTime": 5, "StatusLTimes": {"a": 3, "b": bad}, "LeftMembers": [],
+            "EventLTime": 1, "Events": [], "QueryLTime": 1})
+        with pytest.raises(DecodeError):
+            m.PushPullState.decode_state(state, lambda body: {b"a": 3, b"b": 1})
+
+
+def _serf_held(clock: int, members: dict[str, int], state: bytes) -> dict[bytes, int] | None:
+    from types import SimpleNamespace
+
+    from pyserf.serf import messages as m
+    from pyserf.serf.delegate import SerfDelegate
+    serf = SimpleNamespace(members={n: SimpleNamespace(status_ltime=t) for n, t in
+                                    members.items()},
+                           clock=SimpleNamespace(time=clock))
+    delegate = SerfDelegate.__new__(SerfDelegate)
+    delegate.serf = serf  # type: ignore[assignment]
+    body = m.decode_body(state[1:])
+    return delegate._held_status_ltimes(body)
+
+
+def test_serf_entries_are_left_out_only_while_our_clock_is_past_them() -> None:
+    from pyserf.memberlist.fields import U64_MAX
+    state = _serf_state({"a": 3, "b": 4})
+    assert _serf_held(10, {"a": 3, "b": 4}, state) == {b"a": 3, b"b": 4}
+    # A status time our clock has not passed: merging it would move the clock.
+    assert _serf_held(4, {"a": 3, "b": 4}, state) is None
+    assert _serf_held(10, {}, state) is None
+    # Times near the wrap: witnessing them could wrap the clock mid-merge.
+    near = _serf_state({"a": U64_MAX - 1})
+    assert _serf_held(10, {"a": 3}, near) is None
+
+
+@pytest.mark.parametrize("scenario,nodes,extra", [
+    ("join", 40, {}),
+    ("fail", 30, {"loss": 0.05}),
+    ("leave", 30, {}),
+    ("event", 30, {"loss": 0.05}),
+    ("partition", 24, {}),
+])
+def test_leaving_out_serf_entries_changes_no_outcome(monkeypatch: pytest.MonkeyPatch,
+                                                     scenario: str, nodes: int,
+                                                     extra: dict[str, Any]) -> None:
+    from pyserf.serf import messages as m
+    from pyserf.serf.delegate import SerfDelegate
+
+    def run() -> dict[str, Any]:
+        report = simulate(Options(nodes=nodes, scenario=scenario, seed=11, **extra))
+        report.pop("wall_s")
+        return report
+
+    decode = m.PushPullState.decode
+    left_out = [0]
+
+    def counting(body: Any, held: Any = None) -> m.PushPullState:
+        pp = decode(body, held)
+        left_out[0] += len(decode(body).status_ltimes) - len(pp.status_ltimes)
+        return pp
+
+    monkeypatch.setattr(m.PushPullState, "decode", classmethod(
+        lambda cls, body, held=None: counting(body, held)))
+    with_skip = run()
+    assert left_out[0] > nodes
+    monkeypatch.setattr(m.PushPullState, "decode", classmethod(
+        lambda cls, body, held=None: decode(body)))
+    monkeypatch.setattr(SerfDelegate, "_held_status_ltimes", lambda self, body: None)
+    assert run() == with_skip
