@@ -210,7 +210,7 @@ class Dispatcher(PushPullSync):
                 def own_entries(join: bool) -> Container[bytes]:
                     state, own = self._encode_local_state(join, now)
                     replies.append(state)
-                    return () if join else own
+                    return () if join else own()
 
                 remote = PushPull.decode_stream(body, own_entries)
                 log.debug("memberlist: Stream connection from=%s", peer)

@@ -38,10 +38,13 @@ class PushPullSync(NodeStates):
     def _local_state(self, join: bool, now: float) -> bytes:
         return self._encode_local_state(join, now)[0]
 
-    def _encode_local_state(self, join: bool, now: float) -> tuple[bytes, set[bytes]]:
-        """Our push-pull state, and the encoded entries a peer's state may leave out when it
-        repeats them byte for byte: merged, each would change nothing. Suspect entries are
-        not among them: merging one confirms the suspicion in our name, as memberlist does."""
+    def _encode_local_state(self, join: bool, now: float
+                            ) -> tuple[bytes, Callable[[], set[bytes]]]:
+        """Our push-pull state, and a function giving the encoded entries a peer's state may
+        leave out when it repeats them byte for byte: merged, each would change nothing.
+        Suspect entries are not among them: merging one confirms the suspicion in our name, as
+        memberlist does. The set is built only when asked for: a join exchange, or a reply
+        that comes back after our members changed, decodes everything anyway."""
         entry = codec.node_state_entry
         nodes = self.nodes
         entries: list[bytes] = []
@@ -54,8 +57,12 @@ class PushPullSync(NodeStates):
                 wire = n.wire = entry(n.name, n.addr, n.port, n.meta, n.incarnation, n.state,
                                       n.pmin, n.pmax, n.pcur, n.dmin, n.dmax, n.dcur)
             append(wire)
-        suspect = NodeStateKind.SUSPECT
-        own = {e for e, n in zip(entries, nodes, strict=True) if n.state != suspect}
+        states = [n.state for n in nodes]
+
+        def own() -> set[bytes]:
+            suspect = NodeStateKind.SUSPECT
+            return {e for e, state in zip(entries, states, strict=True) if state != suspect}
+
         return codec.encode_push_pull(join, entries, self.delegate.local_state(join, now)), own
 
     def _push_pull(self, addr: Address, join: bool, now: float,
@@ -98,7 +105,7 @@ class PushPullSync(NodeStates):
             # everything: the merge syncs compare the peer's whole list with ours.
             if join or remote_join or self._changes != changes:
                 return ()
-            return own
+            return own()
 
         state, own = self._encode_local_state(join, now)
         changes = self._changes

@@ -35,7 +35,7 @@ def test_an_in_sync_state_decodes_only_what_differs() -> None:
     a, b = machine("a", 20), machine("b", 20)
     state = a._local_state(False, 1.0)[1:]
     _, own = b._encode_local_state(False, 1.0)
-    remote = PushPull.decode_stream(state, lambda join: own)
+    remote = PushPull.decode_stream(state, lambda join: own())
     # Everything but the two machines' own entries is byte-identical.
     assert sorted(n.name for n in remote.nodes) == ["a"]
     assert len(PushPull.decode_stream(state).nodes) == 21
@@ -46,7 +46,7 @@ def test_an_in_sync_state_decodes_only_what_differs() -> None:
 
     def known(join: bool) -> set[bytes]:
         asked.append(join)
-        return own
+        return own()
 
     assert PushPull.decode_stream(join_state, known).join
     assert asked == [True]
@@ -56,7 +56,7 @@ def test_a_newer_incarnation_is_not_skipped() -> None:
     a, b = machine("a", 5), machine("b", 5)
     a._alive_node(Alive(7, "m3", codec.ip_to_bytes("10.0.0.4"), 7946, b"x", VSN), 1.0)
     _, own = b._encode_local_state(False, 1.0)
-    remote = PushPull.decode_stream(a._local_state(False, 1.0)[1:], lambda join: own)
+    remote = PushPull.decode_stream(a._local_state(False, 1.0)[1:], lambda join: own())
     assert sorted(n.name for n in remote.nodes) == ["a", "m3"]
 
 
@@ -68,7 +68,7 @@ def test_suspect_entries_are_always_merged() -> None:
     assert b.node_map["m2"].state == NodeStateKind.SUSPECT
     state, own = b._encode_local_state(False, 1.0)
     entries = {n.name for n in PushPull.decode_stream(state[1:]).nodes}
-    left_out = {n.name for n in PushPull.decode_stream(state[1:], lambda join: own).nodes}
+    left_out = {n.name for n in PushPull.decode_stream(state[1:], lambda join: own()).nodes}
     assert entries == {"b", "m0", "m1", "m2", "m3", "m4"}
     assert left_out == {"m2"}
 
