@@ -22,6 +22,7 @@ MEMORY_HEADROOM = 0.8
 # Longest virtual span a time flag accepts: a run's cost grows with N times the virtual time
 # it covers, and nothing a scenario waits for takes longer (serf's reconnect retries every 30 s).
 MAX_VIRTUAL_S = 3600.0
+MAX_WORKERS = 64
 
 HELP = f"""
 Usage: {APP} simulate [options]
@@ -62,6 +63,14 @@ Options:
   -partition-for=0          How long the partition holds (0: until both halves
                             have failed each other).
   -encrypt                  Encrypt gossip (AES-GCM) as with -encrypt on agents.
+  -workers=1                Processes to run the nodes on (auto: one per
+                            core). Above 1, forked workers each run a share
+                            of the nodes and swap their traffic every
+                            minimum one-way latency of virtual time; every
+                            scenario works. A seed gives the same report for
+                            any -workers above 1 (a different draw from 1).
+  -worker-stats             With -workers above 1, print what each worker
+                            spent (CPU, waiting, memory) to stderr.
   -format=text              Output format: text or json.
   -plot=FILE.png            Also draw the convergence curve (needs matplotlib).
 """
@@ -138,7 +147,9 @@ def render_text(r: dict[str, Any]) -> str:
         ("Push-pulls", f"{pp['count']} ({pp['per_node_s']:.3f}/node/s), "
                        f"{_size(pp['mean_bytes'])} each (both states, as sent), "
                        f"{_size(pp['bytes_per_node_s'])}/node/s"),
-        ("Run", f"{r['virtual_s']:.1f} s virtual in {r['wall_s']:.1f} s wall"),
+        ("Run", f"{r['virtual_s']:.1f} s virtual in {r['wall_s']:.1f} s wall"
+                + (f" on {r['workers']} workers ({r['sync_windows']} sync windows)"
+                   if "workers" in r else "")),
     ]
     if not r["setup_converged"]:
         lines.append(("Warning", "the cluster had not converged before the change"))
@@ -195,6 +206,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     fs.bool("encrypt")
     fs.string("format", "text")
     fs.string("plot", "")
+    fs.string("workers", "1")
+    fs.bool("worker-stats")
     try:
         rest = fs.parse(args)
         loss = float(fs["loss"])
@@ -230,6 +243,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if fs[flag] > MAX_VIRTUAL_S:
             problems.append(f"-{flag} must be at most 1h: the run's cost grows with the "
                             "virtual time it covers")
+    workers = _workers(fs["workers"], problems)
+    if workers > 1 and problems == [] and fs["nodes"] < workers:
+        problems.append(f"-workers={workers} needs at least as many -nodes")
+    if workers > 1 and not problems and _lowest_latency(latency, fs["profile"]) <= 0:
+        problems.append("-workers above 1 needs a minimum -latency above 0: it is how far "
+                        "the workers may run apart in virtual time")
     if problems:
         for problem in problems:
             out(f"Error: {problem}")
@@ -254,18 +273,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     saved_level = pyserf_log.level
     pyserf_log.setLevel(logging.CRITICAL)
     try:
-        return _run(fs, loss, latency, out)
+        return _run(fs, loss, latency, workers, out)
     finally:
         pyserf_log.setLevel(saved_level)  # a caller in the same process keeps its logging
 
 
-def _run(fs: FlagSet, loss: float, latency, out) -> int:
+def _workers(text: str, problems: list[str]) -> int:
+    """The -workers value: a count, or auto (0) for the cores this process may use."""
+    if text in ("auto", "0"):
+        return max(1, len(os.sched_getaffinity(0)))
+    try:
+        workers = int(text)
+    except ValueError:
+        workers = -1
+    if not 1 <= workers <= MAX_WORKERS:
+        problems.append(f"-workers must be auto or 1 to {MAX_WORKERS}")
+        return 1
+    return workers
+
+
+def _lowest_latency(latency: tuple[float, float] | None, profile: str) -> float:
+    from pyserf.sim.scenarios import DEFAULT_LATENCY
+
+    return (latency or DEFAULT_LATENCY[profile])[0]
+
+
+def _run(fs: FlagSet, loss: float, latency, workers: int, out) -> int:
     from pyserf.sim import scenarios
 
     nodes = fs["nodes"]
-    need, available = scenarios.estimate_bytes(nodes), _mem_available()
+    need, available = scenarios.estimate_bytes(nodes, workers), _mem_available()
     if need > MEMORY_HEADROOM * available:
-        fit = scenarios.max_nodes_for(int(MEMORY_HEADROOM * available))
+        spare = int(MEMORY_HEADROOM * available) - scenarios.worker_bytes(workers)
+        fit = scenarios.max_nodes_for(spare)
         out(f"Error: {nodes} nodes need about {_gib(need)} ({nodes}x{nodes} member-view "
             f"entries of ~{scenarios.BYTES_PER_ENTRY} bytes), but only {_gib(available)} of "
             f"memory is available; at most {fit} nodes fit here")
@@ -275,7 +315,20 @@ def _run(fs: FlagSet, loss: float, latency, out) -> int:
                              profile=fs["profile"], latency=latency, duration=fs["duration"],
                              join_window=fs["join-window"],
                              partition_for=fs["partition-for"], encrypt=fs["encrypt"])
-    report = scenarios.simulate(opts)
+    if workers > 1:
+        from pyserf.sim import shards
+
+        try:
+            report, stats = shards.simulate(opts, workers)
+        except shards.ShardError as exc:
+            out(f"Error: {exc}")
+            if exc.detail:
+                print(exc.detail, file=sys.stderr)
+            return 1
+        if fs["worker-stats"]:
+            print(shards.stats_table(stats), file=sys.stderr)
+    else:
+        report = scenarios.simulate(opts)
     curve = report.pop("curve")
     if fs["plot"]:
         try:

@@ -45,6 +45,8 @@ from pyserf.serf.events import (
 from pyserf.sim.counters import CounterSnapshot, NodeCounters, snapshot
 from pyserf.sim.faults import NetworkFaults
 from pyserf.sim.links import GilbertElliott, Latency, Link, Sampler
+from pyserf.sim.wire import stream_kind
+from pyserf.sim.wire import udp_messages as udp_messages  # where tests have imported it
 
 Address = tuple[str, int]
 
@@ -105,27 +107,6 @@ class Sent(NamedTuple):
     dst: Address
     transport: str  # "udp" or "tcp"
     data: bytes
-
-
-def stream_kind(data: bytes, keyring: security.Keyring | None = None) -> int | None:
-    """The message type a stream opens with, looking through encryption and compression.
-
-    Compressed streams are not inflated: the writer's LZW stream starts with a 9-bit clear
-    code and then the first byte as a 9-bit literal, so bits 9..17 are the type."""
-    try:
-        if data[:1] == bytes((MsgType.ENCRYPT,)):
-            if keyring is None:
-                return None
-            data = security.decrypt(keyring, data[5:], data[:5])
-        if data[:1] == bytes((MsgType.COMPRESS,)):
-            buf = codec.unpack_body(data[1:]).get(b"Buf", b"")
-            if not isinstance(buf, bytes) or len(buf) < 3:
-                return None
-            first = (int.from_bytes(buf[:3], "little") >> 9) & 0x1FF
-            return first if first < 256 else None
-        return data[0] if data else None
-    except (ValueError, codec.DecodeError):
-        return None
 
 
 class SimNetwork(NetworkFaults):
@@ -435,7 +416,8 @@ class SimNetwork(NetworkFaults):
             return
         self._at_node(node, now, self._h_packet, (data, src))
 
-    def _deliver_packet(self, sender: SimNode, action: SendPacket) -> None:
+    def _sent_packet(self, sender: SimNode, action: SendPacket) -> bytes:
+        """Count (trace, sample) a datagram leaving ``sender``; returns it."""
         self.packets_sent += 1
         data = action.data
         counters = sender.counters
@@ -443,19 +425,37 @@ class SimNetwork(NetworkFaults):
         counters.udp_bytes_sent += len(data)
         if self.trace is not None:
             self._record(sender, action.addr, "udp", data)
-        if self.compression_sample:
-            self._udp_seen += 1
-            if self._udp_seen % self.compression_sample == 0:
-                self._sample_compression(sender, data, False)
-        addr = action.addr
-        target = self.nodes.get(addr if type(addr) is tuple else _address(addr))
-        if self._udp_lost(sender.name, target.name if target else ""):
+        if self.compression_sample and self._sample_due(sender, False):
+            self._sample_compression(sender, data, False)
+        return data
+
+    def _goes_out(self, sender: SimNode, target: str | None) -> bool:
+        """Whether a datagram to ``target`` (None: no node there) is on its way; counts it
+        lost or undelivered if not, in flight if so."""
+        if self._udp_lost(sender.name, target or ""):
             self.packets_dropped += 1
-            return
+            return False
         if target is None:
             self.packets_undelivered += 1
-            return
+            return False
         self.packets_in_flight += 1
+        return True
+
+    def _sample_due(self, sender: SimNode, stream: bool) -> bool:
+        """Whether this datagram (stream) is in the compressed sample: every
+        ``compression_sample``-th one the network carries."""
+        if stream:
+            self._tcp_seen += 1
+            return self._tcp_seen % self.compression_sample == 0
+        self._udp_seen += 1
+        return self._udp_seen % self.compression_sample == 0
+
+    def _deliver_packet(self, sender: SimNode, action: SendPacket) -> None:
+        data = self._sent_packet(sender, action)
+        addr = action.addr
+        target = self.nodes.get(addr if type(addr) is tuple else _address(addr))
+        if not self._goes_out(sender, target.name if target else None):
+            return
         heapq.heappush(self._heap, (self.now + self._delay(sender.name, target.name),
                                     next(self._seq), None, self._arrive_packet,
                                     (target, data, sender.addr)))
@@ -505,38 +505,28 @@ class SimNetwork(NetworkFaults):
 
     def _h_serve(self, node: SimNode, now: float, sender: SimNode, action: OpenStream,
                  push_pull: bool) -> None:
-        data = action.data
+        reply = self._serve(node, now, action.data, sender.addr, push_pull)
+        self._push(now + self._delay(node.name, sender.name), sender, self._h_stream_back,
+                   (action.stream_id, reply))
+
+    def _serve(self, node: SimNode, now: float, data: bytes, opener: Address,
+               push_pull: bool) -> bytes | None:
+        """Hand a stream ``opener`` opened to ``node``; its reply (None: it closed it)."""
         counters = node.counters
         counters.streams_served += 1
         counters.tcp_bytes_received += len(data)
         frame = codec.stream_frame_length(data)
-        reply = node.serf.receive_stream(data[:frame or None], (sender.addr[0], 40000), now)
+        reply = node.serf.receive_stream(data[:frame or None], (opener[0], 40000), now)
         if reply is not None:
             counters.tcp_bytes_sent += len(reply)
             if push_pull:
                 counters.push_pulls_served += 1
                 counters.push_pull_bytes += len(reply)
-        self._push(now + self._delay(node.name, sender.name), sender, self._h_stream_back,
-                   (action.stream_id, reply))
+        return reply
 
     def _deliver_stream(self, sender: SimNode, action: OpenStream) -> None:
-        self._record(sender, action.addr, "tcp", action.data)
         target = self.nodes.get(_address(action.addr))
-        counters = sender.counters
-        counters.streams_opened += 1
-        counters.tcp_bytes_sent += len(action.data)
-        push_pull = stream_kind(action.data, sender.serf.memberlist.config.keyring) \
-            == MsgType.PUSH_PULL
-        if push_pull:
-            counters.push_pulls += 1
-            counters.push_pull_bytes += len(action.data)
-        if self.compression_sample:
-            self._tcp_seen += 1
-            if self._tcp_seen % self.compression_sample == 0:
-                self._sample_compression(sender, action.data, True)
-        # Whatever happens below, the opener gives up at its deadline (a no-op once answered).
-        self._push(max(action.deadline, self.now), sender, self._h_stream_failed,
-                   (action.stream_id, "i/o timeout"))
+        push_pull = self._opened_stream(sender, action)
         if target is not None and self._tcp_lost(sender.name, target.name):
             self.streams_failed += 1
             return
@@ -548,6 +538,25 @@ class SimNetwork(NetworkFaults):
             return
         self._push(self.now + self._delay(sender.name, target.name), target, self._h_serve,
                    (sender, action, push_pull))
+
+    def _opened_stream(self, sender: SimNode, action: OpenStream) -> bool:
+        """Count (trace, sample) a stream ``sender`` opens and queue the opener's timeout;
+        whether it is a push-pull."""
+        self._record(sender, action.addr, "tcp", action.data)
+        counters = sender.counters
+        counters.streams_opened += 1
+        counters.tcp_bytes_sent += len(action.data)
+        push_pull = stream_kind(action.data, sender.serf.memberlist.config.keyring) \
+            == MsgType.PUSH_PULL
+        if push_pull:
+            counters.push_pulls += 1
+            counters.push_pull_bytes += len(action.data)
+        if self.compression_sample and self._sample_due(sender, True):
+            self._sample_compression(sender, action.data, True)
+        # Whatever happens next, the opener gives up at its deadline (a no-op once answered).
+        self._push(max(action.deadline, self.now), sender, self._h_stream_failed,
+                   (action.stream_id, "i/o timeout"))
+        return push_pull
 
     # -- observing -----------------------------------------------------------------------
 
@@ -577,29 +586,6 @@ def _grow_memos(nodes: int) -> None:
     messages.INTENT_MEMO_LIMIT = max(messages.INTENT_MEMO_LIMIT, want)
     messages.TAGS_MEMO_LIMIT = max(messages.TAGS_MEMO_LIMIT, want)
     messages.STATE_NAMES_LIMIT = max(messages.STATE_NAMES_LIMIT, want)
-
-
-def udp_messages(data: bytes, keyring: security.Keyring | None = None) -> list[bytes]:
-    """The memberlist messages one datagram carries (compound and compressed parts opened),
-    each starting with its type byte; for counting what a node actually sent."""
-    if keyring is not None:
-        data = security.decrypt(keyring, data, b"")
-    out: list[bytes] = []
-    pending = [data]
-    while pending:
-        msg = pending.pop()
-        if not msg:
-            continue
-        if msg[0] == MsgType.HAS_CRC:
-            msg = codec.strip_crc(msg)
-        if msg[0] == MsgType.COMPOUND:
-            parts, _ = codec.split_compound(msg[1:])
-            pending.extend(reversed(parts))
-        elif msg[0] == MsgType.COMPRESS:
-            pending.append(codec.decompress_body(msg[1:]))
-        else:
-            out.append(msg)
-    return out
 
 
 def build_cluster(n: int, seed: int = 7, node_kwargs: dict | None = None,

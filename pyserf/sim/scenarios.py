@@ -20,7 +20,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from pyserf.memberlist import security
 from pyserf.memberlist.profiles import PROFILES, Timing, suspicion_timeout
@@ -46,6 +46,7 @@ STEP = 0.5
 # nodes and 3.54 GB at 2,000 (870-1,000 bytes per entry); 1,000 keeps the estimate above both.
 BYTES_PER_ENTRY = 1000
 BYTES_PER_NODE = 60_000
+BYTES_PER_WORKER = 100 << 20
 
 
 def two_clusters(net: SimNetwork, size: int, settle: float = 40.0
@@ -62,8 +63,18 @@ def two_clusters(net: SimNetwork, size: int, settle: float = 40.0
     return sides[0], sides[1]
 
 
-def estimate_bytes(nodes: int) -> int:
-    return nodes * nodes * BYTES_PER_ENTRY + nodes * BYTES_PER_NODE
+def estimate_bytes(nodes: int, workers: int = 1) -> int:
+    return nodes * nodes * BYTES_PER_ENTRY + nodes * BYTES_PER_NODE + worker_bytes(workers)
+
+
+def worker_bytes(workers: int) -> int:
+    """What each worker process beyond the first adds (its interpreter and memos)."""
+    return max(0, workers - 1) * BYTES_PER_WORKER
+
+
+def address(index: int) -> tuple[str, int]:
+    """Where node ``index`` listens (n0 on 10.0.0.1, 250 nodes per /24)."""
+    return f"10.{index // 62500}.{index // 250 % 250}.{index % 250 + 1}", 7946
 
 
 def max_nodes_for(available: int) -> int:
@@ -128,6 +139,22 @@ def percentiles(times: list[float | None]) -> dict[str, float | None]:
     return {"p50": rank(0.50), "p90": rank(0.90), "p99": rank(0.99), "max": rank(1.0)}
 
 
+class Seat(Protocol):
+    """This process's share of a run split over several (pyserf.sim.shards): it owns the
+    nodes whose index is ``index`` modulo ``count``."""
+
+    index: int
+    count: int
+
+    def network(self, **kwargs: Any) -> SimNetwork:
+        """The engine for this share, built with SimNetwork's arguments."""
+        ...
+
+    def gather(self, value: Any) -> list[Any]:
+        """Every share's ``value``, in share order (each share calls it at the same point)."""
+        ...
+
+
 @dataclass
 class _Watch:
     """Per observer, the first virtual time a condition held."""
@@ -148,14 +175,20 @@ class _Watch:
 class Run:
     """One scenario run: the network, the probes on each node and what they recorded."""
 
-    def __init__(self, opts: Options) -> None:
+    def __init__(self, opts: Options, seat: Seat | None = None) -> None:
         self.opts = opts
         self.timing = PROFILES[opts.profile]
+        # The scenario's own draws (start times, the subject, the key) are the same in every
+        # share: each share plays the whole script and acts only on the nodes it owns.
         self.rng = random.Random(f"simulate:{opts.seed}")
         latency = opts.latency or DEFAULT_LATENCY[opts.profile]
-        self.net = SimNetwork(seed=opts.seed, loss=opts.loss, latency=latency,
-                              record_log=False, listeners=[self._on_event])
+        self.seat = seat
+        make = SimNetwork if seat is None else seat.network
+        self.net = make(seed=opts.seed, loss=opts.loss, latency=latency, record_log=False,
+                        listeners=[self._on_event])
         self.names = [f"n{i}" for i in range(opts.nodes)]
+        # The nodes this process runs and observes (all of them unless the run is sharded).
+        self.local_names = [name for i, name in enumerate(self.names) if self.owns(i)]
         self.key = bytes(self.rng.getrandbits(8) for _ in range(32)) if opts.encrypt else None
         # Members each node lists alive, from its own member events.
         self.alive: dict[str, int] = {}
@@ -200,13 +233,23 @@ class Run:
     def counters(self) -> CounterSnapshot:
         return self.net.snapshot_counters()
 
+    def owns(self, index: int) -> bool:
+        return self.seat is None or index % self.seat.count == self.seat.index
+
+    def gather(self, value: Any) -> list[Any]:
+        """``value`` from every share of the run (just this one when it is not sharded)."""
+        return [value] if self.seat is None else self.seat.gather(value)
+
+    def agree(self, holds: bool) -> bool:
+        """Whether a condition each share checks on its own nodes holds on all of them."""
+        return all(self.gather(holds))
+
     # -- driving ---------------------------------------------------------------------------
 
     def add(self, index: int) -> SimNode:
         name = self.names[index]
         keyring = security.Keyring([self.key]) if self.key else None
-        node = self.net.add_node(name, f"10.{index // 62500}.{index // 250 % 250}."
-                                 f"{index % 250 + 1}", timing=self.timing, keyring=keyring)
+        node = self.net.add_node(name, address(index)[0], timing=self.timing, keyring=keyring)
         self._instrument(node)
         return node
 
@@ -221,7 +264,7 @@ class Run:
         net = self.net
         while net.now < end:
             net._run(min(end, net.now + STEP))
-            if until is not None and until():
+            if until is not None and self.agree(until()):
                 return
 
     def join_storm(self) -> None:
@@ -229,8 +272,9 @@ class Run:
         (a datacenter restart); the caller runs the network on. ``joined`` records when each
         join returned."""
         net = self.net
-        seed = self.add(0)
-        target = [(seed.name, seed.addr)]
+        if self.owns(0):
+            self.add(0)
+        target = [(self.names[0], address(0))]
         starts = sorted(self.rng.uniform(0.0, self.opts.join_window)
                         for _ in range(self.opts.nodes - 1))
 
@@ -246,27 +290,69 @@ class Run:
             return go
 
         for index, when in enumerate(starts, 1):
-            net.call_at(when, start(index))
+            if self.owns(index):
+                net.call_at(when, start(index))
 
     def everyone_alive(self) -> bool:
+        """Whether each node this process runs lists all N alive (``agree`` for all N)."""
         n = self.opts.nodes
-        return all(self.alive.get(name, 0) == n for name in self.names)
+        return all(self.alive.get(name, 0) == n for name in self.local_names)
 
 
 def _converge_setup(run: Run) -> bool:
     """A converged cluster to make a change in: a join storm, then quiet gossip."""
     run.join_storm()
     run.run_to(run.opts.join_window + 120.0, run.everyone_alive)
-    ok = run.everyone_alive()
+    ok = run.agree(run.everyone_alive())
     # Let the join's gossip finish before the change, as on a cluster that has been up.
     run.run_to(run.net.now + 2 * run.timing.probe_interval)
     return ok
 
 
+@dataclass
+class Played:
+    """What a run observed, ready for the report. The per-observer and counted parts come
+    from the nodes one process ran (``merge`` adds up the shares of a sharded run); the rest
+    is decided by the script, the same in every share."""
+
+    observers: set[str]
+    seen: dict[str, float]
+    false_positives: int
+    sent: dict[str, int]  # counter deltas over the traffic window
+    joined: dict[str, float]
+    extra: dict[str, Any]
+    setup_converged: bool
+    window: float
+    virtual: float
+    live: int
+
+
+def merge(shares: list[Played]) -> Played:
+    """One run's observations from its shares (each observer is in exactly one)."""
+    first = shares[0]
+    sent = dict.fromkeys(first.sent, 0)
+    for share in shares:
+        for key, value in share.sent.items():
+            sent[key] += value
+    return Played(
+        observers=set().union(*(share.observers for share in shares)),
+        seen={k: v for share in shares for k, v in share.seen.items()},
+        false_positives=sum(share.false_positives for share in shares),
+        sent=sent, joined={k: v for share in shares for k, v in share.joined.items()},
+        extra=first.extra, setup_converged=first.setup_converged, window=first.window,
+        virtual=first.virtual, live=first.live)
+
+
 def simulate(opts: Options) -> dict[str, Any]:
     """Run one scenario; returns the report (see pyserf.sim.cli for the fields)."""
     started = time.perf_counter()
-    run = Run(opts)
+    return report(opts, play(Run(opts)), started)
+
+
+def play(run: Run) -> Played:
+    """Play the scenario on ``run``: the script is the same in every share of a sharded run
+    (each acts on the nodes it owns, and global conditions are agreed at every STEP)."""
+    opts = run.opts
     timing = run.timing
     net = run.net
     duration = opts.duration or default_duration(opts, timing)
@@ -275,7 +361,7 @@ def simulate(opts: Options) -> dict[str, Any]:
     setup_converged = True
 
     if opts.scenario == "join":
-        watch = _Watch(set(names), t0=0.0)
+        watch = _Watch(set(run.local_names), t0=0.0)
 
         def on_join(e: SimEvent) -> None:
             if e.kind == "member-join" and run.alive[e.observer] == opts.nodes:
@@ -286,35 +372,36 @@ def simulate(opts: Options) -> dict[str, Any]:
         run.join_storm()
         run.run_to(duration, lambda: watch.done)
         t0 = 0.0
-        extra["joins_returned"] = len(run.joined)
-        extra["last_join_returned_s"] = round(max(run.joined.values(), default=0.0), 3)
     else:
         setup_converged = _converge_setup(run)
         subject = names[run.rng.randrange(1, opts.nodes)]
-        others = set(names) - {subject}
+        others = set(run.local_names) - {subject}
         before = run.counters()
         t0 = net.now
+        # None when another share runs the subject.
+        node = net.by_name.get(subject)
         if opts.scenario in ("fail", "leave"):
             kind = "member-failed" if opts.scenario == "fail" else "member-leave"
             watch = _Watch(others, t0=t0)
             run.on_member = lambda e: (watch.mark(e.observer, e.time)
                                        if e.kind == kind and e.subject == subject else None)
-            node = net.by_name[subject]
             run.down.add(subject)
             if opts.scenario == "fail":
-                net.crash(node)
+                if node is not None:
+                    net.crash(node)
                 extra["lifeguard_s"] = lifeguard(timing, opts.nodes)
-            else:
+            elif node is not None:
+                leaving = node
                 # The agent shuts down once its leave went out, as `serf leave` does.
-                net.when_done(node, node.serf.leave(net.now),
-                              lambda error, when: net.crash(node))
+                net.when_done(leaving, leaving.serf.leave(net.now),
+                              lambda error, when: net.crash(leaving))
             extra["subject"] = subject
         elif opts.scenario == "event":
             watch = _Watch(others, t0=t0)
             run.on_user = watch.mark
-            origin = net.by_name[subject]
-            origin.serf.user_event(USER_EVENT, b"x" * 16, False, net.now)
-            run.kick(origin)
+            if node is not None:
+                node.serf.user_event(USER_EVENT, b"x" * 16, False, net.now)
+                run.kick(node)
             extra["origin"] = subject
         else:
             extra.update(_partition(run, opts, timing))
@@ -325,26 +412,37 @@ def simulate(opts: Options) -> dict[str, Any]:
     # Rates over a few milliseconds of spread would be noise: count at least two probe
     # intervals of the cluster's traffic.
     run.run_to(t0 + 2 * timing.probe_interval)
-    window = net.now - t0
-    sent = run.counters().delta(before)
+    return Played(observers=watch.observers, seen=watch.seen,
+                  false_positives=run.false_positives, sent=run.counters().delta(before),
+                  joined=run.joined, extra=extra, setup_converged=setup_converged,
+                  window=net.now - t0, virtual=net.now, live=opts.nodes - len(run.down))
+
+
+def report(opts: Options, played: Played, started: float) -> dict[str, Any]:
+    """The report of a played run (``started``: its perf_counter start, for ``wall_s``)."""
+    extra = played.extra
+    if opts.scenario == "join":
+        joined = played.joined
+        extra = {"joins_returned": len(joined),
+                 "last_join_returned_s": round(max(joined.values(), default=0.0), 3), **extra}
+    window, live, sent = played.window, played.live, played.sent
     datagrams, streams = sent["udp_sent"], sent["streams_opened"]
     push_pulls = sent["push_pulls"]
     udp_wire, tcp_wire = _wire_ratio(sent, "udp"), _wire_ratio(sent, "tcp")
     wire_bytes = sent["udp_bytes_sent"] * udp_wire + sent["tcp_bytes_sent"] * tcp_wire
     push_pull_bytes = sent["push_pull_bytes"] * tcp_wire
-    live = opts.nodes - len(run.down)
-    times: list[float | None] = [watch.seen.get(o) for o in sorted(watch.observers)]
-    report: dict[str, Any] = {
+    times: list[float | None] = [played.seen.get(o) for o in sorted(played.observers)]
+    result: dict[str, Any] = {
         "nodes": opts.nodes,
         "scenario": opts.scenario,
         "seed": opts.seed,
         "profile": opts.profile,
         "loss": opts.loss,
-        "converged": watch.done,
-        "observers": len(watch.observers),
-        "saw_change": len(watch.seen),
+        "converged": len(played.seen) == len(played.observers),
+        "observers": len(played.observers),
+        "saw_change": len(played.seen),
         "convergence_s": percentiles(times),
-        "false_positives": run.false_positives,
+        "false_positives": played.false_positives,
         "window_s": round(window, 3),
         "msgs_per_node_s": round((datagrams + streams) / live / window, 3),
         "datagrams_per_node_s": round(datagrams / live / window, 3),
@@ -357,13 +455,13 @@ def simulate(opts: Options) -> dict[str, Any]:
                       "mean_bytes": round(push_pull_bytes / push_pulls) if push_pulls else 0,
                       "bytes_per_node_s": round(push_pull_bytes / live / window, 1)},
         "bytes_estimated": udp_wire != 1.0 or tcp_wire != 1.0,
-        "setup_converged": setup_converged,
+        "setup_converged": played.setup_converged,
         **extra,
-        "virtual_s": round(net.now, 3),
+        "virtual_s": round(played.virtual, 3),
         "wall_s": round(time.perf_counter() - started, 2),
     }
-    report["curve"] = sorted(t for t in times if t is not None)
-    return report
+    result["curve"] = sorted(t for t in times if t is not None)
+    return result
 
 
 def _wire_ratio(sent: dict[str, int], transport: str) -> float:
@@ -395,11 +493,12 @@ def _partition(run: Run, opts: Options, timing: Timing) -> dict[str, Any]:
     net.partition([n for n in run.names if side[n]], [n for n in run.names if not side[n]])
     cut_at = net.now
     run.run_to(cut_at + hold)
-    failed_across = opts.nodes - min(run.alive[name] for name in run.names)
+    fewest_alive = min(run.gather(min(run.alive[name] for name in run.local_names)))
+    failed_across = opts.nodes - fewest_alive
     net.heal()
     healed_at[0] = net.now
-    watch = _Watch(set(run.names), t0=net.now)
-    for name in run.names:
+    watch = _Watch(set(run.local_names), t0=net.now)
+    for name in run.local_names:
         if run.alive[name] == opts.nodes:
             watch.mark(name, net.now)
 

@@ -1,0 +1,156 @@
+"""`pyserf simulate -workers=N`: a run split over forked workers is deterministic, plays the
+same protocol as the single engine, and fails cleanly when a worker does."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+
+import pytest
+
+from pyserf.sim import cli, scenarios, shards
+from pyserf.sim.scenarios import Options, lifeguard, simulate
+
+# Longer hops than a LAN's keep the runs' sync windows few (the lookahead is the minimum).
+LATENCY = (0.002, 0.005)
+
+
+def sharded(workers: int, **kwargs) -> dict:
+    opts = Options(**{"latency": LATENCY, "seed": 4, **kwargs})
+    report, stats = shards.simulate(opts, workers)
+    assert [s.index for s in stats] == list(range(workers))
+    assert sum(s.nodes for s in stats) == opts.nodes
+    report.pop("curve")
+    del report["wall_s"]
+    return report
+
+
+def no_workers_left() -> bool:
+    return not multiprocessing.active_children()
+
+
+def test_a_seed_gives_one_report_for_any_number_of_workers_above_one():
+    """Each node draws its traffic's fate from its own generator and every delivery finds
+    its node when it arrives, so where a node runs changes nothing: two runs at 2 workers
+    and one at 3 agree to the last byte (a packet between workers lost, late or early would
+    change some node's view)."""
+    first = sharded(2, nodes=20, scenario="join", loss=0.02)
+    assert first == sharded(2, nodes=20, scenario="join", loss=0.02)
+    three = sharded(3, nodes=20, scenario="join", loss=0.02)
+    assert three.pop("workers") == 3 and first.pop("workers") == 2
+    assert three.pop("sync_windows") > 0 and first.pop("sync_windows") > 0
+    assert three == first
+    assert first["converged"] and first["saw_change"] == 20
+    assert no_workers_left()
+
+
+def test_sharded_join_plays_the_protocol_of_the_single_engine():
+    one = simulate(Options(nodes=40, scenario="join", seed=4, latency=LATENCY))
+    two = sharded(2, nodes=40, scenario="join")
+    for r in (one, two):
+        assert r["converged"] and r["saw_change"] == r["observers"] == 40
+        assert r["joins_returned"] == 39 and r["false_positives"] == 0
+        # Everyone lists all 40 about when the last node has started (within the 1 s
+        # window), plus a few gossip rounds.
+        assert 0.8 <= r["convergence_s"]["p50"] <= r["convergence_s"]["max"] <= 3.0
+        assert r["push_pull"]["count"] >= 39
+    # Different draws, same protocol: the traffic per node is alike.
+    assert two["msgs_per_node_s"] == pytest.approx(one["msgs_per_node_s"], rel=0.25)
+    assert two["push_pull"]["mean_bytes"] == pytest.approx(one["push_pull"]["mean_bytes"],
+                                                           rel=0.25)
+
+
+@pytest.mark.parametrize("scenario", ["fail", "leave", "event", "partition"])
+def test_every_scenario_converges_across_workers(scenario):
+    r = sharded(2, nodes=12, scenario=scenario, latency=(0.004, 0.008))
+    assert r["setup_converged"] and r["converged"]
+    assert r["saw_change"] == r["observers"] == (12 if scenario == "partition" else 11)
+    assert r["false_positives"] == 0
+    if scenario == "fail":
+        bounds = lifeguard(scenarios.PROFILES["lan"], 12)
+        assert bounds["min"] <= r["convergence_s"]["p50"] <= r["convergence_s"]["max"] \
+            <= bounds["bound"]
+    if scenario == "partition":
+        # Both halves failed each other while split (the merged minimum over the workers).
+        assert r["failed_across_split"] == 6
+
+
+def test_a_stream_to_a_node_not_running_is_refused_after_the_round_trip():
+    """The refusal comes from the target's share when the connection gets there (the node
+    may have started meanwhile), and takes the two one-way delays the opener drew."""
+    directory = {scenarios.address(i): (f"n{i}", 0) for i in range(2)}
+    net = shards.Seat(0, 1, {}, LATENCY[0], directory).network(seed=1, latency=LATENCY)
+    node = net.add_node("n1", scenarios.address(1)[0])
+    outcomes: list = []
+    net.when_done(node, node.serf.join([("n0", scenarios.address(0))], False, 0.0),
+                  lambda outcome, when: outcomes.append((outcome, when)))
+    net._run(1.0)
+    [(outcome, when)] = outcomes
+    assert outcome.contacted == 0 and "connection refused" in outcome.errors[0]
+    assert 2 * LATENCY[0] <= when <= 2 * LATENCY[1]
+
+
+def test_a_worker_that_raises_ends_the_run_with_its_error(monkeypatch, capsys):
+    storm = scenarios.Run.join_storm
+
+    def broken(run: scenarios.Run) -> None:
+        storm(run)
+        if run.seat is not None and run.seat.index == 1:
+            run.net.call_at(0.3, lambda now: 1 / 0)
+
+    monkeypatch.setattr(scenarios.Run, "join_storm", broken)
+    with pytest.raises(shards.ShardError, match="worker 1 failed: ZeroDivisionError") as info:
+        shards.simulate(Options(nodes=10, scenario="join", latency=LATENCY), 2)
+    assert "1 / 0" in info.value.detail  # the worker's traceback
+    assert no_workers_left()
+    code = cli.main(["-nodes=10", "-workers=2", "-latency=2ms-5ms"])
+    out, err = capsys.readouterr()
+    assert code == 1 and "Error: worker 1 failed: ZeroDivisionError" in out
+    assert "Traceback" in err
+    assert no_workers_left()
+
+
+def test_a_worker_that_dies_ends_the_run(monkeypatch):
+    storm = scenarios.Run.join_storm
+
+    def dying(run: scenarios.Run) -> None:
+        storm(run)
+        if run.seat is not None and run.seat.index == 0:
+            run.net.call_at(0.5, lambda now: os._exit(7))
+
+    monkeypatch.setattr(scenarios.Run, "join_storm", dying)
+    with pytest.raises(shards.ShardError, match=r"worker 0 failed: exited \(code 7\)"):
+        shards.simulate(Options(nodes=10, scenario="join", latency=LATENCY), 3)
+    assert no_workers_left()
+
+
+def test_workers_1_is_the_single_engine(capsys):
+    assert cli.main(["-nodes=8", "-format=json", "-workers=1"]) == 0
+    with_flag = json.loads(capsys.readouterr().out)
+    assert cli.main(["-nodes=8", "-format=json"]) == 0
+    without = json.loads(capsys.readouterr().out)
+    assert "workers" not in with_flag
+    del with_flag["wall_s"], without["wall_s"]
+    assert with_flag == without
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["-workers=two"], "-workers must be auto or 1 to 64"),
+    (["-workers=65"], "-workers must be auto or 1 to 64"),
+    (["-workers=-1"], "-workers must be auto or 1 to 64"),
+    (["-nodes=3", "-workers=4"], "-workers=4 needs at least as many -nodes"),
+    (["-workers=2", "-latency=0-1ms"], "needs a minimum -latency above 0"),
+])
+def test_bad_worker_counts_are_refused_before_anything_runs(capsys, monkeypatch, argv,
+                                                            message):
+    monkeypatch.setattr(shards, "simulate", lambda opts, workers: pytest.fail("ran anyway"))
+    monkeypatch.setattr(scenarios, "simulate", lambda opts: pytest.fail("ran anyway"))
+    assert cli.main(argv) == 1
+    assert message in capsys.readouterr().out
+
+
+def test_text_report_says_how_many_workers_ran(capsys):
+    assert cli.main(["-nodes=6", "-workers=2", "-latency=5ms-8ms"]) == 0
+    out = capsys.readouterr().out
+    assert "on 2 workers (" in out and "sync windows)" in out
