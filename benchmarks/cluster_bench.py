@@ -13,6 +13,7 @@ pyserf/serf ratios, and how each figure grows from the smallest to the largest s
 
     python benchmarks/cluster_bench.py [--sizes 20,50] [--rounds 1] [--kinds serf,pyserf]
         [--check] [--json out.json] [--profile DIR] [--stop-after-join] [--keep DIR]
+        [--counts]
     python benchmarks/cluster_bench.py --report out.json
 
 ``--check`` exits 1 when a target is missed: every time ratio <= 1.0, idle CPU per agent <=
@@ -25,7 +26,9 @@ start compile). ``--source`` runs the working tree instead. Every agent runs in 
 with autogroup scheduling a session is one CPU share, so N agents sharing the benchmark's
 session would get no more CPU than one niced job elsewhere. ``--profile DIR`` runs the seed and
 one joiner under cProfile (DIR/<kind>-<N>-<agent>.prof, top functions printed); those runs are
-for finding a cost, not for the ratios.
+for finding a cost, not for the ratios. ``--counts`` has every pyserf agent count datagrams,
+streams and its user/system CPU for the storm's two phases (joins being issued; issued until
+converged): see agent_counts.py.
 
 Agents bind 127.200-207.x.y (a fresh /24 per cluster) and are all stopped by PID at the end.
 """
@@ -54,6 +57,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+import agent_counts  # noqa: E402 (beside this script)
 
 from pyserf.client.rpc_client import RPCClient, RPCError  # noqa: E402
 
@@ -91,6 +96,9 @@ class Result:
     storm_cpu_seed_s: list[float] = field(default_factory=list)  # first join -> converged
     storm_cpu_agent_s: list[float] = field(default_factory=list)  # mean over the others
     storm_load: list[float] = field(default_factory=list)  # 1-min load average at convergence
+    join_poll_s: list[float] = field(default_factory=list)  # joins issued -> convergence seen
+    # --counts, per cluster: phase ("issue", "converge") -> {"seed": ..., "agent": mean of others}
+    counts: list[dict[str, dict[str, dict[str, float]]]] = field(default_factory=list)
     fail_times: list[float] = field(default_factory=list)
     leave_times: list[float] = field(default_factory=list)
     rss_mib: list[float] = field(default_factory=list)
@@ -257,6 +265,7 @@ class Setup:
     stop_after_join: bool
     shared_session: bool = False
     serf_env: dict[str, str] | None = None
+    counts: bool = False
 
 
 def wait_listening(proc: Proc, deadline: float) -> None:
@@ -276,6 +285,10 @@ def start_agents(kind: str, size: int, prefix: str, setup: Setup) -> list[Proc]:
     # machines' agents would, and niced work elsewhere yields to them as intended.
     procs: list[Proc] = []
     profiled = {0, size // 2} if setup.profile_dir is not None and kind == "pyserf" else set()
+    py_env = setup.py_env
+    if setup.counts:
+        (setup.workdir / "counts").mkdir()
+        py_env = {**py_env, agent_counts.ENV: str(setup.workdir / "counts")}
     for i in range(size):
         name, ip = f"{kind[0]}{i}", f"{prefix}.{i + 1}"
         prof = setup.profile_dir / f"{kind}-{size}-{name}.prof" if i in profiled else None
@@ -285,7 +298,7 @@ def start_agents(kind: str, size: int, prefix: str, setup: Setup) -> list[Proc]:
             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=not setup.shared_session,
             cwd=setup.py_cwd if kind == "pyserf" else None,
-            env=setup.py_env if kind == "pyserf" else setup.serf_env)
+            env=py_env if kind == "pyserf" else setup.serf_env)
         procs.append(Proc(name, ip, popen, profiled=prof is not None))
     return procs
 
@@ -307,13 +320,22 @@ def run_cluster(kind: str, size: int, prefix: str, setup: Setup, result: Result)
         all_alive = lambda view: (  # noqa: E731
             len(view) == size and all(s == "alive" for s in view.values()))
         pids = [p.popen.pid for p in procs]
+        counting = setup.counts and kind == "pyserf"
+        if counting:
+            agent_counts.signal_all(pids)
         cpu_before = usage(pids)
         joins = JoinLog()
         issued = time.monotonic()
         list(pool.map(lambda p: join_one(p, f"{seed.ip}:7946", setup.join_rpc_timeout, joins),
                       procs[1:]))
         issue_s = time.monotonic() - issued
+        if counting:
+            agent_counts.signal_all(pids)
+        polled = time.monotonic()
         times = wait_all(pool, procs, all_alive, setup.join_timeout)
+        result.join_poll_s.append(time.monotonic() - polled)
+        if counting:
+            agent_counts.signal_all(pids)
         # As in earlier results, convergence counts from the last join's return (issue_s is
         # reported beside it).
         cpu_after = usage(pids)
@@ -341,7 +363,10 @@ def run_cluster(kind: str, size: int, prefix: str, setup: Setup, result: Result)
               f", max {result.join_rpc_max_s[-1]:.2f}s, {joins.timeouts} timed out, "
               f"{len(joins.failed)} never joined); storm CPU seed {storm[0] if storm else 0:.2f}s"
               f", others {result.storm_cpu_agent_s[-1] if storm else 0:.2f}s each; "
-              f"load {result.storm_load[-1]:.1f}", flush=True)
+              f"load {result.storm_load[-1]:.1f}; convergence seen {result.join_poll_s[-1]:.1f}s "
+              f"after the last join returned", flush=True)
+        if counting:
+            report_counts(kind, size, setup.workdir / "counts", pids, result)
         if setup.stop_after_join:
             time.sleep(5.0)
             return
@@ -383,6 +408,21 @@ def run_cluster(kind: str, size: int, prefix: str, setup: Setup, result: Result)
     finally:
         pool.shutdown(wait=False)
         stop_all(procs)
+
+
+def report_counts(kind: str, size: int, out_dir: Path, pids: list[int], result: Result
+                  ) -> None:
+    """Print and keep the --counts differences of the storm's two phases."""
+    records = agent_counts.collect(out_dir, pids, 3)
+    phases = {}
+    for phase, label in enumerate(("issue", "converge")):
+        seed, agent = agent_counts.phase_means(records, pids, phase)
+        phases[label] = {"seed": seed, "agent": agent}
+        print(f"  {kind:6} N={size}: {label:8} per agent: {agent_counts.text(agent)}", flush=True)
+        print(f"  {kind:6} N={size}: {label:8} seed:      {agent_counts.text(seed)}", flush=True)
+    if len(records) < len(pids):
+        print(f"  {kind:6} N={size}: {len(pids) - len(records)} agents wrote no counts")
+    result.counts.append(phases)
 
 
 def stop_all(procs: list[Proc]) -> None:
@@ -520,6 +560,8 @@ def main() -> int:
                         help="agents stay in the benchmark's session (one autogroup CPU share)")
     parser.add_argument("--serf-gomaxprocs", type=int, metavar="N",
                         help="run serf with GOMAXPROCS=N (its default is the core count)")
+    parser.add_argument("--counts", action="store_true",
+                        help="pyserf agents count datagrams, streams and CPU per storm phase")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     parser.add_argument("--keep", type=Path, metavar="DIR",
                         help="work in DIR (agent logs kept) instead of a temporary directory")
@@ -562,6 +604,8 @@ def main() -> int:
           if args.keep is not None else tempfile.TemporaryDirectory(prefix="pyserf-bench-")
           ) as tmp:
         py_cwd, py_env = prepare_pyserf(Path(tmp), args.source)
+        if args.counts:
+            agent_counts.install(Path(tmp) / "hook", py_env)
         for size in (int(s) for s in args.sizes.split(",")):
             for rnd in range(args.rounds):
                 for kind in kinds:
@@ -572,7 +616,7 @@ def main() -> int:
                     workdir.mkdir()
                     setup = Setup(workdir, args.idle, args.join_timeout, args.join_rpc_timeout,
                                   py_cwd, py_env, args.profile, args.stop_after_join,
-                                  args.shared_session, serf_env)
+                                  args.shared_session, serf_env, args.counts)
                     run_cluster(kind, size, prefix, setup, res)
     misses = report(results, kinds)
     if args.json is not None:
