@@ -456,6 +456,7 @@ class SimNetwork(NetworkFaults):
         target = self.nodes.get(addr if type(addr) is tuple else _address(addr))
         if not self._goes_out(sender, target.name if target else None):
             return
+        assert target is not None  # _goes_out sends nothing to no node
         heapq.heappush(self._heap, (self.now + self._delay(sender.name, target.name),
                                     next(self._seq), None, self._arrive_packet,
                                     (target, data, sender.addr)))

@@ -37,6 +37,7 @@ from dataclasses import asdict, dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
+from pyserf.memberlist.profiles import LAN, Timing
 from pyserf.memberlist.types import OpenStream, SendPacket
 from pyserf.sim import scenarios
 from pyserf.sim.network import Address, SimNetwork, SimNode, _address, _grow_memos
@@ -140,9 +141,9 @@ class Seat:
                 else:
                     del outgoing[peer]
             for peer in sorted(waiting):
-                body = self._take(peer)
-                if body is not None:
-                    their_tag, received[peer] = pickle.loads(body)
+                frame = self._take(peer)
+                if frame is not None:
+                    their_tag, received[peer] = pickle.loads(frame)
                     if their_tag != tag:
                         raise ShardError(f"worker {peer} is at a {their_tag!r} exchange, "
                                          f"worker {self.index} at a {tag!r} one")
@@ -228,9 +229,10 @@ class ShardNetwork(SimNetwork):
             rng = self._rngs[name] = random.Random(f"simulate-net:{self.seed}:{name}")
         return rng
 
-    def add_node(self, name: str, ip: str, port: int = 7946, **kwargs: Any) -> SimNode:
+    def add_node(self, name: str, ip: str, port: int = 7946, tags: dict[str, str] | None = None,
+                 keyring: Any = None, timing: Timing = LAN, **serf_overrides: Any) -> SimNode:
         self.rng = self._node_rng(name)  # seeds the machine, as every draw of its sends
-        return super().add_node(name, ip, port, **kwargs)
+        return super().add_node(name, ip, port, tags, keyring, timing, **serf_overrides)
 
     def _sample_due(self, sender: SimNode, stream: bool) -> bool:
         """Every ``compression_sample``-th send of each node, from a point set by its name:
@@ -399,7 +401,8 @@ def simulate(opts: scenarios.Options, workers: int
                                      pipes[index][1], [x for x in everything if x not in keep]))
             proc.start()
             procs.append(proc)
-        for x in [*sockets, *writers]:
+        held: list[socket.socket | Connection] = [*sockets, *writers]
+        for x in held:
             x.close()  # the workers hold them now
         shares = _collect(procs, [pipe[0] for pipe in pipes])
     finally:

@@ -307,3 +307,30 @@ def test_tcp_fallback_bridges_udp_loss_until_tcp_is_refused():
     earliest = refused_at + PI - LAN.probe_timeout + suspicion_min(n)
     assert all(earliest <= e.time for e in failed)
     assert false_failures(net, {"n6"}) == []
+
+
+def test_a_scenario_plays_without_automatic_cycle_collection(monkeypatch) -> None:
+    """Full collections walked the whole N*N state again and again (~20% of a 500-node
+    join's CPU); a run plays with them off and puts the collector back as it found it."""
+    import gc
+
+    from pyserf.sim import scenarios
+    during: list[bool] = []
+    play = scenarios._play
+
+    def watched(run):
+        during.append(gc.isenabled())
+        return play(run)
+
+    monkeypatch.setattr(scenarios, "_play", watched)
+    assert gc.isenabled()
+    report = scenarios.simulate(scenarios.Options(nodes=8, scenario="join"))
+    assert report["converged"]
+    assert during == [False]
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        scenarios.simulate(scenarios.Options(nodes=4, scenario="join"))
+        assert not gc.isenabled()  # left off when it was off
+    finally:
+        gc.enable()
