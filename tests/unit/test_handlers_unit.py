@@ -265,6 +265,7 @@ def _children() -> list[int]:
     return out
 
 
+@pytest.mark.serial  # a wall-clock bound: run alone (scripts/test)
 def test_a_stuck_handler_holds_up_neither_queries_nor_other_scripts(tmp_path):
     pid_file = tmp_path / "stuck.pid"
     marker = tmp_path / "other"
@@ -315,6 +316,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
+@pytest.mark.serial  # a wall-clock bound: run alone (scripts/test)
 def test_timeout_kills_the_script_and_its_children_after_the_slow_warning(tmp_path, caplog,
                                                                          monkeypatch):
     monkeypatch.setattr(handlers, "SLOW_WARNING", 0.5)  # serf's 1 s, shortened for speed
@@ -346,6 +348,7 @@ def test_timeout_kills_the_script_and_its_children_after_the_slow_warning(tmp_pa
     assert agent.responses == []  # a killed query handler does not answer
 
 
+@pytest.mark.serial  # a wall-clock bound: run alone (scripts/test)
 def test_a_grandchild_that_escapes_the_kill_does_not_hold_the_handler(tmp_path, caplog,
                                                                      monkeypatch):
     monkeypatch.setattr(handlers, "KILL_GRACE", 0.3)

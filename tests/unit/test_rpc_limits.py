@@ -114,6 +114,7 @@ def test_unpacker_counts_containers_per_request():
 # -- RE2 member filters ----------------------------------------------------------------------
 
 
+@pytest.mark.serial  # a wall-clock bound: run alone (scripts/test)
 def test_member_filters_use_re2_with_serf_anchoring():
     started = time.monotonic()
     for expr in ("(a*)*b", "(a+a+)+y", "(a|a?)+b", "(?:){1000}"):
@@ -279,6 +280,7 @@ def test_wrong_types_close_the_client_and_the_server_carries_on():
     _with_server(main)
 
 
+@pytest.mark.serial  # a wall-clock bound: run alone (scripts/test)
 def test_costly_member_filters_yield_and_have_a_budget(monkeypatch):
     # 2 s: on a loaded 2-core machine (load ~7) one match of the pattern below took 0.55 s
     # of wall time, and a 0.5 s budget let the ticker below run only 3 times.
@@ -489,6 +491,7 @@ def test_handler_queue_is_bounded_and_drops_with_a_warning(caplog):
                      f"{handlers.HANDLER_QUEUE_LIMIT} events already queued"]
 
 
+@pytest.mark.serial  # a wall-clock bound: run alone (scripts/test)
 def test_handler_timeout_covers_a_script_that_never_reads_stdin(caplog):
     async def main() -> float:
         manager = handlers.HandlerManager(_HandlerAgent(), timeout=0.5)  # type: ignore[arg-type]

@@ -235,6 +235,7 @@ def test_join_tags_event_stats_coordinates_and_force_leave_replies():
     with_cluster(body)
 
 
+@pytest.mark.serial  # a wall-clock bound: run alone (scripts/test)
 def test_leave_replies_then_shuts_the_agent_down():
     async def body(c: Cluster) -> None:
         delay = c.b.serf.config.leave_propagate_delay = 0.2  # serf's 1 s, shortened
@@ -297,6 +298,7 @@ def test_stream_filters_records_and_stop():
     with_cluster(body)
 
 
+@pytest.mark.serial  # a wall-clock bound: run alone (scripts/test)
 def test_query_acks_responses_respond_and_done():
     async def body(c: Cluster) -> None:
         sub = await connect(c.rpc_b)
@@ -462,6 +464,7 @@ async def _served_promptly(port: int) -> float:
     return time.monotonic() - started
 
 
+@pytest.mark.serial  # a wall-clock bound: run alone (scripts/test)
 def test_a_stream_subscriber_that_never_reads_is_bounded_and_blocks_nobody(caplog):
     # Records per event ~9.3 KiB; 2,000 events ~18 MiB if nothing bounded them.
     events = 2000
@@ -506,6 +509,7 @@ def test_a_stream_subscriber_that_never_reads_is_bounded_and_blocks_nobody(caplo
     assert 1 <= len(drops) <= 3, drops  # serf's warning, at most about once a second
 
 
+@pytest.mark.serial  # a wall-clock bound: run alone (scripts/test)
 def test_a_client_that_pipelines_requests_without_reading_blocks_nobody():
     requests = 150_000  # ~4.5 MiB: more than the kernel buffers on both ends hold
 

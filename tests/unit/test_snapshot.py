@@ -140,6 +140,9 @@ def test_ordinary_names_are_written_exactly_as_serf_writes_them():
     assert _join(rec, "a\\x41", "10.0.0.4") == ["alive: a\\x5cx41 10.0.0.4:7946\n"]
 
 
+# Outside pytest-xdist (scripts/test): its captured log holds a lone surrogate, which a
+# worker cannot send back with the report (the worker exits and the session aborts).
+@pytest.mark.serial
 def test_unrepresentable_members_are_left_out_with_a_warning(caplog):
     rec = Snapshotter(SnapshotState())
     assert _join(rec, "surrogate\udc80") == []
