@@ -184,9 +184,11 @@ class SerfDelegate:
             top = max(raw.values(), default=0)
         except TypeError:  # a value that is not a number: the full decode names it
             return None
+        sender_clock = body.get(b"LTime")  # witnessed before the entries
         margin = len(left or ()) + 2
-        if (type(top) is not int or max(held.values()) >= clock
-                or max(top, clock) + margin >= U64_MAX):
+        if (type(top) is not int or type(sender_clock) is not int
+                or max(held.values()) >= clock
+                or max(top, clock, sender_clock) + margin >= U64_MAX):
             return None
         return held
 

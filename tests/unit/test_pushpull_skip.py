@@ -205,6 +205,12 @@ def test_serf_entries_are_left_out_only_while_our_clock_is_past_them() -> None:
     # Times near the wrap: witnessing them could wrap the clock mid-merge.
     near = _serf_state({"a": U64_MAX - 1})
     assert _serf_held(10, {"a": 3}, near) is None
+    from pyserf.memberlist import codec as mcodec
+    from pyserf.serf import messages as m
+    sender_near = bytes((m.SerfMsg.PUSH_PULL,)) + mcodec.pack({
+        "LTime": U64_MAX, "StatusLTimes": {"a": 3}, "LeftMembers": [], "EventLTime": 1,
+        "Events": [], "QueryLTime": 1})
+    assert _serf_held(10, {"a": 3}, sender_near) is None
 
 
 @pytest.mark.parametrize("scenario,nodes,extra", [
