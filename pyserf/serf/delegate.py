@@ -172,14 +172,11 @@ class SerfDelegate:
         merge (every witness adds one; a self-refute per left entry naming us adds one too),
         where skipped witnesses would matter."""
         members = self.serf.members
-        if not members:
-            return None
-        held = {name.encode(): ms.status_ltime for name, ms in members.items()}
-        clock = self.serf.clock.time
         raw = body.get(b"StatusLTimes")
         left = body.get(b"LeftMembers")
-        if not isinstance(raw, dict) or not isinstance(left, list | None):
+        if not members or not isinstance(raw, dict) or not isinstance(left, list | None):
             return None
+        clock = self.serf.clock.time
         try:
             top = max(raw.values(), default=0)
         except TypeError:  # a value that is not a number: the full decode names it
@@ -187,10 +184,11 @@ class SerfDelegate:
         sender_clock = body.get(b"LTime")  # witnessed before the entries
         margin = len(left or ()) + 2
         if (type(top) is not int or type(sender_clock) is not int
-                or max(held.values()) >= clock
                 or max(top, clock, sender_clock) + margin >= U64_MAX):
             return None
-        return held
+        # Built only once the peer's state passed the checks above.
+        held = {name.encode(): ms.status_ltime for name, ms in members.items()}
+        return held if max(held.values()) < clock else None
 
     def notify_msg(self, buf: bytes, now: float, source: Address | None = None) -> None:
         """A serf message from memberlist (``source`` is the sender's address when known)."""
