@@ -158,8 +158,9 @@ class Cluster:
                                           cwd=cwd or self.tmp)
         self.agents.append(agent)
         if wait:
+            # Polled finely: tests start agents by the dozen and each start is ~0.5 s.
             wait_until(lambda: "agent running" in agent.log() or not agent.alive(), 15,
-                       what=f"{agent.name} to start")
+                       interval=0.05, what=f"{agent.name} to start")
             assert agent.alive(), f"{agent.name} exited:\n{agent.log()}"
         return agent
 
