@@ -250,9 +250,19 @@ class Alive:
     vsn: bytes
 
     def encode(self) -> bytes:
-        return encode(MsgType.ALIVE, {"Addr": self.addr, "Incarnation": self.incarnation,
-                                      "Meta": self.meta, "Node": self.node, "Port": self.port,
-                                      "Vsn": self.vsn})
+        # Every node that learns a member re-encodes its alive to pass it on: in a simulated
+        # cluster that is N encodings of one message, so they are memoised (bounded, like the
+        # decode memos below).
+        key = (self.incarnation, self.node, self.addr, self.port, self.meta, self.vsn)
+        found = _alive_wire.get(key)
+        if found is None:
+            found = encode(MsgType.ALIVE, {"Addr": self.addr, "Incarnation": self.incarnation,
+                                           "Meta": self.meta, "Node": self.node,
+                                           "Port": self.port, "Vsn": self.vsn})
+            if len(_alive_wire) >= DECODE_MEMO_LIMIT:
+                _alive_wire.clear()
+            _alive_wire[key] = found
+        return found
 
     @classmethod
     def decode(cls, body: WireMap) -> Alive:
@@ -269,6 +279,8 @@ class Alive:
 # Bounded: cleared when full, since peers choose the bytes.
 DECODE_MEMO_LIMIT = 4096
 _decoded: dict[bytes, Alive | Suspect | Dead] = {}
+# Alive messages by their fields (see Alive.encode).
+_alive_wire: dict[tuple[int, str, bytes, int, bytes, bytes], bytes] = {}
 _GOSSIP_TYPES: dict[int, type[Alive] | type[Suspect] | type[Dead]] = {
     MsgType.ALIVE: Alive, MsgType.SUSPECT: Suspect, MsgType.DEAD: Dead}
 

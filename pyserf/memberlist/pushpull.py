@@ -182,8 +182,8 @@ class PushPullSync(NodeStates):
     def _push_pull_random_peer(self, now: float,
                                then: Callable[[float], None] | None = None) -> None:
         """Push-pull with one live peer picked at random; ``then(when)`` after a success."""
-        candidates = [n for n in self.nodes
-                      if n.name != self.config.name and n.state == NodeStateKind.ALIVE]
+        name, alive = self.config.name, NodeStateKind.ALIVE  # looked up once, not per member
+        candidates = [n for n in self.nodes if n.state == alive and n.name != name]
         if not candidates:
             return
         node = self.rng.choice(candidates)

@@ -100,20 +100,21 @@ class SerfDelegate:
         # time and make the real leave intent look stale, so a graceful leave racing a
         # push-pull would end up as "failed".
         members = self.serf.members
-        status_ltimes = {name: ms.status_ltime for name, ms in members.items()}
+        leaving_status = MemberStatus.LEAVING
         leaving = [name for name, ms in members.items()
-                   if ms.member.status == MemberStatus.LEAVING and ms.status_ltime > 0]
-        for name in leaving:
-            status_ltimes[name] -= 1
+                   if ms.member.status == leaving_status and ms.status_ltime > 0]
+        entry = m.status_entry
+        if leaving:
+            lowered = set(leaving)
+            entries = [entry(name, ms.status_ltime - (name in lowered))
+                       for name, ms in members.items()]
+        else:
+            entries = [entry(name, ms.status_ltime) for name, ms in members.items()]
         left = [ms.member.name for ms in self.serf.left_members] + leaving
-        state = m.PushPullState(
-            ltime=self.serf.clock.time,
-            status_ltimes=status_ltimes,
-            left_members=left,
-            event_ltime=self.serf.event_clock.time,
-            events=list(self.serf.event_buffer),
+        return m.PushPullState.encode_with(
+            entries, ltime=self.serf.clock.time, left_members=left,
+            event_ltime=self.serf.event_clock.time, events=list(self.serf.event_buffer),
             query_ltime=self.serf.query_clock.time)
-        return state.encode()
 
     def _contained(self, kind: str, peer: str, now: float, fn: Callable[[], None]) -> None:
         """Run one delegate callback; nothing it raises reaches memberlist. A DecodeError is

@@ -90,6 +90,29 @@ def ltime(body: WireMap, key: bytes) -> int:
 # Member names of push-pull states, by their bytes (see PushPullState.decode); bounded.
 STATE_NAMES_LIMIT = 4096
 _state_names: dict[bytes, str] = {}
+# StatusLTimes pairs as packed, by (name, time): every push-pull state lists every member,
+# mostly at the time it had in the last one (and in a simulator, in every other node's).
+_status_entries: dict[tuple[str, int], bytes] = {}
+
+
+def status_entry(name: str, status_ltime: int) -> bytes:
+    """One packed StatusLTimes pair of a push-pull state (see PushPullState.encode_with)."""
+    key = (name, status_ltime)
+    found = _status_entries.get(key)
+    if found is None:
+        found = pack(name) + pack(status_ltime)
+        if len(_status_entries) >= STATE_NAMES_LIMIT:
+            _status_entries.clear()
+        _status_entries[key] = found
+    return found
+
+
+def _map_header(count: int) -> bytes:
+    if count < 16:
+        return bytes((0x80 | count,))
+    if count <= U16_MAX:
+        return b"\xde" + count.to_bytes(2, "big")
+    return b"\xdf" + count.to_bytes(4, "big")
 
 
 def item_name(value: Any, what: str) -> str:
@@ -358,6 +381,18 @@ class PushPullState:
             "EventLTime": self.event_ltime, "Events": events, "LTime": self.ltime,
             "LeftMembers": self.left_members, "QueryLTime": self.query_ltime,
             "StatusLTimes": self.status_ltimes})
+
+    @classmethod
+    def encode_with(cls, status_entries: list[bytes], ltime: int, left_members: list[str],
+                    event_ltime: int, events: list[EventSlot | None], query_ltime: int
+                    ) -> bytes:
+        """What ``encode`` gives for a state whose StatusLTimes pairs come packed already
+        (``status_entry``): the map is the body's last field, so it is spliced onto a body
+        encoded with an empty one."""
+        body = cls(ltime, {}, left_members, event_ltime, events, query_ltime).encode()
+        if body[-1] != 0x80:  # an empty fixmap: StatusLTimes must stay the last key
+            raise AssertionError("StatusLTimes is no longer the last field of the state")
+        return b"".join((body[:-1], _map_header(len(status_entries)), *status_entries))
 
     @classmethod
     def decode(cls, body: WireMap, held: Mapping[bytes, int] | None = None) -> PushPullState:

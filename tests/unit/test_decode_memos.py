@@ -68,6 +68,42 @@ def test_encoded_push_pull_entries_match_the_record_encoding():
         PushPull(False, [state], b"st").encode()
 
 
+def test_memoised_alive_encodings_match_the_fields_and_stay_bounded(monkeypatch):
+    monkeypatch.setattr(codec, "DECODE_MEMO_LIMIT", 8)
+    for i in range(40):
+        alive = Alive(i, f"enc-{i % 12}", bytes((10, 0, 0, i)), 7946 + i, b"m" * (i % 3), VSN)
+        plain = codec.encode(codec.MsgType.ALIVE, {
+            "Addr": alive.addr, "Incarnation": alive.incarnation, "Meta": alive.meta,
+            "Node": alive.node, "Port": alive.port, "Vsn": alive.vsn})
+        assert alive.encode() == plain
+        assert alive.encode() is alive.encode()  # remembered
+        assert codec.decode_gossip(plain) == alive
+        assert len(codec._alive_wire) <= 8
+    # A changed field is another message, not the remembered one.
+    assert Alive(1, "enc-1", bytes((10, 0, 0, 1)), 7947, b"m", VSN).encode() != \
+        Alive(2, "enc-1", bytes((10, 0, 0, 1)), 7947, b"m", VSN).encode()
+
+
+@pytest.mark.parametrize("members", [0, 1, 15, 16, 300, 65_536])
+def test_serf_states_from_packed_entries_match_the_plain_encoding(members):
+    rng = random.Random(members)
+    status = {f"m{i}": rng.choice((0, 1, 2**32, 2**64 - 1, rng.randrange(2**64)))
+              for i in range(members)}
+    events: list[messages.EventSlot | None] = [None, (5, [("deploy", b"\x00x")]), None]
+    plain = messages.PushPullState(7, status, ["gone"], 9, events, 11).encode()
+    entries = [messages.status_entry(name, ltime) for name, ltime in status.items()]
+    assert messages.PushPullState.encode_with(entries, 7, ["gone"], 9, events, 11) == plain
+    decoded = messages.PushPullState.decode_state(plain)
+    assert decoded.status_ltimes == status and decoded.left_members == ["gone"]
+
+
+def test_the_serf_status_entry_memo_is_bounded(monkeypatch):
+    monkeypatch.setattr(messages, "STATE_NAMES_LIMIT", 8)
+    for i in range(50):
+        assert messages.status_entry(f"s{i}", i) == codec.pack(f"s{i}") + codec.pack(i)
+        assert len(messages._status_entries) <= 8
+
+
 def test_addresses_round_trip_through_the_caches():
     for ip in ("10.1.2.3", "::1", "fe80::1", "::ffff:10.9.8.7"):
         raw = codec.ip_to_bytes(ip)
