@@ -23,6 +23,9 @@ class Command:
     # A callable for commands whose help lives in a module the agent should not import.
     help_text: str | Callable[[], str]
     run: Runner
+    # Run as the process itself, end without the interpreter's teardown (see dispatch.main):
+    # for a command that leaves gigabytes of objects whose freeing no one waits for.
+    skip_teardown: bool = False
 
     @property
     def help(self) -> str:
@@ -33,11 +36,11 @@ class Command:
 COMMANDS: dict[str, Command] = {}
 
 
-def command(name: str, synopsis: str,
-            help_text: str | Callable[[], str]) -> Callable[[Runner], Runner]:
+def command(name: str, synopsis: str, help_text: str | Callable[[], str],
+            skip_teardown: bool = False) -> Callable[[Runner], Runner]:
     """Register the decorated function as the subcommand ``name``."""
     def register(fn: Runner) -> Runner:
-        COMMANDS[name] = Command(name, synopsis, help_text, fn)
+        COMMANDS[name] = Command(name, synopsis, help_text, fn, skip_teardown)
         return fn
 
     return register

@@ -103,16 +103,14 @@ class SerfDelegate:
         leaving_status = MemberStatus.LEAVING
         leaving = [name for name, ms in members.items()
                    if ms.member.status == leaving_status and ms.status_ltime > 0]
-        entry = m.status_entry
         if leaving:
             lowered = set(leaving)
-            entries = [entry(name, ms.status_ltime - (name in lowered))
-                       for name, ms in members.items()]
+            pairs = [(name, ms.status_ltime - (name in lowered)) for name, ms in members.items()]
         else:
-            entries = [entry(name, ms.status_ltime) for name, ms in members.items()]
+            pairs = [(name, ms.status_ltime) for name, ms in members.items()]
         left = [ms.member.name for ms in self.serf.left_members] + leaving
         return m.PushPullState.encode_with(
-            entries, ltime=self.serf.clock.time, left_members=left,
+            m.status_entries(pairs), ltime=self.serf.clock.time, left_members=left,
             event_ltime=self.serf.event_clock.time, events=list(self.serf.event_buffer),
             query_ltime=self.serf.query_clock.time)
 

@@ -107,6 +107,16 @@ def status_entry(name: str, status_ltime: int) -> bytes:
     return found
 
 
+def status_entries(pairs: list[tuple[str, int]]) -> list[bytes]:
+    """``status_entry`` of each (name, time): one memo lookup per pair without a call each
+    (a state lists every member, so this runs N times per push-pull)."""
+    found = list(map(_status_entries.get, pairs))
+    if None in found:
+        found = [entry if entry is not None else status_entry(*pair)
+                 for entry, pair in zip(found, pairs, strict=True)]
+    return found  # type: ignore[return-value]  # no None left
+
+
 def _map_header(count: int) -> bytes:
     if count < 16:
         return bytes((0x80 | count,))

@@ -91,7 +91,11 @@ def test_serf_states_from_packed_entries_match_the_plain_encoding(members):
               for i in range(members)}
     events: list[messages.EventSlot | None] = [None, (5, [("deploy", b"\x00x")]), None]
     plain = messages.PushPullState(7, status, ["gone"], 9, events, 11).encode()
-    entries = [messages.status_entry(name, ltime) for name, ltime in status.items()]
+    pairs = list(status.items())
+    for name, ltime in pairs[::2]:  # half of them remembered before, half packed now
+        messages.status_entry(name, ltime)
+    entries = messages.status_entries(pairs)
+    assert entries == [messages.status_entry(name, ltime) for name, ltime in pairs]
     assert messages.PushPullState.encode_with(entries, 7, ["gone"], 9, events, 11) == plain
     decoded = messages.PushPullState.decode_state(plain)
     assert decoded.status_ltimes == status and decoded.left_members == ["gone"]
