@@ -10,7 +10,10 @@ and re-encoded byte for byte by pyserf as the unit tests do with the committed c
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -56,11 +59,26 @@ pytestmark = pytest.mark.skipif(SERF is None, reason="the real `serf` binary is 
 def fresh(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     out = tmp_path_factory.mktemp("capture")
     start = time.monotonic()
-    result = subprocess.run(
+    # Its own session, so a run that overstays is stopped with the serf agents it started
+    # (subprocess.run's timeout kills the script alone and left them running).
+    proc = subprocess.Popen(
         [sys.executable, str(SCRIPT), "--quick", "--net", "127.231", "--out", str(out)],
-        capture_output=True, text=True, timeout=HARD_TIMEOUT)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=HARD_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        # The script's own cleanup first; then whatever of the session is left (serf agents
+        # outlive a SIGTERM by seconds).
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.communicate(timeout=5)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail(f"the capture overstayed {HARD_TIMEOUT:.0f} s; stopped with its agents")
     elapsed = time.monotonic() - start
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert proc.returncode == 0, stdout + stderr
     data = {name: json.loads((out / name).read_text())
             for name in (*CAPTURES, "errors.json", "config-merge.json", "meta.json")}
     data["elapsed"] = elapsed
