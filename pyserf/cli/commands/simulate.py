@@ -11,7 +11,7 @@ def _simulate_help() -> str:
     return HELP
 
 
-# A 2,000-node run holds ~3.5 GB of small objects: freeing them at exit took ~40 s.
+# A 2,000-node run holds ~3.5 GB of small objects: freeing them at exit took most of a minute.
 @command("simulate", "Simulates a cluster in virtual time: convergence and cost",
          _simulate_help, skip_teardown=True)
 def cmd_simulate(args: list[str]) -> int:
