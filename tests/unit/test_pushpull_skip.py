@@ -5,16 +5,20 @@ in-sync exchange at N members cost a decode and a merge per member)."""
 from __future__ import annotations
 
 import random
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from pyserf.memberlist import codec
 from pyserf.memberlist.codec import Alive, NodeStateKind, PushPull, Suspect
+from pyserf.memberlist.fields import U64_MAX, DecodeError
 from pyserf.memberlist.memberlist import Memberlist
 from pyserf.memberlist.profiles import LAN
 from pyserf.memberlist.timers import Scheduler
 from pyserf.memberlist.types import MemberlistConfig
+from pyserf.serf import messages as m
+from pyserf.serf.delegate import SerfDelegate
 from pyserf.sim.scenarios import Options, simulate
 from tests.unit.test_state_transitions import Recorder
 
@@ -153,13 +157,11 @@ def test_the_kept_entries_match_the_members(seed: int) -> None:
 # ---- serf's half: status times equal to the receiver's ----------------------------------------
 
 def _serf_state(members: dict[str, int], left: list[str] | None = None) -> bytes:
-    from pyserf.serf import messages as m
     return m.PushPullState(ltime=50, status_ltimes=members, left_members=left or [],
                            event_ltime=1, events=[], query_ltime=1).encode()
 
 
 def test_serf_status_times_equal_to_ours_are_left_out() -> None:
-    from pyserf.serf import messages as m
     held = {b"a": 3, b"b": 4, b"c": 5}
     state = _serf_state({"a": 3, "b": 7, "c": 5, "d": 1}, left=["c"])
     pp = m.PushPullState.decode_state(state, lambda body: held)
@@ -171,8 +173,6 @@ def test_serf_status_times_equal_to_ours_are_left_out() -> None:
 
 def test_serf_left_out_entries_still_refuse_a_bad_value() -> None:
     """Only entries equal to ours are left out: any other value is validated as before."""
-    from pyserf.memberlist.fields import DecodeError
-    from pyserf.serf import messages as m
     for bad in (-1, 1.5, b"x"):
         state = bytes((m.SerfMsg.PUSH_PULL,)) + codec.pack({
             "LTime": 5, "StatusLTimes": {"a": 3, "b": bad}, "LeftMembers": [],
@@ -182,10 +182,6 @@ def test_serf_left_out_entries_still_refuse_a_bad_value() -> None:
 
 
 def _serf_held(clock: int, members: dict[str, int], state: bytes) -> dict[bytes, int] | None:
-    from types import SimpleNamespace
-
-    from pyserf.serf import messages as m
-    from pyserf.serf.delegate import SerfDelegate
     serf = SimpleNamespace(members={n: SimpleNamespace(status_ltime=t) for n, t in
                                     members.items()},
                            clock=SimpleNamespace(time=clock))
@@ -196,7 +192,6 @@ def _serf_held(clock: int, members: dict[str, int], state: bytes) -> dict[bytes,
 
 
 def test_serf_entries_are_left_out_only_while_our_clock_is_past_them() -> None:
-    from pyserf.memberlist.fields import U64_MAX
     state = _serf_state({"a": 3, "b": 4})
     assert _serf_held(10, {"a": 3, "b": 4}, state) == {b"a": 3, b"b": 4}
     # A status time our clock has not passed: merging it would move the clock.
@@ -205,9 +200,7 @@ def test_serf_entries_are_left_out_only_while_our_clock_is_past_them() -> None:
     # Times near the wrap: witnessing them could wrap the clock mid-merge.
     near = _serf_state({"a": U64_MAX - 1})
     assert _serf_held(10, {"a": 3}, near) is None
-    from pyserf.memberlist import codec as mcodec
-    from pyserf.serf import messages as m
-    sender_near = bytes((m.SerfMsg.PUSH_PULL,)) + mcodec.pack({
+    sender_near = bytes((m.SerfMsg.PUSH_PULL,)) + codec.pack({
         "LTime": U64_MAX, "StatusLTimes": {"a": 3}, "LeftMembers": [], "EventLTime": 1,
         "Events": [], "QueryLTime": 1})
     assert _serf_held(10, {"a": 3}, sender_near) is None
@@ -223,9 +216,6 @@ def test_serf_entries_are_left_out_only_while_our_clock_is_past_them() -> None:
 def test_leaving_out_serf_entries_changes_no_outcome(monkeypatch: pytest.MonkeyPatch,
                                                      scenario: str, nodes: int,
                                                      extra: dict[str, Any]) -> None:
-    from pyserf.serf import messages as m
-    from pyserf.serf.delegate import SerfDelegate
-
     def run() -> dict[str, Any]:
         report = simulate(Options(nodes=nodes, scenario=scenario, seed=11, **extra))
         report.pop("wall_s")
