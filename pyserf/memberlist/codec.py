@@ -107,9 +107,7 @@ def ip_to_bytes(ip: str) -> bytes:
     found = _ip_packed.get(ip)
     if found is None:
         found = ipaddress.ip_address(ip).packed
-        if len(_ip_packed) >= fields.ADDRESS_CACHE_LIMIT:
-            _ip_packed.clear()
-        _ip_packed[ip] = found
+        fields.remember(_ip_packed, ip, found, fields.ADDRESS_CACHE_LIMIT)
     return found
 
 
@@ -259,9 +257,7 @@ class Alive:
             found = encode(MsgType.ALIVE, {"Addr": self.addr, "Incarnation": self.incarnation,
                                            "Meta": self.meta, "Node": self.node,
                                            "Port": self.port, "Vsn": self.vsn})
-            if len(_alive_wire) >= DECODE_MEMO_LIMIT:
-                _alive_wire.clear()
-            _alive_wire[key] = found
+            fields.remember(_alive_wire, key, found, DECODE_MEMO_LIMIT)
         return found
 
     @classmethod
@@ -292,9 +288,7 @@ def decode_gossip(data: bytes) -> Alive | Suspect | Dead:
     record = _decoded.get(data)
     if record is None:
         record = _GOSSIP_TYPES[data[0]].decode(unpack_body(data[1:]))
-        if len(_decoded) >= DECODE_MEMO_LIMIT:
-            _decoded.clear()
-        _decoded[data] = record
+        fields.remember(_decoded, data, record, DECODE_MEMO_LIMIT)
     return record
 
 
@@ -397,9 +391,7 @@ def _decode_node_state(entry: bytes) -> PushNodeState:
     if not isinstance(raw, dict):
         raise DecodeError("push-pull node state is not a map")
     state = PushNodeState.decode(raw)
-    if len(_node_states) >= DECODE_MEMO_LIMIT:
-        _node_states.clear()
-    _node_states[entry] = state
+    fields.remember(_node_states, entry, state, DECODE_MEMO_LIMIT)
     return state
 
 
@@ -416,9 +408,7 @@ def node_state_entry(name: str, addr: str, port: int, meta: bytes, incarnation: 
     if found is None:
         found = pack(PushNodeState(name, ip_to_bytes(addr), port, meta, incarnation, int(state),
                                    bytes(vsn)).to_wire())
-        if len(_entries) >= DECODE_MEMO_LIMIT:
-            _entries.clear()
-        _entries[key] = found
+        fields.remember(_entries, key, found, DECODE_MEMO_LIMIT)
     return found
 
 

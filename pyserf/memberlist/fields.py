@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Any
+from typing import Any, TypeVar
 
 U8_MAX = 0xFF
 U16_MAX = 0xFFFF
@@ -36,6 +36,17 @@ _ip_texts: dict[bytes, str] = {}
 # The text of an address ``ip_text`` already parsed, or None.
 known_ip_text = _ip_texts.get
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+def remember(memo: dict[_K, _V], key: _K, value: _V, limit: int) -> None:
+    """Store ``value`` in a memo whose keys peers choose: emptied when it holds ``limit``
+    entries, so it stays bounded without the bookkeeping of an LRU (a miss only costs a
+    decode again). The decode and encode memos of codec and serf's messages use this."""
+    if len(memo) >= limit:
+        memo.clear()
+    memo[key] = value
 
 
 # A msgpack map as decoded off the wire: keys and values are whatever a peer sent (raw=True:
@@ -168,9 +179,7 @@ def ip_text(raw: bytes) -> str:
         found = str(addr.ipv4_mapped) if addr.ipv4_mapped else str(addr)
     else:
         raise DecodeError(f"address must be 4 or 16 bytes, got {len(raw)}")
-    if len(_ip_texts) >= ADDRESS_CACHE_LIMIT:
-        _ip_texts.clear()
-    _ip_texts[bytes(raw)] = found
+    remember(_ip_texts, bytes(raw), found, ADDRESS_CACHE_LIMIT)
     return found
 
 

@@ -101,9 +101,7 @@ def status_entry(name: str, status_ltime: int) -> bytes:
     found = _status_entries.get(key)
     if found is None:
         found = pack(name) + pack(status_ltime)
-        if len(_status_entries) >= STATE_NAMES_LIMIT:
-            _status_entries.clear()
-        _status_entries[key] = found
+        fields.remember(_status_entries, key, found, STATE_NAMES_LIMIT)
     return found
 
 
@@ -193,9 +191,7 @@ def decode_intent(buf: bytes) -> Join | Leave:
     record = _intents.get(buf)
     if record is None:
         record = (Join if buf[0] == SerfMsg.JOIN else Leave).decode(decode_body(buf[1:]))
-        if len(_intents) >= INTENT_MEMO_LIMIT:
-            _intents.clear()
-        _intents[buf] = record
+        fields.remember(_intents, buf, record, INTENT_MEMO_LIMIT)
     return record
 
 
@@ -427,9 +423,7 @@ class PushPullState:
             if name is None:
                 name = item_name(key, "StatusLTimes name")
                 if type(key) is bytes:
-                    if len(_state_names) >= STATE_NAMES_LIMIT:
-                        _state_names.clear()
-                    _state_names[key] = name
+                    fields.remember(_state_names, key, name, STATE_NAMES_LIMIT)
             status[name] = value if type(value) is int and 0 <= value <= U64_MAX \
                 else ltime({b"t": value}, b"t")
         left = name_list(fields.seq(body, b"LeftMembers", MAX_STATE_MEMBERS), "left member")
@@ -583,9 +577,7 @@ def decode_tags_strict(meta: bytes) -> dict[str, str]:
             tags = {"role": fields.text({b"r": meta}, b"r", MAX_TAG_BYTES)}
         else:
             tags = decode_tag_map(unpack_value(meta[1:], MAX_TAG_BYTES))
-        if len(_tags) >= TAGS_MEMO_LIMIT:
-            _tags.clear()
-        _tags[bytes(meta)] = tags
+        fields.remember(_tags, bytes(meta), tags, TAGS_MEMO_LIMIT)
     return tags
 
 
