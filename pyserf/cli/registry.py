@@ -23,8 +23,9 @@ class Command:
     # A callable for commands whose help lives in a module the agent should not import.
     help_text: str | Callable[[], str]
     run: Runner
-    # Run as the process itself, end without the interpreter's teardown (see dispatch.main):
-    # for a command that leaves gigabytes of objects whose freeing no one waits for.
+    # Run as the process itself, with no cycle collection and no interpreter teardown at the
+    # end (see dispatch.main): for a command that leaves gigabytes of objects whose freeing no
+    # one waits for.
     skip_teardown: bool = False
 
     @property

@@ -20,6 +20,7 @@ generator is drawn in event order, so its report differs (statistically the same
 
 from __future__ import annotations
 
+import gc
 import heapq
 import math
 import multiprocessing
@@ -421,6 +422,10 @@ def _work(opts: scenarios.Options, seat: Seat, result: Connection,
     """A worker: play this share and send back what it saw (or why it could not)."""
     for x in inherited:
         x.close()  # only the owners hold a link's ends, so a worker's exit is seen as EOF
+    # A worker ends with os._exit (multiprocessing's fork start): once play() turned the
+    # collector back on, the first collection would walk its whole share (all of it still in
+    # the youngest generation) for nothing.
+    gc.disable()
     try:
         run = scenarios.Run(opts, seat)
         played = scenarios.play(run)
