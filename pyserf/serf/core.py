@@ -90,6 +90,8 @@ class Serf(Intents, UserEvents, Queries, KeyManager, Reaper):
         self.failed_members: list[MemberState] = []
         self.left_members: list[MemberState] = []
         self.recent_intents: dict[str, tuple[int, int, float]] = {}  # name -> (type, ltime, t)
+        self.marked_leaving: set[str] = set()
+        self.status_ltime_top = 0
         self.clock = LamportClock()
         self.event_clock = LamportClock()
         self.query_clock = LamportClock()

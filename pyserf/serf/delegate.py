@@ -5,7 +5,7 @@ so these calls are not part of Serf's own API."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from pyserf.gocompat.hostport import join_host_port
@@ -101,18 +101,31 @@ class SerfDelegate:
         # push-pull would end up as "failed".
         members = self.serf.members
         leaving_status = MemberStatus.LEAVING
+        marked = self.serf.marked_leaving
+        for name in list(marked):
+            ms = members.get(name)
+            if ms is None or ms.member.status != leaving_status:
+                marked.discard(name)
+        # In the members' order, like every list of the state; looked for only while some
+        # member is marked leaving (rare), not among all members at every exchange.
         leaving = [name for name, ms in members.items()
-                   if ms.member.status == leaving_status and ms.status_ltime > 0]
+                   if ms.member.status == leaving_status and ms.status_ltime > 0] if marked else []
         if leaving:
             lowered = set(leaving)
-            pairs = [(name, ms.status_ltime - (name in lowered)) for name, ms in members.items()]
+            entries = m.status_entries([(name, ms.status_ltime - (name in lowered))
+                                        for name, ms in members.items()])
         else:
-            pairs = [(name, ms.status_ltime) for name, ms in members.items()]
+            entries = [ms.wire or self._pack_status(name, ms) for name, ms in members.items()]
         left = [ms.member.name for ms in self.serf.left_members] + leaving
         return m.PushPullState.encode_with(
-            m.status_entries(pairs), ltime=self.serf.clock.time, left_members=left,
+            entries, ltime=self.serf.clock.time, left_members=left,
             event_ltime=self.serf.event_clock.time, events=list(self.serf.event_buffer),
             query_ltime=self.serf.query_clock.time)
+
+    @staticmethod
+    def _pack_status(name: str, ms: MemberState) -> bytes:
+        ms.wire = wire = m.status_entry(name, ms.status_ltime)
+        return wire
 
     def _contained(self, kind: str, peer: str, now: float, fn: Callable[[], None]) -> None:
         """Run one delegate callback; nothing it raises reaches memberlist. A DecodeError is
@@ -162,14 +175,15 @@ class SerfDelegate:
             for name, payload in items:
                 self.serf._handle_user_event(m.UserEvent(ltime, name, payload, False), now)
 
-    def _held_status_ltimes(self, body: WireMap) -> dict[bytes, int] | None:
-        """Our status times by name bytes, for a push-pull decode to leave out the entries
-        equal to them; None when leaving them out could differ from merging them.
+    def _held_status_ltimes(self, body: WireMap) -> Mapping[str, MemberState] | None:
+        """Our members, for a push-pull decode to leave out the entries equal to their status
+        times; None when leaving them out could differ from merging them.
 
         Merging an entry equal to ours only witnesses its time, a no-op while our clock is past
-        every status time we hold. The other guard keeps the clock from wrapping during the
-        merge (every witness adds one; a self-refute per left entry naming us adds one too),
-        where skipped witnesses would matter."""
+        every status time we hold (``status_ltime_top`` bounds them all: no pass over the
+        members per exchange). The other guard keeps the clock from wrapping during the merge
+        (every witness adds one; a self-refute per left entry naming us adds one too), where
+        skipped witnesses would matter."""
         members = self.serf.members
         raw = body.get(b"StatusLTimes")
         left = body.get(b"LeftMembers")
@@ -185,9 +199,7 @@ class SerfDelegate:
         if (type(top) is not int or type(sender_clock) is not int
                 or max(top, clock, sender_clock) + margin >= U64_MAX):
             return None
-        # Built only once the peer's state passed the checks above.
-        held = {name.encode(): ms.status_ltime for name, ms in members.items()}
-        return held if max(held.values()) < clock else None
+        return members if self.serf.status_ltime_top < clock else None
 
     def notify_msg(self, buf: bytes, now: float, source: Address | None = None) -> None:
         """A serf message from memberlist (``source`` is the sender's address when known)."""
@@ -268,9 +280,9 @@ class SerfDelegate:
             # The intent that arrived before the member did (join or leave, the latest only).
             intent = self.serf.recent_intents.get(node.name)
             if intent is not None:
-                kind, ms.status_ltime = intent[0], intent[1]
-                if kind == SerfMsg.LEAVE:
-                    ms.member.status = MemberStatus.LEAVING
+                self.serf._set_status_ltime(ms, intent[1])
+                if intent[0] == SerfMsg.LEAVE:
+                    self.serf._mark_leaving(ms)
             self.serf.members[node.name] = ms
             old_status = MemberStatus.NONE
         else:

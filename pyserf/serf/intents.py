@@ -36,6 +36,10 @@ class Intents:
     left_members: list[MemberState]
     recent_intents: dict[str, tuple[int, int, float]]
     intent_broadcasts: BroadcastQueue
+    # Names marked leaving since a push-pull state last looked, and the highest status time
+    # ever set: with them a state skips two passes over every member (SerfDelegate).
+    marked_leaving: set[str]
+    status_ltime_top: int
 
     if TYPE_CHECKING:
         def _emit_member_event(self, kind: str, member: Member[MemberStatus],
@@ -53,10 +57,10 @@ class Intents:
             log.debug("serf: Refuting an older leave intent")
             self._broadcast_join(self.clock.time, now)
             return False
-        ms.status_ltime = msg.ltime
+        self._set_status_ltime(ms, msg.ltime)
         status = ms.member.status
         if status == MemberStatus.ALIVE:
-            ms.member.status = MemberStatus.LEAVING
+            self._mark_leaving(ms)
             if msg.prune:
                 self._prune(ms, now)
             return True
@@ -96,10 +100,20 @@ class Intents:
             return self._upsert_intent(msg.node, SerfMsg.JOIN, msg.ltime, now)
         if msg.ltime <= ms.status_ltime:
             return False
-        ms.status_ltime = msg.ltime
+        self._set_status_ltime(ms, msg.ltime)
         if ms.member.status == MemberStatus.LEAVING:
             ms.member.status = MemberStatus.ALIVE
         return True
+
+    def _set_status_ltime(self, ms: MemberState, ltime: int) -> None:
+        ms.status_ltime = ltime
+        ms.wire = None
+        if ltime > self.status_ltime_top:
+            self.status_ltime_top = ltime
+
+    def _mark_leaving(self, ms: MemberState) -> None:
+        ms.member.status = MemberStatus.LEAVING
+        self.marked_leaving.add(ms.member.name)
 
     def _broadcast_join(self, ltime: int, now: float) -> None:
         msg = m.Join(ltime, self.config.node_name)

@@ -7,7 +7,7 @@ importing the agent or the protocol machines.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -94,8 +94,12 @@ class Member(Generic[StatusT]):
 @dataclass(slots=True)
 class MemberState:
     member: Member[MemberStatus]
+    # Set through Intents._set_status_ltime, which also clears ``wire``.
     status_ltime: int = 0
     leave_time: float = 0.0
+    # (name, status_ltime) packed as a push-pull state lists it, kept until the time changes:
+    # every exchange lists every member, and few changed since the last one.
+    wire: bytes | None = field(default=None, compare=False, repr=False)
 
 
 def copy_versions(member: Member[MemberStatus], node: Node) -> None:

@@ -161,14 +161,22 @@ def _serf_state(members: dict[str, int], left: list[str] | None = None) -> bytes
                            event_ltime=1, events=[], query_ltime=1).encode()
 
 
-def test_serf_status_times_equal_to_ours_are_left_out() -> None:
-    held = {b"a": 3, b"b": 4, b"c": 5}
+def _held(times: dict[str, int]) -> dict[str, SimpleNamespace]:
+    return {name: SimpleNamespace(status_ltime=t) for name, t in times.items()}
+
+
+def test_serf_status_times_equal_to_ours_are_left_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(m, "_state_names", {})
+    held = _held({"a": 3, "b": 4, "c": 5})
     state = _serf_state({"a": 3, "b": 7, "c": 5, "d": 1}, left=["c"])
+    everything = {"a": 3, "b": 7, "c": 5, "d": 1}
+    # Names are compared only once a decode has validated them.
+    assert m.PushPullState.decode_state(state, lambda body: held).status_ltimes == everything
     pp = m.PushPullState.decode_state(state, lambda body: held)
     # a: equal, left out; b: newer; c: equal but listed as left (its leave time is read from
     # it); d: unknown to us.
     assert pp.status_ltimes == {"b": 7, "c": 5, "d": 1}
-    assert m.PushPullState.decode_state(state).status_ltimes == {"a": 3, "b": 7, "c": 5, "d": 1}
+    assert m.PushPullState.decode_state(state).status_ltimes == everything
 
 
 def test_serf_left_out_entries_still_refuse_a_bad_value() -> None:
@@ -178,24 +186,32 @@ def test_serf_left_out_entries_still_refuse_a_bad_value() -> None:
             "LTime": 5, "StatusLTimes": {"a": 3, "b": bad}, "LeftMembers": [],
             "EventLTime": 1, "Events": [], "QueryLTime": 1})
         with pytest.raises(DecodeError):
-            m.PushPullState.decode_state(state, lambda body: {b"a": 3, b"b": 1})
+            m.PushPullState.decode_state(state, lambda body: _held({"a": 3, "b": 1}))
 
 
-def _serf_held(clock: int, members: dict[str, int], state: bytes) -> dict[bytes, int] | None:
-    serf = SimpleNamespace(members={n: SimpleNamespace(status_ltime=t) for n, t in
-                                    members.items()},
-                           clock=SimpleNamespace(time=clock))
+def _serf_held(clock: int, members: dict[str, int], state: bytes, top: int | None = None
+               ) -> Any:
+    """The delegate's answer for a serf whose highest status time ever set is ``top`` (the
+    members' highest when not given)."""
+    held = _held(members)
+    serf = SimpleNamespace(members=held, clock=SimpleNamespace(time=clock),
+                           status_ltime_top=max(members.values(), default=0) if top is None
+                           else top)
     delegate = SerfDelegate.__new__(SerfDelegate)
     delegate.serf = serf  # type: ignore[assignment]
     body = m.decode_body(state[1:])
-    return delegate._held_status_ltimes(body)
+    answer = delegate._held_status_ltimes(body)
+    assert answer is None or answer is held
+    return answer
 
 
 def test_serf_entries_are_left_out_only_while_our_clock_is_past_them() -> None:
     state = _serf_state({"a": 3, "b": 4})
-    assert _serf_held(10, {"a": 3, "b": 4}, state) == {b"a": 3, b"b": 4}
+    assert _serf_held(10, {"a": 3, "b": 4}, state) is not None
     # A status time our clock has not passed: merging it would move the clock.
     assert _serf_held(4, {"a": 3, "b": 4}, state) is None
+    # Nor one set once and gone since (a reaped member's): the bound covers it.
+    assert _serf_held(10, {"a": 3, "b": 4}, state, top=10) is None
     assert _serf_held(10, {}, state) is None
     # Times near the wrap: witnessing them could wrap the clock mid-merge.
     near = _serf_state({"a": U64_MAX - 1})
