@@ -4,12 +4,11 @@ once (expedited) instead of at the next round."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import overload
 
 from pyserf.memberlist import codec, security
 from pyserf.memberlist.codec import COMPOUND_HEADER_OVERHEAD, COMPOUND_OVERHEAD, NodeStateKind
 from pyserf.memberlist.net import Net
-from pyserf.memberlist.types import Node
+from pyserf.memberlist.types import AllBut, Node
 
 EXPEDITE_MIN_GAP = 0.05
 
@@ -83,7 +82,7 @@ class Gossiper(Net):
         member in the list ages out, not on each of the five rounds a second."""
         me_at = self._me_at
         if self._down == 0 and me_at is not None:
-            return _AllBut(self.nodes, me_at)
+            return AllBut(self.nodes, me_at)
         dead_limit = self.timing.gossip_to_the_dead_time
         cached = self._candidates
         if cached is not None:
@@ -99,32 +98,3 @@ class Gossiper(Net):
         self._candidates = (self._changes, self.nodes, now, min(dead) if dead else None,
                             candidates)
         return candidates
-
-
-class _AllBut(Sequence[Node]):
-    """``nodes`` without the entry at ``skip``, in order, without copying: what the gossip
-    candidates are while every other member is alive or suspect (``random.sample`` draws
-    from it exactly as from the list)."""
-
-    __slots__ = ("nodes", "skip")
-
-    def __init__(self, nodes: list[Node], skip: int) -> None:
-        self.nodes = nodes
-        self.skip = skip
-
-    def __len__(self) -> int:
-        return len(self.nodes) - 1
-
-    @overload
-    def __getitem__(self, index: int) -> Node: ...
-    @overload
-    def __getitem__(self, index: slice) -> list[Node]: ...
-
-    def __getitem__(self, index: int | slice) -> Node | list[Node]:
-        if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(len(self)))]
-        if index < 0:
-            index += len(self)
-        if not 0 <= index < len(self):
-            raise IndexError(index)
-        return self.nodes[index + 1 if index >= self.skip else index]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Container
+from collections.abc import Callable, Container, Sequence
 
 from pyserf.memberlist import codec, fields
 from pyserf.memberlist.catchup import merge_sync_targets
@@ -21,7 +21,7 @@ from pyserf.memberlist.codec import (
 )
 from pyserf.memberlist.profiles import push_pull_scale
 from pyserf.memberlist.state import NodeStates
-from pyserf.memberlist.types import Address, peer_text
+from pyserf.memberlist.types import Address, AllBut, Node, peer_text
 
 log = logging.getLogger("pyserf.memberlist")
 
@@ -45,23 +45,17 @@ class PushPullSync(NodeStates):
         Suspect entries are not among them: merging one confirms the suspicion in our name, as
         memberlist does. The set is built only when asked for: a join exchange, or a reply
         that comes back after our members changed, decodes everything anyway."""
-        entry = codec.node_state_entry
         nodes = self.nodes
-        entries: list[bytes] = []
-        append = entries.append
-        for n in nodes:
-            # Kept on the member between changes: re-encoding every member of a large
-            # cluster was the biggest single cost of a push-pull.
-            wire = n.wire
-            if wire is None:
-                wire = n.wire = entry(n.name, n.addr, n.port, n.meta, n.incarnation, n.state,
-                                      n.pmin, n.pmax, n.pcur, n.dmin, n.dmax, n.dcur)
-            append(wire)
-        states = [n.state for n in nodes]
+        # Kept on the member between changes: re-encoding every member of a large cluster was
+        # the biggest single cost of a push-pull.
+        entries = [n.wire or _encode_entry(n) for n in nodes]
+        # As they are now: the reply comes later.
+        suspect = NodeStateKind.SUSPECT
+        suspects = [n.wire for n in nodes if n.state == suspect] if self._suspicions else []
 
         def own() -> set[bytes]:
-            suspect = NodeStateKind.SUSPECT
-            return {e for e, state in zip(entries, states, strict=True) if state != suspect}
+            # Each member's entry names it, so the entries are distinct.
+            return set(entries).difference(suspects)
 
         return codec.encode_push_pull(join, entries, self.delegate.local_state(join, now)), own
 
@@ -183,7 +177,14 @@ class PushPullSync(NodeStates):
                                then: Callable[[float], None] | None = None) -> None:
         """Push-pull with one live peer picked at random; ``then(when)`` after a success."""
         name, alive = self.config.name, NodeStateKind.ALIVE  # looked up once, not per member
-        candidates = [n for n in self.nodes if n.state == alive and n.name != name]
+        me_at = self._me_at
+        candidates: Sequence[Node]
+        if self._down == 0 and not self._suspicions and me_at is not None:
+            # Every other member is alive (a suspect one is under suspicion): no list of them
+            # to build, and the same draw from the same sequence.
+            candidates = AllBut(self.nodes, me_at)
+        else:
+            candidates = [n for n in self.nodes if n.state == alive and n.name != name]
         if not candidates:
             return
         node = self.rng.choice(candidates)
@@ -260,3 +261,11 @@ class PushPullSync(NodeStates):
                 log.error("memberlist: Push/Pull with %s failed: %s", name, error)
 
         self._push_pull(node.address, False, now, done)
+
+
+def _encode_entry(node: Node) -> bytes:
+    """The member's push-pull entry, kept on it until it changes."""
+    node.wire = wire = codec.node_state_entry(
+        node.name, node.addr, node.port, node.meta, node.incarnation, node.state, node.pmin,
+        node.pmax, node.pcur, node.dmin, node.dmax, node.dcur)
+    return wire

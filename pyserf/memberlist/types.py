@@ -3,8 +3,9 @@ carries out, the configuration, and the delegate the layer above (serf) provides
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, overload
 
 from pyserf.gocompat.hostport import join_host_port
 from pyserf.memberlist import security
@@ -121,3 +122,33 @@ class StreamError(Exception):
 def peer_text(addr: Address) -> str:
     """A peer's address as logs and drop records name it (host:port, IPv6 bracketed)."""
     return join_host_port(str(addr[0]), addr[1])
+
+
+class AllBut(Sequence[Node]):
+    """``nodes`` without the entry at ``skip``, in order, without copying: the gossip
+    candidates while every other member is alive or suspect, and the push-pull candidates
+    while every other is alive (``random.sample`` and ``choice`` draw from it exactly as from
+    the list)."""
+
+    __slots__ = ("nodes", "skip")
+
+    def __init__(self, nodes: list[Node], skip: int) -> None:
+        self.nodes = nodes
+        self.skip = skip
+
+    def __len__(self) -> int:
+        return len(self.nodes) - 1
+
+    @overload
+    def __getitem__(self, index: int) -> Node: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[Node]: ...
+
+    def __getitem__(self, index: int | slice) -> Node | list[Node]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        return self.nodes[index + 1 if index >= self.skip else index]

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from pyserf.memberlist import codec
-from pyserf.memberlist.codec import Alive, NodeStateKind, PushPull, Suspect
+from pyserf.memberlist.codec import Alive, Dead, NodeStateKind, PushPull, Suspect
 from pyserf.memberlist.fields import U64_MAX, DecodeError
 from pyserf.memberlist.memberlist import Memberlist
 from pyserf.memberlist.profiles import LAN
@@ -253,3 +253,24 @@ def test_leaving_out_serf_entries_changes_no_outcome(monkeypatch: pytest.MonkeyP
         lambda cls, body, held=None: decode(body)))
     monkeypatch.setattr(SerfDelegate, "_held_status_ltimes", lambda self, body: None)
     assert run() == with_skip
+
+
+def test_periodic_push_pull_picks_only_other_alive_members() -> None:
+    """While every other member is alive the pick skips building the candidate list; a
+    suspect or dead member must still never be picked, nor ourselves."""
+    ml = machine("a", 6)
+    picked: list[tuple[str, int]] = []
+    ml._push_pull = lambda addr, join, now, done: picked.append(addr)  # type: ignore[method-assign]
+
+    def picks() -> set[str]:
+        picked.clear()
+        for _ in range(300):
+            ml._push_pull_random_peer(1.0)
+        return {addr for addr, _ in picked}
+
+    others = {f"10.0.0.{i + 1}" for i in range(6)}
+    assert picks() == others
+    ml._suspect_node(Suspect(1, "m0", "m1"), 1.0)
+    assert picks() == others - {"10.0.0.1"}
+    ml._dead_node(Dead(1, "m1", "m2"), 1.0)
+    assert picks() == others - {"10.0.0.1", "10.0.0.2"}
