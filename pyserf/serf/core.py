@@ -90,6 +90,7 @@ class Serf(Intents, UserEvents, Queries, KeyManager, Reaper):
         self.failed_members: list[MemberState] = []
         self.left_members: list[MemberState] = []
         self.recent_intents: dict[str, tuple[int, int, float]] = {}  # name -> (type, ltime, t)
+        self.status_times: dict[bytes, int] = {}
         self.marked_leaving: set[str] = set()
         self.status_ltime_top = 0
         self.clock = LamportClock()

@@ -175,9 +175,10 @@ class SerfDelegate:
             for name, payload in items:
                 self.serf._handle_user_event(m.UserEvent(ltime, name, payload, False), now)
 
-    def _held_status_ltimes(self, body: WireMap) -> Mapping[str, MemberState] | None:
-        """Our members, for a push-pull decode to leave out the entries equal to their status
-        times; None when leaving them out could differ from merging them.
+    def _held_status_ltimes(self, body: WireMap) -> Mapping[bytes, int] | None:
+        """Our status times by name bytes (kept up to date in Serf.status_times), for a
+        push-pull decode to leave out the entries equal to them; None when leaving them out
+        could differ from merging them.
 
         Merging an entry equal to ours only witnesses its time, a no-op while our clock is past
         every status time we hold (``status_ltime_top`` bounds them all: no pass over the
@@ -199,7 +200,7 @@ class SerfDelegate:
         if (type(top) is not int or type(sender_clock) is not int
                 or max(top, clock, sender_clock) + margin >= U64_MAX):
             return None
-        return members if self.serf.status_ltime_top < clock else None
+        return self.serf.status_times if self.serf.status_ltime_top < clock else None
 
     def notify_msg(self, buf: bytes, now: float, source: Address | None = None) -> None:
         """A serf message from memberlist (``source`` is the sender's address when known)."""
@@ -284,6 +285,7 @@ class SerfDelegate:
                 if intent[0] == SerfMsg.LEAVE:
                     self.serf._mark_leaving(ms)
             self.serf.members[node.name] = ms
+            self.serf.status_times[m.name_bytes(node.name)] = ms.status_ltime
             old_status = MemberStatus.NONE
         else:
             old_status = ms.member.status

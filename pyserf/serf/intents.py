@@ -36,8 +36,10 @@ class Intents:
     left_members: list[MemberState]
     recent_intents: dict[str, tuple[int, int, float]]
     intent_broadcasts: BroadcastQueue
-    # Names marked leaving since a push-pull state last looked, and the highest status time
-    # ever set: with them a state skips two passes over every member (SerfDelegate).
+    # Every member's status time by its name's bytes, names marked leaving since a push-pull
+    # state last looked, and the highest status time ever set: with them a push-pull skips
+    # three passes over every member (SerfDelegate).
+    status_times: dict[bytes, int]
     marked_leaving: set[str]
     status_ltime_top: int
 
@@ -108,6 +110,7 @@ class Intents:
     def _set_status_ltime(self, ms: MemberState, ltime: int) -> None:
         ms.status_ltime = ltime
         ms.wire = None
+        self.status_times[m.name_bytes(ms.member.name)] = ltime
         if ltime > self.status_ltime_top:
             self.status_ltime_top = ltime
 

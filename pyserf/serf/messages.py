@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any, Protocol
+from typing import Any
 
 from pyserf.memberlist import codec, fields
 from pyserf.memberlist.codec import pack
@@ -102,6 +102,19 @@ def status_entry(name: str, status_ltime: int) -> bytes:
     if found is None:
         found = pack(name) + pack(status_ltime)
         fields.remember(_status_entries, key, found, STATE_NAMES_LIMIT)
+    return found
+
+
+_name_bytes: dict[str, bytes] = {}
+
+
+def name_bytes(name: str) -> bytes:
+    """A member name as push-pull states carry it (UTF-8), one object per name while the
+    memo holds it: every node keeps every member's (see Serf.status_times)."""
+    found = _name_bytes.get(name)
+    if found is None:
+        found = name.encode()
+        fields.remember(_name_bytes, name, found, STATE_NAMES_LIMIT)
     return found
 
 
@@ -365,13 +378,6 @@ def _event_slot(value: Any) -> EventSlot | None:
     return ltime(slot, b"LTime"), items
 
 
-class HeldStatus(Protocol):
-    """What a push-pull decode reads of the receiver's member (serf's MemberState)."""
-
-    @property
-    def status_ltime(self) -> int: ...
-
-
 @dataclass(slots=True)
 class PushPullState:
     ltime: int
@@ -408,12 +414,10 @@ class PushPullState:
         return b"".join((body[:-1], _map_header(len(status_entries)), *status_entries))
 
     @classmethod
-    def decode(cls, body: WireMap, held: Mapping[str, HeldStatus] | None = None
-               ) -> PushPullState:
-        """``held``: the receiver's members by name. An entry equal to one's status time (and
-        not also listed as left) is left out of ``status_ltimes`` unread: merged, it would
-        only witness a time the receiver's clock has already passed. Only names validated
-        before (``_state_names``) are compared."""
+    def decode(cls, body: WireMap, held: Mapping[bytes, int] | None = None) -> PushPullState:
+        """``held``: the receiver's own status times by name bytes. An entry equal to one of
+        them (and not also listed as left) is left out of ``status_ltimes`` unread: merged, it
+        would only witness a time the receiver's clock has already passed."""
         status = {}
         raw_status = fields.mapping(body, b"StatusLTimes", MAX_STATE_MEMBERS)
         items: Iterable[tuple[Any, Any]] = raw_status.items()
@@ -422,11 +426,8 @@ class PushPullState:
             leaving = set(left_raw) if isinstance(left_raw, list) and all(
                 type(x) is bytes for x in left_raw) else None
             if leaving is not None:
-                names = _state_names.get
                 items = [(k, v) for k, v in items
-                         if type(v) is not int or k in leaving
-                         or (ms := held.get(names(k))) is None  # type: ignore[arg-type]
-                         or ms.status_ltime != v]
+                         if type(v) is not int or held.get(k) != v or k in leaving]
         # Every exchange lists every member: validated names are remembered by their bytes and
         # plain in-range integers skip the general reader.
         known = _state_names.get
@@ -445,7 +446,7 @@ class PushPullState:
 
     @classmethod
     def decode_state(cls, buf: bytes,
-                     held: Callable[[WireMap], Mapping[str, HeldStatus] | None] | None = None
+                     held: Callable[[WireMap], Mapping[bytes, int] | None] | None = None
                      ) -> PushPullState:
         """The delegate's push-pull user state: type byte, then the bounded body. ``held``
         is asked, given the body, for the status times the receiver may leave out (see

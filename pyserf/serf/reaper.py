@@ -8,6 +8,7 @@ import random
 from typing import TYPE_CHECKING
 
 from pyserf.memberlist.metrics import Metrics
+from pyserf.serf import messages as m
 from pyserf.serf.events import MemberEvent, SerfEvent
 from pyserf.serf.members import MemberState
 
@@ -30,6 +31,7 @@ class Reaper:
     metrics: Metrics
     _events: list[SerfEvent]
     members: dict[str, MemberState]
+    status_times: dict[bytes, int]
     failed_members: list[MemberState]
     left_members: list[MemberState]
     recent_intents: dict[str, tuple[int, int, float]]
@@ -41,6 +43,7 @@ class Reaper:
 
     def _erase(self, ms: MemberState) -> None:
         self.members.pop(ms.member.name, None)
+        self.status_times.pop(m.name_bytes(ms.member.name), None)
         self.coordinates.forget(ms.member.name)
         self.coordinate_cache.pop(ms.member.name, None)
         self._events.append(MemberEvent("member-reap", [ms.member.copy()]))

@@ -1,7 +1,8 @@
 """Serf's push-pull state is built from what the members keep between changes (each member's
-packed status pair, the names marked leaving, the highest status time set): it must equal,
-byte for byte, the state a full pass over the members encodes, at every exchange of simulated
-runs where members join, leave, fail and get partitioned."""
+packed status pair, the names marked leaving, the highest status time set), and a decode
+compares entries with a map of status times kept up to date: the state must equal, byte for
+byte, the one a full pass over the members encodes, and the map the one it would build, at
+every exchange of simulated runs where members join, leave, fail and get partitioned."""
 
 from __future__ import annotations
 
@@ -55,6 +56,8 @@ def test_state_equals_a_full_pass_at_every_exchange(monkeypatch: pytest.MonkeyPa
         assert leaving <= serf.marked_leaving
         assert serf.status_ltime_top >= max(
             (ms.status_ltime for ms in serf.members.values()), default=0)
+        assert serf.status_times == {name.encode(): ms.status_ltime
+                                     for name, ms in serf.members.items()}
         expected = full_pass_state(self)
         state = built(self)
         assert state == expected
@@ -82,6 +85,8 @@ def test_state_follows_leaves_rejoins_early_intents_and_reaps() -> None:
     def same() -> bytes:
         state = delegate._local_state()
         assert state == full_pass_state(delegate)
+        assert serf.status_times == {name.encode(): ms.status_ltime
+                                     for name, ms in serf.members.items()}
         return state
 
     serf.memberlist.start(0.0)
