@@ -6,19 +6,20 @@ newest. A message keyed by a node name replaces any older queued message about t
 memberlist keeps one btree ordered by (transmits, length, id) and, per transmit count, seeks
 the largest message that still fits. Here the same ordered search is built from standard
 containers: one *tier* per transmit count (a handful: at most the retransmit limit), holding a
-sorted list of the distinct message lengths queued in it and, per length, a max-heap by
-sequence number. Taking the best message that fits is a bisect plus a heap pop; queueing is a
-heap push; removing a replaced or pruned message is O(1) and leaves a stale heap entry that is
-dropped when popped, or when stale entries outnumber live ones in that heap (so memory stays
+sorted list of the distinct message lengths queued in it and, per length, the messages sorted
+by sequence number. Taking the best message that fits is a bisect plus a pop from the end (the
+newest); queueing appends (a new message is the newest) or, for a message moving up a tier,
+inserts where a bisect of the sequence numbers says (a heap cost twice the comparisons per
+message). Removing a replaced or pruned message is O(1) and leaves a stale entry that is
+dropped when taken, or when stale entries outnumber live ones in that group (so memory stays
 proportional to the queue). The sorted length lists change only when a length appears in or
 leaves a tier; their size is bounded by the number of distinct message lengths (at most the
-largest message size), not by the number of queued messages. A ``get`` therefore costs
-O((messages taken + tiers) * log n) instead of sorting the whole queue.
+largest message size), not by the number of queued messages. A ``get`` therefore makes
+O((messages taken + tiers) * log n) comparisons instead of sorting the whole queue.
 """
 
 from __future__ import annotations
 
-import heapq
 import itertools
 from bisect import bisect_left, bisect_right, insort
 from collections import OrderedDict
@@ -26,8 +27,8 @@ from collections.abc import Callable
 
 from pyserf.memberlist.profiles import retransmit_limit
 
-# A heap is rebuilt once its stale entries exceed its live ones by this much: amortised O(1)
-# per removal, and at most about twice the live entries held.
+# A group is compacted once its stale entries exceed its live ones by this much: amortised
+# O(1) per removal, and at most about twice the live entries held.
 STALE_SLACK = 16
 
 
@@ -41,7 +42,7 @@ class Broadcast:
         self.transmits = 0
         self.seq = seq
         self.on_finished = on_finished
-        self.queued = True  # False once removed: its heap entry is stale
+        self.queued = True  # False once removed: its group entry is stale
 
     def finish(self, now: float) -> None:
         """Report the message done (sent its last time, replaced, pruned or dropped) at the
@@ -52,12 +53,14 @@ class Broadcast:
 
 
 class _Group:
-    """The messages of one length in one tier: a max-heap by sequence number."""
+    """The messages of one length in one tier, oldest first. Sequence numbers are unique, and
+    kept in a list of their own so that bisecting compares plain integers."""
 
-    __slots__ = ("heap", "live", "stale")
+    __slots__ = ("seqs", "items", "live", "stale")
 
     def __init__(self) -> None:
-        self.heap: list[tuple[int, Broadcast]] = []  # (-seq, item); seqs are unique
+        self.seqs: list[int] = []
+        self.items: list[Broadcast] = []
         self.live = 0
         self.stale = 0
 
@@ -114,7 +117,6 @@ class BroadcastQueue:
         tiers = self._tiers
         # Per tier: the longest length that fits, newest first (inline: this runs for every
         # message of every gossip datagram).
-        pop = heapq.heappop
         for transmits in sorted(tiers):
             tier = tiers[transmits]
             lengths, groups = tier.lengths, tier.groups
@@ -124,9 +126,10 @@ class BroadcastQueue:
                     break
                 length = lengths[index - 1]
                 group = groups[length]
-                heap = group.heap
+                seqs, items = group.seqs, group.items
                 while True:
-                    item = pop(heap)[1]
+                    seqs.pop()
+                    item = items.pop()
                     if item.queued:
                         break
                     group.stale -= 1
@@ -187,7 +190,14 @@ class BroadcastQueue:
         if group is None:
             group = tier.groups[length] = _Group()
             insort(tier.lengths, length)
-        heapq.heappush(group.heap, (-item.seq, item))
+        seq, seqs = item.seq, group.seqs
+        if not seqs or seqs[-1] < seq:
+            seqs.append(seq)
+            group.items.append(item)
+        else:  # moving up a tier, older than some message already there
+            index = bisect_left(seqs, seq)
+            seqs.insert(index, seq)
+            group.items.insert(index, item)
         group.live += 1
 
     def _remove(self, item: Broadcast) -> None:
@@ -204,8 +214,8 @@ class BroadcastQueue:
             if not tier.groups:
                 del self._tiers[item.transmits]
         elif group.stale > group.live + STALE_SLACK:
-            group.heap = [entry for entry in group.heap if entry[1].queued]
-            heapq.heapify(group.heap)
+            group.items = [entry for entry in group.items if entry.queued]
+            group.seqs = [entry.seq for entry in group.items]
             group.stale = 0
 
     def _forget(self, item: Broadcast) -> None:

@@ -158,7 +158,7 @@ def test_replacing_one_key_many_times_keeps_the_index_small():
         q.queue(b"x" * (i % 7 + 1), now=0.0)
     q.prune(50, now=0.0)
     assert len(q) == 50
-    held = sum(len(g.heap) for t in q._tiers.values() for g in t.groups.values())
+    held = sum(len(g.items) for t in q._tiers.values() for g in t.groups.values())
     assert held <= 2 * len(q) + 7 * STALE_SLACK  # stale entries do not pile up
 
 
@@ -267,19 +267,21 @@ def one_group(q: BroadcastQueue, transmits: int, length: int):
     return q._tiers[transmits].groups[length]
 
 
-def test_stale_heap_entries_are_compacted_past_the_slack():
-    """Replacing keyed messages leaves stale heap entries; a group's heap is rebuilt once its
-    stale entries exceed live + STALE_SLACK (live counted after the removal: 19 here)."""
+def test_stale_entries_are_compacted_past_the_slack():
+    """Replacing keyed messages leaves stale entries; a group is rebuilt once its stale
+    entries exceed live + STALE_SLACK (live counted after the removal: 19 here)."""
     q = BroadcastQueue(4, lambda: 9)
     for i in range(20):
         q.queue(b"%02d" % i, key=f"k{i}", now=0.0)
     group = one_group(q, 0, 2)
-    assert (len(group.heap), group.live, group.stale) == (20, 20, 0)
+    assert (len(group.items), group.live, group.stale) == (20, 20, 0)
+    assert group.seqs == sorted(group.seqs) == [b.seq for b in group.items]
     for n in range(1, 19 + STALE_SLACK + 1):
         q.queue(b"%02d" % (n % 20), key=f"k{n % 20}", now=0.0)
-        assert (len(group.heap), group.live, group.stale) == (20 + n, 20, n)
+        assert (len(group.items), group.live, group.stale) == (20 + n, 20, n)
     q.queue(b"zz", key="k0", now=0.0)  # stale 36 > 19 + 16: rebuilt to the live entries
-    assert (len(group.heap), group.live, group.stale) == (20, 20, 0)
+    assert (len(group.items), group.live, group.stale) == (20, 20, 0)
+    assert group.seqs == [b.seq for b in group.items] and all(b.queued for b in group.items)
 
 
 def test_taking_past_a_stale_entry_drops_it_from_the_count():
@@ -288,9 +290,9 @@ def test_taking_past_a_stale_entry_drops_it_from_the_count():
     q.queue(b"x", now=0.0)
     q.queue(b"b", key="kb", now=0.0)
     assert q.get(0, 3, 0.0) == [b"b", b"x", b"a"]  # all three now at one transmit
-    q.queue(b"c", key="kb", now=0.0)  # "b" leaves a stale entry at the top of tier 1's heap
+    q.queue(b"c", key="kb", now=0.0)  # "b" leaves a stale entry, the newest of tier 1
     tier1 = one_group(q, 1, 1)
-    assert (tier1.live, tier1.stale, len(tier1.heap)) == (2, 1, 3)
+    assert (tier1.live, tier1.stale, len(tier1.items)) == (2, 1, 3)
     assert q.get(0, 2, 0.0) == [b"c", b"x"]  # "c" from tier 0, then past stale "b" to "x"
     # Stale "b" popped and uncounted; "x" moved on to tier 2 and "c" into tier 1 beside "a".
-    assert (tier1.live, tier1.stale, len(tier1.heap)) == (2, 0, 2)
+    assert (tier1.live, tier1.stale, len(tier1.items)) == (2, 0, 2)
