@@ -806,6 +806,25 @@ def false_failures(cluster: Cluster, t_start: float, t_end: float, window: float
     return out
 
 
+def log_excerpt(cluster: Cluster, observers: list[str], member: str, t0: float, t1: float,
+                limit: int = 60) -> str:
+    """What ``member`` and each of ``observers`` logged between t0 and t1 (seconds relative to
+    t0), the member's own lines whole and the observers' lines that name it: enough to tell
+    a lost message from a wrong verdict when a fault test fails, since the lab's directory is
+    gone with the test's temporary files."""
+    out = []
+    for agent in cluster.agents:
+        if agent.name != member and agent.name not in observers:
+            continue
+        lines = [(t, line) for t, line in agent.lines
+                 if t0 <= t <= t1 and (agent.name == member or member in line)]
+        out.append(f"--- {agent.name} ({len(lines)} lines)")
+        if len(lines) > limit:  # the first after the fault and the last before the end
+            lines = [*lines[:limit // 2], (t0, "..."), *lines[-(limit // 2):]]
+        out.extend(f"{t - t0:+8.3f} {line}" for t, line in lines)
+    return "\n".join(out)
+
+
 def fault_end(cluster: Cluster, kill: dict) -> float:
     """When the member a churn step stopped was running again (inf if never)."""
     return next(f.t1 for f in cluster.faults

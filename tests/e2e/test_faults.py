@@ -210,9 +210,12 @@ def test_churn_loses_no_event_and_mistakes_no_leave(run: Run) -> None:
             back = fl.fault_end(c, kill)
             wrong = [v.observer for v in c.verdicts if v.member == kill["agent"]
                      and kill["t"] <= v.t <= back and v.kind == "failed"]
-            assert not wrong, (kill, wrong)
+            assert not wrong, (kill, wrong, fl.log_excerpt(c, wrong, kill["agent"], kill["t"],
+                                                           back + 2))
             # ... and every always-up agent saw the leave, however soon it came back.
             stable = {c.agents[i].name for i in STABLE}
             left = {v.observer for v in c.verdicts if v.member == kill["agent"]
                     and kill["t"] <= v.t <= back and v.kind == "leave"}
-            assert stable <= left, (kill, "no leave seen by", sorted(stable - left))
+            missed = sorted(stable - left)
+            assert not missed, (kill, "no leave seen by", missed,
+                                fl.log_excerpt(c, missed, kill["agent"], kill["t"], back + 2))
