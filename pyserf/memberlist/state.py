@@ -21,14 +21,17 @@ class NodeStates(Net):
 
     def _alive_node(self, a: Alive, now: float, bootstrap: bool = False,
                     on_finished: Callable[[float], None] | None = None) -> None:
-        local_name = self.config.name
         state = self.node_map.get(a.node)
+        if state is not None and state.old_news is a and not bootstrap:
+            return  # a retransmission of what the test below passed (incarnations only grow)
+        local_name = self.config.name
         if (state is not None and a.incarnation <= state.incarnation and a.port == state.port
                 and not bootstrap and a.node != local_name
                 and self._vsn_verdicts.get(a.vsn, False) is None
                 and fields.known_ip_text(a.addr) == state.addr):
             # Old news of a member we know at that address with admissible versions, the bulk
             # of a join storm's gossip: the checks below would end in the same silent return.
+            state.old_news = a
             return
         if self.left and a.node == local_name:
             return
@@ -100,6 +103,7 @@ class NodeStates(Net):
             state.addr = addr
             state.port = a.port
             state.wire = None
+            state.old_news = None
             if state.state != NodeStateKind.ALIVE:
                 if state.state in (NodeStateKind.DEAD, NodeStateKind.LEFT):
                     self._down -= 1

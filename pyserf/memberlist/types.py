@@ -37,6 +37,10 @@ class Node:
     # This member's push-pull entry as last encoded. Whoever changes a field the entry
     # carries (all of the above but state_change) sets it back to None.
     wire: bytes | None = field(default=None, repr=False, compare=False)
+    # The last alive message about this member found to be old news (an Alive record; they
+    # are shared by their bytes): the same record again is old news too, until the member's
+    # address changes (which sets this back to None).
+    old_news: object = field(default=None, repr=False, compare=False)
 
     @property
     def address(self) -> Address:
