@@ -264,6 +264,23 @@ def test_a_left_node_may_come_back_at_a_new_address_even_at_the_same_incarnation
     assert h.calls == [("join", "a", 3.0)]
 
 
+def test_a_retransmitted_old_record_is_judged_again_once_the_member_moved():
+    """A record found to be old news is remembered so its retransmissions return at once;
+    after the member moved to a new address the same record names the old one, a conflict."""
+    h = ML()
+    old = alive("a", 4, "10.0.0.2")
+    h.ml._alive_node(old, 1.0)
+    h.ml._alive_node(old, 1.5)  # old news now
+    assert h.node("a").old_news is old
+    h.ml._dead_node(Dead(4, "a", "a"), 2.0)  # left: the name may move
+    h.ml._alive_node(alive("a", 4, "10.0.0.9"), 3.0)
+    assert h.node("a").old_news is None
+    h.calls.clear()
+    h.ml._alive_node(old, 4.0)
+    assert [c[0] for c in h.calls] == ["conflict"]
+    assert h.node("a").addr == "10.0.0.9"
+
+
 @pytest.mark.parametrize(("reclaim", "at", "taken"), [
     (0.0, 100.0, False),   # reclaim disabled: a dead node keeps its address
     (10.0, 12.0, False),   # dead for 10 s exactly: not longer than the reclaim time
