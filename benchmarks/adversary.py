@@ -80,7 +80,8 @@ def main() -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
         "rss_bound_mib": adv.RSS_BOUND_MIB, "health_timeout_s": adv.HEALTH_TIMEOUT_S,
-        "join_bound_s": adv.JOIN_BOUND_S, "sizes": "quick" if args.quick else "full",
+        "join_bound_s": adv.TCP_TIMEOUT_S[sizes.peers_profile] + adv.JOIN_SLACK_S,
+        "sizes": "quick" if args.quick else "full",
         "results": [r.row() for r in results]}, indent=1) + "\n")
     print(f"wrote {args.out}")
     return 1 if broken else 0

@@ -39,7 +39,10 @@ from tests.e2e.harness import Agent, Cluster
 
 HEALTH_TIMEOUT_S = 2.0  # every probe must be answered within this
 RSS_BOUND_MIB = 150  # idle agents use 20-50 MiB; 150 leaves room for transient buffers only
-JOIN_BOUND_S = 10.0 + 5.0  # memberlist's TCPTimeout (10 s, LAN profile) plus slack
+# A join to a peer that never answers waits memberlist's TCPTimeout, which the timing profile
+# sets (serf's and pyserf's alike); the join must return within it plus slack.
+TCP_TIMEOUT_S = {"lan": 10.0, "wan": 30.0, "local": 1.0}
+JOIN_SLACK_S = 5.0
 TRICKLE_CPU_BOUND_S = 3.0  # a linear stream parser needs well under a second for 16 MiB
 SECOND_JOIN_TIMEOUT_S = 15.0
 PING_INTERVAL_S = 0.1  # the background prober pings this often during an attack
@@ -383,10 +386,15 @@ class Target:
     agent: Agent
     key: bytes | None
     prefix: str
+    profile: str = "lan"  # its timing profile (-profile)
 
     @property
     def name(self) -> str:
         return self.agent.name
+
+    @property
+    def join_bound(self) -> float:
+        return TCP_TIMEOUT_S[self.profile] + JOIN_SLACK_S
 
     @property
     def ip(self) -> str:
@@ -831,16 +839,19 @@ class Sizes:
     flood_payload: int
     monitor_seconds: float
     million: int
+    # The timing profile of the target the "peers" group attacks: what its joins wait for a
+    # silent peer (TCPTimeout) is the whole attack's duration, and its bound (Target.join_bound).
+    peers_profile: str
 
 
 FULL = Sizes(fuzz_streams=1000, trickle_bytes=16 * MIB, trickle_chunk=16 * 1024,
              trickle_pause=0.005, idle_streams=200, big_stream=64 * MIB, rpc_conns=200,
              rpc_bytes=16 * MIB, rpc_big_conns=4, flood_events=10000, flood_payload=30000,
-             monitor_seconds=5.0, million=10**6)
+             monitor_seconds=5.0, million=10**6, peers_profile="lan")
 QUICK = Sizes(fuzz_streams=300, trickle_bytes=16 * MIB, trickle_chunk=16 * 1024,
               trickle_pause=0.002, idle_streams=200, big_stream=64 * MIB, rpc_conns=200,
               rpc_bytes=16 * MIB, rpc_big_conns=2, flood_events=4000, flood_payload=30000,
-              monitor_seconds=2.0, million=10**6)
+              monitor_seconds=2.0, million=10**6, peers_profile="local")
 
 
 class Arena:
@@ -853,6 +864,7 @@ class Arena:
         self.sizes = sizes
         self.current: Target | None = None  # the target now, if an attack restarted it
         self.monitor: Monitor | None = None  # the prober of the running attack
+        self.profile = "lan"  # the timing profile targets start with (set per group)
         self.cluster = Cluster(tmp)
         self.prefix = self.cluster.prefix
         self._names = iter(range(1, 10**6))
@@ -877,6 +889,8 @@ class Arena:
             args.append(f"-encrypt={base64.b64encode(self.key).decode()}")
         if snapshot:
             args.append(f"-snapshot={snapshot}")
+        if self.profile != "lan":
+            args.append(f"-profile={self.profile}")
         if self.kind == "pyserf":
             args.append(f"-config-file={self.config}")
         return args
@@ -887,7 +901,7 @@ class Arena:
         snapshot = snapshot or self.tmp / f"{name}.snap"
         agent = self.cluster.start(self.kind, name, *self.agent_args(snapshot), *(extra or []),
                                    ip=ip)
-        return Target(self.kind, agent, self.key, self.prefix)
+        return Target(self.kind, agent, self.key, self.prefix, self.profile)
 
     def restart(self, target: Target, sig: int = signal.SIGTERM) -> Target:
         """Stop ``target`` and start it again with the same name, address and snapshot."""
@@ -1464,9 +1478,9 @@ class MaliciousPeer:
 def _timed_join(t: Target, addr: str) -> tuple[float, str]:
     start = time.monotonic()
     try:
-        rpc = Rpc(t.rpc_addr, JOIN_BOUND_S + 10)
+        rpc = Rpc(t.rpc_addr, t.join_bound + 10)
         try:
-            rpc.call("join", {"Existing": [addr], "Replay": False}, JOIN_BOUND_S + 10)
+            rpc.call("join", {"Existing": [addr], "Replay": False}, t.join_bound + 10)
             outcome = "returned"
         except TimeoutError:
             outcome = "hung"
@@ -1480,7 +1494,8 @@ def _timed_join(t: Target, addr: str) -> tuple[float, str]:
 
 
 def join_bad_peers(arena: Arena, t: Target, s: Sender) -> Cleanup:
-    """RPC join to peers that answer garbage / never answer must return within the bound."""
+    """RPC join to peers that answer garbage / never answer must return within the bound
+    (the target's TCPTimeout plus slack: QUICK runs it on the local profile, 1 s)."""
     key = t.key
 
     def garbage(conn: socket.socket) -> None:
@@ -1516,14 +1531,14 @@ def join_bad_peers(arena: Arena, t: Target, s: Sender) -> Cleanup:
         th.start()
         s.count(1, 100)
     for th in threads:
-        th.join(JOIN_BOUND_S + 15)
+        th.join(t.join_bound + 15)
     for p in peers:
         p.close()
-    slow = {k: v for k, v in results.items() if v[0] > JOIN_BOUND_S or v[1] in ("hung",)}
+    slow = {k: v for k, v in results.items() if v[0] > t.join_bound or v[1] in ("hung",)}
     missing = {p.reply.__name__ for p in peers} - results.keys()
     if slow or missing:
         raise Broken("join did not return within "
-                     f"{JOIN_BOUND_S:.0f} s: " + ", ".join(
+                     f"{t.join_bound:.0f} s ({t.profile} profile): " + ", ".join(
                          [f"{k} {v[0]:.1f}s {v[1]}" for k, v in slow.items()]
                          + [f"{k} hung" for k in missing]))
     s.extra["join_s"] = {k: round(v[0], 1) for k, v in results.items()}
@@ -1814,6 +1829,9 @@ class Campaign:
     def run(self, attack: Attack) -> Result:
         arena = self.arena
         replaced = ""
+        # Only the join attacks' duration is a protocol timer (TCPTimeout); every other
+        # group's target keeps the default profile.
+        arena.profile = arena.sizes.peers_profile if attack.group == "peers" else "lan"
         if attack.fresh:
             target = arena.start_target()
         else:
