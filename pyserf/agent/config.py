@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from pyserf import SERF_PROTOCOL_MAX
+from pyserf.agent.config_error import ConfigError as ConfigError
+from pyserf.agent.config_error import unmarshal_tags as unmarshal_tags
 from pyserf.agent.event_filter import EventScript, parse_event_scripts
 
 __all__ = [
@@ -41,26 +42,6 @@ USER_EVENT_SIZE_LIMIT_MAX = 9216
 # "create" when creating the agent ("Failed to setup the Serf agent: ...") and "serf" when
 # creating Serf ("Failed to start the Serf agent: Error creating Serf: ...").
 STAGES = ("config", "logger", "setup", "create", "serf")
-
-
-class ConfigError(Exception):
-    """A configuration problem, worded exactly like serf's message for the same problem.
-
-    ``message`` is serf's text (``str()`` is that text alone, so operators and scripts see
-    what serf prints), ``key`` the JSON key at fault when known, ``path`` the file involved and
-    ``stage`` when serf's agent command reports it (see ``STAGES``).
-    """
-
-    def __init__(self, message: str, key: str | None = None, path: str | None = None,
-                 stage: str = "config") -> None:
-        super().__init__(message)
-        self.message = message
-        self.key = key
-        self.path = path
-        self.stage = stage
-
-    def __str__(self) -> str:
-        return self.message
 
 
 @dataclass
@@ -188,13 +169,4 @@ CONFIG_KEYS: tuple[str, ...] = tuple(KINDS)
 assert set(CONFIG_KEYS) == {f.name for f in dataclasses.fields(AgentConfig)}
 
 
-def unmarshal_tags(pairs: Iterable[str]) -> dict[str, str]:
-    """Turn ``key=value`` strings into a dict; serf's ``Invalid tag: 'x'`` on bad input."""
-    result: dict[str, str] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"Invalid tag: '{pair}'")
-        result[key] = value
-    return result
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from pyserf.agent.config import ConfigError, unmarshal_tags
+from pyserf.agent.config_error import ConfigError, unmarshal_tags
 from pyserf.cli.flags import FlagSet
 from pyserf.cli.output import columnize, out
 from pyserf.cli.registry import APP

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pyserf.agent.config import ConfigError, unmarshal_tags
+from pyserf.agent.config_error import ConfigError, unmarshal_tags
 from pyserf.cli.flags import FlagSet
 from pyserf.cli.output import out
 from pyserf.cli.registry import APP
