@@ -198,8 +198,12 @@ def test_sigusr1_dumps_inmem_intervals_in_go_metrics_format(cluster: Cluster,
         config = [_config(cluster, "a", statsd_addr=statsd.addr)] if statsd else []
         a = cluster.start("pyserf", "a", *config, ip=ip)
         cluster.start("pyserf", "b", f"-join={a.bind}")
-        # go-metrics prints finished 10 s intervals only: wait for one to close.
-        time.sleep(11)
+        # go-metrics prints finished 10 s intervals only, which start at multiples of 10 s of
+        # the wall clock. A fixed 11 s could end within a second of b's join and show no probe
+        # of b (one clean-clone run did): let a few probes happen, then wait for the interval
+        # holding them to close.
+        time.sleep(3)
+        time.sleep(10 - time.time() % 10 + 0.5)
         cluster.send(a, signal.SIGUSR1)
         row = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4} \S+)\]\[(G|C|S)\] "
                          r"'([^']+)': (.*)$")
