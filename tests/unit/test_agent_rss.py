@@ -84,3 +84,13 @@ def test_idle_listener_agent_imports_prometheus_client_only_when_scraped() -> No
             if "http_addr" not in why and name != "json"}
     loaded = _loaded(imported, lazy)
     assert not loaded, f"imported by an idle agent with a listener, needed only for: {loaded}"
+
+
+def test_cli_commands_other_than_agent_leave_the_agent_config_unloaded() -> None:
+    """Every CLI call imports all command modules to list them; the agent's config (its
+    dataclasses and event filters) loads only when the agent command runs."""
+    probe = ("import sys, pyserf.cli.dispatch, pyserf.cli.commands.members; "
+             "print(sorted(m for m in sys.modules if m.startswith('pyserf.agent.config')))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         timeout=60, check=True).stdout.strip()
+    assert out == "['pyserf.agent.config_error']", out
