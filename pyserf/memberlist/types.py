@@ -9,7 +9,7 @@ from typing import Protocol, overload
 
 from pyserf.gocompat.hostport import join_host_port
 from pyserf.memberlist import security
-from pyserf.memberlist.codec import NodeStateKind
+from pyserf.memberlist.codec import Alive, NodeStateKind
 from pyserf.memberlist.profiles import LAN, Timing
 
 PROTOCOL_MIN = 1
@@ -40,7 +40,7 @@ class Node:
     # The last alive message about this member found to be old news (an Alive record; they
     # are shared by their bytes): the same record again is old news too, until the member's
     # address changes (which sets this back to None).
-    old_news: object = field(default=None, repr=False, compare=False)
+    old_news: Alive | None = field(default=None, repr=False, compare=False)
 
     @property
     def address(self) -> Address:
