@@ -167,6 +167,3 @@ KINDS: dict[str, str] = {
 }
 CONFIG_KEYS: tuple[str, ...] = tuple(KINDS)
 assert set(CONFIG_KEYS) == {f.name for f in dataclasses.fields(AgentConfig)}
-
-
-

@@ -3,7 +3,8 @@
 Only what a plain agent needs is imported here: the RPC client, json and the simulator stay out
 of its process (tests/unit/test_agent_rss.py). The agent's config modules are imported when the
 command runs: every other command (``members``, ``join``, ...) imports this module to list it,
-and they took ~30 ms of each CLI call's start.
+and they took ~20 ms of each CLI call's start
+(-X importtime: config_load and what it imports, 17-20 ms).
 """
 
 from __future__ import annotations
