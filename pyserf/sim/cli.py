@@ -23,6 +23,11 @@ MEMORY_HEADROOM = 0.8
 # it covers, and nothing a scenario waits for takes longer (serf's reconnect retries every 30 s).
 MAX_VIRTUAL_S = 3600.0
 MAX_WORKERS = 64
+# -sync-quantum's default and bound. 2 ms holds ~9 events per worker per window at 2,000
+# nodes instead of ~1, and adds ~1 ms to a hop between workers where a LAN probe waits
+# 500 ms for its ack; above 50 ms the delay would be a visible part of the timers measured.
+DEFAULT_SYNC_QUANTUM = 0.002
+MAX_SYNC_QUANTUM = 0.050
 
 HELP = f"""
 Usage: {APP} simulate [options]
@@ -66,9 +71,18 @@ Options:
   -workers=1                Processes to run the nodes on (auto: one per
                             core). Above 1, forked workers each run a share
                             of the nodes and swap their traffic every
-                            minimum one-way latency of virtual time; every
-                            scenario works. A seed gives the same report for
-                            any -workers above 1 (a different draw from 1).
+                            -sync-quantum or minimum one-way latency of
+                            virtual time, whichever is longer; every
+                            scenario works (a different draw from 1).
+  -sync-quantum=2ms         With -workers above 1, the shortest window between
+                            the workers' swaps (at most 50ms). A hop between
+                            nodes of different workers that would arrive
+                            inside the window it was sent in arrives at the
+                            window's end, up to this much later; the report
+                            says how many did. 0 keeps every delay exact and
+                            a seed's report the same for any -workers above
+                            1, but at LAN latencies the workers then swap so
+                            often that they run no faster than one.
   -worker-stats             With -workers above 1, print what each worker
                             spent (CPU, waiting, memory) to stderr.
   -format=text              Output format: text or json.
@@ -151,6 +165,11 @@ def render_text(r: dict[str, Any]) -> str:
                 + (f" on {r['workers']} workers ({r['sync_windows']} sync windows)"
                    if "workers" in r else "")),
     ]
+    if "sync_quantum_s" in r:
+        lines.append(("Sync quantum", f"{r['sync_quantum_s'] * 1000:g} ms: {r['hops_delayed']} "
+                                      f"of {r['hops_between_workers']} hops between workers "
+                                      f"arrived later than drawn, by "
+                                      f"{r['delay_added_ms_mean']:.3f} ms on average"))
     if not r["setup_converged"]:
         lines.append(("Warning", "the cluster had not converged before the change"))
     width = max(len(k) for k, _ in lines) + 2
@@ -207,6 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     fs.string("format", "text")
     fs.string("plot", "")
     fs.string("workers", "1")
+    fs.duration("sync-quantum", DEFAULT_SYNC_QUANTUM)
     fs.bool("worker-stats")
     try:
         rest = fs.parse(args)
@@ -237,6 +257,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         problems.append(f"-profile must be one of {', '.join(PROFILES)}")
     if fs["format"] not in ("text", "json"):
         problems.append(f'Invalid output format "{fs["format"]}"')
+    if not 0 <= fs["sync-quantum"] <= MAX_SYNC_QUANTUM:
+        problems.append("-sync-quantum must be 0 to 50ms")
     if fs["duration"] < 0 or fs["join-window"] < 0 or fs["partition-for"] < 0:
         problems.append("-duration, -join-window and -partition-for cannot be negative")
     for flag in ("duration", "join-window", "partition-for"):
@@ -246,9 +268,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     workers = _workers(fs["workers"], problems)
     if workers > 1 and problems == [] and fs["nodes"] < workers:
         problems.append(f"-workers={workers} needs at least as many -nodes")
-    if workers > 1 and not problems and _lowest_latency(latency, fs["profile"]) <= 0:
-        problems.append("-workers above 1 needs a minimum -latency above 0: it is how far "
-                        "the workers may run apart in virtual time")
+    if (workers > 1 and not problems and _lowest_latency(latency, fs["profile"]) <= 0
+            and fs["sync-quantum"] <= 0):
+        problems.append("-workers above 1 needs a minimum -latency or a -sync-quantum above "
+                        "0: it is how far the workers may run apart in virtual time")
     if problems:
         for problem in problems:
             out(f"Error: {problem}")
@@ -314,7 +337,8 @@ def _run(fs: FlagSet, loss: float, latency, workers: int, out) -> int:
     opts = scenarios.Options(nodes=nodes, scenario=fs["scenario"], seed=fs["seed"], loss=loss,
                              profile=fs["profile"], latency=latency, duration=fs["duration"],
                              join_window=fs["join-window"],
-                             partition_for=fs["partition-for"], encrypt=fs["encrypt"])
+                             partition_for=fs["partition-for"], encrypt=fs["encrypt"],
+                             sync_quantum=fs["sync-quantum"] if workers > 1 else 0.0)
     if workers > 1:
         from pyserf.sim import shards
 

@@ -96,6 +96,9 @@ class Options:
     join_window: float = 1.0
     partition_for: float = 0.0  # 0: long enough for both halves to fail each other
     encrypt: bool = False
+    # With -workers above 1: the shortest window between the workers' swaps (see shards.py).
+    # 0 keeps every hop's delay exact.
+    sync_quantum: float = 0.0
 
 
 def lifeguard(timing: Timing, nodes: int) -> dict[str, float]:

@@ -7,15 +7,26 @@ sampler's lower bound L, so nothing sent at virtual time t arrives before t + L:
 worker has said when its next event is (or the earliest message it has in flight), each can
 run all its events before that minimum plus L without hearing from the others. At each such
 window edge they swap the datagrams and stream hops addressed to the other shares (bytes,
-addresses, stream ids: never machines) and go on. Conditions over all nodes (has everyone
-converged?) are agreed at the scenario's STEP checks, so every worker stops at the same
-virtual time, and the parent merges what the workers observed into one report.
+addresses, stream ids: never machines) and go on.
+
+At LAN latencies that window is 0.2 ms: a 2,000-node join swaps ~48,000 times, and two workers
+run slower than one, each waiting out the other's lumps (a push-pull merge of the whole member
+list takes tens of milliseconds). A sync quantum Q (``-sync-quantum``) makes every window at
+least Q long, as parallel hardware simulators do with theirs: a hop between workers that would
+arrive inside the window it was sent in arrives at the window's end instead, up to Q later
+than drawn. Hops within a worker keep their delays.
+
+Conditions over all nodes (has everyone converged?) are agreed at the scenario's STEP checks,
+so every worker stops at the same virtual time, and the parent merges what the workers
+observed into one report.
 
 Network draws (loss, delay) come from a generator per sending node, seeded from the run's
 seed and the node's name, and each machine is seeded the same way: what a node's traffic
 suffers depends on what that node did, not on which worker runs it or how fast the others
-go. A seed gives one report for every N >= 2; N = 1 is the single engine, whose one
-generator is drawn in event order, so its report differs (statistically the same protocol).
+go. Without a quantum a seed gives one report for every N >= 2; N = 1 is the single engine,
+whose one generator is drawn in event order, so its report differs (statistically the same
+protocol). With one, a seed still gives one report for a given N, but which hops wait for a
+window's end depends on N.
 """
 
 from __future__ import annotations
@@ -85,6 +96,8 @@ class WorkerStats:
     cpu_s: float = 0.0
     sync_s: float = 0.0  # inside exchanges: pickling, syscalls and waiting
     blocked_s: float = 0.0  # of which waiting for another worker's frame
+    hops_delayed: int = 0  # hops from other workers moved to a window's end (sync quantum)
+    delay_added_s: float = 0.0  # the virtual time those moves added, in all
     max_rss_mb: float = 0.0
 
 
@@ -92,10 +105,15 @@ class Seat:
     """One worker's place in the run: its share of the nodes and its links to the others."""
 
     def __init__(self, index: int, count: int, links: dict[int, socket.socket],
-                 lookahead: float, directory: dict[Address, tuple[str, int]]) -> None:
+                 lookahead: float, directory: dict[Address, tuple[str, int]],
+                 quantum: float = 0.0) -> None:
         self.index = index
         self.count = count
-        self.lookahead = lookahead
+        # How far the workers run apart: the hops' shortest delay, or the quantum if longer.
+        self.window = max(lookahead, quantum)
+        # Whether a hop may arrive inside the window it was sent in (it then waits for the
+        # window's end); without a quantum that would be a bug.
+        self.quantised = quantum > lookahead
         self.directory = directory
         self._links = links
         self._inbox = {peer: bytearray() for peer in links}
@@ -326,14 +344,15 @@ class ShardNetwork(SimNetwork):
 
     def _run(self, end: float, max_steps: int = 5_000_000) -> None:
         """Run to ``end`` (inclusive) in windows: each runs what comes before the earliest
-        pending event of any share plus the lookahead, then the shares swap messages."""
-        lookahead = self.seat.lookahead
+        pending event of any share plus the window (lookahead or quantum), then the shares
+        swap messages."""
+        window = self.seat.window
         while True:
             earliest = self._sync()
             if earliest > end:
                 break
             self.windows += 1
-            edge = earliest + lookahead
+            edge = earliest + window
             if edge > end:
                 super()._run(end, max_steps)
                 self._horizon = math.nextafter(end, math.inf)
@@ -351,16 +370,21 @@ class ShardNetwork(SimNetwork):
         self._outbox = [[] for _ in outbox]
         self._out_next = math.inf
         earliest = mine
-        seq, arrivals = self._seq, self._arrivals
+        seq, arrivals, horizon = self._seq, self._arrivals, self._horizon
+        stats = self.seat.stats
         for peer, got in enumerate(received):
             if got is None:
                 continue
             theirs, messages = got
             earliest = min(earliest, theirs)
             for when, kind, args in messages:
-                if when < self._horizon:
+                if when < horizon and self.seat.quantised:
+                    stats.hops_delayed += 1
+                    stats.delay_added_s += horizon - when
+                    when = horizon
+                elif when < horizon:
                     raise ShardError(f"a message from worker {peer} arrives at {when!r}, "
-                                     f"before what has run here ({self._horizon!r})")
+                                     f"before what has run here ({horizon!r})")
                 heapq.heappush(heap, (when, next(seq), None, arrivals[kind], args))
         return earliest
 
@@ -378,8 +402,9 @@ def simulate(opts: scenarios.Options, workers: int
     lookahead = lookahead_of(opts)
     if workers < 2 or workers > opts.nodes:
         raise ValueError("a sharded run needs 2 to -nodes workers")
-    if not lookahead > 0:
-        raise ValueError("a sharded run needs a minimum one-way latency above 0")
+    if not max(lookahead, opts.sync_quantum) > 0:
+        raise ValueError("a sharded run needs a minimum one-way latency or a sync quantum "
+                         "above 0")
     directory = {scenarios.address(i): (f"n{i}", i % workers) for i in range(opts.nodes)}
     pairs = {(i, j): socket.socketpair() for i in range(workers) for j in range(i + 1, workers)}
     for a, b in pairs.values():
@@ -398,7 +423,8 @@ def simulate(opts: scenarios.Options, workers: int
                      for (i, j), pair in pairs.items() if index in (i, j)}
             keep = [*links.values(), pipes[index][1]]
             proc = ctx.Process(target=_work, name=f"pyserf-simulate-{index}", daemon=True,
-                               args=(opts, Seat(index, workers, links, lookahead, directory),
+                               args=(opts, Seat(index, workers, links, lookahead, directory,
+                                                opts.sync_quantum),
                                      pipes[index][1], [x for x in everything if x not in keep]))
             proc.start()
             procs.append(proc)
@@ -414,6 +440,13 @@ def simulate(opts: scenarios.Options, workers: int
     stats = [stat for _, stat in shares]
     played.extra = {**played.extra, "workers": workers,
                     "sync_windows": stats[0].windows}
+    if opts.sync_quantum > lookahead:
+        delayed = sum(s.hops_delayed for s in stats)
+        added = sum(s.delay_added_s for s in stats)
+        played.extra.update(
+            sync_quantum_s=opts.sync_quantum,
+            hops_between_workers=sum(s.messages_out for s in stats), hops_delayed=delayed,
+            delay_added_ms_mean=round(added / delayed * 1000, 3) if delayed else 0.0)
     return scenarios.report(opts, played, started), stats
 
 

@@ -140,17 +140,63 @@ def test_workers_1_is_the_single_engine(capsys):
     (["-workers=65"], "-workers must be auto or 1 to 64"),
     (["-workers=-1"], "-workers must be auto or 1 to 64"),
     (["-nodes=3", "-workers=4"], "-workers=4 needs at least as many -nodes"),
-    (["-workers=2", "-latency=0-1ms"], "needs a minimum -latency above 0"),
+    (["-workers=2", "-latency=0-1ms", "-sync-quantum=0"],
+     "needs a minimum -latency or a -sync-quantum above 0"),
+    (["-workers=2", "-sync-quantum=-1ms"], "-sync-quantum must be 0 to 50ms"),
+    (["-workers=2", "-sync-quantum=51ms"], "-sync-quantum must be 0 to 50ms"),
+    (["-workers=2", "-sync-quantum=soon"], 'invalid value "soon" for flag -sync-quantum'),
 ])
 def test_bad_worker_counts_are_refused_before_anything_runs(capsys, monkeypatch, argv,
                                                             message):
     monkeypatch.setattr(shards, "simulate", lambda opts, workers: pytest.fail("ran anyway"))
     monkeypatch.setattr(scenarios, "simulate", lambda opts: pytest.fail("ran anyway"))
     assert cli.main(argv) == 1
-    assert message in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert message in captured.out + captured.err
 
 
 def test_text_report_says_how_many_workers_ran(capsys):
     assert cli.main(["-nodes=6", "-workers=2", "-latency=5ms-8ms"]) == 0
     out = capsys.readouterr().out
     assert "on 2 workers (" in out and "sync windows)" in out
+
+
+def test_a_sync_quantum_delays_only_hops_between_workers_and_stays_deterministic():
+    """With a 10 ms quantum over 2-5 ms hops, the workers swap at most every 10 ms: a hop
+    between workers that lands inside the window it left in arrives at the window's end, no
+    more than the quantum late. The run is as repeatable as an exact one and plays the same
+    protocol (same convergence within the draw's spread), with far fewer swaps."""
+    quantised = sharded(2, nodes=40, scenario="join", sync_quantum=0.010)
+    assert quantised == sharded(2, nodes=40, scenario="join", sync_quantum=0.010)
+    exact = sharded(2, nodes=40, scenario="join")
+    assert "sync_quantum_s" not in exact and "hops_delayed" not in exact
+    assert quantised["sync_quantum_s"] == 0.010
+    assert 0 < quantised["hops_delayed"] < quantised["hops_between_workers"]
+    # Hops drawn 2-5 ms long in 10 ms windows: most land inside the window they left in and
+    # wait out the rest of it, never more than the quantum less the shortest hop.
+    assert 0 < quantised["delay_added_ms_mean"] <= 10.0 - 2.0
+    assert quantised["sync_windows"] < exact["sync_windows"] / 2
+    for r in (quantised, exact):
+        assert r["converged"] and r["saw_change"] == 40 and r["false_positives"] == 0
+        assert r["convergence_s"]["max"] <= 3.0
+    assert no_workers_left()
+
+
+def test_a_quantum_no_longer_than_the_shortest_hop_changes_nothing():
+    """Windows are already the shortest hop long, so no hop can land inside its own: the
+    run is the exact one, byte for byte, and reports no quantum."""
+    assert sharded(2, nodes=20, scenario="join", sync_quantum=LATENCY[0]) \
+        == sharded(2, nodes=20, scenario="join")
+
+
+def test_the_cli_runs_workers_with_a_2ms_quantum_and_says_so(capsys):
+    assert cli.main(["-nodes=30", "-workers=2", "-format=json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["workers"] == 2 and report["sync_quantum_s"] == 0.002
+    assert report["converged"] and 0 < report["hops_delayed"] <= report["hops_between_workers"]
+    assert cli.main(["-nodes=30", "-workers=2"]) == 0
+    out = capsys.readouterr().out
+    assert "Sync quantum:   2 ms: " in out and "hops between workers arrived later" in out
+    assert cli.main(["-nodes=30", "-workers=2", "-sync-quantum=0", "-format=json"]) == 0
+    assert "sync_quantum_s" not in json.loads(capsys.readouterr().out)
+    assert no_workers_left()
