@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -200,3 +202,22 @@ def test_the_cli_runs_workers_with_a_2ms_quantum_and_says_so(capsys):
     assert cli.main(["-nodes=30", "-workers=2", "-sync-quantum=0", "-format=json"]) == 0
     assert "sync_quantum_s" not in json.loads(capsys.readouterr().out)
     assert no_workers_left()
+
+
+def test_a_quantised_run_gives_one_report_across_processes():
+    """Which hops the quantum moves depends only on the virtual times the workers agree on,
+    not on how fast either ran or on the processes' string hashing."""
+    argv = [sys.executable, "-m", "pyserf.sim.cli", "-nodes=16", "-scenario=leave",
+            "-workers=2", "-format=json", "-seed=3"]
+
+    def one(hashseed: str) -> dict:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=True,
+                              env={**os.environ, "PYTHONHASHSEED": hashseed})
+        result = json.loads(done.stdout)
+        del result["wall_s"]
+        return result
+
+    first = one("1")
+    assert first["sync_quantum_s"] == 0.002 and first["hops_delayed"] > 0
+    assert first["converged"] and first["false_positives"] == 0
+    assert one("2") == first
