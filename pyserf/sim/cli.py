@@ -23,9 +23,10 @@ MEMORY_HEADROOM = 0.8
 # it covers, and nothing a scenario waits for takes longer (serf's reconnect retries every 30 s).
 MAX_VIRTUAL_S = 3600.0
 MAX_WORKERS = 64
-# -sync-quantum's default and bound. 2 ms holds ~9 events per worker per window at 2,000
-# nodes instead of ~1, and adds ~1 ms to a hop between workers where a LAN probe waits
-# 500 ms for its ack; above 50 ms the delay would be a visible part of the timers measured.
+# -sync-quantum's default and bound. In a 2,000-node join 2 ms windows hold ~55 events per
+# worker instead of ~8, and move 72 % of the hops between workers by 0.48 ms on average
+# (benchmarks/results/sim_scale.txt, section 13) where a LAN probe waits 500 ms for its ack;
+# above 50 ms the delay would be a visible part of the timers measured.
 DEFAULT_SYNC_QUANTUM = 0.002
 MAX_SYNC_QUANTUM = 0.050
 
