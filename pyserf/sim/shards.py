@@ -105,15 +105,15 @@ class Seat:
     """One worker's place in the run: its share of the nodes and its links to the others."""
 
     def __init__(self, index: int, count: int, links: dict[int, socket.socket],
-                 lookahead: float, directory: dict[Address, tuple[str, int]],
-                 quantum: float = 0.0) -> None:
+                 window: float, directory: dict[Address, tuple[str, int]],
+                 quantised: bool = False) -> None:
         self.index = index
         self.count = count
         # How far the workers run apart: the hops' shortest delay, or the quantum if longer.
-        self.window = max(lookahead, quantum)
+        self.window = window
         # Whether a hop may arrive inside the window it was sent in (it then waits for the
         # window's end); without a quantum that would be a bug.
-        self.quantised = quantum > lookahead
+        self.quantised = quantised
         self.directory = directory
         self._links = links
         self._inbox = {peer: bytearray() for peer in links}
@@ -371,14 +371,14 @@ class ShardNetwork(SimNetwork):
         self._out_next = math.inf
         earliest = mine
         seq, arrivals, horizon = self._seq, self._arrivals, self._horizon
-        stats = self.seat.stats
+        stats, quantised = self.seat.stats, self.seat.quantised
         for peer, got in enumerate(received):
             if got is None:
                 continue
             theirs, messages = got
             earliest = min(earliest, theirs)
             for when, kind, args in messages:
-                if when < horizon and self.seat.quantised:
+                if when < horizon and quantised:
                     stats.hops_delayed += 1
                     stats.delay_added_s += horizon - when
                     when = horizon
@@ -400,9 +400,11 @@ def simulate(opts: scenarios.Options, workers: int
     Raises ShardError when a worker fails (after stopping every worker)."""
     started = time.perf_counter()
     lookahead = lookahead_of(opts)
+    window = max(lookahead, opts.sync_quantum)
+    quantised = opts.sync_quantum > lookahead
     if workers < 2 or workers > opts.nodes:
         raise ValueError("a sharded run needs 2 to -nodes workers")
-    if not max(lookahead, opts.sync_quantum) > 0:
+    if not window > 0:
         raise ValueError("a sharded run needs a minimum one-way latency or a sync quantum "
                          "above 0")
     directory = {scenarios.address(i): (f"n{i}", i % workers) for i in range(opts.nodes)}
@@ -423,8 +425,8 @@ def simulate(opts: scenarios.Options, workers: int
                      for (i, j), pair in pairs.items() if index in (i, j)}
             keep = [*links.values(), pipes[index][1]]
             proc = ctx.Process(target=_work, name=f"pyserf-simulate-{index}", daemon=True,
-                               args=(opts, Seat(index, workers, links, lookahead, directory,
-                                                opts.sync_quantum),
+                               args=(opts, Seat(index, workers, links, window, directory,
+                                                quantised),
                                      pipes[index][1], [x for x in everything if x not in keep]))
             proc.start()
             procs.append(proc)
@@ -440,7 +442,7 @@ def simulate(opts: scenarios.Options, workers: int
     stats = [stat for _, stat in shares]
     played.extra = {**played.extra, "workers": workers,
                     "sync_windows": stats[0].windows}
-    if opts.sync_quantum > lookahead:
+    if quantised:
         delayed = sum(s.hops_delayed for s in stats)
         added = sum(s.delay_added_s for s in stats)
         played.extra.update(
