@@ -118,9 +118,17 @@ def prepare_pyserf(tmp: Path, source: bool) -> tuple[Path, dict[str, str]]:
     # The committed package (HEAD), so a run measures a known commit whatever is being edited.
     installed = tmp / "installed"
     installed.mkdir()
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", "HEAD", "pyserf"],
+    # setup.py builds the compiled LZW codec; commits before it have none.
+    paths = ["pyserf"]
+    if subprocess.run(["git", "-C", str(ROOT), "cat-file", "-e", "HEAD:setup.py"],
+                      capture_output=True).returncode == 0:
+        paths.append("setup.py")
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", "HEAD", *paths],
                              check=True, capture_output=True).stdout
     subprocess.run(["tar", "-x", "-C", str(installed)], input=archive, check=True)
+    if "setup.py" in paths:
+        subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace"],
+                       cwd=installed, check=True, capture_output=True)
     if not compileall.compile_dir(installed / "pyserf", quiet=1, workers=2):
         raise SystemExit("compileall failed")
     env["PYTHONPATH"] = str(installed)

@@ -9,11 +9,28 @@ import msgpack
 import pytest
 
 from pyserf.memberlist import lzw
-from pyserf.memberlist.lzw import LZWError, compress, decompress
+from pyserf.memberlist.lzw import LZWError
 from tests.unit.test_codec import CAPTURES, all_parts, load_fixture, streams
 
 CLEAR = 256
 EOF = 257
+
+# Every test here runs against both codecs: the compiled one (what the agent uses when it is
+# built) and the pure-Python one (the fallback). The fixture points these names at one pair.
+compress = lzw.compress_py
+decompress = lzw.decompress_py
+CODECS = {"py": (lzw.compress_py, lzw.decompress_py)}
+if lzw.NATIVE:
+    CODECS["native"] = (lzw.compress, lzw.decompress)
+
+
+@pytest.fixture(autouse=True, params=["py", "native"])
+def codec(request: pytest.FixtureRequest) -> str:
+    if request.param not in CODECS:
+        pytest.skip("the compiled codec is not built (see test_compiled_codec_is_in_use)")
+    global compress, decompress
+    compress, decompress = CODECS[request.param]
+    return str(request.param)
 
 
 
@@ -336,4 +353,9 @@ def test_max_output_is_enforced() -> None:
 
 def test_error_type() -> None:
     assert issubclass(LZWError, ValueError)
-    assert lzw.__all__ == ["LZWError", "compress", "decompress"]
+    assert lzw.__all__ == ["NATIVE", "LZWError", "compress", "compress_py", "decompress",
+                           "decompress_py"]
+    with pytest.raises(TypeError):
+        compress("text")  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        decompress("text")  # type: ignore[arg-type]
