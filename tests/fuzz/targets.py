@@ -55,19 +55,33 @@ def serf_state(data: bytes) -> None:
     h.check()
 
 
-def lzw_decompress(data: bytes) -> None:
-    """LZW decompression is bounded and fails only with ValueError; valid output round-trips."""
+def _lzw_outcome(decompress: Callable[[bytes, int], bytes], data: bytes) -> bytes | None:
+    """The output, or None for a refusal (ValueError); anything else is the finding."""
     try:
         with guarded(CPU_SECONDS_PER_INPUT):
-            out = lzw.decompress(data, LZW_TEST_LIMIT)
+            return decompress(data, LZW_TEST_LIMIT)
     except ValueError:
-        return
+        return None
     except Exception as exc:  # noqa: BLE001 - the finding
-        raise Violation("escaped", f"lzw.decompress raised {exc!r}", exc) from None
+        raise Violation("escaped", f"lzw decompress raised {exc!r}", exc) from None
+
+
+def lzw_decompress(data: bytes) -> None:
+    """LZW decompression is bounded and fails only with ValueError; valid output round-trips.
+
+    The pure-Python codec is the one the fuzzer's coverage can see into; the compiled one,
+    which agents use when it is built, must agree with it on every input."""
+    out = _lzw_outcome(lzw.decompress_py, data)
+    if lzw.NATIVE and _lzw_outcome(lzw.decompress, data) != out:
+        raise Violation("lzw-codecs-disagree", "the compiled and pure-Python codecs differ")
+    if out is None:
+        return
     if len(out) > LZW_TEST_LIMIT:
         raise Violation("lzw-unbounded", f"{len(out)} bytes out, limit {LZW_TEST_LIMIT}")
     if lzw.decompress(lzw.compress(out), LZW_TEST_LIMIT) != out:
         raise Violation("lzw-roundtrip", f"{len(out)} bytes do not survive compress+decompress")
+    if lzw.NATIVE and lzw.compress(out) != lzw.compress_py(out):
+        raise Violation("lzw-codecs-disagree", "the two codecs compress differently")
 
 
 TARGETS: dict[str, Callable[[bytes], None]] = {
