@@ -31,7 +31,7 @@ from pyserf.agent.transport import (
 )
 from pyserf.gocompat.errno import errno_text, path_error
 from pyserf.gocompat.hostport import join_host_port, join_parts, lookup_error
-from pyserf.memberlist import security
+from pyserf.memberlist import lzw, security
 from pyserf.memberlist.metrics import NULL_METRICS, Metrics
 from pyserf.memberlist.profiles import PROFILES
 from pyserf.memberlist.timers import Scheduler
@@ -212,6 +212,10 @@ class Agent(AgentTransport):
         if self.config.encrypt_key and self.keyring is None:
             self.keyring = security.Keyring([security.parse_key_b64(self.config.encrypt_key)])
         self._serf = self._build_serf()
+        if self.config.enable_compression and not lzw.NATIVE:
+            # The build skips _lzw.c without a C compiler; the agent still works, at a cost.
+            log.warning("agent: LZW runs in pure Python (the compiled codec is not built or "
+                        "PYSERF_PURE_LZW is set): join storms cost several times the CPU")
         self._serf.use_metrics(self.metrics)
         host, port = self.bind_addr
         family = socket.AF_INET6 if ":" in host else socket.AF_INET

@@ -15,7 +15,7 @@ stream matches that format code for code:
 
 Both directions run on every TCP stream and on many UDP packets. ``_lzw.c`` is a compiled
 twin of the two functions here, built when a C compiler is at hand (it is optional in the
-build) and used in their place: it gives the same bytes and refusals ~20-40 times faster, and
+build) and used in their place: it gives the same bytes and refusals 30-50 times faster, and
 LZW was most of a join storm's CPU. Without it, or with ``PYSERF_PURE_LZW=1`` in the
 environment, the pure-Python loops below run: they keep state in locals, use an int-keyed
 dict for the writer and a list of byte strings for the reader, and move bits through a small

@@ -239,3 +239,29 @@ def test_iface_with_unspecified_bind_says_which_address(need_serf):
     expected = ["==> Using interface 'lo' address '127.0.0.1'", "==> Starting Serf agent...",
                 "==> Starting Serf agent RPC...", "==> Serf agent running!"]
     assert outs == [expected, expected]
+
+
+def test_agent_on_the_pure_python_codec_warns_and_still_gossips_with_both(
+        cluster, monkeypatch, need_serf):
+    """Without the compiled LZW codec (not built, or PYSERF_PURE_LZW set) an agent says so at
+    start, and its compressed push-pulls and datagrams still interoperate with a pyserf agent on
+    the compiled codec and with real serf, both ways."""
+    from tests.e2e import harness
+
+    warning = "LZW runs in pure Python"
+    compiled = cluster.start("pyserf", "compiled")
+    monkeypatch.setattr(harness, "CHILD_ENV", {**CHILD_ENV, "PYSERF_PURE_LZW": "1"})
+    pure = cluster.start("pyserf", "pure", f"-join={compiled.ip}")
+    monkeypatch.setattr(harness, "CHILD_ENV", CHILD_ENV)
+    real = cluster.start("serf", "real", f"-join={pure.ip}")
+    for agent in (compiled, pure, real):
+        wait_until(lambda a=agent: sorted(s for _, s, _ in members(a.kind, a.rpc).values())
+                   == ["alive"] * 3, 20, what=f"{agent.name} to list all three alive")
+    assert warning in pure.log()
+    assert warning not in compiled.log(), "the compiled codec is not built"
+    # A tag update travels as a gossiped datagram big enough to be compressed.
+    tag = "x" * 300
+    assert run_cli("serf", "tags", f"-set=big={tag}", rpc=real.rpc).returncode == 0
+    for agent in (compiled, pure):
+        wait_until(lambda a=agent: _member("pyserf", a.rpc, "real")[2].get("big") == tag, 15,
+                   what=f"{agent.name} to see real's new tag")
