@@ -247,6 +247,20 @@ def test_final_code_can_force_a_trailing_clear() -> None:
     assert decompress(compress(data)) == data
 
 
+def test_end_code_widened_by_the_flush_keeps_its_last_bit() -> None:
+    # Counting the flushed code can reach 512/1024/2048 and widen the end code by one bit.
+    # That bit is a high zero, so it shows only where the narrower code would end exactly on a
+    # byte boundary: then Go writes one more byte, and a reader expecting the wider code needs
+    # it. These lengths of a match-free input land there (found by search; with the widening
+    # left out the stream comes out one byte short and walk_codes runs out of bits).
+    data = _distinct_pairs(60_000)
+    for n in (4093, 8443, 13305):
+        out = compress(data[:n])
+        codes, used = walk_codes(out)
+        assert codes[-1] == EOF and len(out) == (used + 7) // 8
+        assert decompress(out) == data[:n]
+
+
 # --- Round trips ------------------------------------------------------------------------
 
 
