@@ -33,7 +33,6 @@ def codec(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-
 def serf_lzw_buffers() -> list[bytes]:
     """The LZW Buf of every compress message serf 0.9.4 sent in the captures (datagrams and
     push-pull streams, decrypted where encrypted); see tests/fixtures/serf-0.9.4/README.md."""
