@@ -124,8 +124,9 @@ class SimNetwork(NetworkFaults):
     serf's receivers take uncompressed messages too; with the pure-Python codec LZW was three
     quarters of a 200-node join's CPU (the compiled one adds ~25 %), and a report must not
     depend on which codec the build has. Every ``compression_sample``-th datagram and stream
-    is then compressed on the side only to be measured (counters' ``*_sampled_*``), which gives the
-    wire's size estimate (``rates()['compressed_bytes_per_node_s_est']``); 0 turns that off."""
+    is then compressed on the side only to be measured (counters' ``*_sampled_*``), which
+    gives the wire's size estimate (``rates()['compressed_bytes_per_node_s_est']``); 0 turns
+    that off."""
 
     def __init__(self, seed: int = 1, loss: float = 0.0,
                  latency: Latency | tuple[float, float] | Sampler = (0.0005, 0.003),
