@@ -8,9 +8,10 @@
  * codec runs instead, and the unit tests hold both to the same results.
  *
  * The decoder reads bytes straight off the network. Every table index is checked against
- * what has been defined, every write against the buffer it goes to, and the output against
- * the caller's limit, so no input can read or write out of bounds or grow memory past the
- * limit plus one table entry.
+ * what has been defined and every write against the buffer it goes to, so no input reads or
+ * writes out of bounds. The output is checked against the caller's limit whenever the bit
+ * buffer is refilled, at most 7 codes (of at most 4,096 bytes each) apart (lzw.py: 8), so it
+ * stops within ~28 KiB past the limit, in a buffer at most twice the output's size.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -240,11 +241,12 @@ static PyObject *lzw_decompress(PyObject *module, PyObject *args) {
     const char *error = NULL;
     char message[96];
     int oom = 0;
+    int over_limit = 0;
 
     for (;;) {
         if (nbits < width) {
             if (max_output < 0 || out.len > (size_t)max_output) {
-                error = "limit";
+                over_limit = 1;
                 break;
             }
             while (nbits <= 56 && pos < n) {
@@ -328,15 +330,16 @@ static PyObject *lzw_decompress(PyObject *module, PyObject *args) {
         }
     }
     if (!error && !oom && (max_output < 0 || out.len > (size_t)max_output)) {
-        error = "limit";
+        over_limit = 1;
     }
     PyMem_Free(t);
     PyBuffer_Release(&view);
     PyObject *result = NULL;
     if (oom) {
         PyErr_NoMemory();
-    } else if (error != NULL && strcmp(error, "limit") == 0) {
-        PyErr_Format(PyExc_ValueError, "lzw: decompressed size exceeds limit of %zd bytes", max_output);
+    } else if (over_limit) {
+        PyErr_Format(PyExc_ValueError, "lzw: decompressed size exceeds limit of %zd bytes",
+                     max_output);
     } else if (error != NULL) {
         PyErr_SetString(PyExc_ValueError, error);
     } else {
