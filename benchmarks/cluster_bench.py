@@ -274,6 +274,7 @@ class Setup:
     shared_session: bool = False
     serf_env: dict[str, str] | None = None
     counts: bool = False
+    kills: int = 1
 
 
 def wait_listening(proc: Proc, deadline: float) -> None:
@@ -397,13 +398,18 @@ def run_cluster(kind: str, size: int, prefix: str, setup: Setup, result: Result)
                                       / setup.idle_window)
                 result.rss_mib.append(after[pid][1])
 
-        victim = random.choice([p for p in procs[1:] if not p.profiled])
-        victim.popen.kill()
-        victim.popen.wait()
-        survivors = [p for p in procs if p is not victim]
-        times = wait_all(pool, survivors, lambda v: v.get(victim.name) == "failed", 60)
-        result.fail_times.append(max(times.values()) if len(times) == len(survivors)
-                                 else float("inf"))
+        # Each kill -9 is one sample of failure detection: the next victim dies once every
+        # survivor lists the previous one failed, so the samples do not overlap.
+        survivors = list(procs)
+        for _ in range(setup.kills):
+            victim = random.choice([p for p in survivors[1:] if not p.profiled])
+            victim.popen.kill()
+            victim.popen.wait()
+            survivors = [p for p in survivors if p is not victim]
+            times = wait_all(pool, survivors, lambda v, name=victim.name: v.get(name) == "failed",
+                             60)
+            result.fail_times.append(max(times.values()) if len(times) == len(survivors)
+                                     else float("inf"))
 
         leaver = random.choice([p for p in survivors if p is not seed and not p.profiled])
         leaver.popen.send_signal(signal.SIGINT)
@@ -411,7 +417,8 @@ def run_cluster(kind: str, size: int, prefix: str, setup: Setup, result: Result)
         times = wait_all(pool, remaining, lambda v: v.get(leaver.name) == "left", 60)
         result.leave_times.append(max(times.values()) if len(times) == len(remaining)
                                   else float("inf"))
-        print(f"  {kind:6} N={size}: failed seen in {result.fail_times[-1]:.2f}s, "
+        fails = ", ".join(f"{t:.2f}" for t in result.fail_times[-setup.kills:])
+        print(f"  {kind:6} N={size}: failed seen in {fails}s, "
               f"left seen in {result.leave_times[-1]:.2f}s", flush=True)
     finally:
         pool.shutdown(wait=False)
@@ -568,6 +575,9 @@ def main() -> int:
                         help="agents stay in the benchmark's session (one autogroup CPU share)")
     parser.add_argument("--serf-gomaxprocs", type=int, metavar="N",
                         help="run serf with GOMAXPROCS=N (its default is the core count)")
+    parser.add_argument("--kills", type=int, default=1, metavar="K",
+                        help="kill -9 K agents one after another per cluster (K samples of "
+                             "failure detection)")
     parser.add_argument("--counts", action="store_true",
                         help="pyserf agents count datagrams, streams and CPU per storm phase")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
@@ -591,6 +601,10 @@ def main() -> int:
         print(f"# {' '.join(saved['argv'])}")
         misses = report(loaded, sorted({k for k, _ in loaded}, reverse=True))
         return 1 if args.check and misses else 0
+    smallest = min(int(n) for n in args.sizes.split(","))
+    if not 1 <= args.kills <= smallest - 3:
+        parser.error(f"--kills must be between 1 and {smallest - 3} (the smallest size less "
+                     "the seed, the leaver and one survivor)")
     if "serf" in kinds and not shutil.which("serf"):
         print("serf not found: apt-get install serf", file=sys.stderr)
         return 1
@@ -624,7 +638,7 @@ def main() -> int:
                     workdir.mkdir()
                     setup = Setup(workdir, args.idle, args.join_timeout, args.join_rpc_timeout,
                                   py_cwd, py_env, args.profile, args.stop_after_join,
-                                  args.shared_session, serf_env, args.counts)
+                                  args.shared_session, serf_env, args.counts, args.kills)
                     run_cluster(kind, size, prefix, setup, res)
     misses = report(results, kinds)
     if args.json is not None:
