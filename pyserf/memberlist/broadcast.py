@@ -23,7 +23,7 @@ from __future__ import annotations
 import itertools
 from bisect import bisect_left, bisect_right, insort
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 
 from pyserf.memberlist.profiles import retransmit_limit
 
@@ -77,10 +77,12 @@ class _Tier:
 
 class BroadcastQueue:
     def __init__(self, retransmit_mult: int, num_nodes: Callable[[], int],
-                 on_queued: Callable[[float], None] | None = None) -> None:
+                 on_queued: Callable[[float], None] | None = None,
+                 on_sent: Callable[[bytes], None] | None = None) -> None:
         self.retransmit_mult = retransmit_mult
         self.num_nodes = num_nodes
-        self.on_queued = on_queued
+        self.on_queued = on_queued  # after a message is queued
+        self.on_sent = on_sent  # per message taken for a datagram
         self._order: OrderedDict[int, Broadcast] = OrderedDict()  # by seq, oldest first
         self._by_key: dict[str, Broadcast] = {}
         self._tiers: dict[int, _Tier] = {}
@@ -110,43 +112,66 @@ class BroadcastQueue:
         """Take messages fitting in ``limit`` bytes (each costing ``overhead`` extra)."""
         if not self._order or limit <= overhead:
             return []
-        max_transmits = retransmit_limit(self.retransmit_mult, self.num_nodes())
         used = 0
         out: list[bytes] = []
         sent: list[Broadcast] = []
-        tiers = self._tiers
-        # Per tier: the longest length that fits, newest first (inline: this runs for every
-        # message of every gossip datagram).
-        for transmits in sorted(tiers):
-            tier = tiers[transmits]
-            lengths, groups = tier.lengths, tier.groups
-            while (free := limit - used - overhead) > 0:
-                index = bisect_right(lengths, free)
-                if index == 0:
-                    break
-                length = lengths[index - 1]
-                group = groups[length]
-                seqs, items = group.seqs, group.items
-                while True:
-                    seqs.pop()
-                    item = items.pop()
-                    if item.queued:
-                        break
-                    group.stale -= 1
-                group.live -= 1
-                if group.live == 0:
-                    del groups[length]
-                    del lengths[index - 1]
-                used += length + overhead
-                out.append(item.msg)
-                sent.append(item)
-            if not groups:
-                del tiers[transmits]
+        for transmits in sorted(self._tiers):
+            used += self.take(transmits, overhead, limit - used, out, sent)
             if limit - used - overhead <= 0:
                 break
-        # Moved to their next tier only now, so that none is taken twice in one call.
+        self.commit(sent, now)
+        return out
+
+    def tiers(self) -> Iterable[int]:
+        """The transmit counts of the queued messages (unordered)."""
+        return self._tiers.keys()
+
+    def take(self, transmits: int, overhead: int, limit: int, out: list[bytes],
+             sent: list[Broadcast]) -> int:
+        """Take messages sent ``transmits`` times so far that fit in ``limit`` bytes into
+        ``out`` (their entries into ``sent``); returns the bytes used. They stay out of the
+        queue until ``commit``, so that none is taken twice for one datagram."""
+        tier = self._tiers.get(transmits)
+        if tier is None:
+            return 0
+        used = 0
+        lengths, groups = tier.lengths, tier.groups
+        # The longest length that fits, newest first (inline: this runs for every message of
+        # every gossip datagram).
+        while (free := limit - used - overhead) > 0:
+            index = bisect_right(lengths, free)
+            if index == 0:
+                break
+            length = lengths[index - 1]
+            group = groups[length]
+            seqs, items = group.seqs, group.items
+            while True:
+                seqs.pop()
+                item = items.pop()
+                if item.queued:
+                    break
+                group.stale -= 1
+            group.live -= 1
+            if group.live == 0:
+                del groups[length]
+                del lengths[index - 1]
+            used += length + overhead
+            out.append(item.msg)
+            sent.append(item)
+        if not groups:
+            del self._tiers[transmits]
+        return used
+
+    def commit(self, sent: list[Broadcast], now: float) -> None:
+        """Count one more transmission of each taken message: back in the queue a tier up,
+        or finished at the retransmit limit."""
+        if not sent:
+            return
+        max_transmits = retransmit_limit(self.retransmit_mult, self.num_nodes())
         finished = []
         for item in sent:
+            if self.on_sent is not None:
+                self.on_sent(item.msg)
             transmits = item.transmits = item.transmits + 1
             if transmits >= max_transmits:
                 self._forget(item)
@@ -155,7 +180,6 @@ class BroadcastQueue:
             self._place(item)
         for item in finished:
             item.finish(now)
-        return out
 
     def prune(self, max_retain: int, max_bytes: int | None = None, *, now: float) -> int:
         """Drop the oldest messages above ``max_retain`` (serf's queue-depth guard), and while
@@ -224,3 +248,26 @@ class BroadcastQueue:
         self.nbytes -= len(item.msg)
         if item.key is not None and self._by_key.get(item.key) is item:
             del self._by_key[item.key]
+
+
+def get_from_all(queues: Sequence[tuple[BroadcastQueue, int]], limit: int, now: float
+                 ) -> list[list[bytes]]:
+    """Messages for one datagram from several (queue, per-message overhead) pairs, in one
+    order: fewest transmissions first, then the order of ``queues``, then each queue's own
+    (the largest that fits, newest first). Returns what was taken from each queue."""
+    taken: list[list[bytes]] = [[] for _ in queues]
+    sent: list[list[Broadcast]] = [[] for _ in queues]
+    live = [(queue, overhead, out, items) for (queue, overhead), out, items
+            in zip(queues, taken, sent, strict=True) if len(queue)]
+    if live:
+        smallest = min(overhead for _, overhead, _, _ in live)
+        used = 0
+        for transmits in sorted(set().union(*(queue.tiers() for queue, _, _, _ in live))):
+            for queue, overhead, out, items in live:
+                used += queue.take(transmits, overhead, limit - used, out, items)
+            if limit - used - smallest <= 0:
+                break
+        for queue, _, _, items in live:
+            queue.commit(items, now)
+    return taken
+

@@ -17,10 +17,16 @@ class Gossiper(Net):
     """The gossip loop: queued broadcasts to a few random members per round."""
 
     def gossip_soon(self, now: float) -> None:
-        """Something new was queued: gossip it now rather than at the next tick.
+        """Something new was queued: gossip it now rather than at the next tick, while all
+        that is queued fits in one datagram.
 
-        Every hop of an epidemic otherwise waits half a gossip interval on average. One
-        expedited round per burst; retransmit limits still cap how often each message goes.
+        Every hop of an epidemic otherwise waits half a gossip interval on average. Behind a
+        larger backlog (a join storm's) the regular rounds already send full datagrams, and a
+        round per new message only raised the datagram rate while every agent fought for CPU:
+        a 200-node storm in the simulator sent 44,692 datagrams until it converged with it and
+        24,643 without, converging in 8.41 s against 8.66 s. A new message is not held behind
+        the backlog: fewest transmissions go first across all queues (Net._get_broadcasts).
+        Retransmit limits cap how often each message goes either way.
         """
         if self.shutdown_done or not self._loops:
             return  # not started (or stopped): start() schedules the first round
@@ -33,6 +39,8 @@ class Gossiper(Net):
             return
         if self._expedited is not None or not self.config.expedite_gossip:
             return
+        if sum(queue.nbytes for queue in self._broadcast_queues()) > self.timing.udp_buffer_size:
+            return  # a backlog: the regular rounds send full datagrams anyway
         if tick is not None and tick.when - when < EXPEDITE_MIN_GAP:
             return  # the regular round is about to run anyway
         self._expedited = self.scheduler.call_at(when, self._expedited_gossip)
@@ -43,7 +51,7 @@ class Gossiper(Net):
         started = self.metrics.start()
         self._gossip(now)
         self.metrics.measure_since("memberlist.gossip", started)
-        if len(self.broadcasts) or self.delegate.has_broadcasts():
+        if any(map(len, self._broadcast_queues())):
             self._loops["gossip"] = self.scheduler.call_at(now + self.timing.gossip_interval,
                                                            self._gossip_tick)
         else:
@@ -62,8 +70,8 @@ class Gossiper(Net):
             if self.draining:
                 # Everyone else is gone: what we wanted to say on the way out has no audience,
                 # so finish it instead of making the leave wait for its timeout.
-                self.broadcasts.reset(now)
-                self.delegate.drop_broadcasts(now)
+                for queue in self._broadcast_queues():
+                    queue.reset(now)
             return
         targets = self.rng.sample(candidates, min(self.timing.gossip_nodes, len(candidates)))
         avail = self.timing.udp_buffer_size - COMPOUND_HEADER_OVERHEAD

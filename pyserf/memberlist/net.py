@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from pyserf.memberlist import codec, fields, security
 from pyserf.memberlist.base import AckHandler, MemberlistBase, StreamWait
+from pyserf.memberlist.broadcast import BroadcastQueue, get_from_all
 from pyserf.memberlist.codec import COMPOUND_HEADER_OVERHEAD, COMPOUND_OVERHEAD, MsgType
 from pyserf.memberlist.types import Address, Node, OpenStream, SendPacket, StreamError, peer_text
 
@@ -19,13 +20,25 @@ COMPRESS_MIN_SIZE = 160
 class Net(MemberlistBase):
     """Sending: datagrams, piggybacked gossip, ack handlers and stream framing."""
 
+    def _broadcast_queues(self) -> list[BroadcastQueue]:
+        """Ours, then the delegate's (serf's intents, queries and events)."""
+        return [self.broadcasts, *self.delegate.broadcast_queues()]
+
     def _get_broadcasts(self, overhead: int, limit: int, now: float) -> list[bytes]:
-        msgs = self.broadcasts.get(overhead, limit, now)
-        used = sum(len(m) + overhead for m in msgs)
+        """Messages for one datagram from every queue, in one order: fewest transmissions
+        first, and on a tie ours before serf's (the largest that fits, newest first, within
+        one queue and tier). memberlist fills the datagram from its own queue before asking
+        serf's, so a backlog of its retransmissions (200 after a 200-node join storm, each
+        sent 12 times) held a new user event back for seconds."""
+        ours, *theirs = self._broadcast_queues()
+        if not any(map(len, theirs)):
+            return ours.get(overhead, limit, now)
         # Serf messages travel as memberlist user messages: one more byte each.
-        user = self.delegate.get_broadcasts(overhead + 1, limit - used, now)
-        msgs.extend(codec.encode_user(m) for m in user)
-        return msgs
+        mine, *user = get_from_all([(ours, overhead), *((q, overhead + 1) for q in theirs)],
+                                   limit, now)
+        for msgs in user:
+            mine.extend(map(codec.encode_user, msgs))
+        return mine
 
     def _send_piggybacked(self, addr: Address, msg: bytes, now: float) -> None:
         avail = self.timing.udp_buffer_size - COMPOUND_HEADER_OVERHEAD - len(msg)

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, overload
+from typing import TYPE_CHECKING, Protocol, overload
 
 from pyserf.gocompat.hostport import join_host_port
 from pyserf.memberlist import security
 from pyserf.memberlist.codec import Alive, NodeStateKind
 from pyserf.memberlist.profiles import LAN, Timing
+
+if TYPE_CHECKING:
+    from pyserf.memberlist.broadcast import BroadcastQueue
 
 PROTOCOL_MIN = 1
 PROTOCOL_MAX = 5
@@ -98,9 +101,7 @@ class Delegate(Protocol):
 
     def node_meta(self, limit: int) -> bytes: ...
     def notify_msg(self, buf: bytes, now: float, source: Address | None = None) -> None: ...
-    def get_broadcasts(self, overhead: int, limit: int, now: float) -> list[bytes]: ...
-    def drop_broadcasts(self, now: float) -> None: ...
-    def has_broadcasts(self) -> bool: ...
+    def broadcast_queues(self) -> Sequence[BroadcastQueue]: ...
     def local_state(self, join: bool, now: float) -> bytes: ...
     def merge_remote_state(self, buf: bytes, join: bool, now: float,
                            source: Address | None = None) -> None: ...

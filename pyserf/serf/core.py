@@ -105,9 +105,10 @@ class Serf(Intents, UserEvents, Queries, KeyManager, Reaper):
         num = lambda: len(self.members)  # noqa: E731
         mult = ml_config.timing.retransmit_mult
         soon = self.memberlist.gossip_soon
-        self.intent_broadcasts = BroadcastQueue(mult, num, soon)
-        self.event_broadcasts = BroadcastQueue(mult, num, soon)
-        self.query_broadcasts = BroadcastQueue(mult, num, soon)
+        sent = lambda msg: self.metrics.sample("serf.msgs.sent", len(msg))  # noqa: E731
+        self.intent_broadcasts = BroadcastQueue(mult, num, soon, sent)
+        self.event_broadcasts = BroadcastQueue(mult, num, soon, sent)
+        self.query_broadcasts = BroadcastQueue(mult, num, soon, sent)
         self.state = SerfState.ALIVE
         self._events: list[SerfEvent] = []
         self._queries: dict[int, QueryCollector] = {}  # by LTime

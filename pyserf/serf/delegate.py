@@ -5,7 +5,7 @@ so these calls are not part of Serf's own API."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from pyserf.gocompat.hostport import join_host_port
@@ -24,6 +24,7 @@ from pyserf.serf.queries import reply_address_error
 from pyserf.serf.user_events import USER_EVENT_SIZE_HARD_LIMIT
 
 if TYPE_CHECKING:
+    from pyserf.memberlist.broadcast import BroadcastQueue
     from pyserf.serf.core import Serf
 
 log = logging.getLogger("pyserf.serf")
@@ -64,24 +65,9 @@ class SerfDelegate:
             raise SerfError(f"Node tags '{self.serf.config.tags}' exceeds length limit of {limit}")
         return meta
 
-    def get_broadcasts(self, overhead: int, limit: int, now: float) -> list[bytes]:
-        msgs = self.serf.intent_broadcasts.get(overhead, limit, now)
-        used = sum(len(x) + overhead for x in msgs)
-        msgs.extend(q := self.serf.query_broadcasts.get(overhead, limit - used, now))
-        used += sum(len(x) + overhead for x in q)
-        msgs.extend(self.serf.event_broadcasts.get(overhead, limit - used, now))
-        for msg in msgs:
-            self.serf.metrics.sample("serf.msgs.sent", len(msg))
-        return msgs
-
-    def has_broadcasts(self) -> bool:
-        return bool(len(self.serf.intent_broadcasts) or len(self.serf.event_broadcasts)
-                    or len(self.serf.query_broadcasts))
-
-    def drop_broadcasts(self, now: float) -> None:
+    def broadcast_queues(self) -> Sequence[BroadcastQueue]:
         serf = self.serf
-        for queue in (serf.intent_broadcasts, serf.query_broadcasts, serf.event_broadcasts):
-            queue.reset(now)
+        return serf.intent_broadcasts, serf.query_broadcasts, serf.event_broadcasts
 
     def local_state(self, join: bool, now: float) -> bytes:
         """Our push-pull user state. Never raises: on an internal error the peer gets no serf

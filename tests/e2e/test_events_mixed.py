@@ -66,12 +66,27 @@ def test_user_events_from_either_kind_run_handlers_on_all_five(five, mixed_tmp):
         assert text.count("from-pyserf") == 1 and text.count("from-serf") == 1
 
 
+def query_json(cli: str, agent: Agent, *args: str, complete: set[str]) -> dict:
+    """`query -format=json` through ``cli``; asked once more if a node in ``complete`` did not
+    answer. A query reaches nodes only by gossip: at five nodes each holder passes it on 4
+    times (4 * ceil(log10(6))), to 3 random peers in one round and 1 in the next, so a given
+    holder misses a given peer with probability 1/4 * 3/4 = 3/16, and a node is missed by all
+    four others with (3/16)**4 = 0.12 %: ~0.5 % per query for some node, in serf as in pyserf
+    (seen once in CI). A node that never answers fails both tries."""
+    data: dict = {}
+    for _ in range(2):
+        out = run_cli(cli, "query", "-format=json", *args, rpc=agent.rpc)
+        assert out.returncode == 0, out.stdout
+        data = json.loads(out.stdout)
+        if complete <= set(data["Responses"]):
+            break
+    return data
+
+
 def test_queries_from_either_kind_get_all_five_answers(five):
     expected = {a.name: f"i-am-{a.name}\n" for a in five}
     for cli, agent in (("pyserf", five[0]), ("serf", five[1]), ("serf", five[2])):
-        out = run_cli(cli, "query", "-format=json", "who", rpc=agent.rpc)
-        assert out.returncode == 0, out.stdout
-        data = json.loads(out.stdout)
+        data = query_json(cli, agent, "who", complete=set(expected))
         assert sorted(data["Acks"]) == sorted(expected), (cli, agent.name, data)
         assert data["Responses"] == expected, (cli, agent.name, data)
 
@@ -92,8 +107,8 @@ def test_reachability_both_ways(five):
 
 def test_query_filters_across_kinds(five):
     p1 = five[0]
-    out = run_cli("serf", "query", "-format=json", "-node=s2", "-node=p3", "who", rpc=p1.rpc)
-    assert json.loads(out.stdout)["Responses"] == {"s2": "i-am-s2\n", "p3": "i-am-p3\n"}
+    data = query_json("serf", p1, "-node=s2", "-node=p3", "who", complete={"s2", "p3"})
+    assert data["Responses"] == {"s2": "i-am-s2\n", "p3": "i-am-p3\n"}
     out = run_cli("pyserf", "query", "-no-ack", "-node=s1", "who", rpc=five[3].rpc)
     assert out.stdout.splitlines() == ["Query 'who' dispatched", "Response from 's1': i-am-s1",
                                        "Total Responses: 1"]

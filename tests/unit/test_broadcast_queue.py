@@ -10,7 +10,7 @@ from collections.abc import Callable
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pyserf.memberlist.broadcast import STALE_SLACK, BroadcastQueue
+from pyserf.memberlist.broadcast import STALE_SLACK, BroadcastQueue, get_from_all
 from pyserf.memberlist.profiles import retransmit_limit
 
 
@@ -121,6 +121,84 @@ def test_indexed_queue_matches_the_sort_everything_model(ops, mult):
         assert len(real) == len(model)
         assert real_done == model_done
     assert queued_calls == [float(n) for n, op in enumerate(ops) if op[0] == "queue"]
+
+
+def model_get_from_all(models: list[tuple[ModelQueue, int]], limit: int) -> list[list[bytes]]:
+    """Every queued message of every queue in one sorted list (transmits, queue, longest,
+    newest), taken greedily while it fits; then each taken message counts a transmission."""
+    entries = sorted(((item[2], qi, -len(item[1]), -item[3]), qi, item)
+                     for qi, (model, _) in enumerate(models) for item in model.items)
+    used, out, taken = 0, [[] for _ in models], []
+    for _, qi, item in entries:
+        size = len(item[1]) + models[qi][1]
+        if used + size <= limit:
+            used += size
+            out[qi].append(item[1])
+            taken.append((qi, item))
+    for qi, item in taken:
+        model = models[qi][0]
+        item[2] += 1
+        if item[2] >= retransmit_limit(model.retransmit_mult, model.num_nodes()):
+            model.items.remove(item)
+            model._finish(item)
+    return out
+
+
+MERGED_OPS = st.lists(st.one_of(
+    st.tuples(st.just("queue"), st.integers(0, 2), st.integers(1, 60),
+              st.sampled_from([None, "a", "b"])),
+    st.tuples(st.just("get_all"), st.integers(0, 4), st.integers(0, 200), st.none()),
+    st.tuples(st.just("get_one"), st.integers(0, 2), st.integers(0, 200), st.none())),
+    max_size=80)
+
+
+@settings(max_examples=EXAMPLES, deadline=None,
+          derandomize="PYSERF_PROPERTY_EXAMPLES" in os.environ)
+@given(MERGED_OPS, st.integers(1, 3))
+def test_one_datagram_from_several_queues_matches_the_merged_sort(ops, mult):
+    """memberlist's queue and serf's three share one order for a datagram: fewest
+    transmissions first across all of them, then the queues' order (each charging its own
+    overhead), then each queue's own. Checked against sorting every queued message at once,
+    with single-queue gets mixed in."""
+    reals = [BroadcastQueue(mult, lambda: 7) for _ in range(3)]
+    models = [ModelQueue(mult, lambda: 7) for _ in range(3)]
+    real_done: list[int] = []
+    model_done: list[int] = []
+    for n, (op, a, b, key) in enumerate(ops):
+        if op == "queue":
+            msg = f"{n}:".encode().ljust(max(b, len(str(n)) + 1), b".")
+            reals[a].queue(msg, key=key, on_finished=lambda when, n=n: real_done.append(n),
+                           now=float(n))
+            models[a].queue(msg, key, lambda n=n: model_done.append(n))
+        elif op == "get_all":
+            overheads = [a, a + 1, a + 1]
+            assert get_from_all(list(zip(reals, overheads, strict=True)), b, float(n)) == \
+                model_get_from_all(list(zip(models, overheads, strict=True)), b)
+        else:
+            assert reals[a].get(1, b, float(n)) == models[a].get(1, b)
+        assert [len(q) for q in reals] == [len(q) for q in models]
+        assert sorted(real_done) == sorted(model_done)
+
+
+def test_a_fresh_serf_message_is_not_held_behind_memberlist_retransmissions():
+    """After a join storm memberlist's queue holds hundreds of alive messages still to be
+    retransmitted; a user event queued then goes in the next datagram, ahead of them."""
+    ours, events = BroadcastQueue(4, lambda: 200), BroadcastQueue(4, lambda: 200)
+    for i in range(200):  # alive messages of many lengths: the largest that fits fills gaps
+        ours.queue(b"alive %03d" % i + b"." * (i % 80), key=f"n{i}", now=0.0)
+    for _ in range(20):  # everything sent a few times: the backlog sits at tiers 1-3
+        get_from_all([(ours, 2), (events, 3)], 1400, 0.0)
+    event = b"user event" + b"!" * 30
+    events.queue(event, now=1.0)
+    mine, theirs = get_from_all([(ours, 2), (events, 3)], 1400, 1.0)
+    assert theirs == [event]
+    # memberlist's queue alone fills a datagram to within a few bytes, too few for the event:
+    backlog = BroadcastQueue(4, lambda: 200)
+    for i in range(200):
+        backlog.queue(b"alive %03d" % i + b"." * (i % 80), key=f"n{i}", now=0.0)
+    for _ in range(21):
+        alone = backlog.get(2, 1400, 0.0)
+    assert 1400 - sum(len(m) + 2 for m in alone) < len(event) + 3
 
 
 def test_selection_order_and_keyed_replacement():

@@ -178,7 +178,11 @@ def test_query_collector_closes_at_the_default_timeout(n, expected):
     pyserf's finish-early option) still closes at the timeout, not before and not after."""
     assert expected == pytest.approx(GOSSIP_INTERVAL * QUERY_TIMEOUT_MULT
                                      * math.ceil(math.log10(n + 1)))
-    net = build_cluster(n, seed=47)
+    # A query reaches a node only by gossip, each holder passing it on 4 times at 9-10
+    # members: in 4-7 of 100 seeds (measured) some node never gets it, in serf as here. The
+    # seed is one where every member answers, which this test needs to show that the collector
+    # does not close early; the assertion on the answers below checks that it still is.
+    net = build_cluster(n, seed=48)
     net.run_until(net.now + 3.0)
     origin = net.by_name["n1"]
     start = net.now

@@ -57,14 +57,8 @@ class Recorder:
     def notify_msg(self, buf, now, source=None) -> None:
         pass
 
-    def get_broadcasts(self, overhead: int, limit: int, now: float) -> list[bytes]:
-        return []
-
-    def drop_broadcasts(self, now: float) -> None:
-        pass
-
-    def has_broadcasts(self) -> bool:
-        return False
+    def broadcast_queues(self) -> tuple:
+        return ()
 
     def local_state(self, join: bool, now: float) -> bytes:
         return b""
