@@ -63,6 +63,12 @@ LOOPBACK = DEFAULT_LATENCY["local"]
 GAP = 0.25
 CORES = 2  # the machine the real figures were measured on
 METRICS = ("join", "failed", "event")
+# An event that some node got only from a later push-pull, gossip having missed it: each
+# holder passes an event on 8 times at N=20-50 (3, 3 and 2 distinct peers in three rounds), so
+# all 49 others miss a given node with ((46/49)**2 * 47/49)**49, ~1.3 % of events at N=50
+# for some node, with serf's settings as with pyserf's. The real runs show none; such seeds
+# are counted apart instead of averaged into the event row.
+EVENT_MISSED = 2.0
 
 # What the simulator leaves out, per measurement, for gaps beyond GAP.
 EXPLAIN = {
@@ -100,6 +106,7 @@ class Sim:
     measured: dict[str, list[float]] = field(default_factory=lambda: {m: [] for m in METRICS})
     wall: float = 0.0
     event_ticker: list[float] = field(default_factory=list)
+    event_missed: list[float] = field(default_factory=list)  # left out of the event row
 
 
 def on_poll_grid(seconds: float, interval: float = POLL_INTERVAL) -> float:
@@ -200,6 +207,9 @@ def run_sim(sizes: list[int], seeds: int, periods: dict[int, float],
         started = time.perf_counter()
         for seed in range(1, seeds + 1):
             for metric, value in simulate_like_bench(n, seed, windows[n]).items():
+                if metric == "event" and value >= EVENT_MISSED:
+                    sim.event_missed.append(value)
+                    continue
                 sim.raw[metric].append(value)
                 sim.measured[metric].append(
                     value if metric == "event" else on_poll_grid(value, periods[n]))
@@ -211,9 +221,10 @@ def run_sim(sizes: list[int], seeds: int, periods: dict[int, float],
 # -- the real measurements ------------------------------------------------------------------
 
 LINE = re.compile(r"^\s*(pyserf|serf)\s+N=(\d+): (.*)$")
+# "failed seen in" lists one time per kill with --kills K ("11.05, 10.49s").
 FIGURES = {"join": re.compile(r"join converged in ([\d.]+|inf)s"),
            "event": re.compile(r"event handled everywhere in ([\d.]+|inf)s"),
-           "failed": re.compile(r"failed seen in ([\d.]+|inf)s"),
+           "failed": re.compile(r"failed seen in ((?:[\d.]+|inf)(?:, (?:[\d.]+|inf))*)s"),
            "median": re.compile(r"median agent ([\d.]+)s"),
            "issue": re.compile(r"issuing the joins took ([\d.]+)s")}
 
@@ -237,7 +248,7 @@ def parse_text(text: str, kind: str = "pyserf"
         for metric, pattern in FIGURES.items():
             hit = pattern.search(match[3])
             if hit:
-                figures[metric].append(float(hit[1]))
+                figures[metric].extend(float(v) for v in hit[1].split(", "))
         if header not in source.setdefault(n, []):
             source[n].append(header)
     return real, source
@@ -412,6 +423,12 @@ def main() -> int:
     for n in sizes:
         ticked = sum(1 for t in sim[n].raw["event"] if t >= tick / 2)
         lines.append(f"  N={n}: {ticked} of {len(sim[n].raw['event'])}")
+    lines += prose(f"Seeds left out of the event row, where gossip missed a node and a later "
+                   f"push-pull delivered the event (>= {EVENT_MISSED:g} s; ~1.3 % of events at "
+                   "N=50 by the retransmit arithmetic, serf's as well):")
+    for n in sizes:
+        missed = ", ".join(f"{t:.1f} s" for t in sim[n].event_missed) or "none"
+        lines.append(f"  N={n}: {len(sim[n].event_missed)} of {args.seeds} ({missed})")
     lines += ["", *prose("What-if, the same machines gossiping only on memberlist's ticker "
                          "(no expedited round), next to real serf:"),
               f"{'what':7} {'N':>3}  {'sim s':>26}  {'real serf s':>26}  {'sim/real':>8}"]
