@@ -270,4 +270,3 @@ def get_from_all(queues: Sequence[tuple[BroadcastQueue, int]], limit: int, now: 
         for queue, _, _, items in live:
             queue.commit(items, now)
     return taken
-

@@ -72,7 +72,8 @@ def query_json(cli: str, agent: Agent, *args: str, complete: set[str]) -> dict:
     times (4 * ceil(log10(6))), to 3 random peers in one round and 1 in the next, so a given
     holder misses a given peer with probability 1/4 * 3/4 = 3/16, and a node is missed by all
     four others with (3/16)**4 = 0.12 %: ~0.5 % per query for some node, in serf as in pyserf
-    (seen once in CI). A node that never answers fails both tries."""
+    (seen once in a clean-clone run of the test command). A node that never answers fails
+    both tries."""
     data: dict = {}
     for _ in range(2):
         out = run_cli(cli, "query", "-format=json", *args, rpc=agent.rpc)

@@ -162,12 +162,28 @@ def test_mixed_versions_and_compression_off(cluster: Cluster, need_serf, tmp_pat
         assert detailed("pyserf", agents["s3"]) == reference
 
         # User events both ways: from the uncompressed pyserf agent and from serf at v2.
-        for sender, name in (("pc", "from-pc"), ("s2", "from-s2"), ("p2", "from-p2")):
-            out = run_cli("serf", "event", "-coalesce=false", name, rpc=agents[sender].rpc)
-            assert out.returncode == 0, out.stderr
-        wanted = {"from-pc", "from-s2", "from-p2"}
-        wait_until(lambda: all(wanted <= set(events(tmp_path / f"{n}.ev")) for n in agents),
-                   10, what="all three user events at every agent")
+        # An event reaches agents only by gossip until the next push-pull (30 s): at seven
+        # members each holder passes it on 4 times (3 peers, then 1), so all six others miss a
+        # given agent with (1/2 * 5/6)**6, ~3 % of events for some agent, in serf as in pyserf
+        # (the simulator: 7 of 100 three-event runs, before and after 2b32da3). An event some
+        # agent lacks after 10 s is sent once more; one that never arrives fails both tries.
+        senders = {"from-pc": "pc", "from-s2": "s2", "from-p2": "p2"}
+        missing = set(senders)
+        for _ in range(2):
+            for name in sorted(missing):
+                out = run_cli("serf", "event", "-coalesce=false", name,
+                              rpc=agents[senders[name]].rpc)
+                assert out.returncode == 0, out.stderr
+            try:
+                wait_until(lambda: all(set(senders) <= set(events(tmp_path / f"{n}.ev"))
+                                       for n in agents), 10,
+                           what="all three user events at every agent")
+                break
+            except AssertionError:
+                missing = {e for e in senders for n in agents
+                           if e not in events(tmp_path / f"{n}.ev")}
+        else:
+            raise AssertionError(f"user events {sorted(missing)} never reached every agent")
     finally:
         sniffer.stop()
     sent_by_pc = sniffer.kinds.get(agents["pc"].ip, [])
