@@ -151,9 +151,7 @@ def gossip_on_ticker(node: SimNode) -> None:
         ml._loops["gossip"] = ml.scheduler.call_at(now + (phase - now) % interval,
                                                    ml._gossip_tick)
 
-    serf = node.serf
-    for queue in (ml.broadcasts, serf.intent_broadcasts, serf.event_broadcasts,
-                  serf.query_broadcasts):
+    for queue in ml._broadcast_queues():
         queue.on_queued = resume
 
 

@@ -27,9 +27,10 @@ class Net(MemberlistBase):
     def _get_broadcasts(self, overhead: int, limit: int, now: float) -> list[bytes]:
         """Messages for one datagram from every queue, in one order: fewest transmissions
         first, and on a tie ours before serf's (the largest that fits, newest first, within
-        one queue and tier). memberlist fills the datagram from its own queue before asking
-        serf's, so a backlog of its retransmissions (200 after a 200-node join storm, each
-        sent 12 times) held a new user event back for seconds."""
+        one queue and tier). hashicorp/memberlist fills a datagram from its own queue before
+        asking serf's, as pyserf did: once a backlog of its retransmissions (200 after a
+        200-node join storm, each sent 12 times) rode only the regular rounds, a new user
+        event waited behind it for seconds."""
         ours, *theirs = self._broadcast_queues()
         if not any(map(len, theirs)):
             return ours.get(overhead, limit, now)
