@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import socket
@@ -170,6 +171,10 @@ async def _serve(config: AgentConfig, sources: Any) -> int:
         _print(f"    Join completed. Synced with {num} initial agents")
     _banner(agent)
     handler.open_gate()
+    # What start-up built (modules, classes, config) lives as long as the agent: out of the
+    # collector's reach, a full collection walks only the agent's own state. Merging a
+    # 200-member push-pull allocates enough to trigger collections mid-merge.
+    gc.freeze()
     if config.retry_join:
         agent.spawn(_retry_join(agent, config))
     agent.spawn(agent.rejoin_previous())

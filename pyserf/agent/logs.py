@@ -3,6 +3,7 @@ ring of recent lines that RPC ``monitor`` replays to new subscribers."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 import time
@@ -28,9 +29,16 @@ def parse_level(name: str) -> int:
     return level
 
 
+# The last second formatted and its text: a join storm logs hundreds of lines a second.
+_stamp: tuple[int, str] = (-1, "")
+
+
 def format_line(record: logging.LogRecord) -> str:
-    stamp = time.strftime("%Y/%m/%d %H:%M:%S", time.localtime(record.created))
-    return f"{stamp} [{_NAMES.get(record.levelno, 'INFO')}] {record.getMessage()}"
+    global _stamp
+    second = int(record.created)
+    if _stamp[0] != second:
+        _stamp = (second, time.strftime("%Y/%m/%d %H:%M:%S", time.localtime(second)))
+    return f"{_stamp[1]} [{_NAMES.get(record.levelno, 'INFO')}] {record.getMessage()}"
 
 
 class AgentLogHandler(logging.Handler):
@@ -49,6 +57,7 @@ class AgentLogHandler(logging.Handler):
         # "Dropping logs to ...") goes to the ring and console but is not fanned out again,
         # so a subscriber can never recurse into itself.
         self._fanning_out = False
+        self._flush_pending = False
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -74,6 +83,21 @@ class AgentLogHandler(logging.Handler):
     def _write(self, line: str) -> None:
         try:
             self.stream.write("    " + line + "\n")
+        except (OSError, ValueError):
+            return
+        if self._flush_pending:
+            return
+        try:
+            # One flush per turn of the event loop, not per line: a joiner logs a line per
+            # member learned (200 in one push-pull at N=200), each flush a write(2).
+            asyncio.get_running_loop().call_soon(self.flush)
+            self._flush_pending = True
+        except RuntimeError:  # no loop running (start-up, shutdown): flush now
+            self.flush()
+
+    def flush(self) -> None:
+        self._flush_pending = False
+        try:
             self.stream.flush()
         except (OSError, ValueError):
             pass
@@ -123,6 +147,12 @@ class Throttle(RateLimit):
 
 
 def install(level: int, stream=None) -> AgentLogHandler:
+    # Nothing here prints a record's source line, process or thread: not looking them up
+    # saves a stack walk and two system calls per record (logging's documented switches).
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = AgentLogHandler(level, stream)
     root = logging.getLogger("pyserf")
     root.handlers[:] = [handler]
