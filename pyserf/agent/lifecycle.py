@@ -93,6 +93,7 @@ async def _serve(config: AgentConfig, sources: Any) -> int:
         _print(f"==> {exc}")
         return 1
     level = logs.parse_level(config.log_level)
+    logs.lighten_records()
     handler = logs.install(level)
     if config.enable_syslog:
         try:

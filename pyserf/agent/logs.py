@@ -146,13 +146,17 @@ class Throttle(RateLimit):
         return self.allow_at(self.clock())
 
 
-def install(level: int, stream=None) -> AgentLogHandler:
-    # Nothing here prints a record's source line, process or thread: not looking them up
-    # saves a stack walk and two system calls per record (logging's documented switches).
+def lighten_records() -> None:
+    """For the agent's process: no line printed here shows a record's source line, process or
+    thread, so logging need not look them up (a stack walk and system calls per record;
+    logging's documented switches). Process-wide, hence not part of ``install``."""
     logging._srcfile = None
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
+
+
+def install(level: int, stream=None) -> AgentLogHandler:
     handler = AgentLogHandler(level, stream)
     root = logging.getLogger("pyserf")
     root.handlers[:] = [handler]

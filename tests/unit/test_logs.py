@@ -60,3 +60,35 @@ def test_syslog_gets_lines_with_facility_and_severity(tmp_path):
         server.close()
     with pytest.raises(ValueError, match="syslog_facility"):
         logs.syslog_handler("LOCAL99", logging.INFO, address=path)
+
+
+def test_console_lines_are_flushed_once_per_loop_turn(restore_pyserf_logger):
+    """Inside the event loop a burst of lines (a joiner logs one per member learned) costs
+    one flush, on the loop's next turn; outside a loop every line is flushed at once."""
+    import asyncio
+    import io
+
+    class Counting(io.StringIO):
+        flushes = 0
+
+        def flush(self) -> None:
+            self.flushes += 1
+            super().flush()
+
+    stream = Counting()
+    handler = logs.install(logging.INFO, stream)
+    handler.open_gate()
+    log = logging.getLogger("pyserf.test")
+    log.info("outside the loop")
+    assert stream.flushes == 1
+
+    async def burst() -> tuple[int, int]:
+        for i in range(50):
+            log.info("serf: EventMemberJoin: n%d 10.0.0.%d", i, i)
+        pending = stream.flushes
+        await asyncio.sleep(0)
+        return pending, stream.flushes
+
+    assert asyncio.run(burst()) == (1, 2)
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 51 and lines[-1].endswith("[INFO] serf: EventMemberJoin: n49 10.0.0.49")
