@@ -74,11 +74,12 @@ EVENT_MISSED = 2.0
 EXPLAIN = {
     "join": (
         "The simulated machines take no CPU time, and the real agents do: at the end of a "
-        "join storm on 2 cores every agent decodes, merges and re-gossips each alive (pure-"
-        "Python LZW on every datagram) and serves push-pulls, so the last alive reaches the "
-        "slowest agent later than one network hop. The real time also starts after the last "
-        "join RPC returned to the client (a thread pool's reply), not when the seed answered, "
-        "and a poll round's agents answer over its whole duration, not at its start."),
+        "join storm on 2 cores every agent decodes, merges and re-gossips each alive and "
+        "serves push-pulls, so the last alive reaches the slowest agent later than one network "
+        "hop. The real time also starts after the last join RPC returned to the client (a "
+        "thread pool's reply), not when the seed answered, and ends when the agent answered a "
+        "poll (since 46595ff each agent is timed by its own answer; runs before it timed a "
+        "whole poll round by its start, which read low)."),
     "failed": (
         "Detection is a handful of probe intervals plus the Lifeguard suspicion timeout; "
         "which prober reaches the dead node first and how fast k independent confirmations "

@@ -208,12 +208,8 @@ class PushPullSync(NodeStates):
         """
         if not self.config.eager_sync or self.shutdown_done:
             return
-        if not follow_up:
-            odds = self.rng.random() * len(self.nodes)
-            # In a burst the settling sync (one per node, once it has gone quiet) covers what
-            # these odds aim at; more syncs would only race a storm still delivering members.
-            if odds >= EAGER_SYNCS or self._settle_timer is not None:
-                return
+        if not follow_up and self.rng.random() * len(self.nodes) >= EAGER_SYNCS:
+            return
         self._eager_until = max(self._eager_until, now + (3.0 if follow_up else 2.0))
         self._arm_eager_sync(now + self.rng.uniform(0.3, 0.8))
 
@@ -237,9 +233,8 @@ class PushPullSync(NodeStates):
             # The peer knew members gossip had not brought us: we may be behind yet. Members
             # merely still turning up elsewhere are no such evidence: in a long storm they
             # always are, and syncing on that kept every node syncing once a second for all
-            # of it. Nor while a settling sync is due: it runs once the burst is over. The
-            # budget caps the chain whatever the evidence.
-            if self._merge_news and when < self._eager_until and self._settle_timer is None:
+            # of it. The budget caps the chain whatever the evidence.
+            if self._merge_news and when < self._eager_until:
                 self._arm_eager_sync(when + self.rng.uniform(0.7, 1.2))
 
         self._push_pull_random_peer(now, again)
