@@ -57,7 +57,8 @@ class AgentLogHandler(logging.Handler):
         # "Dropping logs to ...") goes to the ring and console but is not fanned out again,
         # so a subscriber can never recurse into itself.
         self._fanning_out = False
-        self._flush_pending = False
+        # The loop whose next turn flushes the console, while one is scheduled.
+        self._flush_loop: asyncio.AbstractEventLoop | None = None
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -85,18 +86,20 @@ class AgentLogHandler(logging.Handler):
             self.stream.write("    " + line + "\n")
         except (OSError, ValueError):
             return
-        if self._flush_pending:
-            return
         try:
-            # One flush per turn of the event loop, not per line: a joiner logs a line per
-            # member learned (200 in one push-pull at N=200), each flush a write(2).
-            asyncio.get_running_loop().call_soon(self.flush)
-            self._flush_pending = True
+            loop = asyncio.get_running_loop()
         except RuntimeError:  # no loop running (start-up, shutdown): flush now
             self.flush()
+            return
+        # One flush per turn of the event loop, not per line: a joiner logs a line per member
+        # learned (200 in one push-pull at N=200), each flush a write(2). Keyed by the loop,
+        # so a flush a closed loop never ran does not hold back the lines after it.
+        if self._flush_loop is not loop:
+            self._flush_loop = loop
+            loop.call_soon(self.flush)
 
     def flush(self) -> None:
-        self._flush_pending = False
+        self._flush_loop = None
         try:
             self.stream.flush()
         except (OSError, ValueError):

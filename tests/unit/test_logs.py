@@ -92,3 +92,43 @@ def test_console_lines_are_flushed_once_per_loop_turn(restore_pyserf_logger):
     assert asyncio.run(burst()) == (1, 2)
     lines = stream.getvalue().splitlines()
     assert len(lines) == 51 and lines[-1].endswith("[INFO] serf: EventMemberJoin: n49 10.0.0.49")
+
+
+def test_a_flush_that_never_ran_does_not_hold_back_later_lines(monkeypatch,
+                                                             restore_pyserf_logger):
+    """A loop can close before the flush it was given runs (an interrupted run): the next
+    loop schedules its own, and a line outside any loop is flushed at once."""
+    import io
+
+    class Loop:
+        def __init__(self) -> None:
+            self.scheduled: list = []
+
+        def call_soon(self, callback) -> None:
+            self.scheduled.append(callback)  # never run: the loop "closed"
+
+    class Counting(io.StringIO):
+        flushes = 0
+
+        def flush(self) -> None:
+            self.flushes += 1
+
+    stream = Counting()
+    handler = logs.install(logging.INFO, stream)
+    handler.open_gate()
+    log = logging.getLogger("pyserf.test")
+    first, second = Loop(), Loop()
+    monkeypatch.setattr(logs.asyncio, "get_running_loop", lambda: first)
+    log.info("a")
+    log.info("b")
+    assert len(first.scheduled) == 1 and stream.flushes == 0
+    monkeypatch.setattr(logs.asyncio, "get_running_loop", lambda: second)
+    log.info("c")
+    assert len(second.scheduled) == 1
+
+    def no_loop():
+        raise RuntimeError("no running event loop")
+
+    monkeypatch.setattr(logs.asyncio, "get_running_loop", no_loop)
+    log.info("d")
+    assert stream.flushes == 1
